@@ -9,7 +9,8 @@ import { randomInt } from 'node:crypto';
 /** A1111 `get_fixed_seed`: -1, null, undefined, '' or NaN pick a random seed in [0, 4294967294). */
 export function fixSeed(seed: number | string | null | undefined): number {
   if (seed === null || seed === undefined || seed === '') return randomInt(0, 4294967294);
-  const n = typeof seed === 'string' ? Number(seed) : seed;
+  // Python's int() accepts only integer text; anything else counts as -1 there.
+  const n = typeof seed === 'string' ? (/^\s*[+-]?\d+\s*$/.test(seed) ? Number(seed) : -1) : seed;
   if (Number.isNaN(n) || n === -1) return randomInt(0, 4294967294);
   return Math.trunc(n);
 }
