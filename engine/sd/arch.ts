@@ -1,0 +1,207 @@
+/**
+ * Architecture of an SD 1.x / 2.x checkpoint, inferred from its tensor names and shapes (LDM key layout),
+ * so that any checkpoint loads without a config file: the shapes say channels, levels, depths and widths.
+ * Only head counts are not visible in shapes; they follow the released families' rules (see `unetHeads`).
+ */
+import { UserError } from '../util/errors.ts';
+
+export interface UnetArch {
+  inChannels: number;
+  outChannels: number;
+  modelChannels: number;
+  channelMult: number[];
+  numResBlocks: number;
+  /** Per level: whether its res blocks carry a spatial transformer. */
+  attentionLevels: boolean[];
+  /** Transformer blocks per spatial transformer, per level (the middle block uses the last level's). */
+  transformerDepth: number[];
+  contextDim: number;
+  /** SD2 style Linear proj_in/proj_out instead of 1×1 convs. */
+  useLinearProjection: boolean;
+  /** Either a number of heads per level (SD1: 8 everywhere) or a fixed head width (SD2: 64). */
+  heads: { numHeads: number[] } | { headDim: number };
+  timeEmbedDim: number;
+  normGroups: number;
+  normEps: number;
+}
+
+export interface ClipTextArch {
+  /** 'hf' = transformers CLIPTextModel layout (SD1); 'openclip' = OpenCLIP layout (SD2). */
+  layout: 'hf' | 'openclip';
+  vocabSize: number;
+  maxPositions: number;
+  width: number;
+  layers: number;
+  heads: number;
+  intermediate: number;
+  activation: 'quick_gelu' | 'gelu';
+  layerNormEps: number;
+}
+
+export interface VaeArch {
+  channels: number;
+  channelMult: number[];
+  numResBlocks: number;
+  zChannels: number;
+  embedDim: number;
+  normGroups: number;
+  normEps: number;
+  scalingFactor: number;
+}
+
+export interface SdArch {
+  family: 'sd1' | 'sd2';
+  unet: UnetArch;
+  textEncoder: ClipTextArch;
+  vae: VaeArch;
+}
+
+export type ShapeOf = (key: string) => number[] | undefined;
+
+const UNET = 'model.diffusion_model.';
+const VAE = 'first_stage_model.';
+const CLIP_HF = 'cond_stage_model.transformer.text_model.';
+const CLIP_OPEN = 'cond_stage_model.model.';
+
+function need(shapeOf: ShapeOf, key: string, what: string): number[] {
+  const s = shapeOf(key);
+  if (!s) throw new UserError(`not a Stable Diffusion checkpoint: tensor '${key}' (${what}) is missing`);
+  return s;
+}
+
+function countIndices(shapeOf: ShapeOf, prefix: (i: number) => string, probe: string): number {
+  let n = 0;
+  while (shapeOf(prefix(n) + probe)) n++;
+  return n;
+}
+
+export function inferUnetArch(shapeOf: ShapeOf, family: 'sd1' | 'sd2'): UnetArch {
+  const convIn = need(shapeOf, `${UNET}input_blocks.0.0.weight`, 'UNet conv_in');
+  const modelChannels = convIn[0];
+  const inChannels = convIn[1];
+  const levels: { ch: number; attn: boolean; depth: number }[][] = [[]];
+  for (let n = 1; ; n++) {
+    const p = `${UNET}input_blocks.${n}.`;
+    if (shapeOf(`${p}0.op.weight`)) {
+      levels.push([]);
+      continue;
+    }
+    const conv = shapeOf(`${p}0.in_layers.2.weight`);
+    if (!conv) break;
+    const attn = shapeOf(`${p}1.proj_in.weight`) !== undefined;
+    const depth = attn ? countIndices(shapeOf, (i) => `${p}1.transformer_blocks.${i}.`, 'norm1.weight') : 0;
+    levels[levels.length - 1].push({ ch: conv[0], attn, depth });
+  }
+  const numResBlocks = levels[0].length;
+  if (numResBlocks === 0) throw new UserError(`not a Stable Diffusion UNet: no res blocks under '${UNET}input_blocks'`);
+  for (const [i, l] of levels.entries()) {
+    if (l.length !== numResBlocks) {
+      throw new UserError(`unsupported UNet: level ${i} has ${l.length} res blocks, level 0 has ${numResBlocks}`);
+    }
+  }
+  const proj = shapeOf(`${UNET}middle_block.1.proj_in.weight`) ?? need(shapeOf, `${UNET}input_blocks.1.1.proj_in.weight`, 'proj_in');
+  const toK = findFirst(shapeOf, [`${UNET}middle_block.1.transformer_blocks.0.attn2.to_k.weight`, `${UNET}input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight`]);
+  const useLinearProjection = proj.length === 2;
+  return {
+    inChannels,
+    outChannels: need(shapeOf, `${UNET}out.2.weight`, 'UNet conv_out')[0],
+    modelChannels,
+    channelMult: levels.map((l) => l[0].ch / modelChannels),
+    numResBlocks,
+    attentionLevels: levels.map((l) => l[0].attn),
+    transformerDepth: levels.map((l) => l[0].depth),
+    contextDim: toK[1],
+    useLinearProjection,
+    // SD1 configs fix 8 heads at every level; SD2 fixes a 64-wide head.
+    heads: family === 'sd2' ? { headDim: 64 } : { numHeads: levels.map(() => 8) },
+    timeEmbedDim: need(shapeOf, `${UNET}time_embed.0.weight`, 'time embedding')[0],
+    normGroups: 32,
+    normEps: 1e-5,
+  };
+}
+
+function findFirst(shapeOf: ShapeOf, keys: string[]): number[] {
+  for (const k of keys) {
+    const s = shapeOf(k);
+    if (s) return s;
+  }
+  throw new UserError(`not a Stable Diffusion UNet: none of ${keys.map((k) => `'${k}'`).join(', ')} found`);
+}
+
+export function inferClipTextArch(shapeOf: ShapeOf): ClipTextArch {
+  if (shapeOf(`${CLIP_HF}embeddings.token_embedding.weight`)) {
+    const [vocabSize, width] = shapeOf(`${CLIP_HF}embeddings.token_embedding.weight`)!;
+    const layers = countIndices(shapeOf, (i) => `${CLIP_HF}encoder.layers.${i}.`, 'layer_norm1.weight');
+    return {
+      layout: 'hf',
+      vocabSize,
+      maxPositions: need(shapeOf, `${CLIP_HF}embeddings.position_embedding.weight`, 'position embedding')[0],
+      width,
+      layers,
+      heads: clipHeads(width),
+      intermediate: need(shapeOf, `${CLIP_HF}encoder.layers.0.mlp.fc1.weight`, 'MLP')[0],
+      activation: 'quick_gelu',
+      layerNormEps: 1e-5,
+    };
+  }
+  if (shapeOf(`${CLIP_OPEN}token_embedding.weight`)) {
+    const [vocabSize, width] = shapeOf(`${CLIP_OPEN}token_embedding.weight`)!;
+    return {
+      layout: 'openclip',
+      vocabSize,
+      maxPositions: need(shapeOf, `${CLIP_OPEN}positional_embedding`, 'position embedding')[0],
+      width,
+      layers: countIndices(shapeOf, (i) => `${CLIP_OPEN}transformer.resblocks.${i}.`, 'ln_1.weight'),
+      heads: clipHeads(width),
+      intermediate: need(shapeOf, `${CLIP_OPEN}transformer.resblocks.0.mlp.c_fc.weight`, 'MLP')[0],
+      activation: 'gelu',
+      layerNormEps: 1e-5,
+    };
+  }
+  throw new UserError(`no text encoder found: expected '${CLIP_HF}*' (SD1) or '${CLIP_OPEN}*' (SD2) tensors`);
+}
+
+/**
+ * Every released CLIP text tower uses 64-wide heads. Test-sized models narrower than one head use
+ * 8-wide heads, which is what the project's tiny fixtures were built with; a config file overrides both.
+ */
+export function clipHeads(width: number): number {
+  return width >= 64 && width % 64 === 0 ? width / 64 : Math.max(1, Math.floor(width / 8));
+}
+
+export function inferVaeArch(shapeOf: ShapeOf): VaeArch {
+  const convIn = need(shapeOf, `${VAE}encoder.conv_in.weight`, 'VAE encoder conv_in');
+  const channels = convIn[0];
+  const levels = countIndices(shapeOf, (i) => `${VAE}encoder.down.${i}.`, 'block.0.conv1.weight');
+  const channelMult: number[] = [];
+  for (let i = 0; i < levels; i++) channelMult.push(need(shapeOf, `${VAE}encoder.down.${i}.block.0.conv1.weight`, 'VAE block')[0] / channels);
+  const numResBlocks = countIndices(shapeOf, (i) => `${VAE}encoder.down.0.block.${i}.`, 'conv1.weight');
+  const convOut = need(shapeOf, `${VAE}encoder.conv_out.weight`, 'VAE encoder conv_out');
+  const postQuant = need(shapeOf, `${VAE}post_quant_conv.weight`, 'post_quant_conv');
+  return {
+    channels,
+    channelMult,
+    numResBlocks,
+    zChannels: convOut[0] / 2,
+    embedDim: postQuant[0],
+    normGroups: 32,
+    normEps: 1e-6,
+    scalingFactor: 0.18215,
+  };
+}
+
+/** Heads of the spatial transformer at `level` (the middle block uses the last level). */
+export function unetHeadsAt(arch: UnetArch, level: number): number {
+  const ch = arch.modelChannels * arch.channelMult[level];
+  const heads = 'headDim' in arch.heads ? ch / arch.heads.headDim : arch.heads.numHeads[level];
+  if (!Number.isInteger(heads) || heads < 1 || ch % heads !== 0) {
+    throw new UserError(`UNet level ${level}: ${ch} channels do not split into ${heads} heads`);
+  }
+  return heads;
+}
+
+export function inferSdArch(shapeOf: ShapeOf): SdArch {
+  const textEncoder = inferClipTextArch(shapeOf);
+  const family = textEncoder.layout === 'openclip' ? 'sd2' : 'sd1';
+  return { family, unet: inferUnetArch(shapeOf, family), textEncoder, vae: inferVaeArch(shapeOf) };
+}

@@ -1,0 +1,113 @@
+/**
+ * A diffusers pipeline folder (`unet/`, `vae/`, `text_encoder/`, `tokenizer/`), renamed into LDM keys so the
+ * models see one layout. The text encoder stays in the transformers layout under
+ * `cond_stage_model.transformer.text_model.*` (for SD2 too: diffusers stores SD2's OpenCLIP as a CLIPTextModel).
+ */
+import { readFile, access } from 'node:fs/promises';
+import { join } from 'node:path';
+import { SafetensorsFile } from '../safetensors/index.ts';
+import { UserError } from '../util/errors.ts';
+import { diffusersToLdmTarget, inferUnetLayout, inferVaeLayout, ldmShapeFor } from './keymap.ts';
+
+interface Source {
+  file: SafetensorsFile;
+  key: string;
+  shape: number[];
+}
+
+/** Config values that shapes cannot tell, read from the folder's config.json files. */
+export interface DiffusersHints {
+  unetHeads?: number[] | number;
+  unetHeadDim?: number;
+  textHeads?: number;
+  textActivation?: 'quick_gelu' | 'gelu';
+  textLayerNormEps?: number;
+  vaeScalingFactor?: number;
+  normEps?: number;
+}
+
+async function firstExisting(dir: string, names: string[]): Promise<string | undefined> {
+  for (const n of names) {
+    const p = join(dir, n);
+    if (await access(p).then(() => true, () => false)) return p;
+  }
+  return undefined;
+}
+
+async function readJson(path: string): Promise<Record<string, unknown> | undefined> {
+  const text = await readFile(path, 'utf8').catch(() => undefined);
+  if (text === undefined) return undefined;
+  try {
+    return JSON.parse(text) as Record<string, unknown>;
+  } catch (e) {
+    throw new UserError(`${path}: invalid JSON (${(e as Error).message})`);
+  }
+}
+
+const WEIGHT_NAMES = {
+  unet: ['diffusion_pytorch_model.safetensors', 'diffusion_pytorch_model.fp16.safetensors'],
+  vae: ['diffusion_pytorch_model.safetensors', 'diffusion_pytorch_model.fp16.safetensors'],
+  text_encoder: ['model.safetensors', 'model.fp16.safetensors'],
+} as const;
+
+export async function openDiffusersFolder(
+  dir: string,
+  sources: Map<string, Source>,
+  files: SafetensorsFile[],
+): Promise<DiffusersHints> {
+  const open = async (part: keyof typeof WEIGHT_NAMES): Promise<SafetensorsFile> => {
+    const p = await firstExisting(join(dir, part), [...WEIGHT_NAMES[part]]);
+    if (!p) {
+      const bin = await firstExisting(join(dir, part), ['diffusion_pytorch_model.bin', 'pytorch_model.bin']);
+      throw new UserError(
+        bin
+          ? `${bin}: pickled .bin weights are refused (they can run code when opened); save the folder with safe_serialization=True`
+          : `diffusers folder ${dir}: missing ${part}/${WEIGHT_NAMES[part][0]}`,
+      );
+    }
+    const f = await SafetensorsFile.open(p);
+    files.push(f);
+    return f;
+  };
+
+  const unet = await open('unet');
+  const unetLayout = inferUnetLayout(unet.names());
+  for (const info of unet.tensors.values()) {
+    const t = diffusersToLdmTarget('unet', info.name, unetLayout);
+    if (t) sources.set(t.key, { file: unet, key: info.name, shape: ldmShapeFor(t, info.shape) });
+  }
+
+  const vae = await open('vae');
+  const vaeLayout = inferVaeLayout(vae.names());
+  for (const info of vae.tensors.values()) {
+    const t = diffusersToLdmTarget('vae', info.name, vaeLayout);
+    if (t) sources.set(t.key, { file: vae, key: info.name, shape: ldmShapeFor(t, info.shape) });
+  }
+
+  const te = await open('text_encoder');
+  for (const info of te.tensors.values()) {
+    // transformers 5 saves CLIPTextModel without the `text_model.` prefix; both layouts occur.
+    const rest = info.name.startsWith('text_model.') ? info.name : `text_model.${info.name}`;
+    if (rest.endsWith('position_ids')) continue;
+    sources.set(`cond_stage_model.transformer.${rest}`, { file: te, key: info.name, shape: info.shape });
+  }
+
+  const hints: DiffusersHints = {};
+  const unetCfg = await readJson(join(dir, 'unet', 'config.json'));
+  if (unetCfg) {
+    // diffusers keeps SD1's historical name: `attention_head_dim` holds the head count unless
+    // `num_attention_heads` is set.
+    const heads = (unetCfg.num_attention_heads ?? unetCfg.attention_head_dim) as number[] | number | undefined;
+    if (heads !== undefined && heads !== null) hints.unetHeads = heads;
+    if (typeof unetCfg.norm_eps === 'number') hints.normEps = unetCfg.norm_eps;
+  }
+  const teCfg = await readJson(join(dir, 'text_encoder', 'config.json'));
+  if (teCfg) {
+    if (typeof teCfg.num_attention_heads === 'number') hints.textHeads = teCfg.num_attention_heads;
+    if (teCfg.hidden_act === 'gelu' || teCfg.hidden_act === 'quick_gelu') hints.textActivation = teCfg.hidden_act;
+    if (typeof teCfg.layer_norm_eps === 'number') hints.textLayerNormEps = teCfg.layer_norm_eps;
+  }
+  const vaeCfg = await readJson(join(dir, 'vae', 'config.json'));
+  if (vaeCfg && typeof vaeCfg.scaling_factor === 'number') hints.vaeScalingFactor = vaeCfg.scaling_factor;
+  return hints;
+}

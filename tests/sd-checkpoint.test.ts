@@ -1,0 +1,76 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFile, mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fixturesDir } from './support/paths.ts';
+import { Checkpoint } from '../engine/sd/checkpoint.ts';
+import { unetHeadsAt } from '../engine/sd/arch.ts';
+
+const sd = join(fixturesDir, 'sd-tiny');
+const readJson = async (p: string) => JSON.parse(await readFile(p, 'utf8'));
+
+test('single-file and diffusers folder give the same architecture, read from shapes and configs', async () => {
+  const single = await Checkpoint.open(join(sd, 'sd-tiny.safetensors'));
+  const folder = await Checkpoint.open(join(sd, 'diffusers'));
+  const unetCfg = await readJson(join(sd, 'diffusers/unet/config.json'));
+  const teCfg = await readJson(join(sd, 'diffusers/text_encoder/config.json'));
+  const vaeCfg = await readJson(join(sd, 'diffusers/vae/config.json'));
+  for (const ck of [single, folder]) {
+    const { unet, textEncoder, vae } = ck.arch;
+    assert.equal(ck.arch.family, 'sd1');
+    assert.deepEqual(unet.channelMult.map((m) => m * unet.modelChannels), unetCfg.block_out_channels);
+    assert.equal(unet.numResBlocks, unetCfg.layers_per_block);
+    assert.equal(unet.contextDim, unetCfg.cross_attention_dim);
+    assert.equal(unet.useLinearProjection, unetCfg.use_linear_projection);
+    assert.deepEqual(
+      unet.attentionLevels,
+      unetCfg.down_block_types.map((t: string) => t.startsWith('CrossAttn')),
+    );
+    for (let l = 0; l < unet.channelMult.length; l++) {
+      const heads = Array.isArray(unetCfg.attention_head_dim) ? unetCfg.attention_head_dim[l] : unetCfg.attention_head_dim;
+      assert.equal(unetHeadsAt(unet, l), heads);
+    }
+    assert.equal(textEncoder.width, teCfg.hidden_size);
+    assert.equal(textEncoder.layers, teCfg.num_hidden_layers);
+    assert.equal(textEncoder.heads, teCfg.num_attention_heads);
+    assert.equal(textEncoder.intermediate, teCfg.intermediate_size);
+    assert.equal(textEncoder.vocabSize, teCfg.vocab_size);
+    assert.equal(textEncoder.activation, teCfg.hidden_act);
+    assert.deepEqual(vae.channelMult.map((m) => m * vae.channels), vaeCfg.block_out_channels);
+    assert.equal(vae.numResBlocks, vaeCfg.layers_per_block);
+    assert.equal(vae.zChannels, vaeCfg.latent_channels);
+    assert.equal(vae.scalingFactor, vaeCfg.scaling_factor);
+  }
+  await single.close();
+  await folder.close();
+});
+
+test('a diffusers folder exposes every LDM tensor of the single file, with identical values', async () => {
+  const single = await Checkpoint.open(join(sd, 'sd-tiny.safetensors'));
+  const folder = await Checkpoint.open(join(sd, 'diffusers'));
+  const missing = single.keys().filter((k) => !folder.has(k));
+  assert.deepEqual(missing, []);
+  for (const k of single.keys()) {
+    const a = await single.read(k);
+    const b = await folder.read(k);
+    assert.deepEqual(b.shape, a.shape, k);
+    assert.deepEqual(b.data, a.data, k);
+  }
+  await single.close();
+  await folder.close();
+});
+
+test('pickled checkpoints are refused with a message that says how to convert', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'ckpt-'));
+  const p = join(dir, 'model.ckpt');
+  await writeFile(p, 'not opened');
+  await assert.rejects(Checkpoint.open(p), /pickle.*safetensors/s);
+});
+
+test('a file without SD tensors names the missing tensor', async () => {
+  await assert.rejects(
+    Checkpoint.open(join(fixturesDir, 'llama-tiny/model/model.safetensors')),
+    /not a Stable Diffusion|no text encoder found/,
+  );
+});
