@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AdamW } from '../engine/optim/adamw.ts';
 import { NonFiniteError } from '../engine/optim/guard.ts';
+import type { ParamGroup } from '../engine/optim/optimizer.ts';
 import { fixturesDir } from './support/paths.ts';
 
 function rng(seed: number): () => number {
@@ -89,7 +90,7 @@ test('AdamW matches a float64 reference over several steps, two groups with thei
   const r = rng(7);
   const sizes = { a: 257, b: 64, c: 1000 };
   const params = Object.fromEntries(Object.entries(sizes).map(([k, n]) => [k, randn(r, n, 0.5)]));
-  const groups = [
+  const groups: ParamGroup[] = [
     { name: 'unet', params: { a: params.a!, b: params.b! }, lr: 1e-3 },
     { name: 'textencoder', params: { c: params.c! }, lr: 3e-4, weightDecay: 0.1 },
   ];
