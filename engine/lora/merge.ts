@@ -1,0 +1,220 @@
+/**
+ * Load-time LoRA merging over a live weight map, as A1111 and ComfyUI do it: the first time a weight is
+ * changed its pristine values are copied aside; switching to another stack restores those copies
+ * (bit-exact) and applies the new stack. Merged results are kept in an LRU cache bounded by bytes, so
+ * going back to a recent stack is a memcpy, and parsed LoRA files are cached by (path, mtime, size).
+ */
+import { stat } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { totalmem } from 'node:os';
+import { applyStack, type ApplyReport } from './apply.ts';
+import { loadLora } from './load.ts';
+import { TargetIndex } from './targets.ts';
+import type { ParsedLora, WeightMap } from './types.ts';
+
+export interface StackItem {
+  /** LoRA file (or diffusers / PEFT folder). */
+  path: string;
+  te: number;
+  unet: number;
+  /** Name for reports and logs (e.g. the prompt tag's name). */
+  name?: string;
+}
+
+export interface MergeResult {
+  /** Cache key of the stack now active ('' for the bare base model). */
+  stackKey: string;
+  /** True when nothing was computed: the stack was active already or came from the cache. */
+  fromCache: boolean;
+  /** LDM keys whose values differ from before this call: upload these to a running model. */
+  changedKeys: string[];
+  /** Per LoRA: modules applied, and names that matched nothing or failed (empty on a cache hit of a clean stack). */
+  loras: { name: string; path: string; applied: number; unmatched: string[]; errors: string[] }[];
+  seconds: number;
+}
+
+export interface LoraMergerOptions {
+  /** Upper bound on the merged-stack cache, in bytes of float32 values. Default: 1/8 of RAM. 0 disables it. */
+  cacheBytes?: number;
+  /** Upper bound on parsed LoRA files kept in memory, in bytes. Default: 1/16 of RAM. */
+  loraCacheBytes?: number;
+  /** Where unmatched-module warnings go. Default: console.warn. */
+  log?: (message: string) => void;
+  /** Model key index; built from the weight map when omitted. */
+  index?: TargetIndex;
+}
+
+interface CachedStack {
+  values: Map<string, Float32Array>;
+  bytes: number;
+  loras: MergeResult['loras'];
+}
+
+function bytesOfLora(l: ParsedLora): number {
+  let n = 0;
+  for (const m of l.modules) for (const t of Object.values(m.tensors)) n += t.data.byteLength;
+  return n;
+}
+
+export class LoraMerger {
+  private readonly pristine = new Map<string, Float32Array>();
+  /** Keys currently holding non-pristine values. */
+  private dirty = new Set<string>();
+  private activeKey = '';
+  private activeLoras: MergeResult['loras'] = [];
+  private readonly stacks = new Map<string, CachedStack>();
+  private stackBytes = 0;
+  private readonly files = new Map<string, { id: string; lora: ParsedLora; bytes: number }>();
+  private fileBytes = 0;
+  private readonly index: TargetIndex;
+  private readonly cacheBytes: number;
+  private readonly loraCacheBytes: number;
+  private readonly log: (message: string) => void;
+  private queue: Promise<unknown> = Promise.resolve();
+  readonly stats = { hits: 0, misses: 0 };
+
+  constructor(
+    private readonly weights: WeightMap,
+    options: LoraMergerOptions = {},
+  ) {
+    this.index = options.index ?? new TargetIndex(weights.keys(), (k) => weights.get(k)?.shape);
+    this.cacheBytes = options.cacheBytes ?? Math.floor(totalmem() / 8);
+    this.loraCacheBytes = options.loraCacheBytes ?? Math.floor(totalmem() / 16);
+    this.log = options.log ?? ((m) => console.warn(m));
+  }
+
+  /** Makes `stack` the active one. Calls are serialised; each sees the previous one finished. */
+  apply(stack: StackItem[]): Promise<MergeResult> {
+    const run = this.queue.then(() => this.applyNow(stack));
+    this.queue = run.catch(() => {});
+    return run;
+  }
+
+  /** Back to the base weights (bit-exact). Returns the keys that changed. */
+  async restore(): Promise<string[]> {
+    return (await this.apply([])).changedKeys;
+  }
+
+  get active(): string {
+    return this.activeKey;
+  }
+
+  get cache(): { entries: number; bytes: number; limit: number; pristineBytes: number } {
+    let pristineBytes = 0;
+    for (const p of this.pristine.values()) pristineBytes += p.byteLength;
+    return { entries: this.stacks.size, bytes: this.stackBytes, limit: this.cacheBytes, pristineBytes };
+  }
+
+  private async fileId(path: string): Promise<string> {
+    const s = await stat(path);
+    return `${s.mtimeMs}:${s.size}`;
+  }
+
+  private async stackKeyOf(stack: StackItem[]): Promise<string> {
+    const parts: string[] = [];
+    for (const s of stack) {
+      if (s.te === 0 && s.unet === 0) continue;
+      const p = resolve(s.path);
+      parts.push(JSON.stringify([p, await this.fileId(p), s.te, s.unet]));
+    }
+    return parts.join('\n');
+  }
+
+  private async loraOf(path: string): Promise<ParsedLora> {
+    const p = resolve(path);
+    const id = await this.fileId(p);
+    const hit = this.files.get(p);
+    if (hit && hit.id === id) {
+      this.files.delete(p);
+      this.files.set(p, hit);
+      return hit.lora;
+    }
+    if (hit) {
+      this.files.delete(p);
+      this.fileBytes -= hit.bytes;
+    }
+    const lora = await loadLora(p);
+    const bytes = bytesOfLora(lora);
+    if (bytes <= this.loraCacheBytes) {
+      this.files.set(p, { id, lora, bytes });
+      this.fileBytes += bytes;
+      for (const [k, v] of this.files) {
+        if (this.fileBytes <= this.loraCacheBytes) break;
+        this.files.delete(k);
+        this.fileBytes -= v.bytes;
+      }
+    }
+    return lora;
+  }
+
+  private restoreDirty(except?: Set<string>): void {
+    for (const k of this.dirty) {
+      if (except?.has(k)) continue;
+      this.weights.get(k)!.data.set(this.pristine.get(k)!);
+    }
+    this.dirty = new Set();
+  }
+
+  private async applyNow(stack: StackItem[]): Promise<MergeResult> {
+    const t0 = performance.now();
+    const key = await this.stackKeyOf(stack);
+    const done = (fromCache: boolean, changed: Iterable<string>): MergeResult => ({
+      stackKey: key,
+      fromCache,
+      changedKeys: [...changed].sort(),
+      loras: this.activeLoras,
+      seconds: (performance.now() - t0) / 1000,
+    });
+    if (key === this.activeKey) return done(true, []);
+
+    const cached = this.stacks.get(key);
+    if (cached) {
+      this.stats.hits++;
+      this.stacks.delete(key);
+      this.stacks.set(key, cached);
+      const changed = new Set([...this.dirty, ...cached.values.keys()]);
+      this.restoreDirty(new Set(cached.values.keys()));
+      for (const [k, v] of cached.values) this.weights.get(k)!.data.set(v);
+      this.dirty = new Set(cached.values.keys());
+      this.activeKey = key;
+      this.activeLoras = cached.loras;
+      return done(true, changed);
+    }
+    if (key !== '') this.stats.misses++;
+
+    // Load every file before touching weights, so a missing file leaves the active stack intact.
+    const active = stack.filter((s) => s.te !== 0 || s.unet !== 0);
+    const loaded = [];
+    for (const s of active) loaded.push({ lora: await this.loraOf(s.path), name: s.name ?? s.path, te: s.te, unet: s.unet });
+
+    const before = new Set(this.dirty);
+    this.restoreDirty();
+    const report: ApplyReport = applyStack(this.weights, loaded, this.index, (k) => {
+      if (!this.pristine.has(k)) this.pristine.set(k, this.weights.get(k)!.data.slice());
+    });
+    this.dirty = report.touched;
+    this.activeKey = key;
+    this.activeLoras = report.layers.map((l, i) => ({ ...l, path: resolve(active[i]!.path) }));
+    for (const l of this.activeLoras) {
+      if (l.unmatched.length) this.log(`LoRA ${l.name}: ${l.unmatched.length} keys match nothing in the model: ${l.unmatched.join(', ')}`);
+      for (const e of l.errors) this.log(`LoRA ${l.name}: ${e}`);
+    }
+    if (key !== '') this.remember(key, report.touched, this.activeLoras);
+    return done(false, new Set([...before, ...report.touched]));
+  }
+
+  private remember(key: string, touched: Set<string>, loras: MergeResult['loras']): void {
+    let bytes = 0;
+    for (const k of touched) bytes += this.weights.get(k)!.data.byteLength;
+    if (bytes > this.cacheBytes) return;
+    for (const [k, v] of this.stacks) {
+      if (this.stackBytes + bytes <= this.cacheBytes) break;
+      this.stacks.delete(k);
+      this.stackBytes -= v.bytes;
+    }
+    const values = new Map<string, Float32Array>();
+    for (const k of touched) values.set(k, this.weights.get(k)!.data.slice());
+    this.stacks.set(key, { values, bytes, loras });
+    this.stackBytes += bytes;
+  }
+}
