@@ -126,6 +126,26 @@ function lineOf(src: Source, path: Path, key = false): string {
   return range ? `line ${src.lines.linePos(range[0]).line}: ` : '';
 }
 
+const ESCAPE_NAMES: Record<string, string> = {
+  n: 'newline',
+  t: 'tab',
+  r: 'carriage return',
+  b: 'backspace',
+  f: 'form feed',
+  v: 'vertical tab',
+  a: 'bell',
+  e: 'escape',
+  '0': 'NUL',
+  x: 'a character code',
+  u: 'a character code',
+  U: 'a character code',
+  N: 'next line',
+  L: 'line separator',
+  P: 'paragraph separator',
+  _: 'no-break space',
+  ' ': 'space',
+};
+
 /**
  * YAML reads "C:\new" as C:, newline, "ew". The parse succeeds, so the only trace is in the source text:
  * a double-quoted scalar whose raw form holds an escape other than \\ \" or \/.
@@ -152,9 +172,10 @@ function doubleQuotedEscapeWarnings(src: Source): string[] {
       }
       if (escapes.size) {
         const rawBody = raw.replace(/^"|"$/g, '');
+        const named = [...escapes].map((e) => `${e}${ESCAPE_NAMES[e[1]!] ? ` (${ESCAPE_NAMES[e[1]!]})` : ''}`);
         out.push(
-          `${lineOf(src, path)}${dotted(path)}: the double-quoted value ${raw} contains ${[...escapes].join(', ')}, ` +
-            `which YAML reads as escape sequences, so the value became ${JSON.stringify(node.value)}; ` +
+          `${lineOf(src, path)}${dotted(path)}: the double-quoted value ${raw} contains ${named.join(', ')}, ` +
+            `which YAML reads as an escape, so the value is not the text you wrote; ` +
             `for a Windows path use single quotes ('${rawBody}') or forward slashes (${rawBody.replace(/\\/g, '/')})`,
         );
       }
