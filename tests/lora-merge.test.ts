@@ -1,0 +1,219 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { copyFile, mkdtemp, rm, utimes } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fixturesDir } from './support/paths.ts';
+import { SafetensorsFile, writeSafetensors } from '../engine/safetensors/index.ts';
+import { LoraMerger } from '../engine/lora/merge.ts';
+import { loadLora } from '../engine/lora/load.ts';
+import { parseModuleName } from '../engine/lora/names.ts';
+import { TargetIndex } from '../engine/lora/targets.ts';
+import type { WeightMap } from '../engine/lora/types.ts';
+
+const sd = join(fixturesDir, 'sd-tiny');
+const kohyaA = join(sd, 'lora-kohya/lora_a.safetensors');
+const kohyaB = join(sd, 'lora-kohya/lora_b.safetensors');
+const peftA = join(sd, 'lora-diffusers/lora_a/pytorch_lora_weights.safetensors');
+const peftB = join(sd, 'lora-diffusers/lora_b');
+const keymap = JSON.parse(readFileSync(join(sd, 'keymap.json'), 'utf8')) as { kohya_lora_module_to_ldm_weight: Record<string, string> };
+
+async function readAll(path: string): Promise<{ tensors: WeightMap; metadata: Record<string, string> }> {
+  const f = await SafetensorsFile.open(path);
+  const tensors: WeightMap = new Map();
+  for (const [n, info] of f.tensors) tensors.set(n, { shape: [...info.shape], data: await f.readFloat32(n) });
+  const metadata = f.metadata;
+  await f.close();
+  return { tensors, metadata };
+}
+
+const base = await readAll(join(sd, 'sd-tiny.safetensors'));
+const copyWeights = (): WeightMap => new Map([...base.tensors].map(([k, v]) => [k, { shape: v.shape, data: v.data.slice() }]));
+const quiet = { log: () => {} };
+
+/**
+ * ΔW per LDM key from the raw kohya file, in float64, independent of the engine: scale from the file's own
+ * alpha tensor and rank, the target from the fixture's keymap.json.
+ */
+async function independentDelta(file: string): Promise<Map<string, Float64Array>> {
+  const { tensors } = await readAll(file);
+  const out = new Map<string, Float64Array>();
+  for (const [module, ldm] of Object.entries(keymap.kohya_lora_module_to_ldm_weight)) {
+    const down = tensors.get(`${module}.lora_down.weight`);
+    if (!down) continue;
+    const up = tensors.get(`${module}.lora_up.weight`)!;
+    const alpha = tensors.get(`${module}.alpha`)!.data[0]!;
+    const [r, inn] = down.shape as [number, number];
+    const o = up.shape[0]!;
+    const d = new Float64Array(o * inn);
+    for (let i = 0; i < o; i++) for (let j = 0; j < inn; j++) {
+      let s = 0;
+      for (let k = 0; k < r; k++) s += up.data[i * r + k]! * down.data[k * inn + j]!;
+      d[i * inn + j] = (alpha / r) * s;
+    }
+    out.set(ldm, d);
+  }
+  return out;
+}
+
+/** max |w - expected| where expected(i) = base + Σ c·Δ over the given deltas. */
+function maxErr(w: WeightMap, terms: [number, Map<string, Float64Array>][]): number {
+  let worst = 0;
+  for (const [k, t] of w) {
+    const b = base.tensors.get(k)!.data;
+    const ds = terms.map(([c, m]) => [c, m.get(k)] as const).filter(([, d]) => d !== undefined);
+    for (let i = 0; i < t.data.length; i++) {
+      let e = b[i]!;
+      for (const [c, d] of ds) e += c * d![i]!;
+      worst = Math.max(worst, Math.abs(t.data[i]! - e));
+    }
+  }
+  return worst;
+}
+
+function sameBits(a: WeightMap, b: WeightMap): string[] {
+  const diff: string[] = [];
+  for (const [k, t] of a) {
+    const u = new Uint32Array(t.data.buffer, t.data.byteOffset, t.data.length);
+    const v = new Uint32Array(b.get(k)!.data.buffer, b.get(k)!.data.byteOffset, b.get(k)!.data.length);
+    if (u.length !== v.length || u.some((x, i) => x !== v[i])) diff.push(k);
+  }
+  return diff;
+}
+
+test('every kohya module of the fixture LoRAs resolves to the LDM weight keymap.json names', async () => {
+  const index = new TargetIndex(base.tensors.keys(), (k) => base.tensors.get(k)?.shape);
+  const wrong: string[] = [];
+  for (const [module, ldm] of Object.entries(keymap.kohya_lora_module_to_ldm_weight)) {
+    const n = parseModuleName(module)!;
+    if (index.resolve(n.part, n.path)?.key !== ldm) wrong.push(module);
+  }
+  assert.deepEqual(wrong, []);
+  for (const f of [kohyaA, kohyaB, peftA, peftB]) {
+    const l = await loadLora(f);
+    const unresolved = l.modules.filter((m) => !index.resolve(m.part, m.path)).map((m) => m.name);
+    assert.deepEqual(unresolved, [], f);
+    assert.deepEqual(l.unknownKeys, []);
+  }
+});
+
+test('lora_a at 1.0: kohya and diffusers files give bit-identical weights, equal to W + (alpha/r)·up@down', async () => {
+  const wk = copyWeights(), wd = copyWeights();
+  const rk = await new LoraMerger(wk, quiet).apply([{ path: kohyaA, te: 1, unet: 1 }]);
+  const rd = await new LoraMerger(wd, quiet).apply([{ path: join(sd, 'lora-diffusers/lora_a'), te: 1, unet: 1 }]);
+  assert.deepEqual(sameBits(wk, wd), []);
+  const delta = await independentDelta(kohyaA);
+  assert.equal(rk.loras[0]!.applied, delta.size);
+  assert.equal(rd.loras[0]!.applied, delta.size);
+  assert.deepEqual(rk.changedKeys, [...delta.keys()].sort());
+  const err = maxErr(wk, [[1, delta]]);
+  assert.ok(err < 1e-6, `max |W' - (W + ΔW)| = ${err}`);
+  // A real change happened: the LoRA moves weights by far more than the tolerance.
+  assert.ok(maxErr(wk, []) > 1e-2);
+});
+
+test('A×0.8 + B×0.5 is the sum of the scaled deltas, in both formats; restore is bit-exact', async () => {
+  const dA = await independentDelta(kohyaA), dB = await independentDelta(kohyaB);
+  for (const [a, b] of [[kohyaA, kohyaB], [peftA, peftB]] as const) {
+    const w = copyWeights();
+    const m = new LoraMerger(w, quiet);
+    const r = await m.apply([{ path: a, te: 0.8, unet: 0.8 }, { path: b, te: 0.5, unet: 0.5 }]);
+    assert.equal(r.fromCache, false);
+    const err = maxErr(w, [[0.8, dA], [0.5, dB]]);
+    assert.ok(err < 1e-6, `${a}: error ${err}`);
+    const changed = await m.restore();
+    assert.deepEqual(changed, r.changedKeys);
+    assert.deepEqual(sameBits(w, base.tensors), []);
+  }
+});
+
+test('separate text-encoder and UNet multipliers', async () => {
+  const w = copyWeights();
+  const dA = await independentDelta(kohyaA);
+  const r = await new LoraMerger(w, quiet).apply([{ path: kohyaA, te: 0, unet: -0.5 }]);
+  assert.ok(r.changedKeys.every((k) => k.startsWith('model.diffusion_model.')));
+  assert.ok(r.changedKeys.length > 0);
+  const unetOnly = new Map([...dA].filter(([k]) => k.startsWith('model.diffusion_model.')));
+  assert.ok(unetOnly.size > 0 && unetOnly.size < dA.size);
+  const err = maxErr(w, [[-0.5, unetOnly]]);
+  assert.ok(err < 1e-6);
+});
+
+test('stack cache: repeating a stack is a copy from cache with identical bits; a changed file is re-read', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'lora-merge-'));
+  try {
+    const a = join(dir, 'a.safetensors');
+    await copyFile(kohyaA, a);
+    const w = copyWeights();
+    const m = new LoraMerger(w, quiet);
+    const first = await m.apply([{ path: a, te: 1, unet: 1 }]);
+    const snapshot = new Map([...w].map(([k, v]) => [k, { shape: v.shape, data: v.data.slice() }]));
+    await m.apply([{ path: kohyaB, te: 1, unet: 1 }]);
+    const again = await m.apply([{ path: a, te: 1, unet: 1 }]);
+    assert.equal(first.fromCache, false);
+    assert.equal(again.fromCache, true);
+    assert.equal(m.stats.hits, 1);
+    assert.deepEqual(sameBits(w, snapshot), []);
+    const same = await m.apply([{ path: a, te: 1, unet: 1 }]);
+    assert.deepEqual(same.changedKeys, []);
+
+    // Replace a.safetensors by lora_b's content with a new mtime: the cache entry must not be used.
+    await copyFile(kohyaB, a);
+    await utimes(a, new Date(), new Date(Date.now() + 5000));
+    const fresh = await m.apply([{ path: a, te: 1, unet: 1 }]);
+    assert.equal(fresh.fromCache, false);
+    const viaB = copyWeights();
+    await new LoraMerger(viaB, quiet).apply([{ path: kohyaB, te: 1, unet: 1 }]);
+    assert.deepEqual(sameBits(w, viaB), []);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('cache bounded by bytes: a zero budget caches nothing and still restores exactly', async () => {
+  const w = copyWeights();
+  const m = new LoraMerger(w, { ...quiet, cacheBytes: 0 });
+  await m.apply([{ path: kohyaA, te: 1, unet: 1 }]);
+  await m.apply([{ path: kohyaB, te: 1, unet: 1 }]);
+  const again = await m.apply([{ path: kohyaA, te: 1, unet: 1 }]);
+  assert.equal(again.fromCache, false);
+  assert.equal(m.cache.entries, 0);
+  await m.restore();
+  assert.deepEqual(sameBits(w, base.tensors), []);
+});
+
+test('modules and keys that match nothing are reported by name and logged, the rest still applies', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'lora-merge-'));
+  try {
+    const { tensors, metadata } = await readAll(kohyaA);
+    const out = new Map([...tensors].map(([k, v]) => [k, { dtype: 'F32' as const, shape: v.shape, data: v.data }]));
+    const bogus = 'lora_unet_down_blocks_7_attentions_0_transformer_blocks_0_attn1_to_q';
+    out.set(`${bogus}.lora_down.weight`, { dtype: 'F32', shape: [4, 32], data: new Float32Array(128) });
+    out.set(`${bogus}.lora_up.weight`, { dtype: 'F32', shape: [32, 4], data: new Float32Array(128) });
+    out.set('something_else.weight', { dtype: 'F32', shape: [1], data: new Float32Array(1) });
+    const file = join(dir, 'odd.safetensors');
+    await writeSafetensors(file, out, metadata);
+    const logs: string[] = [];
+    const w = copyWeights();
+    const r = await new LoraMerger(w, { log: (s) => logs.push(s) }).apply([{ path: file, te: 1, unet: 1, name: 'odd' }]);
+    assert.deepEqual(r.loras[0]!.unmatched.sort(), [bogus, 'something_else.weight'].sort());
+    assert.equal(r.loras[0]!.applied, Object.keys(keymap.kohya_lora_module_to_ldm_weight).filter((k) => tensors.has(`${k}.alpha`)).length);
+    assert.equal(logs.length, 1);
+    assert.match(logs[0]!, /odd/);
+    assert.match(logs[0]!, new RegExp(bogus));
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a missing LoRA file is a UserError and leaves the active stack in place', async () => {
+  const w = copyWeights();
+  const m = new LoraMerger(w, quiet);
+  await m.apply([{ path: kohyaA, te: 1, unet: 1 }]);
+  const snapshot = new Map([...w].map(([k, v]) => [k, { shape: v.shape, data: v.data.slice() }]));
+  await assert.rejects(m.apply([{ path: join(sd, 'nope.safetensors'), te: 1, unet: 1 }]), /nope\.safetensors/);
+  assert.deepEqual(sameBits(w, snapshot), []);
+  const back = await m.apply([{ path: kohyaA, te: 1, unet: 1 }]);
+  assert.deepEqual(back.changedKeys, []);
+});
