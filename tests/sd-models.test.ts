@@ -1,0 +1,59 @@
+import { test, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { fixturesDir } from './support/paths.ts';
+import { Goldens } from './support/golden.ts';
+import { StableDiffusion } from '../engine/sd/model.ts';
+
+const dir = join(fixturesDir, 'sd-tiny');
+let golden: Goldens;
+let single: StableDiffusion;
+let folder: StableDiffusion;
+
+before(async () => {
+  golden = await Goldens.open(dir);
+  single = await StableDiffusion.load(join(dir, 'sd-tiny.safetensors'), { threads: 1 });
+  folder = await StableDiffusion.load(join(dir, 'diffusers'), { threads: 1 });
+});
+
+async function tokenIds() {
+  const t = await golden.readRaw('golden/inputs.safetensors', 'token_ids');
+  return { ids: t.data as BigInt64Array, batch: t.shape[0]!, tokens: t.shape[1]! };
+}
+
+test('text encoder matches transformers at clip skip 1 and 2 (single file and diffusers folder)', async () => {
+  const { ids, batch, tokens } = await tokenIds();
+  for (const m of [single, folder]) {
+    await golden.expectClose(await m.encodeText(ids, batch, tokens, 1), 'golden/text_encoder.safetensors', 'last_hidden_state');
+    await golden.expectClose(await m.encodeText(ids, batch, tokens, 2), 'golden/text_encoder.safetensors', 'clip_skip_2');
+  }
+});
+
+test('UNet eps matches diffusers', async () => {
+  const x = await golden.read('golden/inputs.safetensors', 'unet_latents');
+  const t = await golden.readRaw('golden/inputs.safetensors', 'unet_timesteps');
+  const ctx = await golden.read('golden/text_encoder.safetensors', 'last_hidden_state');
+  const [batch, , height, width] = x.shape as [number, number, number, number];
+  const timesteps = Array.from(t.data as BigInt64Array, Number);
+  for (const m of [single, folder]) {
+    const eps = await m.predict(x.data, timesteps, ctx.data, { batch, height, width, tokens: ctx.shape[1]! });
+    await golden.expectClose(eps, 'golden/unet.safetensors', 'eps_base');
+  }
+});
+
+test('VAE decode and encode match diffusers', async () => {
+  const z = await golden.read('golden/inputs.safetensors', 'vae_latents');
+  const scale = single.arch.vae.scalingFactor;
+  const [batch, , height, width] = z.shape as [number, number, number, number];
+  const img = await single.decode(z.data.map((v) => v / scale), { batch, height, width });
+  await golden.expectClose(img, 'golden/vae.safetensors', 'decode');
+  const image = await golden.read('golden/inputs.safetensors', 'vae_image');
+  const [ib, , ih, iw] = image.shape as [number, number, number, number];
+  const mean = await single.encode(image.data, { batch: ib, height: ih, width: iw });
+  await golden.expectClose(mean, 'golden/vae.safetensors', 'encode_mean');
+});
+
+test('clip skip beyond the layer count is a clear error', async () => {
+  const { ids, batch, tokens } = await tokenIds();
+  await assert.rejects(single.encodeText(ids, batch, tokens, single.arch.textEncoder.layers + 1), /clip skip must be/);
+});
