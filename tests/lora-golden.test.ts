@@ -1,0 +1,76 @@
+// LoRAs merged at load time into the real networks reproduce diffusers' outputs, in kohya and diffusers format.
+import { test, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { fixturesDir } from './support/paths.ts';
+import { Goldens } from './support/golden.ts';
+import { StableDiffusion } from '../engine/sd/model.ts';
+import { LoraMerger, type StackItem } from '../engine/lora/merge.ts';
+
+const dir = join(fixturesDir, 'sd-tiny');
+let golden: Goldens;
+let model: StableDiffusion;
+let merger: LoraMerger;
+const TE = 'golden/text_encoder.safetensors';
+const UNET = 'golden/unet.safetensors';
+
+const files = {
+  kohya: { a: join(dir, 'lora-kohya/lora_a.safetensors'), b: join(dir, 'lora-kohya/lora_b.safetensors') },
+  diffusers: { a: join(dir, 'lora-diffusers/lora_a'), b: join(dir, 'lora-diffusers/lora_b') },
+};
+
+before(async () => {
+  golden = await Goldens.open(dir);
+  model = await StableDiffusion.load(join(dir, 'sd-tiny.safetensors'), { threads: 1 });
+  merger = new LoraMerger(model.weights, { log: () => {} });
+});
+
+async function outputs() {
+  const ids = await golden.readRaw('golden/inputs.safetensors', 'token_ids');
+  const [batch, tokens] = ids.shape as [number, number];
+  const x = await golden.read('golden/inputs.safetensors', 'unet_latents');
+  const t = await golden.readRaw('golden/inputs.safetensors', 'unet_timesteps');
+  const base = await golden.read(TE, 'last_hidden_state');
+  const [, , height, width] = x.shape as number[];
+  const ctx = await model.encodeText(ids.data as BigInt64Array, batch, tokens, 1);
+  const skip2 = await model.encodeText(ids.data as BigInt64Array, batch, tokens, 2);
+  const dims = { batch, height: height!, width: width!, tokens };
+  const ts = Array.from(t.data as BigInt64Array, Number);
+  return {
+    ctx,
+    skip2,
+    epsUnetOnly: await model.predict(x.data, ts, base.data, dims),
+    eps: await model.predict(x.data, ts, ctx, dims),
+  };
+}
+
+async function check(stack: StackItem[], suffix: string) {
+  const r = await merger.apply(stack);
+  for (const l of r.loras) assert.deepEqual(l.unmatched, [], `${l.name}: unmatched modules`);
+  const o = await outputs();
+  await golden.expectClose(o.ctx, TE, `last_hidden_state_${suffix}`);
+  await golden.expectClose(o.skip2, TE, `clip_skip_2_${suffix}`);
+  await golden.expectClose(o.epsUnetOnly, UNET, `eps_${suffix}_unet_only`);
+  await golden.expectClose(o.eps, UNET, `eps_${suffix}`);
+}
+
+for (const format of ['kohya', 'diffusers'] as const) {
+  test(`${format} LoRA A at 1.0 matches diffusers' fused outputs`, async () => {
+    await check([{ path: files[format].a, te: 1, unet: 1, name: 'a' }], 'lora_a_x1');
+  });
+
+  test(`${format} LoRA A×0.8 + B×0.5 stack matches, and restoring gives the base model back`, async () => {
+    const m = golden.manifest.config.multipliers_for_lora_a_b as { a: number; b: number };
+    await check(
+      [
+        { path: files[format].a, te: m.a, unet: m.a, name: 'a' },
+        { path: files[format].b, te: m.b, unet: m.b, name: 'b' },
+      ],
+      'lora_a_b',
+    );
+    await merger.apply([]);
+    const o = await outputs();
+    await golden.expectClose(o.ctx, TE, 'last_hidden_state');
+    await golden.expectClose(o.eps, UNET, 'eps_base');
+  });
+}
