@@ -1,0 +1,154 @@
+import ort from 'onnxruntime-node';
+import type { AnyTypedArray, DType } from '../graph/dtype.ts';
+import { fmt } from '../graph/shape.ts';
+import type { Tensor } from '../graph/tensor.ts';
+import { lower, type LowerOptions } from '../onnx/lower.ts';
+import { UserError } from '../util/errors.ts';
+import { defaultThreads, executionProviders, logOnce, type Device } from './providers.ts';
+
+export interface SessionOptions {
+  device?: Device;
+  /** Intra-op threads; defaults to the machine's cores. */
+  threads?: number;
+  /** How parameters reach ORT; see LowerOptions. Default 'inputs'. */
+  weights?: LowerOptions['weights'];
+  /** ORT's CPU memory arena (default on); off lets peak-memory measurements see freed buffers. */
+  memArena?: boolean;
+  /** ORT graph optimisation level; 'all' by default. */
+  optimization?: 'disabled' | 'basic' | 'extended' | 'all';
+}
+
+/** A host-side tensor: data plus its shape (float16 is raw uint16 bits, bool is uint8). */
+export interface HostTensor {
+  data: AnyTypedArray;
+  shape: readonly number[];
+  dtype: DType;
+}
+
+export type FeedValue = AnyTypedArray | { data: AnyTypedArray; shape: readonly number[] };
+/** Parameter buffers by name; overrides the buffers bound to the graph's params. */
+export type ParamValues = ReadonlyMap<string, AnyTypedArray> | Readonly<Record<string, AnyTypedArray>>;
+
+const sessions = new Map<string, Promise<ort.InferenceSession>>();
+
+function sessionOptions(o: SessionOptions): ort.InferenceSession.SessionOptions {
+  const device = o.device ?? 'cpu';
+  const threads = o.threads ?? defaultThreads();
+  const eps = executionProviders(device);
+  logOnce(`execution providers: ${eps.join(' > ')}; intra-op threads ${threads}`);
+  return {
+    executionProviders: eps,
+    intraOpNumThreads: threads,
+    interOpNumThreads: 1,
+    executionMode: 'sequential',
+    graphOptimizationLevel: o.optimization ?? 'all',
+    enableCpuMemArena: o.memArena ?? true,
+    logSeverityLevel: 3,
+  };
+}
+
+/** Creates (or reuses) the ORT session for these model bytes; the cache key is the bytes' hash plus options. */
+export function cachedSession(key: string, bytes: Uint8Array, o: SessionOptions): Promise<ort.InferenceSession> {
+  const k = `${key}|${o.device ?? 'cpu'}|${o.threads ?? ''}|${o.memArena ?? true}|${o.optimization ?? 'all'}`;
+  let s = sessions.get(k);
+  if (!s) {
+    s = ort.InferenceSession.create(bytes, sessionOptions(o));
+    s.catch(() => sessions.delete(k));
+    sessions.set(k, s);
+  }
+  return s;
+}
+
+/** Releases every cached session (frees ORT memory). */
+export async function clearSessionCache(): Promise<void> {
+  const all = [...sessions.values()];
+  sessions.clear();
+  for (const s of all) await (await s.catch(() => undefined))?.release();
+}
+
+function lookup(values: ParamValues | undefined, name: string): AnyTypedArray | undefined {
+  if (!values) return undefined;
+  return values instanceof Map ? values.get(name) : (values as Record<string, AnyTypedArray>)[name];
+}
+
+/** Checks a fed array against its declared shape, binding named dimensions; returns the concrete shape. */
+function resolveShape(t: Tensor, v: FeedValue, dims: Map<string, number>): readonly number[] {
+  const data = ArrayBuffer.isView(v) ? v : v.data;
+  let shape: readonly number[];
+  if (ArrayBuffer.isView(v)) {
+    if (t.shape.some((d) => typeof d !== 'number')) throw new UserError(`input ${t.name}: shape ${fmt(t.shape)} is dynamic, pass { data, shape }`);
+    shape = t.shape as number[];
+  } else shape = v.shape;
+  if (shape.length !== t.rank) throw new UserError(`input ${t.name}: expected rank ${t.rank} ${fmt(t.shape)}, got ${fmt(shape)}`);
+  t.shape.forEach((d, i) => {
+    const got = shape[i]!;
+    if (typeof d === 'number') {
+      if (d !== got) throw new UserError(`input ${t.name}: expected shape ${fmt(t.shape)}, got ${fmt(shape)}`);
+    } else if (!d.includes('*') && !d.includes('+')) {
+      const prev = dims.get(d);
+      if (prev !== undefined && prev !== got)
+        throw new UserError(`input ${t.name}: dimension ${d} is ${got} here but ${prev} in another input`);
+      dims.set(d, got);
+    }
+  });
+  const n = shape.reduce((a, b) => a * b, 1);
+  if (data.length !== n) throw new UserError(`input ${t.name}: ${data.length} elements for shape ${fmt(shape)}`);
+  return shape;
+}
+
+/** A graph compiled to one ORT session; `run` feeds inputs and parameter buffers and returns the outputs. */
+export class CompiledGraph {
+  constructor(
+    readonly session: ort.InferenceSession,
+    /** Graph inputs: `input` nodes, then parameters when fed as inputs. */
+    readonly feeds: readonly Tensor[],
+    readonly outputs: readonly Tensor[],
+    private readonly outputNames: readonly string[],
+  ) {}
+
+  /**
+   * Runs the graph. `inputs` are keyed by input name; parameters use `params[name]` if given, else their
+   * bound buffer. Buffers are wrapped, not copied, so an optimizer may update them in place between runs.
+   */
+  async run(inputs: Readonly<Record<string, FeedValue>>, params?: ParamValues): Promise<HostTensor[]> {
+    const dims = new Map<string, number>();
+    const feeds: Record<string, ort.Tensor> = {};
+    for (const t of this.feeds) {
+      const name = t.name!;
+      if (t.op === 'input') {
+        const v = inputs[name];
+        if (v === undefined) throw new UserError(`input ${name}: missing from the feeds`);
+        const shape = resolveShape(t, v, dims);
+        feeds[name] = new ort.Tensor(t.dtype, (ArrayBuffer.isView(v) ? v : v.data) as never, shape);
+      } else {
+        const data = lookup(params, name) ?? t.value;
+        if (!data) throw new UserError(`weight ${name}: no buffer bound and none passed to run()`);
+        const shape = t.shape as number[];
+        if (data.length !== shape.reduce((a, b) => a * b, 1))
+          throw new UserError(`weight ${name}: expected shape ${fmt(shape)}, got ${data.length} elements`);
+        feeds[name] = new ort.Tensor(t.dtype, data as never, shape);
+      }
+    }
+    const res = await this.session.run(feeds);
+    return this.outputNames.map((n, i) => {
+      const r = res[n]!;
+      return { data: r.data as AnyTypedArray, shape: r.dims as number[], dtype: this.outputs[i]!.dtype };
+    });
+  }
+}
+
+/** Lowers `outputs` to ONNX and opens (or reuses) an ORT session for it. */
+export async function compile(outputs: readonly Tensor[], opts: SessionOptions = {}): Promise<CompiledGraph> {
+  const g = lower(outputs, { weights: opts.weights });
+  const session = await cachedSession(g.key, g.bytes, opts);
+  return new CompiledGraph(session, g.feeds, outputs, g.outputNames);
+}
+
+/** One-shot convenience: compile (cached) and run. */
+export async function evaluate(
+  outputs: readonly Tensor[],
+  inputs: Readonly<Record<string, FeedValue>> = {},
+  opts: SessionOptions = {},
+): Promise<HostTensor[]> {
+  return (await compile(outputs, opts)).run(inputs);
+}
