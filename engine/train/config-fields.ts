@@ -502,3 +502,20 @@ export const kohyaAliases: Record<string, TrainConfigKey> = {
   save_last_n_epochs: 'keep_last_n',
   v_parameterization: 'prediction_type',
 };
+
+/** The config reference table in docs/training.md, generated from the field specs (a test keeps them equal). */
+export function renderConfigReference(): string {
+  const fmt = (v: unknown) => (v === undefined ? '*required*' : `\`${JSON.stringify(v)}\``);
+  const out: string[] = [];
+  let group = '';
+  for (const key of trainConfigKeys) {
+    const f: FieldSpec = trainConfigFields[key];
+    if (f.group !== group) {
+      group = f.group;
+      out.push('', `### ${group}`, '', '| key | default | accepts | meaning |', '| --- | --- | --- | --- |');
+    }
+    const cell = (s: string) => s.replace(/\|/g, '\\|');
+    out.push(`| \`${key}\` | ${fmt(f.default)} | ${cell(f.expect)} | ${cell(f.doc)} |`);
+  }
+  return out.join('\n').trim();
+}
