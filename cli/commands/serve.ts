@@ -1,11 +1,63 @@
 import type { Command } from 'commander';
-import { notBuilt } from '../not-built.ts';
+import { UserError } from '../../engine/util/errors.ts';
+
+interface ServeFlags {
+  listen?: boolean;
+  port: string;
+  apiAuth?: string;
+  corsAllowOrigins?: string;
+  corsAllowOriginsRegex?: string;
+  ckptDir?: string;
+  loraDir?: string;
+  vaeDir?: string;
+  dataDir?: string;
+  device: string;
+  apiEnableRequests?: boolean;
+  maxBodyMb: string;
+}
 
 export function register(program: Command): void {
   program
     .command('serve')
-    .description('start the A1111-compatible HTTP + WebSocket server')
+    .description('start the A1111-compatible HTTP + WebSocket server (/sdapi/v1/*, socket.io progress)')
     .option('--listen', 'listen on 0.0.0.0 instead of 127.0.0.1')
     .option('--port <n>', 'port', '7860')
-    .action(() => notBuilt('serve'));
+    .option('--api-auth <user:pass[,user2:pass2]>', 'require HTTP Basic auth on every route')
+    .option('--cors-allow-origins <a,b>', 'origins allowed to call the API from a browser')
+    .option('--cors-allow-origins-regex <re>', 'regular expression for allowed origins')
+    .option('--data-dir <dir>', 'base folder for models/, outputs/, config.json (default: current directory)')
+    .option('--ckpt-dir <dir>', 'checkpoint folder (default: <data-dir>/models/Stable-diffusion)')
+    .option('--lora-dir <dir>', 'LoRA folder (default: <data-dir>/models/Lora)')
+    .option('--vae-dir <dir>', 'VAE folder (default: <data-dir>/models/VAE)')
+    .option('--device <name>', 'ONNX Runtime device: cpu, cuda, dml, coreml', 'cpu')
+    .option('--api-enable-requests', 'accept http(s) image URLs in requests (never to loopback or private addresses)')
+    .option('--max-body-mb <n>', 'request body size limit in MiB', '64')
+    .action(async (f: ServeFlags) => {
+      const port = Number(f.port);
+      if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UserError(`--port: '${f.port}' is not a port number`);
+      const maxBodyMb = Number(f.maxBodyMb);
+      if (!Number.isFinite(maxBodyMb) || maxBodyMb <= 0) throw new UserError(`--max-body-mb: '${f.maxBodyMb}' is not a positive number`);
+      const { createServer } = await import('../../server/app.ts');
+      const server = await createServer({
+        listen: f.listen,
+        port,
+        apiAuth: f.apiAuth ?? null,
+        corsAllowOrigins: f.corsAllowOrigins ? f.corsAllowOrigins.split(',').map((s) => s.trim()).filter(Boolean) : [],
+        corsAllowOriginsRegex: f.corsAllowOriginsRegex ?? null,
+        dataDir: f.dataDir,
+        ckptDir: f.ckptDir,
+        loraDir: f.loraDir,
+        vaeDir: f.vaeDir,
+        device: f.device,
+        apiEnableRequests: f.apiEnableRequests,
+        maxBodyBytes: Math.round(maxBodyMb * 1024 * 1024),
+      });
+      console.log(`lora-scripts API on ${server.url}  (docs: ${server.url}/docs)`);
+      const stop = () => {
+        console.log('shutting down');
+        void server.close().then(() => process.exit(0));
+      };
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+    });
 }

@@ -1,0 +1,267 @@
+/**
+ * `createServer(opts)`: the A1111-compatible HTTP + socket.io server, listening when the promise resolves.
+ *
+ * Default layout under the data dir (default: the current directory): `models/Stable-diffusion`,
+ * `models/Lora`, `models/VAE`, `outputs/`, `config.json` (options), `cache.json` (hashes), `styles.csv`.
+ */
+import { mkdir } from 'node:fs/promises';
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { resolve, join } from 'node:path';
+import express, { type Express } from 'express';
+import { Server as IoServer } from 'socket.io';
+import { basicAuthMiddleware, parseApiAuth, socketAuthOk } from './auth.ts';
+import type { GenerationBackend } from './backend.ts';
+import { CheckpointManager } from './checkpoints.ts';
+import type { Layout, ServerContext } from './context.ts';
+import { createEngineBackend } from './engine-backend.ts';
+import { errorHandler } from './errors.ts';
+import { HashCache } from './hashes.ts';
+import { checkSamplesFormat, type ImagePolicy } from './images.ts';
+import { LoraIndex } from './loras.ts';
+import { ModelIndex } from './models.ts';
+import { docsHtml, openApiDocument } from './openapi.ts';
+import { OptionsStore, type OptionValue } from './options.ts';
+import { PreviewCache, progressResponse } from './progress.ts';
+import { JobQueue, CancelledError, type RunningState } from './queue.ts';
+import { Api } from './routes/api.ts';
+import { routeModules } from './routes/index.ts';
+
+export const VERSION = 'lora-scripts v0.1.0';
+
+export interface ServerOptions {
+  /** Base folder for models, outputs and config.json; default the current directory. */
+  dataDir?: string;
+  ckptDir?: string;
+  loraDir?: string;
+  vaeDir?: string;
+  /** Bind 0.0.0.0 instead of 127.0.0.1. */
+  listen?: boolean;
+  /** Explicit bind address (wins over `listen`). */
+  host?: string;
+  /** Default 7860; 0 picks a free port. */
+  port?: number;
+  /** `user:pass[,user2:pass2]`. */
+  apiAuth?: string | null;
+  /** Origins allowed by CORS (exact match). */
+  corsAllowOrigins?: string[];
+  /** Regex for allowed CORS origins. */
+  corsAllowOriginsRegex?: string | null;
+  /** ONNX Runtime device for the default backend. */
+  device?: string;
+  /** Replaces the default (engine) backend. */
+  backend?: GenerationBackend;
+  /** Request body limit in bytes (default 64 MiB). */
+  maxBodyBytes?: number;
+  /** Largest image accepted, in pixels (default 64 Mpx). */
+  maxImagePixels?: number;
+  /** Allow http(s) image URLs in requests (A1111 `api_enable_requests`); loopback/private stays refused. */
+  apiEnableRequests?: boolean;
+  /** Load the selected checkpoint at start (default true). */
+  loadOnStart?: boolean;
+  log?: (msg: string) => void;
+  /** Test seam for the URL policy: addresses treated as public. */
+  allowImageAddresses?: (ip: string) => boolean;
+}
+
+export interface LoraScriptsServer {
+  app: Express;
+  httpServer: HttpServer;
+  io: IoServer;
+  ctx: ServerContext;
+  /** `http://host:port` actually bound. */
+  url: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+export function resolveLayout(opts: ServerOptions): Layout {
+  const dataDir = resolve(opts.dataDir ?? process.cwd());
+  return {
+    dataDir,
+    ckptDir: resolve(dataDir, opts.ckptDir ?? 'models/Stable-diffusion'),
+    loraDir: resolve(dataDir, opts.loraDir ?? 'models/Lora'),
+    vaeDir: resolve(dataDir, opts.vaeDir ?? 'models/VAE'),
+    outputsDir: join(dataDir, 'outputs'),
+    configPath: join(dataDir, 'config.json'),
+    cachePath: join(dataDir, 'cache.json'),
+    stylesPath: join(dataDir, 'styles.csv'),
+  };
+}
+
+function corsMiddleware(origins: string[], regex: RegExp | null): express.RequestHandler {
+  return (req, res, next) => {
+    const origin = req.headers.origin;
+    if (origin && (origins.includes(origin) || origins.includes('*') || regex?.test(origin))) {
+      res.setHeader('Access-Control-Allow-Origin', origin);
+      res.setHeader('Access-Control-Allow-Credentials', 'true');
+      res.setHeader('Vary', 'Origin');
+      if (req.method === 'OPTIONS') {
+        res.setHeader('Access-Control-Allow-Methods', 'GET, POST, PUT, DELETE, OPTIONS');
+        res.setHeader('Access-Control-Allow-Headers', String(req.headers['access-control-request-headers'] ?? 'Authorization, Content-Type'));
+        res.setHeader('Access-Control-Max-Age', '600');
+        res.status(200).end();
+        return;
+      }
+    }
+    next();
+  };
+}
+
+export async function createServer(opts: ServerOptions = {}): Promise<LoraScriptsServer> {
+  const log = opts.log ?? ((m: string) => console.log(m));
+  const layout = resolveLayout(opts);
+  for (const d of [layout.ckptDir, layout.loraDir, layout.vaeDir, layout.outputsDir]) await mkdir(d, { recursive: true });
+
+  const creds = opts.apiAuth ? parseApiAuth(opts.apiAuth) : null;
+  const forced: Record<string, OptionValue> = {};
+  if (opts.apiEnableRequests) forced['api_enable_requests'] = true;
+  const options = await OptionsStore.load(layout.configPath, forced);
+  const hashes = new HashCache(layout.cachePath);
+  const models = new ModelIndex(layout.ckptDir, layout.vaeDir, hashes);
+  const loras = new LoraIndex(layout.loraDir, hashes, log);
+  await Promise.all([models.refreshCheckpoints(), models.refreshVaes(), loras.refresh()]);
+  const backend = opts.backend ?? createEngineBackend({ device: opts.device ?? 'cpu' });
+  const queue = new JobQueue();
+  const checkpoints = new CheckpointManager(backend, models, options, log);
+  const maxPixels = opts.maxImagePixels ?? 64 * 1024 * 1024;
+  const host = opts.host ?? (opts.listen ? '0.0.0.0' : '127.0.0.1');
+  const ctx: ServerContext = {
+    layout,
+    options,
+    backend,
+    models,
+    loras,
+    checkpoints,
+    queue,
+    previews: new PreviewCache(),
+    imagePolicy: (): ImagePolicy => ({
+      allowUrls: Boolean(options.get('api_enable_requests')),
+      forbidLocal: options.get('api_forbid_local_requests') !== false,
+      userAgent: String(options.get('api_useragent') ?? ''),
+      maxPixels,
+      maxDownloadBytes: opts.maxBodyBytes ?? 64 * 1024 * 1024,
+      allowAddresses: opts.allowImageAddresses,
+    }),
+    cmdFlags: {
+      data_dir: layout.dataDir,
+      ckpt_dir: layout.ckptDir,
+      lora_dir: layout.loraDir,
+      vae_dir: layout.vaeDir,
+      listen: host === '0.0.0.0',
+      port: opts.port ?? 7860,
+      api: true,
+      nowebui: true,
+      api_auth: creds ? '<redacted>' : null,
+      cors_allow_origins: opts.corsAllowOrigins?.join(',') ?? null,
+      cors_allow_origins_regex: opts.corsAllowOriginsRegex ?? null,
+      device: opts.device ?? 'cpu',
+      backend: backend.description,
+      api_enable_requests: Boolean(opts.apiEnableRequests),
+    },
+    version: VERSION,
+    log,
+  };
+
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('query parser', 'simple');
+  app.use((req, res, next) => {
+    const t0 = process.hrtime.bigint();
+    const setHeader = res.writeHead;
+    res.writeHead = function (this: typeof res, ...args: Parameters<typeof setHeader>) {
+      if (!res.headersSent) res.setHeader('X-Process-Time', String(Number(process.hrtime.bigint() - t0) / 1e9));
+      return setHeader.apply(this, args);
+    } as typeof setHeader;
+    next();
+  });
+  const corsRegex = opts.corsAllowOriginsRegex ? new RegExp(opts.corsAllowOriginsRegex) : null;
+  if ((opts.corsAllowOrigins?.length ?? 0) > 0 || corsRegex) app.use(corsMiddleware(opts.corsAllowOrigins ?? [], corsRegex));
+  app.use(basicAuthMiddleware(creds));
+  app.use(express.json({ limit: opts.maxBodyBytes ?? 64 * 1024 * 1024 }));
+
+  const api = new Api(express.Router());
+  for (const register of routeModules) register(api, ctx);
+  api.get('/openapi.json', { summary: 'This OpenAPI document', tag: 'docs' }, () => openApiDocument(api.routes, VERSION));
+  api.get('/docs', { summary: 'Human-readable API page', tag: 'docs' }, (_req, res) => {
+    res.type('html').send(docsHtml(api.routes, VERSION));
+    return undefined;
+  });
+  api.finish();
+  app.use(api.router);
+  app.use((_req, res) => {
+    res.status(404).json({ detail: 'Not Found' });
+  });
+  app.use(errorHandler(log));
+
+  const httpServer = createHttpServer(app);
+  const io = new IoServer(httpServer, {
+    cors: (opts.corsAllowOrigins?.length ?? 0) > 0 || corsRegex ? { origin: [...(opts.corsAllowOrigins ?? []), ...(corsRegex ? [corsRegex] : [])], credentials: true } : undefined,
+    maxHttpBufferSize: 1e6,
+  });
+  io.use((socket, next) => {
+    if (socketAuthOk(creds, socket.handshake.headers as Record<string, unknown>, socket.handshake.auth)) next();
+    else next(new Error('Not authenticated'));
+  });
+  wireSocketEvents(ctx, io);
+
+  if (models.checkpoints().length === 0) {
+    log(`No checkpoint found in ${layout.ckptDir}: the server runs, but txt2img/img2img answer an error until one is added (then POST /sdapi/v1/refresh-checkpoints).`);
+  } else if (opts.loadOnStart !== false) {
+    queue
+      .submit({ kind: 'load_checkpoint', run: () => checkpoints.ensureLoaded(null, options.get('sd_vae'), []) })
+      .promise.then((c) => log(`checkpoint loaded: ${c.title}`))
+      .catch((e: unknown) => log(`could not load a checkpoint at start: ${(e as Error).message}`));
+  }
+
+  await new Promise<void>((res, rej) => {
+    httpServer.once('error', rej);
+    httpServer.listen(opts.port ?? 7860, host, () => {
+      httpServer.off('error', rej);
+      res();
+    });
+  });
+  const port = (httpServer.address() as AddressInfo).port;
+  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+
+  let closing: Promise<void> | null = null;
+  const close = (): Promise<void> =>
+    (closing ??= (async () => {
+      await queue.close();
+      io.disconnectSockets(true);
+      await new Promise<void>((r) => io.close(() => r()));
+      httpServer.closeAllConnections();
+      await new Promise<void>((r) => httpServer.close(() => r()));
+    })());
+  return { app, httpServer, io, ctx, url, port, close };
+}
+
+/**
+ * socket.io events (server → client):
+ * - `progress`: the /sdapi/v1/progress body plus `id` (task id) and `pending` (waiting job ids); sent on every
+ *   step; `current_image` is set every `show_progress_every_n_steps` steps when live previews are on.
+ * - `job-start` {id, job}, `job-end` {id, job, status: 'done'|'interrupted'|'cancelled'|'error', error?}.
+ * - `queue` {pending}: the waiting job ids, when a job is queued.
+ */
+function wireSocketEvents(ctx: ServerContext, io: IoServer): void {
+  const { queue } = ctx;
+  queue.on('queued', () => io.emit('queue', { pending: queue.pendingIds() }));
+  queue.on('start', (s: RunningState) => io.emit('job-start', { id: s.id, job: s.kind }));
+  queue.on('progress', (s: RunningState) => {
+    const every = Number(ctx.options.get('show_progress_every_n_steps'));
+    const wantImage = Boolean(ctx.options.get('live_previews_enable')) && every > 0 && s.step > 0 && s.step % every === 0 && s.preview !== null;
+    let format: ReturnType<typeof checkSamplesFormat>;
+    try {
+      format = checkSamplesFormat(ctx.options.get('live_previews_image_format') ?? 'png');
+    } catch {
+      format = 'png';
+    }
+    void progressResponse(queue, ctx.previews, { skipCurrentImage: !wantImage, format })
+      .then((p) => io.emit('progress', { ...p, id: s.id, pending: queue.pendingIds() }))
+      .catch(() => {});
+  });
+  queue.on('end', (s: RunningState, error: unknown) => {
+    const status = error instanceof CancelledError ? 'cancelled' : error ? 'error' : s.interrupted ? 'interrupted' : 'done';
+    io.emit('job-end', { id: s.id, job: s.kind, status, ...(error ? { error: (error as Error).message } : {}) });
+  });
+}

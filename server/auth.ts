@@ -1,0 +1,69 @@
+/**
+ * `--api-auth user:pass[,user2:pass2]`: HTTP Basic on every route and on the socket.io handshake.
+ * Unlike A1111 (whose Lora extension routes are unprotected) the LoRA list is protected too: it reveals
+ * file paths and training metadata.
+ */
+import { timingSafeEqual, createHash } from 'node:crypto';
+import type { RequestHandler } from 'express';
+import { UserError } from '../engine/util/errors.ts';
+import { HttpError, sendError } from './errors.ts';
+
+export type Credentials = Map<string, string>;
+
+export function parseApiAuth(spec: string): Credentials {
+  const creds: Credentials = new Map();
+  for (const pair of spec.split(',')) {
+    if (pair.trim() === '') continue;
+    const i = pair.indexOf(':');
+    if (i <= 0 || i === pair.length - 1) throw new UserError(`--api-auth: expected user:password, got '${pair}'`);
+    creds.set(pair.slice(0, i), pair.slice(i + 1));
+  }
+  if (creds.size === 0) throw new UserError('--api-auth: no user:password given');
+  return creds;
+}
+
+// Comparing fixed-length digests keeps the comparison time independent of where the strings differ.
+function sameSecret(a: string, b: string): boolean {
+  const da = createHash('sha256').update(a).digest();
+  const db = createHash('sha256').update(b).digest();
+  return timingSafeEqual(da, db);
+}
+
+/** 'ok', or the A1111 401 detail for this Authorization header value. */
+export function checkBasic(creds: Credentials, header: string | undefined): 'ok' | string {
+  const m = /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(header ?? '');
+  if (!m) return 'Not authenticated';
+  const decoded = Buffer.from(m[1]!, 'base64').toString('utf8');
+  const i = decoded.indexOf(':');
+  if (i < 0) return 'Not authenticated';
+  const user = decoded.slice(0, i);
+  const pass = decoded.slice(i + 1);
+  let ok = false;
+  for (const [u, p] of creds) if (sameSecret(u, user) && sameSecret(p, pass)) ok = true;
+  return ok ? 'ok' : 'Incorrect username or password';
+}
+
+export function basicAuthMiddleware(creds: Credentials | null): RequestHandler {
+  return (req, res, next) => {
+    if (!creds) return next();
+    const r = checkBasic(creds, req.headers.authorization);
+    if (r === 'ok') return next();
+    sendError(res, new HttpError(401, r));
+  };
+}
+
+/**
+ * socket.io clients authenticate with the same Basic header (`extraHeaders`) or with
+ * `auth: { username, password }` (browsers cannot set headers on WebSocket upgrades).
+ */
+export function socketAuthOk(creds: Credentials | null, headers: Record<string, unknown>, auth: unknown): boolean {
+  if (!creds) return true;
+  const h = headers['authorization'];
+  if (typeof h === 'string' && checkBasic(creds, h) === 'ok') return true;
+  const a = auth as { username?: unknown; password?: unknown } | undefined;
+  if (a && typeof a.username === 'string' && typeof a.password === 'string') {
+    const basic = 'Basic ' + Buffer.from(`${a.username}:${a.password}`).toString('base64');
+    return checkBasic(creds, basic) === 'ok';
+  }
+  return false;
+}

@@ -1,0 +1,84 @@
+/**
+ * Which checkpoint is loaded. Loads happen inside queue jobs (never concurrently with a generation);
+ * A1111 semantics: option `sd_model_checkpoint` names the wanted model, a generation loads it lazily if the
+ * backend holds another one, and with nothing chosen the first checkpoint found is used.
+ */
+import { basename } from 'node:path';
+import type { GenerationBackend, VaeRef } from './backend.ts';
+import { HttpError } from './errors.ts';
+import type { CheckpointEntry, ModelIndex } from './models.ts';
+import type { OptionsStore } from './options.ts';
+
+export class CheckpointManager {
+  constructor(
+    private readonly backend: GenerationBackend,
+    private readonly models: ModelIndex,
+    private readonly options: OptionsStore,
+    private readonly log: (msg: string) => void,
+  ) {}
+
+  /** Resolves an id as `sd_model_checkpoint` accepts it; unknown ids are A1111's RuntimeError (500). */
+  resolve(id: string): CheckpointEntry {
+    const c = this.models.findCheckpoint(id);
+    if (!c) throw new HttpError(500, `model '${id}' not found`, 'RuntimeError');
+    return c;
+  }
+
+  private noCheckpoint(): HttpError {
+    return new HttpError(
+      500,
+      `No checkpoint loaded: no .safetensors checkpoint found in ${this.models.ckptDir}. ` +
+        'Put one there and POST /sdapi/v1/refresh-checkpoints (or restart the server).',
+      'RuntimeError',
+    );
+  }
+
+  /** The VAE chosen by option `sd_vae`: a file name, `None`, or `Automatic` (a `<stem>.vae.safetensors` beside the checkpoint or in the VAE folder). */
+  vaeFor(c: CheckpointEntry, sdVae: unknown, notes: string[]): VaeRef | null {
+    const v = typeof sdVae === 'string' ? sdVae : 'Automatic';
+    if (v === 'None') return null;
+    if (v === 'Automatic') {
+      const stem = basename(c.name).replace(/\.safetensors$/i, '');
+      return this.models.findVae(`${stem}.vae.safetensors`);
+    }
+    const found = this.models.findVae(v);
+    if (!found) notes.push(`VAE '${v}' not found; used the checkpoint's own VAE`);
+    return found;
+  }
+
+  /** Loads a checkpoint now (call only from inside a queue job). */
+  async load(c: CheckpointEntry, sdVae: unknown, notes: string[] = []): Promise<CheckpointEntry> {
+    await this.models.ensureHashed(c);
+    const vae = this.vaeFor(c, sdVae, notes);
+    this.log(`loading checkpoint ${c.title}${vae ? ` with VAE ${vae.name}` : ''}`);
+    await this.backend.loadCheckpoint(c, vae);
+    return c;
+  }
+
+  /**
+   * Makes sure the wanted checkpoint is loaded: `wanted` (an id) if given, else option `sd_model_checkpoint`,
+   * else the loaded one, else the first found. Throws a clear error when there is none at all.
+   */
+  async ensureLoaded(wanted: string | null, sdVae: unknown, notes: string[]): Promise<CheckpointEntry> {
+    const current = this.backend.currentCheckpoint();
+    const want = wanted ?? (this.options.get('sd_model_checkpoint') as string | null);
+    let target: CheckpointEntry | null = null;
+    if (want) {
+      target = this.models.findCheckpoint(want);
+      if (!target && wanted) throw new HttpError(500, `model '${wanted}' not found`, 'RuntimeError');
+    }
+    if (!target && current) target = this.models.findCheckpoint(current.name);
+    if (!target) target = this.models.checkpoints()[0] ?? null;
+    if (!target) throw this.noCheckpoint();
+    if (current && current.path === target.path) return target;
+    await this.load(target, sdVae, notes);
+    if (!wanted) this.remember(target);
+    return target;
+  }
+
+  /** Records the loaded checkpoint in the options, as A1111 does after a switch. */
+  remember(c: CheckpointEntry): void {
+    this.options.setInternal('sd_model_checkpoint', c.title);
+    this.options.setInternal('sd_checkpoint_hash', c.sha256 ?? '');
+  }
+}

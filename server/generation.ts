@@ -1,0 +1,402 @@
+/**
+ * txt2img / img2img as A1111's API runs them: validate the request, resolve everything that is not math
+ * (seeds, sampler names, styles, `<lora:…>` tags, checkpoint, VAE), run the backend once per batch inside one
+ * queue job, then encode images with their infotexts and answer `{images, parameters, info}`.
+ */
+import { mkdir, readdir } from 'node:fs/promises';
+import { join, resolve, relative, isAbsolute } from 'node:path';
+import { randomInt } from 'node:crypto';
+import { writeBufferAtomic } from '../engine/util/atomic-write.ts';
+import { formatInfotext, parseInfotext, type InfotextValue } from '../engine/image/png-info.ts';
+import { UserError } from '../engine/util/errors.ts';
+import type { GenerationHooks, GenerationOutput, GenerationParams, Img2ImgParams, LoraRef, RawImage } from './backend.ts';
+import type { ServerContext } from './context.ts';
+import { HttpError } from './errors.ts';
+import { checkSamplesFormat, decodeImageInput, encodeImage, prepareMask, resizeForImg2img, toRaw } from './images.ts';
+import { OPTION_DEFAULTS, coerceOption, RESTRICTED_OPTIONS } from './options.ts';
+import { extractTags, loraTag } from './prompt-tags.ts';
+import type { JobContext, JobHandle } from './queue.ts';
+import { img2imgModel, txt2imgModel } from './requests.ts';
+import { SAMPLERS, resolveSampler } from './samplers.ts';
+import { fieldsSet, validateModel } from './schema.ts';
+import { applyStyle, readStyles } from './styles.ts';
+
+export type GenerationKind = 'txt2img' | 'img2img';
+
+export interface GenerationResponse {
+  images: string[];
+  parameters: Record<string, unknown>;
+  info: string;
+}
+
+type Req = Record<string, unknown>;
+
+const MAX_SIDE = 8192;
+const MAX_BATCH_IMAGES = 64;
+
+/** Infotext keys that fill request fields the client left unset (A1111 `apply_infotext`). */
+function applyInfotext(req: Req, set: Set<string>, text: string): void {
+  const p = parseInfotext(text);
+  const put = (field: string, v: unknown, conv: (x: string) => unknown = (x) => x) => {
+    if (set.has(field) || v === undefined) return;
+    const c = conv(String(v));
+    if (typeof c === 'number' && !Number.isFinite(c)) return;
+    req[field] = c;
+  };
+  put('prompt', p['Prompt']);
+  put('negative_prompt', p['Negative prompt']);
+  put('steps', p['Steps'], (x) => parseInt(x, 10));
+  put('sampler_name', p['Sampler']);
+  if (p['Schedule type'] !== 'Automatic') put('scheduler', p['Schedule type']);
+  put('cfg_scale', p['CFG scale'], Number);
+  put('seed', p['Seed'], (x) => parseInt(x, 10));
+  put('width', p['Size-1'], (x) => parseInt(x, 10));
+  put('height', p['Size-2'], (x) => parseInt(x, 10));
+  put('denoising_strength', p['Denoising strength'], Number);
+  put('subseed', p['Variation seed'], (x) => parseInt(x, 10));
+  put('subseed_strength', p['Variation seed strength'], Number);
+  const clip = Number(p['Clip skip']);
+  if (Number.isFinite(clip) && clip > 1) {
+    const o = (req['override_settings'] as Req | null) ?? {};
+    if (!('CLIP_stop_at_last_layers' in o)) req['override_settings'] = { ...o, CLIP_stop_at_last_layers: clip };
+  }
+}
+
+function checkScripts(req: Req): void {
+  if (req['script_name']) throw new HttpError(422, `Script '${String(req['script_name'])}' not found`);
+  const on = (req['alwayson_scripts'] ?? {}) as Req;
+  for (const k of Object.keys(on)) throw new HttpError(422, `always on script ${k} not found`);
+}
+
+function checkRanges(req: Req): void {
+  const int = (k: string, lo: number, hi: number) => {
+    const v = req[k] as number;
+    if (v < lo || v > hi) throw new UserError(`${k} must be between ${lo} and ${hi}, got ${v}`, { status: 422 });
+  };
+  int('width', 8, MAX_SIDE);
+  int('height', 8, MAX_SIDE);
+  int('steps', 1, 1000);
+  int('batch_size', 1, MAX_BATCH_IMAGES);
+  int('n_iter', 1, MAX_BATCH_IMAGES);
+  if ((req['batch_size'] as number) * (req['n_iter'] as number) > MAX_BATCH_IMAGES) {
+    throw new UserError(`batch_size × n_iter must be at most ${MAX_BATCH_IMAGES}`, { status: 422 });
+  }
+}
+
+/** Effective options for one job: global options with `override_settings` applied (unknown keys noted, restricted ones ignored). */
+function effectiveOptions(ctx: ServerContext, req: Req, notes: string[]): Record<string, unknown> {
+  const opts: Record<string, unknown> = ctx.options.all();
+  const over = (req['override_settings'] ?? {}) as Req;
+  for (const [k, v] of Object.entries(over)) {
+    if (!(k in OPTION_DEFAULTS)) {
+      notes.push(`override_settings: unknown option '${k}' ignored`);
+      continue;
+    }
+    if (RESTRICTED_OPTIONS.has(k)) continue;
+    opts[k] = coerceOption(k, v);
+  }
+  return opts;
+}
+
+function randomSeed(): number {
+  return randomInt(0, 2 ** 32 - 1);
+}
+
+function outputDir(ctx: ServerContext, opts: Record<string, unknown>, kind: GenerationKind): string {
+  const configured = String(opts['outdir_samples'] || opts[`outdir_${kind}_samples`] || `outputs/${kind}-images`);
+  const dir = resolve(ctx.layout.dataDir, configured);
+  const rel = relative(ctx.layout.dataDir, dir);
+  if (rel.startsWith('..') || isAbsolute(rel)) {
+    throw new UserError(`option outdir_${kind}_samples: '${configured}' is outside the data folder ${ctx.layout.dataDir}`);
+  }
+  const d = new Date();
+  const p = (n: number) => String(n).padStart(2, '0');
+  return opts['save_to_dirs'] ? join(dir, `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}`) : dir;
+}
+
+async function saveImage(dir: string, seed: number, ext: string, bytes: Buffer): Promise<string> {
+  await mkdir(dir, { recursive: true });
+  const names = await readdir(dir).catch(() => [] as string[]);
+  let next = 0;
+  for (const n of names) {
+    const m = /^(\d+)-/.exec(n);
+    if (m) next = Math.max(next, parseInt(m[1]!, 10) + 1);
+  }
+  const path = join(dir, `${String(next).padStart(5, '0')}-${seed}.${ext}`);
+  await writeBufferAtomic(path, bytes);
+  return path;
+}
+
+interface Prepared {
+  req: Req;
+  initImages: RawImage[];
+  mask: RawImage | null;
+}
+
+/** Validation and image decoding, done before queueing so bad requests fail at once. */
+export async function prepareGeneration(ctx: ServerContext, kind: GenerationKind, body: unknown): Promise<Prepared> {
+  const req = validateModel<Req>(kind === 'txt2img' ? txt2imgModel : img2imgModel, body);
+  const set = fieldsSet(body);
+  if (typeof req['infotext'] === 'string' && req['infotext'] !== '') applyInfotext(req, set, req['infotext']);
+  checkScripts(req);
+  checkRanges(req);
+  const initImages: RawImage[] = [];
+  let mask: RawImage | null = null;
+  if (kind === 'img2img') {
+    const init = req['init_images'] as string[] | null;
+    if (!init || init.length === 0) throw new HttpError(404, 'Init image not found');
+    const policy = ctx.imagePolicy();
+    const w = req['width'] as number;
+    const h = req['height'] as number;
+    for (const s of init) {
+      const raw = await toRaw(await decodeImageInput(s, policy), 3, policy.maxPixels);
+      initImages.push(await resizeForImg2img(raw, w, h, req['resize_mode'] as number));
+    }
+    if (typeof req['mask'] === 'string' && req['mask'] !== '') {
+      const raw = await toRaw(await decodeImageInput(req['mask'], policy), 1, policy.maxPixels);
+      const sized = await resizeForImg2img(raw, w, h, 0);
+      const blur = req['mask_blur'] as number | null;
+      mask = await prepareMask(sized, (req['inpainting_mask_invert'] as number) === 1, blur ?? (req['mask_blur_x'] as number), blur ?? (req['mask_blur_y'] as number));
+    }
+  }
+  return { req, initImages, mask };
+}
+
+/** Queues the generation; the handle's promise gives the A1111 response. */
+export function submitGeneration(ctx: ServerContext, kind: GenerationKind, prepared: Prepared): JobHandle<GenerationResponse> {
+  const req = prepared.req;
+  const id = typeof req['force_task_id'] === 'string' && req['force_task_id'] !== '' ? req['force_task_id'] : undefined;
+  return ctx.queue.submit({ kind: `scripts_${kind}`, run: (job) => runGeneration(ctx, kind, prepared, job) }, { id });
+}
+
+async function runGeneration(ctx: ServerContext, kind: GenerationKind, prepared: Prepared, job: JobContext): Promise<GenerationResponse> {
+  const { req, initImages, mask } = prepared;
+  const notes: string[] = [];
+  const opts = effectiveOptions(ctx, req, notes);
+  const format = checkSamplesFormat(opts['samples_format']);
+  const overrideCkpt = ((req['override_settings'] ?? {}) as Req)['sd_model_checkpoint'];
+  const ckpt = await ctx.checkpoints.ensureLoaded(typeof overrideCkpt === 'string' ? overrideCkpt : null, opts['sd_vae'], notes);
+  const vae = ctx.checkpoints.vaeFor(ckpt, opts['sd_vae'], []);
+
+  // Sampler: A1111 uses sampler_index when sampler_name is null; names the backend lacks fall back.
+  const available = ctx.backend.samplers ? SAMPLERS.filter((s) => ctx.backend.samplers!.includes(s.name)) : SAMPLERS;
+  const sampler = resolveSampler((req['sampler_name'] as string | null) ?? (req['sampler_index'] as string), req['scheduler'] as string | null, available.length ? available : SAMPLERS);
+  notes.push(...sampler.notes);
+
+  // Prompts: styles first, then extra-network tags from the first prompt (A1111 uses it for the whole batch).
+  let prompt = req['prompt'] as string;
+  let negative = req['negative_prompt'] as string;
+  const styleNames = (req['styles'] as string[] | null) ?? [];
+  if (styleNames.length > 0) {
+    const styles = await readStyles(ctx.layout.stylesPath);
+    for (const n of styleNames) {
+      const st = styles.find((s) => s.name === n);
+      if (!st) continue; // A1111 ignores unknown style names
+      prompt = applyStyle(prompt, st.prompt);
+      negative = applyStyle(negative, st.negative_prompt);
+    }
+  }
+  const sdLora = opts['sd_lora'];
+  if (typeof sdLora === 'string' && sdLora !== 'None' && sdLora !== '' && !prompt.includes(`<lora:${sdLora}:`)) {
+    prompt += `<lora:${sdLora}:${String(opts['extra_networks_default_multiplier'])}>`;
+  }
+  const { prompt: bare, tags } = req['disable_extra_networks'] ? { prompt: extractTags(prompt).prompt, tags: [] } : extractTags(prompt);
+  const loras: LoraRef[] = [];
+  const loraHashes: string[] = [];
+  const notFound: string[] = [];
+  for (const t of tags) {
+    if (t.type !== 'lora' && t.type !== 'lyco') {
+      notes.push(`Skipping unknown extra network: ${t.type}`);
+      continue;
+    }
+    const lt = loraTag(t);
+    let e = ctx.loras.resolve(lt.name);
+    if (!e) {
+      await ctx.loras.refresh(); // A1111 rescans once before giving up
+      e = ctx.loras.resolve(lt.name);
+    }
+    if (!e) {
+      notFound.push(lt.name);
+      continue;
+    }
+    loras.push({ name: lt.name, path: e.path, teMultiplier: lt.te, unetMultiplier: lt.unet, dynDim: lt.dyn });
+    if (opts['lora_add_hashes_to_infotext']) loraHashes.push(`${lt.name.replace(/[:,]/g, '')}: ${await ctx.loras.shortHash(e)}`);
+  }
+  if (notFound.length > 0) notes.push(`Lora not found: ${notFound.join(', ')}`);
+
+  for (const [field, label] of [['restore_faces', 'restore_faces (face restoration)'], ['tiling', 'tiling'], ['enable_hr', 'enable_hr (hires fix)']] as const) {
+    if (req[field]) notes.push(`${label} is not available in lora-scripts; ignored`);
+  }
+  if (req['refiner_checkpoint']) notes.push('refiner_checkpoint is not available in lora-scripts; ignored');
+  if (kind === 'img2img' && (req['resize_mode'] as number) === 3) notes.push('resize_mode 3 (latent upscale) was done as resize_mode 0');
+
+  const batchSize = req['batch_size'] as number;
+  const nIter = req['n_iter'] as number;
+  const count = batchSize * nIter;
+  const seed = (req['seed'] as number) === -1 ? randomSeed() : (req['seed'] as number);
+  const subseed = (req['subseed'] as number) === -1 ? randomSeed() : (req['subseed'] as number);
+  const subseedStrength = req['subseed_strength'] as number;
+  const allSeeds = Array.from({ length: count }, (_, i) => seed + (subseedStrength === 0 ? i : 0));
+  const allSubseeds = Array.from({ length: count }, (_, i) => subseed + i);
+  const clipSkip = Number(opts['CLIP_stop_at_last_layers']);
+  const denoising = kind === 'img2img' ? (req['denoising_strength'] as number) : (req['denoising_strength'] as number | null);
+
+  const infotextFor = (i: number, extra: Record<string, InfotextValue>): string => {
+    const params: Record<string, InfotextValue> = {
+      Steps: req['steps'] as number,
+      Sampler: sampler.sampler,
+      'Schedule type': sampler.schedulerLabel,
+      'CFG scale': formatFloat(req['cfg_scale'] as number),
+      'Image CFG scale': req['image_cfg_scale'] == null ? null : formatFloat(req['image_cfg_scale'] as number),
+      Seed: allSeeds[i]!,
+      Size: `${req['width']}x${req['height']}`,
+      'Model hash': opts['add_model_hash_to_info'] ? ckpt.shortHash : null,
+      Model: opts['add_model_name_to_info'] ? stemOf(ckpt.name) : null,
+      'VAE hash': null,
+      VAE: opts['add_vae_name_to_info'] && vae ? stemOf(vae.name) : null,
+      'Variation seed': subseedStrength === 0 ? null : allSubseeds[i]!,
+      'Variation seed strength': subseedStrength === 0 ? null : formatFloat(subseedStrength),
+      'Seed resize from': (req['seed_resize_from_w'] as number) > 0 && (req['seed_resize_from_h'] as number) > 0 ? `${req['seed_resize_from_w']}x${req['seed_resize_from_h']}` : null,
+      'Denoising strength': denoising == null ? null : formatFloat(denoising),
+      'Clip skip': clipSkip <= 1 ? null : clipSkip,
+      ENSD: Number(opts['eta_noise_seed_delta']) !== 0 ? Number(opts['eta_noise_seed_delta']) : null,
+      RNG: opts['randn_source'] !== 'GPU' ? String(opts['randn_source']) : null,
+      'Lora hashes': loraHashes.length > 0 ? loraHashes.join(', ') : null,
+      ...extra,
+      Version: opts['add_version_to_infotext'] ? ctx.version : null,
+    };
+    return formatInfotext(prompt, negative, params);
+  };
+
+  job.progress({ jobNo: 0, jobCount: nIter, step: 0, total: req['steps'] as number });
+  const images: string[] = [];
+  const infotexts: string[] = [];
+  const extraParams: Record<string, InfotextValue> = {};
+  const saveDir = req['save_images'] && !req['do_not_save_samples'] ? outputDir(ctx, opts, kind) : null;
+  for (let n = 0; n < nIter; n++) {
+    if (job.stopRequest() === 'interrupt') break;
+    job.progress({ jobNo: n, step: 0 });
+    const seeds = allSeeds.slice(n * batchSize, (n + 1) * batchSize);
+    const base: GenerationParams = {
+      prompt: bare,
+      negativePrompt: negative,
+      seeds,
+      subseeds: allSubseeds.slice(n * batchSize, (n + 1) * batchSize),
+      subseedStrength,
+      seedResizeFromW: req['seed_resize_from_w'] as number,
+      seedResizeFromH: req['seed_resize_from_h'] as number,
+      width: req['width'] as number,
+      height: req['height'] as number,
+      steps: req['steps'] as number,
+      cfgScale: req['cfg_scale'] as number,
+      sampler: sampler.sampler,
+      scheduler: sampler.scheduler,
+      clipSkip,
+      loras,
+      eta: (req['eta'] as number | null) ?? null,
+      sChurn: (req['s_churn'] as number | null) ?? null,
+      sTmin: (req['s_tmin'] as number | null) ?? null,
+      sTmax: (req['s_tmax'] as number | null) ?? null,
+      sNoise: (req['s_noise'] as number | null) ?? null,
+      randnSource: String(opts['randn_source']),
+      etaNoiseSeedDelta: Number(opts['eta_noise_seed_delta']),
+      options: Object.freeze({ ...opts }),
+    };
+    const showPreview = Boolean(opts['live_previews_enable']);
+    const hooks: GenerationHooks = {
+      onStep: (step, total, preview) => job.progress({ step, total, preview: showPreview && preview ? preview : null }),
+      shouldStop: () => job.stopRequest(),
+    };
+    let out: GenerationOutput;
+    if (kind === 'txt2img') out = await ctx.backend.txt2img(base, hooks);
+    else {
+      const p: Img2ImgParams = {
+        ...base,
+        // One init image per output image: A1111 cycles through the given ones.
+        initImages: seeds.map((_, i) => initImages[(n * batchSize + i) % initImages.length]!),
+        mask,
+        denoisingStrength: denoising as number,
+        inpaintingFill: req['inpainting_fill'] as number,
+        inpaintFullRes: req['inpaint_full_res'] as boolean,
+        inpaintFullResPadding: req['inpaint_full_res_padding'] as number,
+        initialNoiseMultiplier: (req['initial_noise_multiplier'] as number | null) ?? Number(opts['initial_noise_multiplier']),
+        imageCfgScale: (req['image_cfg_scale'] as number | null) ?? null,
+      };
+      out = await ctx.backend.img2img(p, hooks);
+    }
+    if (out.images.length !== seeds.length) throw new Error(`backend returned ${out.images.length} images for a batch of ${seeds.length}`);
+    Object.assign(extraParams, out.extraParams ?? {});
+    for (const note of out.notes ?? []) if (!notes.includes(note)) notes.push(note);
+    for (let i = 0; i < out.images.length; i++) {
+      const idx = n * batchSize + i;
+      const text = infotextFor(idx, out.extraParams ?? {});
+      const bytes = await encodeImage(out.images[i]!, format, opts['enable_pnginfo'] ? text : null, {
+        jpegQuality: Number(opts['jpeg_quality']),
+        webpLossless: Boolean(opts['webp_lossless']),
+      });
+      if (saveDir) await saveImage(saveDir, allSeeds[idx]!, format === 'jpeg' ? 'jpg' : format, bytes);
+      if (req['send_images']) images.push(bytes.toString('base64'));
+      infotexts.push(text);
+    }
+    const stop = job.stopRequest();
+    if (stop === 'interrupt') break;
+    if (stop === 'skip') job.clearSkip();
+  }
+  if (ctx.backend.currentCheckpoint() && !overrideCkpt) ctx.checkpoints.remember(ckpt);
+
+  const extraGen: Record<string, unknown> = { ...extraParams };
+  if (loraHashes.length > 0) extraGen['Lora hashes'] = loraHashes.join(', ');
+  if (denoising != null && kind === 'img2img') extraGen['Denoising strength'] = denoising;
+  const info = {
+    prompt,
+    all_prompts: Array(count).fill(prompt),
+    negative_prompt: negative,
+    all_negative_prompts: Array(count).fill(negative),
+    seed,
+    all_seeds: allSeeds,
+    subseed,
+    all_subseeds: allSubseeds,
+    subseed_strength: subseedStrength,
+    width: req['width'],
+    height: req['height'],
+    sampler_name: sampler.sampler,
+    cfg_scale: req['cfg_scale'],
+    steps: req['steps'],
+    batch_size: batchSize,
+    restore_faces: req['restore_faces'] ?? false,
+    face_restoration_model: null,
+    sd_model_name: stemOf(ckpt.name),
+    sd_model_hash: ckpt.shortHash,
+    sd_vae_name: vae ? stemOf(vae.name) : null,
+    sd_vae_hash: null,
+    seed_resize_from_w: req['seed_resize_from_w'],
+    seed_resize_from_h: req['seed_resize_from_h'],
+    denoising_strength: denoising,
+    extra_generation_params: extraGen,
+    index_of_first_image: 0,
+    infotexts,
+    styles: styleNames,
+    job_timestamp: ctx.queue.current()?.timestamp ?? '',
+    clip_skip: clipSkip,
+    is_using_inpainting_conditioning: false,
+    version: ctx.version,
+    notes,
+  };
+  const parameters: Record<string, unknown> = { ...req };
+  if (kind === 'img2img' && !req['include_init_images']) {
+    parameters['init_images'] = null;
+    parameters['mask'] = null;
+  }
+  return { images, parameters, info: JSON.stringify(info) };
+}
+
+function stemOf(name: string): string {
+  const base = name.split('/').pop() ?? name;
+  return base.replace(/\.safetensors$/i, '');
+}
+
+/** Python prints floats as 7.0; infotexts made through A1111's API carry that form. */
+function formatFloat(x: number): string {
+  return Number.isInteger(x) ? x.toFixed(1) : String(x);
+}
+

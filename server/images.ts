@@ -1,0 +1,192 @@
+/**
+ * Images in and out of the API. In: base64 (a `data:` prefix is stripped), or an http(s) URL only when the
+ * operator enabled it, and never to loopback/private/link-local/reserved addresses (checked on every
+ * address the name resolves to, at connect time, so DNS tricks cannot slip through). Out: PNG with the
+ * infotext in a `parameters` chunk (JPEG/WebP: EXIF UserComment), base64 without a data: prefix.
+ * Error details are A1111's (`Invalid encoded image`, `Requests not allowed`, …).
+ */
+import { lookup as dnsLookup, type LookupAddress } from 'node:dns';
+import { BlockList, isIP } from 'node:net';
+import http from 'node:http';
+import https from 'node:https';
+import sharp from 'sharp';
+import { writePngText } from '../engine/image/png-info.ts';
+import type { RawImage } from './backend.ts';
+import { HttpError } from './errors.ts';
+
+export interface ImagePolicy {
+  /** A1111 option `api_enable_requests`. */
+  allowUrls: boolean;
+  /** A1111 option `api_forbid_local_requests`. */
+  forbidLocal: boolean;
+  userAgent: string;
+  /** Largest decoded image accepted, in pixels. */
+  maxPixels: number;
+  /** Largest download accepted, in bytes. */
+  maxDownloadBytes: number;
+  /** Test seam: extra addresses to treat as public (never set in production). */
+  allowAddresses?: (ip: string) => boolean;
+}
+
+const nonGlobal = new BlockList();
+for (const [net, bits] of [
+  ['0.0.0.0', 8], ['10.0.0.0', 8], ['100.64.0.0', 10], ['127.0.0.0', 8], ['169.254.0.0', 16], ['172.16.0.0', 12],
+  ['192.0.0.0', 24], ['192.0.2.0', 24], ['192.88.99.0', 24], ['192.168.0.0', 16], ['198.18.0.0', 15],
+  ['198.51.100.0', 24], ['203.0.113.0', 24], ['224.0.0.0', 4], ['240.0.0.0', 4],
+] as const) nonGlobal.addSubnet(net, bits, 'ipv4');
+for (const [net, bits] of [
+  ['::', 128], ['::1', 128], ['::ffff:0:0', 96], ['64:ff9b::', 96], ['64:ff9b:1::', 48], ['100::', 64],
+  ['2001::', 23], ['2001:db8::', 32], ['2002::', 16], ['fc00::', 7], ['fe80::', 10], ['fec0::', 10], ['ff00::', 8],
+] as const) nonGlobal.addSubnet(net, bits, 'ipv6');
+
+/** True for addresses on the public internet (A1111's `ipaddress.is_global`). */
+export function isGlobalAddress(ip: string): boolean {
+  const v = isIP(ip);
+  if (v === 0) return false;
+  if (v === 6) {
+    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
+    if (mapped) return isGlobalAddress(mapped[1]!);
+  }
+  return !nonGlobal.check(ip, v === 4 ? 'ipv4' : 'ipv6');
+}
+
+const LOCAL = 'Request to local resource not allowed';
+
+async function fetchImage(url: URL, policy: ImagePolicy): Promise<Buffer> {
+  const allowed = (ip: string) => !policy.forbidLocal || isGlobalAddress(ip) || (policy.allowAddresses?.(ip) ?? false);
+  const host = url.hostname.replace(/^\[|\]$/g, '');
+  if (isIP(host) && !allowed(host)) throw new HttpError(500, LOCAL);
+  // Node skips `lookup` for IP literals (checked above); for names, every resolved address is checked here,
+  // on the connection actually made, so a name cannot resolve to a public address first and a private one later.
+  const lookup = (hostname: string, options: object, cb: (...a: unknown[]) => void): void => {
+    dnsLookup(hostname, { ...options, all: true }, (err, addrs: LookupAddress[]) => {
+      if (err) return cb(err);
+      const bad = addrs.find((a) => !allowed(a.address));
+      if (bad || addrs.length === 0) return cb(Object.assign(new Error(LOCAL), { code: 'ELOCAL' }));
+      if ((options as { all?: boolean }).all) cb(null, addrs);
+      else cb(null, addrs[0]!.address, addrs[0]!.family);
+    });
+  };
+  const mod = url.protocol === 'https:' ? https : http;
+  return await new Promise<Buffer>((resolve, reject) => {
+    const req = mod.get(url, { lookup: lookup as never, headers: policy.userAgent ? { 'User-Agent': policy.userAgent } : {}, timeout: 30_000 }, (res) => {
+      if (res.statusCode !== 200) {
+        res.resume();
+        return reject(new HttpError(500, 'Invalid image url'));
+      }
+      const parts: Buffer[] = [];
+      let size = 0;
+      res.on('data', (c: Buffer) => {
+        size += c.length;
+        if (size > policy.maxDownloadBytes) {
+          req.destroy();
+          reject(new HttpError(500, `Invalid image url: larger than ${policy.maxDownloadBytes} bytes`));
+        } else parts.push(c);
+      });
+      res.on('end', () => resolve(Buffer.concat(parts)));
+      res.on('error', () => reject(new HttpError(500, 'Invalid image url')));
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', (e: NodeJS.ErrnoException) => reject(new HttpError(500, e.code === 'ELOCAL' ? LOCAL : 'Invalid image url')));
+  });
+}
+
+/** Decodes an API image field to encoded image bytes (PNG/JPEG/WebP…), checked to be a readable image. */
+export async function decodeImageInput(input: string, policy: ImagePolicy): Promise<Buffer> {
+  const s = input.trim();
+  let bytes: Buffer;
+  if (/^https?:\/\//i.test(s)) {
+    if (!policy.allowUrls) throw new HttpError(500, 'Requests not allowed');
+    let url: URL;
+    try {
+      url = new URL(s);
+    } catch {
+      throw new HttpError(500, 'Invalid image url');
+    }
+    bytes = await fetchImage(url, policy);
+  } else {
+    const b64 = s.startsWith('data:') ? s.slice(s.indexOf(',') + 1) : s;
+    bytes = Buffer.from(b64, 'base64');
+  }
+  try {
+    const meta = await sharp(bytes, { limitInputPixels: policy.maxPixels }).metadata();
+    if (!meta.width || !meta.height) throw new Error('no size');
+  } catch (e) {
+    const msg = (e as Error).message ?? '';
+    if (/pixel limit/i.test(msg)) throw new HttpError(500, `Invalid encoded image: larger than ${policy.maxPixels} pixels`);
+    throw new HttpError(500, 'Invalid encoded image');
+  }
+  return bytes;
+}
+
+/** Decodes to 8-bit pixels at its own size. */
+export async function toRaw(bytes: Buffer, channels: 1 | 3, maxPixels: number): Promise<RawImage> {
+  let img = sharp(bytes, { limitInputPixels: maxPixels }).rotate();
+  img = channels === 1 ? img.grayscale() : img.removeAlpha().toColourspace('srgb');
+  const { data, info } = await img.raw().toBuffer({ resolveWithObject: true });
+  return { width: info.width, height: info.height, channels: info.channels as 1 | 3, data: new Uint8Array(data.buffer, data.byteOffset, data.length) };
+}
+
+function rawSharp(img: RawImage): sharp.Sharp {
+  return sharp(Buffer.from(img.data.buffer, img.data.byteOffset, img.data.byteLength), { raw: { width: img.width, height: img.height, channels: img.channels } });
+}
+
+async function finishRaw(s: sharp.Sharp, channels: 1 | 3): Promise<RawImage> {
+  const { data, info } = await s.raw().toBuffer({ resolveWithObject: true });
+  if (info.channels !== channels) throw new Error(`expected ${channels} channels, got ${info.channels}`);
+  return { width: info.width, height: info.height, channels, data: new Uint8Array(data.buffer, data.byteOffset, data.length) };
+}
+
+/**
+ * A1111 img2img resize modes: 0 just resize (stretch), 1 crop and resize (cover, centred), 2 resize and fill
+ * (fit inside, then repeat the edge pixels), 3 latent upscale (done here as 0).
+ */
+export async function resizeForImg2img(img: RawImage, width: number, height: number, mode: number): Promise<RawImage> {
+  if (img.width === width && img.height === height) return img;
+  const ch = img.channels === 1 ? 1 : 3;
+  if (mode === 1) return finishRaw(rawSharp(img).resize(width, height, { fit: 'cover', position: 'centre' }), ch);
+  if (mode === 2) {
+    const inner = await finishRaw(rawSharp(img).resize(width, height, { fit: 'inside' }), ch);
+    const dx = width - inner.width;
+    const dy = height - inner.height;
+    return finishRaw(
+      rawSharp(inner).extend({ left: dx >> 1, right: dx - (dx >> 1), top: dy >> 1, bottom: dy - (dy >> 1), extendWith: 'copy' }),
+      ch,
+    );
+  }
+  return finishRaw(rawSharp(img).resize(width, height, { fit: 'fill' }), ch);
+}
+
+/** Inverts and blurs a 1-channel mask (A1111 `inpainting_mask_invert`, `mask_blur_x/y`). */
+export async function prepareMask(mask: RawImage, invert: boolean, blurX: number, blurY: number): Promise<RawImage> {
+  let s = rawSharp(mask);
+  if (invert) s = s.negate();
+  const sigma = Math.max(blurX, blurY);
+  if (sigma >= 0.3) s = s.blur(sigma);
+  return finishRaw(s, 1);
+}
+
+export type SamplesFormat = 'png' | 'jpg' | 'jpeg' | 'webp';
+
+export function checkSamplesFormat(f: unknown): SamplesFormat {
+  const v = String(f).toLowerCase();
+  if (v === 'png' || v === 'jpg' || v === 'jpeg' || v === 'webp') return v;
+  throw new HttpError(500, 'Invalid image format');
+}
+
+/** Encodes pixels, embedding the infotext (if any). */
+export async function encodeImage(
+  img: RawImage,
+  format: SamplesFormat,
+  infotext: string | null,
+  opts: { jpegQuality?: number; webpLossless?: boolean } = {},
+): Promise<Buffer> {
+  const s = rawSharp(img);
+  if (format === 'png') {
+    const png = await s.png().toBuffer();
+    return infotext ? writePngText(png, { parameters: infotext }) : png;
+  }
+  const withInfo = infotext ? s.withExif({ IFD2: { UserComment: infotext } }) : s;
+  if (format === 'webp') return withInfo.webp({ lossless: opts.webpLossless ?? false, quality: opts.jpegQuality ?? 80 }).toBuffer();
+  return withInfo.jpeg({ quality: opts.jpegQuality ?? 80 }).toBuffer();
+}

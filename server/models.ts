@@ -1,0 +1,119 @@
+/**
+ * Checkpoints and VAEs on disk, listed as A1111 lists them, and resolution of the ids clients send
+ * (`sd_model_checkpoint`, `sd_vae`, `refiner_checkpoint`). Only names found by scanning resolve, so a
+ * request can never point the server at a path outside its folders.
+ */
+import { readdir, stat } from 'node:fs/promises';
+import { join, relative, sep, extname, basename } from 'node:path';
+import type { CheckpointRef, VaeRef } from './backend.ts';
+import { HashCache, legacyHash, sha256File } from './hashes.ts';
+
+/** Natural sort ("2" before "10"), as A1111's `walk_files` orders names. */
+export function naturalCompare(a: string, b: string): number {
+  return a.localeCompare(b, undefined, { numeric: true, sensitivity: 'base' });
+}
+
+/** Files under `dir` (recursively, following nothing outside it) whose extension is in `exts`. */
+export async function walkFiles(dir: string, exts: string[], opts: { diffusersFolders?: boolean } = {}): Promise<string[]> {
+  const out: string[] = [];
+  const walk = async (d: string): Promise<void> => {
+    const entries = await readdir(d, { withFileTypes: true }).catch(() => []);
+    entries.sort((a, b) => naturalCompare(a.name, b.name));
+    for (const e of entries) {
+      if (e.name.startsWith('.')) continue;
+      const p = join(d, e.name);
+      if (e.isDirectory()) {
+        if (opts.diffusersFolders && (await stat(join(p, 'model_index.json')).catch(() => null))) out.push(p);
+        else await walk(p);
+      } else if (e.isFile() && exts.includes(extname(e.name).toLowerCase())) out.push(p);
+    }
+  };
+  await walk(dir);
+  return out;
+}
+
+export interface CheckpointEntry extends CheckpointRef {
+  legacyHash: string | null;
+  /** A `.yaml` beside the file (A1111 `config`), or null. */
+  config: string | null;
+}
+
+function relName(dir: string, p: string): string {
+  return relative(dir, p).split(sep).join('/');
+}
+
+export class ModelIndex {
+  private ckpts: CheckpointEntry[] = [];
+  private vaeList: VaeRef[] = [];
+
+  constructor(
+    readonly ckptDir: string,
+    readonly vaeDir: string,
+    private readonly hashes: HashCache,
+  ) {}
+
+  async refreshCheckpoints(): Promise<void> {
+    const files = await walkFiles(this.ckptDir, ['.safetensors'], { diffusersFolders: true });
+    const list: CheckpointEntry[] = [];
+    for (const path of files) {
+      const name = relName(this.ckptDir, path);
+      const isFile = extname(path).toLowerCase() === '.safetensors';
+      const sha256 = isFile ? await this.hashes.peek(`checkpoint/${name}`, path) : null;
+      const yaml = path.replace(/\.safetensors$/i, '') + '.yaml';
+      list.push(
+        fill({
+          name,
+          path,
+          modelName: name.replace(/\.safetensors$/i, '').replace(/[/\\]/g, '_'),
+          sha256,
+          legacyHash: isFile ? await legacyHash(path).catch(() => null) : null,
+          config: isFile && (await stat(yaml).catch(() => null)) ? yaml : null,
+        }),
+      );
+    }
+    this.ckpts = list;
+  }
+
+  async refreshVaes(): Promise<void> {
+    const files = await walkFiles(this.vaeDir, ['.safetensors']);
+    this.vaeList = files.map((path) => ({ name: relName(this.vaeDir, path), path }));
+  }
+
+  checkpoints(): CheckpointEntry[] {
+    return this.ckpts;
+  }
+
+  vaes(): VaeRef[] {
+    return this.vaeList;
+  }
+
+  /** A1111 `checkpoint_aliases`: title, name, model_name, stem, hashes and "name [hash]" forms. */
+  findCheckpoint(id: string): CheckpointEntry | null {
+    const t = id.trim();
+    for (const c of this.ckpts) {
+      const stem = basename(c.name).replace(/\.safetensors$/i, '');
+      const ids = [c.title, c.name, c.modelName, stem];
+      if (c.legacyHash) ids.push(c.legacyHash, `${c.name} [${c.legacyHash}]`);
+      if (c.sha256 && c.shortHash) ids.push(c.sha256, c.shortHash, `${c.name} [${c.shortHash}]`, `${stem} [${c.shortHash}]`);
+      if (ids.includes(t)) return c;
+    }
+    return null;
+  }
+
+  findVae(name: string): VaeRef | null {
+    return this.vaeList.find((v) => v.name === name || basename(v.name) === name) ?? null;
+  }
+
+  /** Hashes a checkpoint (once; cached on disk) and updates its title, as A1111 does on first load. */
+  async ensureHashed(c: CheckpointEntry): Promise<CheckpointEntry> {
+    if (c.sha256 || extname(c.path).toLowerCase() !== '.safetensors') return c;
+    c.sha256 = await this.hashes.get(`checkpoint/${c.name}`, c.path, () => sha256File(c.path));
+    Object.assign(c, fill(c));
+    return c;
+  }
+}
+
+function fill(c: Omit<CheckpointEntry, 'title' | 'shortHash'> & { title?: string; shortHash?: string | null }): CheckpointEntry {
+  const shortHash = c.sha256 ? c.sha256.slice(0, 10) : null;
+  return { ...c, shortHash, title: shortHash ? `${c.name} [${shortHash}]` : c.name };
+}

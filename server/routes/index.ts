@@ -1,0 +1,14 @@
+/**
+ * All route modules. Each exports `register(api, ctx)`. The training routes of issue 7 go in `train.ts`
+ * beside these and are added to this list with one import line.
+ */
+import type { ServerContext } from '../context.ts';
+import type { Api } from './api.ts';
+import { register as generate } from './generate.ts';
+import { register as progress } from './progress.ts';
+import { register as options } from './options.ts';
+import { register as models } from './models.ts';
+import { register as loras } from './loras.ts';
+import { register as info } from './info.ts';
+
+export const routeModules: ((api: Api, ctx: ServerContext) => void)[] = [generate, progress, options, models, loras, info];

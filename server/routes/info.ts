@@ -1,0 +1,32 @@
+/** POST /sdapi/v1/png-info and GET /sdapi/v1/memory. */
+import { freemem, totalmem } from 'node:os';
+import { isPng, parseInfotext, readPngText } from '../../engine/image/png-info.ts';
+import type { ServerContext } from '../context.ts';
+import { decodeImageInput } from '../images.ts';
+import { pngInfoModel } from '../requests.ts';
+import { validateModel } from '../schema.ts';
+import type { Api } from './api.ts';
+
+export function register(api: Api, ctx: ServerContext): void {
+  api.post(
+    '/sdapi/v1/png-info',
+    { summary: 'Generation parameters stored in an image', tag: 'info', body: { name: 'PNGInfoRequest', spec: pngInfoModel }, example: { info: 'prompt\nSteps: 20, …', items: {}, parameters: { Prompt: 'prompt', Steps: '20' } } },
+    async (req) => {
+      const { image } = validateModel<{ image: string }>(pngInfoModel, req.body);
+      if (image.trim() === '') return { info: '', items: {}, parameters: {} };
+      const bytes = await decodeImageInput(image, ctx.imagePolicy());
+      const items: Record<string, string> = isPng(bytes) ? readPngText(bytes) : {};
+      const info = items['parameters'] ?? '';
+      delete items['parameters'];
+      return { info, items, parameters: info ? parseInfotext(info) : {} };
+    },
+  );
+  api.get('/sdapi/v1/memory', { summary: 'Memory use', tag: 'info' }, () => {
+    const rss = process.memoryUsage().rss;
+    const total = totalmem();
+    return {
+      ram: { free: total - rss, used: rss, total, system_free: freemem() },
+      cuda: { error: 'lora-scripts runs on ONNX Runtime; CUDA memory statistics are not available' },
+    };
+  });
+}

@@ -1,0 +1,39 @@
+/** GET/POST /sdapi/v1/options and GET /sdapi/v1/cmd-flags. */
+import type { ServerContext } from '../context.ts';
+import { HttpError } from '../errors.ts';
+import { OPTION_DEFAULTS } from '../options.ts';
+import type { Api } from './api.ts';
+
+export function register(api: Api, ctx: ServerContext): void {
+  api.get('/sdapi/v1/options', { summary: 'Every option with its current value', tag: 'options' }, () => ctx.options.all());
+
+  api.post('/sdapi/v1/options', { summary: 'Set options (sd_model_checkpoint loads that model); returns null', tag: 'options', example: null }, async (req) => {
+    const body = req.body as unknown;
+    if (!body || typeof body !== 'object' || Array.isArray(body)) {
+      throw new HttpError(422, 'expected a JSON object of option → value');
+    }
+    const values = { ...(body as Record<string, unknown>) };
+    for (const k of Object.keys(values)) {
+      if (!(k in OPTION_DEFAULTS) && ctx.options.all()[k] === undefined) throw new HttpError(500, k, 'KeyError');
+    }
+    const wanted = values['sd_model_checkpoint'];
+    delete values['sd_model_checkpoint'];
+    if (typeof wanted === 'string' && wanted !== '') {
+      const c = ctx.checkpoints.resolve(wanted);
+      const sdVae = 'sd_vae' in values ? values['sd_vae'] : ctx.options.get('sd_vae');
+      // Loading goes through the queue so it never swaps weights under a running generation.
+      await ctx.queue.submit({
+        kind: 'load_checkpoint',
+        run: async () => {
+          if (ctx.backend.currentCheckpoint()?.path !== c.path) await ctx.checkpoints.load(c, sdVae);
+          ctx.checkpoints.remember(c);
+        },
+      }).promise;
+    }
+    ctx.options.setFromApi(values);
+    await ctx.options.save();
+    return null;
+  });
+
+  api.get('/sdapi/v1/cmd-flags', { summary: 'Command-line settings of this server', tag: 'options' }, () => ctx.cmdFlags);
+}
