@@ -1,0 +1,142 @@
+import { sampleDpm2, sampleDpm2Ancestral, sampleHeun } from './heun.ts';
+import { sampleDpmpp2m, sampleDpmpp2mSde, sampleDpmpp2sAncestral, sampleDpmpp3mSde, sampleDpmppSde } from './dpmpp.ts';
+import { sampleEuler, sampleEulerAncestral } from './euler.ts';
+import { sampleLms } from './lms.ts';
+import { sampleRestart } from './restart.ts';
+import { SCHEDULERS, findScheduler, type SchedulerInfo } from './schedulers.ts';
+import type { KSampler } from './types.ts';
+
+/**
+ * A1111's sampler table (modules/sd_samplers_*.py, v1.10): names, aliases and options in A1111's order, each
+ * mapped to its implementation here. A1111 samplers this engine does not implement keep their place in
+ * `A1111_SAMPLER_NAMES` but are not listed by the API and resolve to the default sampler.
+ */
+
+export type TimestepKind = 'ddim' | 'plms' | 'unipc';
+
+export interface SamplerEntry {
+  name: string;
+  aliases: string[];
+  /** A1111's options; GET /sdapi/v1/samplers shows them stringified. */
+  options: Record<string, string | boolean>;
+  /** Default schedule type for "Automatic" (A1111 option `scheduler`); undefined = the model's uniform timesteps. */
+  defaultScheduler?: string;
+  /** Sample one more step and drop the next-to-last sigma (A1111 option discard_next_to_last_sigma). */
+  discardPenultimate: boolean;
+  /** Ancestral / SDE samplers take eta (A1111 default eta_ancestral = 1); DDIM takes eta_ddim (default 0). */
+  usesEta: boolean;
+  /** Brownian noise for the SDE samplers (A1111 option brownian_noise). */
+  brownian: boolean;
+  impl: { family: 'k'; run: KSampler } | { family: 'timesteps'; kind: TimestepKind };
+}
+
+const k = (run: KSampler) => ({ family: 'k' as const, run });
+
+export const SAMPLERS: readonly SamplerEntry[] = [
+  { name: 'DPM++ 2M', aliases: ['k_dpmpp_2m'], options: { scheduler: 'karras' }, defaultScheduler: 'karras', discardPenultimate: false, usesEta: false, brownian: false, impl: k(sampleDpmpp2m) },
+  {
+    name: 'DPM++ SDE', aliases: ['k_dpmpp_sde'], options: { scheduler: 'karras', second_order: true, brownian_noise: true },
+    defaultScheduler: 'karras', discardPenultimate: false, usesEta: true, brownian: true, impl: k(sampleDpmppSde),
+  },
+  {
+    name: 'DPM++ 2M SDE', aliases: ['k_dpmpp_2m_sde'], options: { scheduler: 'exponential', brownian_noise: true },
+    defaultScheduler: 'exponential', discardPenultimate: false, usesEta: true, brownian: true, impl: k((a) => sampleDpmpp2mSde(a, 'midpoint')),
+  },
+  {
+    name: 'DPM++ 2M SDE Heun', aliases: ['k_dpmpp_2m_sde_heun'], options: { scheduler: 'exponential', brownian_noise: true, solver_type: 'heun' },
+    defaultScheduler: 'exponential', discardPenultimate: false, usesEta: true, brownian: true, impl: k((a) => sampleDpmpp2mSde(a, 'heun')),
+  },
+  {
+    name: 'DPM++ 2S a', aliases: ['k_dpmpp_2s_a'], options: { scheduler: 'karras', uses_ensd: true, second_order: true },
+    defaultScheduler: 'karras', discardPenultimate: false, usesEta: true, brownian: false, impl: k(sampleDpmpp2sAncestral),
+  },
+  {
+    name: 'DPM++ 3M SDE', aliases: ['k_dpmpp_3m_sde'], options: { scheduler: 'exponential', discard_next_to_last_sigma: true, brownian_noise: true },
+    defaultScheduler: 'exponential', discardPenultimate: true, usesEta: true, brownian: true, impl: k(sampleDpmpp3mSde),
+  },
+  { name: 'Euler a', aliases: ['k_euler_a', 'k_euler_ancestral'], options: { uses_ensd: true }, discardPenultimate: false, usesEta: true, brownian: false, impl: k(sampleEulerAncestral) },
+  { name: 'Euler', aliases: ['k_euler'], options: {}, discardPenultimate: false, usesEta: false, brownian: false, impl: k(sampleEuler) },
+  { name: 'LMS', aliases: ['k_lms'], options: {}, discardPenultimate: false, usesEta: false, brownian: false, impl: k((a) => sampleLms(a)) },
+  { name: 'Heun', aliases: ['k_heun'], options: { second_order: true }, discardPenultimate: false, usesEta: false, brownian: false, impl: k(sampleHeun) },
+  {
+    name: 'DPM2', aliases: ['k_dpm_2'], options: { scheduler: 'karras', discard_next_to_last_sigma: true, second_order: true },
+    defaultScheduler: 'karras', discardPenultimate: true, usesEta: false, brownian: false, impl: k(sampleDpm2),
+  },
+  {
+    name: 'DPM2 a', aliases: ['k_dpm_2_a'], options: { scheduler: 'karras', discard_next_to_last_sigma: true, uses_ensd: true, second_order: true },
+    defaultScheduler: 'karras', discardPenultimate: true, usesEta: true, brownian: false, impl: k(sampleDpm2Ancestral),
+  },
+  { name: 'Restart', aliases: ['restart'], options: { scheduler: 'karras', second_order: true }, defaultScheduler: 'karras', discardPenultimate: false, usesEta: false, brownian: false, impl: k(sampleRestart) },
+  { name: 'DDIM', aliases: ['ddim'], options: {}, discardPenultimate: false, usesEta: true, brownian: false, impl: { family: 'timesteps', kind: 'ddim' } },
+  { name: 'PLMS', aliases: ['plms'], options: {}, discardPenultimate: false, usesEta: false, brownian: false, impl: { family: 'timesteps', kind: 'plms' } },
+  { name: 'UniPC', aliases: ['unipc'], options: {}, discardPenultimate: false, usesEta: false, brownian: false, impl: { family: 'timesteps', kind: 'unipc' } },
+];
+
+/** Every name A1111 v1.10 lists, in its order; those missing from SAMPLERS are not implemented here. */
+export const A1111_SAMPLER_NAMES: readonly string[] = [
+  'DPM++ 2M', 'DPM++ SDE', 'DPM++ 2M SDE', 'DPM++ 2M SDE Heun', 'DPM++ 2S a', 'DPM++ 3M SDE', 'Euler a', 'Euler', 'LMS', 'Heun',
+  'DPM2', 'DPM2 a', 'DPM fast', 'DPM adaptive', 'Restart', 'DDIM', 'DDIM CFG++', 'PLMS', 'UniPC', 'LCM',
+];
+
+export const DEFAULT_SAMPLER = SAMPLERS[0]!;
+
+function ordered(): SamplerEntry[] {
+  return A1111_SAMPLER_NAMES.map((n) => SAMPLERS.find((s) => s.name === n)).filter((s): s is SamplerEntry => s !== undefined);
+}
+
+/** GET /sdapi/v1/samplers: [{name, aliases, options}] with option values as strings, as A1111's pydantic model gives them. */
+export function listSamplersForApi(): { name: string; aliases: string[]; options: Record<string, string> }[] {
+  return ordered().map((s) => ({
+    name: s.name,
+    aliases: [...s.aliases],
+    options: Object.fromEntries(Object.entries(s.options).map(([key, v]) => [key, typeof v === 'boolean' ? (v ? 'True' : 'False') : v])),
+  }));
+}
+
+/** A sampler by exact name, or by name / alias ignoring case. */
+export function findSampler(name: string): SamplerEntry | undefined {
+  const exact = SAMPLERS.find((s) => s.name === name);
+  if (exact) return exact;
+  const lower = name.toLowerCase();
+  return SAMPLERS.find((s) => s.name.toLowerCase() === lower || s.aliases.some((a) => a.toLowerCase() === lower));
+}
+
+export interface ResolvedSampler {
+  sampler: SamplerEntry;
+  /** The schedule to use; Automatic means the sampler's default (see `effectiveScheduler`). */
+  scheduler: SchedulerInfo;
+  /** What the infotext says: "Automatic" when the choice equals the sampler's default, as A1111 reports it. */
+  schedulerLabel: string;
+  /** Set when the requested sampler is unknown or not implemented and the default was used instead (A1111 falls back silently). */
+  fallbackFrom?: string;
+}
+
+/**
+ * A1111's get_sampler_and_scheduler: a legacy combined name ("DPM++ 2M Karras") is split into sampler and
+ * schedule type, an unknown sampler becomes the default, an explicit scheduler is looked up by name or label
+ * (unknown = Automatic), and a schedule equal to the sampler's default is reported as Automatic.
+ */
+export function resolveSampler(samplerName: string | null | undefined, schedulerName?: string | null): ResolvedSampler {
+  let scheduler = (schedulerName ? findScheduler(schedulerName) : undefined) ?? SCHEDULERS[0]!;
+  let name = samplerName || DEFAULT_SAMPLER.name;
+  for (const s of SCHEDULERS) {
+    const option = [s.label, s.name, ...(s.aliases ?? [])].find((o) => name.endsWith(' ' + o));
+    if (option !== undefined && !findSampler(name)) {
+      scheduler = s;
+      name = name.slice(0, -(option.length + 1));
+      break;
+    }
+  }
+  const found = findSampler(name);
+  const sampler = found ?? DEFAULT_SAMPLER;
+  if (sampler.defaultScheduler === scheduler.name) scheduler = SCHEDULERS[0]!;
+  const out: ResolvedSampler = { sampler, scheduler, schedulerLabel: scheduler.label };
+  if (!found) out.fallbackFrom = samplerName ?? '';
+  return out;
+}
+
+/** The schedule actually used: an explicit one, else the sampler's default, else undefined = model's uniform timesteps. */
+export function effectiveScheduler(r: Pick<ResolvedSampler, 'sampler' | 'scheduler'>): SchedulerInfo | undefined {
+  if (r.scheduler.sigmas !== null) return r.scheduler;
+  return r.sampler.defaultScheduler ? findScheduler(r.sampler.defaultScheduler) : undefined;
+}
