@@ -1,0 +1,12 @@
+export { type TensorMap, type TensorMapLike } from './tensors.ts';
+export { Optimizer, type ParamGroup, type OptimizerState, type OptimizerStateHeader } from './optimizer.ts';
+export { AdamW, type AdamWOptions } from './adamw.ts';
+export { SGD, type SGDOptions } from './sgd.ts';
+export { SCHEDULE_NAMES, makeSchedule, resolveWarmupSteps, type LrSchedule, type ScheduleName, type ScheduleOptions } from './schedules.ts';
+export { GradAccumulator } from './accumulate.ts';
+export { clipByGlobalNorm, globalNorm } from './clip.ts';
+export { NonFiniteError, assertFiniteGrads, assertFiniteLoss, findNonFinite, type NonFiniteElement } from './guard.ts';
+export { DynamicLossScaler, type LossScalerOptions, type LossScalerState } from './loss-scale.ts';
+export { TrainingStepper, type StepReport, type StepperOptions } from './stepper.ts';
+export { createTrainingStepper, SGD_MOMENTUM, type OptimConfig } from './from-config.ts';
+export { saveOptimizerState, loadOptimizerState, STATE_METADATA_KEY } from './state-file.ts';
