@@ -138,10 +138,10 @@ function llmDetails(names: string[], shape: (k: string) => number[] | undefined)
     const layers = maxIndex(names, re) + 1;
     if (layers === 0) continue;
     const emb = shape(embKey) ?? shape(embKey.replace(/^[^.]+\./, ''));
-    const details = [style, `${layers} layers`];
-    if (emb) details.push(`vocab ${emb[0]}, hidden ${emb[1]}`);
-    details.push(names.includes('lm_head.weight') ? 'separate lm_head' : 'no lm_head (tied or headless)');
-    return details;
+    const facts = [style, `${layers} layers`];
+    if (emb) facts.push(`vocab ${emb[0]}, hidden ${emb[1]}`);
+    facts.push(names.includes('lm_head.weight') ? 'separate lm_head' : 'no lm_head (tied or headless)');
+    return [facts.join(', ')];
   }
   return undefined;
 }
