@@ -22,10 +22,13 @@ export async function walkFiles(dir: string, exts: string[], opts: { diffusersFo
     for (const e of entries) {
       if (e.name.startsWith('.')) continue;
       const p = join(d, e.name);
-      if (e.isDirectory()) {
+      // Links are followed (A1111 does; users link shared model folders), but only ones placed by the operator.
+      const st = e.isSymbolicLink() ? await stat(p).catch(() => null) : e;
+      if (!st) continue;
+      if (st.isDirectory()) {
         if (opts.diffusersFolders && (await stat(join(p, 'model_index.json')).catch(() => null))) out.push(p);
         else await walk(p);
-      } else if (e.isFile() && exts.includes(extname(e.name).toLowerCase())) out.push(p);
+      } else if (st.isFile() && exts.includes(extname(e.name).toLowerCase())) out.push(p);
     }
   };
   await walk(dir);
