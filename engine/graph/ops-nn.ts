@@ -166,13 +166,13 @@ export const silu = (x: Tensor): Tensor => mul(x, sigmoid(x));
 
 // ---------- attention ----------
 
-/** Sets x[..., i, j] to -inf where j > i + (S - T): the causal mask aligned to the end of the keys. */
+/** Sets x[..., i, j] to -inf where j > i + (S - T): the causal mask aligned to the end of the keys. (Its gradient uses fill 0.) */
 export function causalMask(x: Tensor): Tensor {
   const T = x.shape[x.rank - 2]!;
   const S = x.shape[x.rank - 1]!;
   if (!(typeof T === 'number' && typeof S === 'number') && T !== S)
     throw new ShapeError(`causalMask: ${x} needs static dims or equal named query/key lengths`);
-  return node('causal_mask', [x], {}, x.dtype, x.shape);
+  return node('causal_mask', [x], { fill: '-inf' }, x.dtype, x.shape);
 }
 
 export interface AttentionOptions {

@@ -19,6 +19,8 @@ export interface LoweredGraph {
   outputNames: string[];
   /** sha256 of the bytes: equal graphs give equal keys. */
   key: string;
+  /** Whether any value is float64 (ORT's fusions are float32/float16-only and mis-fire on float64). */
+  hasFloat64: boolean;
 }
 
 const raw = (a: AnyTypedArray): Uint8Array => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
@@ -228,7 +230,7 @@ export const LOWERERS: Record<string, Lowerer> = {
       const ones = cx.emit('ConstantOfShape', [cx.shape([T, S])], { value: oneTensor('float32', 1) });
       mask = cx.emit('Cast', [cx.emit('Trilu', [ones], { upper: int(0) })], { to: int(ONNX_DTYPE.bool) });
     }
-    return cx.emit('Where', [mask, ins[0]!, cx.scalar(-Infinity, t.dtype)]);
+    return cx.emit('Where', [mask, ins[0]!, cx.scalar(t.attrs['fill'] === '-inf' ? -Infinity : 0, t.dtype)]);
   },
   rand_like: (cx, t, ins) =>
     cx.emit('RandomUniformLike', ins, { dtype: int(ONNX_DTYPE[t.dtype]), low: flt(0), high: flt(1) }, true),
@@ -286,5 +288,6 @@ export function lower(outputs: readonly Tensor[], opts: LowerOptions = {}): Lowe
     initializers: cx.inits,
     opset: OPSET,
   });
-  return { bytes, feeds, outputNames, key: createHash('sha256').update(bytes).digest('hex') };
+  const hasFloat64 = order.some((t) => t.dtype === 'float64');
+  return { bytes, feeds, outputNames, key: createHash('sha256').update(bytes).digest('hex'), hasFloat64 };
 }

@@ -140,7 +140,9 @@ export class CompiledGraph {
 /** Lowers `outputs` to ONNX and opens (or reuses) an ORT session for it. */
 export async function compile(outputs: readonly Tensor[], opts: SessionOptions = {}): Promise<CompiledGraph> {
   const g = lower(outputs, { weights: opts.weights });
-  const session = await cachedSession(g.key, g.bytes, opts);
+  // ORT 1.30 fuses x*sigmoid(1.702x) into QuickGelu even for float64, which has no kernel; 'basic' skips fusions.
+  const o = g.hasFloat64 && !opts.optimization ? { ...opts, optimization: 'basic' as const } : opts;
+  const session = await cachedSession(g.key, g.bytes, o);
   return new CompiledGraph(session, g.feeds, outputs, g.outputNames);
 }
 

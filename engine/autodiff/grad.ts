@@ -1,0 +1,108 @@
+import * as g from '../graph/index.ts';
+import { outsideSegments, topoSort, Tensor } from '../graph/tensor.ts';
+import { VJP_RULES } from './rules.ts';
+
+export interface GradOptions {
+  /** Gradient of the final output w.r.t. `loss`; defaults to ones (a scalar loss gives dL/dL = 1). */
+  seed?: Tensor;
+}
+
+/**
+ * Builds the backward graph, in the same DSL, for d`loss`/d`params`. Only nodes on a path from a requested
+ * parameter to the loss are differentiated: frozen weights get no gradient work of their own, yet gradients
+ * still flow through the activations they produce. Nodes made inside `checkpoint(...)` are recomputed in
+ * the backward pass instead of being kept from the forward pass.
+ */
+export function grad(loss: Tensor, params: readonly Tensor[], opts: GradOptions = {}): Tensor[] {
+  return outsideSegments(() => buildGrad(loss, params, opts));
+}
+
+function buildGrad(loss: Tensor, params: readonly Tensor[], opts: GradOptions): Tensor[] {
+  if (!g.isFloat(loss.dtype)) throw new Error(`grad: loss ${loss} is not a float tensor`);
+  const order = topoSort([loss]);
+  const wanted = new Set(params);
+  const live = new Set<Tensor>();
+  for (const t of order) if (wanted.has(t) || t.inputs.some((i) => live.has(i))) live.add(t);
+
+  const pending = new Map<Tensor, Tensor[]>();
+  const push = (t: Tensor, d: Tensor) => {
+    const list = pending.get(t);
+    if (list) list.push(d);
+    else pending.set(t, [d]);
+  };
+  const total = (t: Tensor): Tensor | undefined => {
+    const list = pending.get(t);
+    if (!list) return undefined;
+    return list.reduce((a, b) => g.add(a, b));
+  };
+
+  const seed = opts.seed ?? (loss.rank === 0 ? g.scalar(1, loss.dtype) : g.expand(g.scalar(1, loss.dtype), loss.shape));
+  if (live.has(loss)) push(loss, seed);
+  const recompute = new Recomputer();
+
+  for (let k = order.length - 1; k >= 0; k--) {
+    const t = order[k]!;
+    if (!live.has(t) || t.inputs.length === 0) continue;
+    const dy = total(t);
+    if (!dy) continue;
+    pending.delete(t);
+    const rule = VJP_RULES[t.op];
+    if (!rule) throw new Error(`grad: no gradient rule for op ${t.op}`);
+    const need = t.inputs.map((i) => live.has(i) && g.isFloat(i.dtype));
+    recompute.gateWith(t, dy);
+    const dxs = rule(t, dy, need, (x) => recompute.get(x));
+    t.inputs.forEach((x, i) => {
+      const d = dxs[i];
+      if (need[i] && d) push(x, d);
+    });
+  }
+  return params.map((p) => total(p) ?? g.expand(g.scalar(0, p.dtype), p.shape));
+}
+
+/**
+ * Gradient checkpointing: clones a segment's forward nodes for the backward pass. The clones' inputs from
+ * outside the segment are tied (by `+ 0 * one element of the incoming gradient`) to the gradient reaching
+ * the segment, so ORT can run them only once the backward pass gets there, and cannot merge them with
+ * the forward nodes; the forward activations are then freed after their last forward use.
+ */
+class Recomputer {
+  private readonly clones = new Map<Tensor, Tensor>();
+  private readonly gates = new Map<number, Tensor>();
+  private readonly boundary = new Map<string, Tensor>();
+  private current: Tensor | undefined;
+
+  gateWith(t: Tensor, dy: Tensor): void {
+    if (t.segment !== undefined && !this.gates.has(t.segment)) {
+      this.gates.set(t.segment, g.mul(g.reshape(g.slice(g.reshape(dy, [-1]), 0, -1), []), 0));
+    }
+    this.current = t;
+  }
+
+  get(x: Tensor): Tensor {
+    if (x.segment === undefined || x.op === 'rand_like' || x.inputs.length === 0) return x;
+    const hit = this.clones.get(x);
+    if (hit) return hit;
+    const seg = x.segment;
+    const gate = this.gates.get(seg) ?? this.gates.get(this.current?.segment ?? -1);
+    if (!gate) return x;
+    // Iterative clone of the segment sub-graph that produces x.
+    for (const n of topoSort([x])) {
+      if (this.clones.has(n) || n.segment !== seg || n.op === 'rand_like' || n.inputs.length === 0) continue;
+      const ins = n.inputs.map((i) => (i.segment === seg && i.op !== 'rand_like' && i.inputs.length > 0 ? this.clones.get(i)! : this.gated(i, seg, gate)));
+      this.clones.set(n, new Tensor(n.op, ins, n.attrs, n.dtype, n.shape, n.value));
+    }
+    return this.clones.get(x)!;
+  }
+
+  private gated(i: Tensor, seg: number, gate: Tensor): Tensor {
+    // Weights and constants are kept anyway; gating them would only add work.
+    if (i.op === 'param' || i.op === 'const' || !g.isFloat(i.dtype)) return i;
+    const key = `${seg}:${i.id}`;
+    let v = this.boundary.get(key);
+    if (!v) {
+      v = g.add(i, g.cast(gate, i.dtype));
+      this.boundary.set(key, v);
+    }
+    return v;
+  }
+}
