@@ -17,13 +17,16 @@ async function openForRead(path: string): Promise<FileHandle> {
   }
 }
 
+// One read call is limited to about 2 GiB by Node; larger tensors are read in slices.
+const READ_CHUNK = 1 << 30;
+
 /** Fills `into` from `position`; a short read means the file shrank after it was validated. */
 async function readFully(fh: FileHandle, path: string, into: Uint8Array, position: number): Promise<void> {
   let done = 0;
   while (done < into.length) {
     let bytesRead: number;
     try {
-      ({ bytesRead } = await fh.read(into, done, into.length - done, position + done));
+      ({ bytesRead } = await fh.read(into, done, Math.min(READ_CHUNK, into.length - done), position + done));
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === 'EISDIR') throw new UserError(`${path}: cannot read: is a folder`, { cause: e });
@@ -69,7 +72,8 @@ export class SafetensorsFile {
     tensors: TensorInfo[],
   ) {
     this.fh = fh;
-    this.tensors = new Map(tensors.map((t) => [t.name, t]));
+    // Frozen: infos are handed out as-is, and a caller editing a shape must not corrupt later reads.
+    this.tensors = new Map(tensors.map((t) => [t.name, Object.freeze({ ...t, shape: Object.freeze([...t.shape]) as number[] })]));
   }
 
   static async open(path: string): Promise<SafetensorsFile> {
