@@ -1,0 +1,179 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fixturesDir } from './support/paths.ts';
+import { SafetensorsFile, writeSafetensors } from '../engine/safetensors/index.ts';
+import { loadLora } from '../engine/lora/load.ts';
+import { kohyaMetadata, writeKohyaLora, writePeftLora } from '../engine/lora/write.ts';
+import { convertLora } from '../engine/lora/convert.ts';
+import { addnetHash } from '../engine/lora/hash.ts';
+import { describeLora } from '../engine/lora/describe.ts';
+import type { F32Tensor, LoraModule } from '../engine/lora/types.ts';
+
+const sd = join(fixturesDir, 'sd-tiny');
+const kohyaA = join(sd, 'lora-kohya/lora_a.safetensors');
+const peftA = join(sd, 'lora-diffusers/lora_a/pytorch_lora_weights.safetensors');
+
+async function tensorsOf(path: string): Promise<Map<string, { dtype: string; shape: number[]; bytes: Buffer }>> {
+  const f = await SafetensorsFile.open(path);
+  const out = new Map<string, { dtype: string; shape: number[]; bytes: Buffer }>();
+  for (const [n, i] of f.tensors) out.set(n, { dtype: i.dtype, shape: i.shape, bytes: await f.readBytes(n) });
+  await f.close();
+  return out;
+}
+
+function assertSameTensors(a: Map<string, { dtype: string; shape: number[]; bytes: Buffer }>, b: typeof a, what: string): void {
+  assert.deepEqual([...a.keys()].sort(), [...b.keys()].sort(), `${what}: key sets`);
+  for (const [k, t] of a) {
+    const u = b.get(k)!;
+    assert.equal(t.dtype, u.dtype, `${what}: ${k} dtype`);
+    assert.deepEqual(t.shape, u.shape, `${what}: ${k} shape`);
+    assert.ok(t.bytes.equals(u.bytes), `${what}: ${k} values`);
+  }
+}
+
+async function withTmp<T>(fn: (dir: string) => Promise<T>): Promise<T> {
+  const dir = await mkdtemp(join(tmpdir(), 'lora-write-'));
+  try {
+    return await fn(dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+test('kohya fixture → PEFT equals the fixture PEFT file (keys, values, rank/alpha metadata); and back bit-exact', () =>
+  withTmp(async (dir) => {
+    const peft = await convertLora({ input: kohyaA, output: join(dir, 'peft') });
+    assert.equal(peft.to, 'peft');
+    assertSameTensors(await tensorsOf(peft.file), await tensorsOf(peftA), 'kohya→peft');
+    const ours = JSON.parse((await SafetensorsFile.open(peft.file).then(async (f) => (await f.close(), f.metadata))).lora_adapter_metadata);
+    const theirs = JSON.parse((await SafetensorsFile.open(peftA).then(async (f) => (await f.close(), f.metadata))).lora_adapter_metadata);
+    for (const k of ['unet.r', 'unet.lora_alpha', 'text_encoder.r', 'text_encoder.lora_alpha']) assert.equal(ours[k], theirs[k], k);
+
+    const back = await convertLora({ input: peft.file, output: join(dir, 'back.safetensors') });
+    assert.equal(back.to, 'kohya');
+    assertSameTensors(await tensorsOf(back.file), await tensorsOf(kohyaA), 'peft→kohya');
+    // The diffusers fixture itself converts to the kohya fixture too.
+    const direct = await convertLora({ input: join(sd, 'lora-diffusers/lora_a'), output: join(dir, 'direct.safetensors'), to: 'kohya' });
+    assertSameTensors(await tensorsOf(direct.file), await tensorsOf(kohyaA), 'fixture peft→kohya');
+  }));
+
+let seed = 7;
+function rand(shape: number[]): F32Tensor {
+  const n = shape.reduce((a, b) => a * b, 1);
+  const data = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    seed = (seed * 1103515245 + 12345) % 2147483648;
+    data[i] = seed / 2147483648 - 0.5;
+  }
+  return { shape, data };
+}
+
+function mod(part: LoraModule['part'], path: string, down: F32Tensor, up: F32Tensor, alpha: number, extra: Partial<LoraModule> = {}): LoraModule {
+  const rank = down.shape[0]!;
+  return { name: '', part, path, kind: down.shape.length === 4 && down.shape[2]! > 1 ? 'locon' : 'lora', tensors: { down, up }, rank, alpha, scale: alpha / rank, ...extra };
+}
+
+test('modules we write (Linear, 1x1 and 3x3 conv, mixed ranks, DoRA) read back identically in both formats', () =>
+  withTmp(async (dir) => {
+    const modules = [
+      mod('unet', 'down_blocks.0.attentions.0.proj_in', rand([4, 32, 1, 1]), rand([32, 4, 1, 1]), 2),
+      mod('unet', 'down_blocks.0.resnets.0.conv1', rand([8, 32, 3, 3]), rand([32, 8, 1, 1]), 8),
+      mod('unet', 'mid_block.attentions.0.transformer_blocks.0.attn2.to_k', rand([4, 32]), rand([64, 4]), 1.5),
+      mod('te', 'text_model.encoder.layers.1.mlp.fc1', rand([4, 32]), rand([37, 4]), 4),
+    ];
+    const withDora = [...modules, mod('te', 'text_model.encoder.layers.0.self_attn.q_proj', rand([4, 32]), rand([32, 4]), 4, { dora: { magnitude: rand([1, 32]), axis: 'in' } })];
+    const k = join(dir, 'k.safetensors');
+    await writeKohyaLora(k, withDora, kohyaMetadata({ outputName: 'k', networkDim: 4, networkAlpha: 4, baseModelVersion: 'sd_v1' }));
+    const rk = await loadLora(k);
+    assert.equal(rk.format, 'kohya');
+    assert.deepEqual(rk.unknownKeys, []);
+    const byPath = new Map(rk.modules.map((m) => [m.path, m]));
+    for (const m of withDora) {
+      const r = byPath.get(m.path)!;
+      assert.ok(r, m.path);
+      assert.equal(r.part, m.part);
+      assert.equal(r.scale, m.scale, `${m.path} scale`);
+      assert.deepEqual(r.tensors.down, m.tensors.down);
+      assert.deepEqual(r.tensors.up, m.tensors.up);
+      assert.deepEqual(r.dora, m.dora);
+    }
+    const p = join(dir, 'p.safetensors');
+    await writePeftLora(p, modules);
+    const rp = await loadLora(p);
+    assert.equal(rp.format, 'peft');
+    for (const m of modules) {
+      const r = rp.modules.find((x) => x.path === m.path)!;
+      assert.equal(r.scale, m.scale, `${m.path} peft scale (rank_pattern/alpha_pattern)`);
+      assert.deepEqual(r.tensors.down, m.tensors.down);
+    }
+    await assert.rejects(writePeftLora(join(dir, 'x.safetensors'), withDora), /dora_scale/);
+    // F16 output halves the bytes and rounds values to F16.
+    const h = join(dir, 'h.safetensors');
+    await writeKohyaLora(h, modules, {}, { dtype: 'F16' });
+    const rh = await loadLora(h);
+    const d0 = rh.modules.find((x) => x.path === modules[0]!.path)!.tensors.down!.data;
+    assert.ok(d0.every((v, i) => Math.abs(v - modules[0]!.tensors.down!.data[i]!) <= 1e-3));
+    assert.ok(d0.some((v, i) => v !== modules[0]!.tensors.down!.data[i]!));
+  }));
+
+test('kohya metadata is all strings in sd-scripts form; sshs hashes are those kohya defines', () =>
+  withTmp(async (dir) => {
+    const md = kohyaMetadata({
+      outputName: 'style',
+      networkDim: 32,
+      networkAlpha: 16,
+      baseModelVersion: 'sd_v1',
+      tagFrequency: { '10_style': { cat: 3, 'a dog': 1 } },
+      trainingStartedAt: 1700000000.25,
+      trainingFinishedAt: 1700000100,
+      extra: { ss_num_epochs: 10, ss_learning_rate: 0.0001, ss_cache_latents: true, ss_noise_offset: null },
+    });
+    assert.deepEqual(
+      { dim: md.ss_network_dim, alpha: md.ss_network_alpha, v2: md.ss_v2, start: md.ss_training_started_at, end: md.ss_training_finished_at, lr: md.ss_learning_rate, cache: md.ss_cache_latents, no: md.ss_noise_offset, mod: md.ss_network_module },
+      { dim: '32', alpha: '16.0', v2: 'False', start: '1700000000.25', end: '1700000100.0', lr: '0.0001', cache: 'True', no: 'None', mod: 'networks.lora' },
+    );
+    assert.deepEqual(JSON.parse(md.ss_tag_frequency!), { '10_style': { cat: 3, 'a dog': 1 } });
+
+    // Large enough that the legacy window (64 KiB at 1 MiB) lies inside the tensor data.
+    const modules = [mod('unet', 'mid_block.attentions.0.proj_out', rand([48, 4096]), rand([4096, 48]), 16)];
+    const file = join(dir, 'style.safetensors');
+    const hashes = await writeKohyaLora(file, modules, { ...md, not_ss: 'x' });
+    const f = await SafetensorsFile.open(file);
+    const stored = f.metadata;
+    const order = [...f.tensors.values()].sort((a, b) => a.offset - b.offset).map((t) => t.name);
+    const tensors = new Map();
+    for (const n of order) tensors.set(n, { dtype: f.info(n).dtype, shape: f.info(n).shape, data: await f.readBytes(n) });
+    await f.close();
+    assert.equal(stored.sshs_model_hash, hashes.sshs_model_hash);
+    assert.equal(stored.sshs_model_hash, await addnetHash(file));
+    // kohya: legacy hash of the in-memory save that keeps only ss_* metadata.
+    const ssOnly = join(dir, 'ss-only.safetensors');
+    await writeSafetensors(ssOnly, tensors, Object.fromEntries(Object.entries(md)));
+    const bytes = await readFile(ssOnly);
+    assert.ok(bytes.length > 0x110000);
+    assert.equal(stored.sshs_legacy_hash, createHash('sha256').update(bytes.subarray(0x100000, 0x110000)).digest('hex').slice(0, 8));
+    assert.equal(stored.not_ss, 'x');
+    const desc = await describeLora(file);
+    assert.equal(desc.sdVersion, 'SD1');
+    assert.deepEqual(desc.ranks, [48]);
+    assert.deepEqual(desc.alphas, [16]);
+    assert.equal(desc.targets[0]!.name, 'lora_unet_mid_block_attentions_0_proj_out');
+  }));
+
+test('describeLora on the fixtures: parts, rank, alpha and format come from the files', async () => {
+  const a = await describeLora(kohyaA);
+  assert.equal(a.format, 'kohya');
+  assert.deepEqual(a.parts, { te: 8, unet: 48 });
+  assert.deepEqual(a.ranks, [4]);
+  assert.deepEqual(a.alphas, [8]);
+  assert.deepEqual(a.scales, [2]);
+  const p = await describeLora(join(sd, 'lora-diffusers/lora_b'));
+  assert.equal(p.format, 'peft');
+  assert.deepEqual(p.parts, { unet: 48 });
+  assert.deepEqual(p.ranks, [8]);
+  assert.deepEqual(p.scales, [1]);
+});
