@@ -69,8 +69,8 @@ export interface CacheableImage {
 }
 
 export class LatentCache {
-  /** Content hashes by path, reused while size and mtime are unchanged, so later epochs do not re-read images. */
-  private readonly hashes = new Map<string, { size: number; mtimeMs: number; hash: string }>();
+  /** Content hashes by path, reused while size, mtime and ctime are unchanged, so later epochs do not re-read images. */
+  private readonly hashes = new Map<string, { size: number; mtimeMs: number; ctimeMs: number; hash: string }>();
 
   constructor(
     readonly dir: string,
@@ -88,9 +88,9 @@ export class LatentCache {
       throw new UserError(`cannot read image ${path}: ${e.message}`);
     });
     const known = this.hashes.get(path);
-    if (known && known.size === s.size && known.mtimeMs === s.mtimeMs) return known.hash;
+    if (known && known.size === s.size && known.mtimeMs === s.mtimeMs && known.ctimeMs === s.ctimeMs) return known.hash;
     const hash = await hashFile(path);
-    this.hashes.set(path, { size: s.size, mtimeMs: s.mtimeMs, hash });
+    this.hashes.set(path, { size: s.size, mtimeMs: s.mtimeMs, ctimeMs: s.ctimeMs, hash });
     return hash;
   }
 
