@@ -122,6 +122,17 @@ test('images without a caption are refused, listed, and accepted with allow_miss
   assert.equal(ds.items.find((i) => i.key === 'nocap.png')!.caption, '');
 });
 
+test('output folders inside train_data_dir and hidden folders are not scanned', async () => {
+  const dir = await freshCopy('nested-out');
+  const { config: cfg } = await config(dir, `output_dir: ${JSON.stringify(join(dir, 'out'))}\n`);
+  for (const sub of ['out/sample', 'out/latent_cache', '.thumbs']) {
+    await mkdir(join(dir, sub), { recursive: true });
+    await halves(64, 64).png().toFile(join(dir, sub, 'x.png'));
+  }
+  const ds = await loadDataset(cfg);
+  assert.equal(ds.items.length, 5, ds.items.map((i) => i.key).join());
+});
+
 test('metadata problems name the file and row; `caption` column and jsonl work too', async () => {
   const dir = await freshCopy('meta');
   await writeFile(join(dir, 'metadata.csv'), 'file_name,caption\na.png,x\nmissing.png,y\n');
@@ -180,6 +191,13 @@ test('image loading: orientation applied, alpha on white, grey and CMYK to RGB, 
   const e = await loadImageTensor(join(dir, 'e.JPG'));
   assert.ok(px(e, 0, 5, 30) > 0.5 && px(e, 2, 5, 30) < -0.5, 'CMYK red is still reddish in RGB');
   for (const t of [b, c, d, e]) for (const v of t.data) assert.ok(v >= -1 && v <= 1);
+
+  const deep = join(root, 'deep16.png');
+  await halves(8, 4).toColourspace('rgb16').png().toFile(deep);
+  assert.equal((await sharp(deep).metadata()).depth, 'ushort', 'the test file really is 16-bit');
+  const g = await loadImageTensor(deep);
+  assert.deepEqual([px(g, 0, 0, 0), px(g, 1, 0, 0), px(g, 2, 0, 0)], [1, -1, -1]);
+  assert.deepEqual([px(g, 0, 7, 3), px(g, 1, 7, 3), px(g, 2, 7, 3)], [-1, -1, 1]);
 
   const a = await probeImage(join(dir, 'a.png'));
   const placement = placeImage(a, makeBuckets({ resolution: 128, minReso: 64, maxReso: 256, step: 64 }));
