@@ -1,3 +1,4 @@
+import { UserError } from '../util/errors.ts';
 import { checkHyper } from './optimizer.ts';
 import { findNonFinite, type NonFiniteElement } from './guard.ts';
 import { toTensorMap, type TensorMapLike } from './tensors.ts';
@@ -37,7 +38,7 @@ export class DynamicLossScaler {
     checkHyper('loss scale growth_factor', this.growthFactor, 1, Infinity);
     checkHyper('loss scale backoff_factor', this.backoffFactor, Number.MIN_VALUE, 1);
     if (!Number.isInteger(this.growthInterval) || this.growthInterval < 1) {
-      checkHyper('loss scale growth_interval (an integer)', NaN, 1, Infinity);
+      throw new UserError(`loss scale growth_interval must be an integer ≥ 1, got ${this.growthInterval}`);
     }
   }
 
@@ -78,7 +79,7 @@ export class DynamicLossScaler {
   load(st: LossScalerState): void {
     checkHyper('saved loss scale', st.scale, Number.MIN_VALUE, Infinity);
     if (!Number.isInteger(st.growthTracker) || st.growthTracker < 0) {
-      checkHyper('saved loss-scale growth tracker', NaN, 0, Infinity);
+      throw new UserError(`saved loss-scale growth tracker must be an integer ≥ 0, got ${st.growthTracker}`);
     }
     this.s = st.scale;
     this.tracker = st.growthTracker;

@@ -192,6 +192,9 @@ export abstract class Optimizer {
     if (h?.format !== 'lora-scripts/optimizer-state' || h.version !== 1) {
       throw new UserError(`optimizer state: not a lora-scripts optimizer state (format ${String(h?.format)})`);
     }
+    if (!Array.isArray(h.groups) || !(state.tensors instanceof Map)) {
+      throw new UserError('optimizer state: malformed (groups or tensors missing)');
+    }
     if (h.kind !== this.kind) {
       throw new UserError(`optimizer state: saved for optimizer '${h.kind}', but this run uses '${this.kind}'`);
     }
