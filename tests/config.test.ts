@@ -78,6 +78,7 @@ test('every kind of wrong value is reported at once with a hint where one helps'
           'resolution: 500',
           'cache_latents: "true"',
           'lr_warmup_steps: 2.5',
+          'flip_aug: yes',
           'sample_prompts:',
           '  - a cat',
           '  - prompt: a dog',
@@ -96,9 +97,10 @@ test('every kind of wrong value is reported at once with a hint where one helps'
       /line 8: resolution: expected an integer ≥ 64 that is a multiple of 64, got 500/,
       /line 9: cache_latents: expected true or false, got "true" \(write true or false without quotes\)/,
       /line 10: lr_warmup_steps: expected a whole number of steps ≥ 0, or a fraction of the total steps below 1, got 2.5/,
-      /line 14: unknown key 'sample_prompts\[1\]\.negativ_prompt' \(did you mean 'negative_prompt'\?\)/,
-      /line 15: sample_prompts\[1\]\.steps: expected an integer ≥ 1, got 0/,
-      /line 16: sample_prompts\[2\]: expected a prompt string or a mapping, got 7/,
+      /line 11: flip_aug: expected true or false, got "yes" \(YAML 1.2 reads yes\/no\/on\/off as text; write true or false\)/,
+      /line 15: unknown key 'sample_prompts\[1\]\.negativ_prompt' \(did you mean 'negative_prompt'\?\)/,
+      /line 16: sample_prompts\[1\]\.steps: expected an integer ≥ 1, got 0/,
+      /line 17: sample_prompts\[2\]: expected a prompt string or a mapping, got 7/,
     ];
     for (const re of expected) assert.match(msg, re);
     assert.match(msg, new RegExp(`has ${expected.length} problems`));

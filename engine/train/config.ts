@@ -241,6 +241,8 @@ function formatIssue(
     else if (/^(an integer|a number|a whole)/.test(spec.expect) && value.trim() !== '' && Number.isFinite(Number(value)))
       hint = ' (write the number without quotes)';
     else if (spec.expect === 'true or false' && /^(true|false)$/i.test(value)) hint = ' (write true or false without quotes)';
+    else if (spec.expect === 'true or false' && /^(yes|no|on|off|y|n)$/i.test(value))
+      hint = ' (YAML 1.2 reads yes/no/on/off as text; write true or false)';
   }
   return [`${where}${dotted(full)}: expected ${spec.expect}, got ${show(value)}${hint}`];
 }
