@@ -1,6 +1,7 @@
 import * as g from '../graph/index.ts';
 import { node, type Dim, type Shape, Tensor } from '../graph/tensor.ts';
 import { ShapeError } from '../graph/shape.ts';
+import { convOutSize } from '../graph/ops-nn.ts';
 
 /**
  * A vector-Jacobian product: given node `t` and the gradient `dy` of the loss w.r.t. `t`, the gradients
@@ -27,14 +28,16 @@ const keepShape = (t: Tensor): Dim[] => {
   return t.inputs[0]!.shape.map((d, i) => (axes.includes(i) ? 1 : d));
 };
 
-function reducedCount(x: Tensor, axes: readonly number[]): number {
+/** 1 / (number of elements reduced), as a graph value when an axis is dynamic. */
+function inverseCount(x: Tensor, axes: readonly number[]): Tensor | number {
   let n = 1;
+  let dyn: Tensor | undefined;
   for (const a of axes) {
-    const d = x.shape[a];
-    if (typeof d !== 'number') throw new ShapeError(`grad of mean over dynamic axis ${a} of ${x}`);
-    n *= d;
+    const d = x.shape[a]!;
+    if (typeof d === 'number') n *= d;
+    else dyn = dyn ? g.mul(dyn, g.dimSize(x, a, x.dtype)) : g.dimSize(x, a, x.dtype);
   }
-  return n;
+  return dyn ? g.div(1 / n, dyn) : 1 / n;
 }
 
 function convWeightGrad(x: Tensor, dy: Tensor, w: Tensor, attrs: g.Attrs): Tensor {
@@ -49,11 +52,14 @@ function convWeightGrad(x: Tensor, dy: Tensor, w: Tensor, attrs: g.Attrs): Tenso
     const xg = groups === 1 ? x : g.slice(x, 1, gi * I!, (gi + 1) * I!);
     const dg = groups === 1 ? dy : g.slice(dy, 1, gi * og, (gi + 1) * og);
     // Correlating the input with the output gradient, batch as channels, swaps the roles of stride and dilation.
-    const r = g.conv2d(g.transpose(xg, [1, 0, 2, 3]), g.transpose(dg, [1, 0, 2, 3]), undefined, {
-      stride: [d0!, d1!],
-      dilation: [s0!, s1!],
-      padding: pads as [number, number, number, number],
-    });
+    // Built as a raw node: the "channels" here are the batch, which may be a dynamic dimension.
+    const xt = g.transpose(xg, [1, 0, 2, 3]);
+    const dt = g.transpose(dg, [1, 0, 2, 3]);
+    const [, , H, W] = xt.shape as number[];
+    const [, , oh, ow] = dt.shape as number[];
+    const kh2 = convOutSize(H!, oh!, d0!, pads[0]!, pads[2]!, s0!);
+    const kw2 = convOutSize(W!, ow!, d1!, pads[1]!, pads[3]!, s1!);
+    const r = node('conv2d', [xt, dt], { stride: [d0!, d1!], pads: [...pads], dilation: [s0!, s1!], groups: 1 }, x.dtype, [I!, og, kh2, kw2]);
     parts.push(g.transpose(g.slice(g.slice(r, 2, 0, kh!), 3, 0, kw!), [1, 0, 2, 3]));
   }
   return g.concat(parts, 0);
@@ -176,7 +182,7 @@ R['matmul'] = (t, dy, need, f) => {
 R['reduce_sum'] = (t, dy) => [g.expand(g.reshape(dy, keepShape(t)), t.inputs[0]!.shape)];
 R['reduce_mean'] = (t, dy) => {
   const x = t.inputs[0]!;
-  return [g.expand(g.reshape(g.mul(dy, 1 / reducedCount(x, t.attrs['axes'] as number[])), keepShape(t)), x.shape)];
+  return [g.expand(g.reshape(g.mul(dy, inverseCount(x, t.attrs['axes'] as number[])), keepShape(t)), x.shape)];
 };
 // Ties share the gradient equally, like torch.amax.
 R['reduce_max'] = (t, dy, _n, f) => {
@@ -289,5 +295,6 @@ R['upsample_nearest'] = (t, dy) => {
 };
 R['causal_mask'] = (_t, dy) => [node('causal_mask', [dy], { fill: 0 }, dy.dtype, dy.shape)];
 R['rand_like'] = () => [undefined];
+R['dim_size'] = () => [undefined];
 
 export const VJP_RULES: Readonly<Record<string, VjpRule>> = R;

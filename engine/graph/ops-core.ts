@@ -263,6 +263,14 @@ export function gather(table: Tensor, indices: Tensor, axis = 0): Tensor {
   return node('gather', [table, indices], { axis: a }, table.dtype, shape);
 }
 
+/** The size of `x`'s axis as a float scalar, read at run time (for dynamic dimensions). */
+export function dimSize(x: Tensor, axis: number, dtype: DType = 'float32'): Tensor {
+  const a = normAxis(axis, x.rank, 'dimSize');
+  const d = x.shape[a]!;
+  if (typeof d === 'number') return scalar(d, dtype);
+  return node('dim_size', [x], { axis: a }, dtype, []);
+}
+
 /** Broadcasts `x` to `shape`. */
 export function expand(x: Tensor, shape: readonly Dim[]): Tensor {
   const s = broadcastShapes(x.shape, shape, `expand ${x}`);

@@ -56,8 +56,8 @@ export class LowerContext {
       const hit = this.cse.get(key);
       if (hit) return hit;
     }
-    const out = `v${this.counter++}`;
-    this.nodes.push({ opType, inputs, outputs: [out], name: `n${this.nodes.length}`, attrs });
+    const out = `%v${this.counter++}`;
+    this.nodes.push({ opType, inputs, outputs: [out], name: `%n${this.nodes.length}`, attrs });
     if (key !== undefined) this.cse.set(key, out);
     return out;
   }
@@ -69,7 +69,7 @@ export class LowerContext {
       const hit = this.consts.get(key);
       if (hit) return hit;
     }
-    const name = `c${this.inits.length}`;
+    const name = `%c${this.inits.length}`;
     this.inits.push({ name, dtype, dims, raw: raw(data) });
     if (key) this.consts.set(key, name);
     return name;
@@ -232,6 +232,11 @@ export const LOWERERS: Record<string, Lowerer> = {
     }
     return cx.emit('Where', [mask, ins[0]!, cx.scalar(t.attrs['fill'] === '-inf' ? -Infinity : 0, t.dtype)]);
   },
+  dim_size: (cx, t, ins) => {
+    const axis = t.attrs['axis'] as number;
+    const n = cx.emit('Shape', ins, { start: int(axis), end: int(axis + 1) });
+    return cx.emit('Reshape', [cx.emit('Cast', [n], { to: int(ONNX_DTYPE[t.dtype]) }), cx.i64([])]);
+  },
   rand_like: (cx, t, ins) =>
     cx.emit('RandomUniformLike', ins, { dtype: int(ONNX_DTYPE[t.dtype]), low: flt(0), high: flt(1) }, true),
 };
@@ -250,6 +255,7 @@ export function lower(outputs: readonly Tensor[], opts: LowerOptions = {}): Lowe
   const names = new Map<string, Tensor>();
   const claim = (t: Tensor) => {
     const n = t.name!;
+    if (n.startsWith('%') || /^out\d+$/.test(n)) throw new Error(`lower: name ${n} is reserved for internal values`);
     const prev = names.get(n);
     if (prev && prev !== t) throw new Error(`lower: two different tensors named ${n}: ${prev} and ${t}`);
     names.set(n, t);

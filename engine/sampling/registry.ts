@@ -1,3 +1,4 @@
+import { rangeFromSigmas, sampleDpmAdaptive, sampleDpmFast } from './dpm-solver.ts';
 import { sampleDpm2, sampleDpm2Ancestral, sampleHeun } from './heun.ts';
 import { sampleDpmpp2m, sampleDpmpp2mSde, sampleDpmpp2sAncestral, sampleDpmpp3mSde, sampleDpmppSde } from './dpmpp.ts';
 import { sampleEuler, sampleEulerAncestral } from './euler.ts';
@@ -65,6 +66,14 @@ export const SAMPLERS: readonly SamplerEntry[] = [
   {
     name: 'DPM2 a', aliases: ['k_dpm_2_a'], options: { scheduler: 'karras', discard_next_to_last_sigma: true, uses_ensd: true, second_order: true },
     defaultScheduler: 'karras', discardPenultimate: true, usesEta: true, brownian: false, impl: k(sampleDpm2Ancestral),
+  },
+  {
+    name: 'DPM fast', aliases: ['k_dpm_fast'], options: { uses_ensd: true }, discardPenultimate: false, usesEta: true, brownian: false,
+    impl: k((a) => sampleDpmFast(a, a.sigmaRange ?? rangeFromSigmas(a.sigmas))),
+  },
+  {
+    name: 'DPM adaptive', aliases: ['k_dpm_ad'], options: { uses_ensd: true }, discardPenultimate: false, usesEta: true, brownian: false,
+    impl: k((a) => sampleDpmAdaptive(a, a.sigmaRange ?? rangeFromSigmas(a.sigmas))),
   },
   { name: 'Restart', aliases: ['restart'], options: { scheduler: 'karras', second_order: true }, defaultScheduler: 'karras', discardPenultimate: false, usesEta: false, brownian: false, impl: k(sampleRestart) },
   { name: 'DDIM', aliases: ['ddim'], options: {}, discardPenultimate: false, usesEta: true, brownian: false, impl: { family: 'timesteps', kind: 'ddim' } },

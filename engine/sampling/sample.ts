@@ -145,6 +145,8 @@ export async function sample(req: SampleRequest): Promise<SampleResult> {
     sTmax: req.sTmax ?? Infinity,
     onStep: req.onStep,
   };
+  // DPM fast / adaptive get the model's whole sigma range for txt2img, the schedule's span for img2img (as A1111).
+  if (!req.img2img) args.sigmaRange = { sigmaMin: req.schedule.sigmaMin, sigmaMax: req.schedule.sigmaMax, n: req.steps };
   const latent = await sampler.impl.run(args);
   return { ...base, latent, plan: { sigmas } };
 }

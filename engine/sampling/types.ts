@@ -53,6 +53,8 @@ export interface KSamplerArgs {
   sChurn: number;
   sTmin: number;
   sTmax: number;
+  /** DPM fast / adaptive only: the sigma range and evaluation count A1111 hands them (default: from `sigmas`). */
+  sigmaRange?: { sigmaMin: number; sigmaMax: number; n: number };
   onStep?: StepCallback;
 }
 
