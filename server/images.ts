@@ -132,7 +132,8 @@ function rawSharp(img: RawImage): sharp.Sharp {
 }
 
 async function finishRaw(s: sharp.Sharp, channels: 1 | 3): Promise<RawImage> {
-  const { data, info } = await s.raw().toBuffer({ resolveWithObject: true });
+  // libvips widens single-band raw input to sRGB on some operations; take one band back out.
+  const { data, info } = await (channels === 1 ? s.extractChannel(0) : s).raw().toBuffer({ resolveWithObject: true });
   if (info.channels !== channels) throw new Error(`expected ${channels} channels, got ${info.channels}`);
   return { width: info.width, height: info.height, channels, data: new Uint8Array(data.buffer, data.byteOffset, data.length) };
 }
