@@ -128,6 +128,16 @@ test('A×0.8 + B×0.5 is the sum of the scaled deltas, in both formats; restore 
   }
 });
 
+test('the ONNX Runtime GEMM path (used for big layers) gives the same merge as the JS path', async () => {
+  const dA = await independentDelta(kohyaA), dB = await independentDelta(kohyaB);
+  const stack = [{ path: kohyaA, te: 0.8, unet: 0.8 }, { path: kohyaB, te: 0.5, unet: -0.5 }];
+  const viaOrt = copyWeights(), viaJs = copyWeights();
+  await new LoraMerger(viaOrt, { ...quiet, ortMinElements: 0 }).apply(stack);
+  await new LoraMerger(viaJs, { ...quiet, ortMinElements: Infinity }).apply(stack);
+  assert.ok(maxErr(viaOrt, [[0.8, dA], [-0.5, dB]]) < 1e-6);
+  assert.ok(maxErr(viaJs, [[0.8, dA], [-0.5, dB]]) < 1e-6);
+});
+
 test('separate text-encoder and UNet multipliers', async () => {
   const w = copyWeights();
   const dA = await independentDelta(kohyaA);

@@ -5,6 +5,7 @@
  * A module the model lacks, or whose shape does not fit, is reported by name and skipped.
  */
 import { applyModule, numel } from './delta.ts';
+import { addLowRankOrt } from './lowrank-ort.ts';
 import { resolveTargets, type TargetIndex } from './targets.ts';
 import type { LoraModule, ParsedLora, WeightMap } from './types.ts';
 
@@ -23,15 +24,19 @@ export interface ApplyReport {
   layers: { name: string; applied: number; unmatched: string[]; errors: string[] }[];
 }
 
-/**
- * `beforeTouch(key)` runs once per key before its first change (the merger saves its pristine copy there).
- */
-export function applyStack(
-  weights: WeightMap,
-  stack: StackLayer[],
-  index: TargetIndex,
-  beforeTouch: (key: string) => void = () => {},
-): ApplyReport {
+export interface ApplyOptions {
+  /** Runs once per key before its first change (the merger saves its pristine copy there). */
+  beforeTouch?: (key: string) => void;
+  /**
+   * Plain LoRA / LoCon updates of at least this many weight elements go through ONNX Runtime's GEMM;
+   * smaller ones (and LoHa, LoKr, Tucker, DoRA) use the JS reference. Default 65536; Infinity = JS only.
+   */
+  ortMinElements?: number;
+}
+
+export async function applyStack(weights: WeightMap, stack: StackLayer[], index: TargetIndex, options: ApplyOptions = {}): Promise<ApplyReport> {
+  const beforeTouch = options.beforeTouch ?? (() => {});
+  const ortMin = options.ortMinElements ?? 65536;
   const touched = new Set<string>();
   const touch = (key: string) => {
     if (!touched.has(key)) {
@@ -54,7 +59,7 @@ export function applyStack(
         continue;
       }
       try {
-        applyOne(w.data, w.shape, m, mult, touch);
+        await applyOne(w.data, w.shape, m, mult, touch, ortMin);
         applied++;
       } catch (e) {
         errors.push((e as Error).message);
@@ -74,15 +79,27 @@ export function applyStack(
   return { touched, layers };
 }
 
-function applyOne(data: Float32Array, shape: number[], m: LoraModule, mult: number, touch: (k: string) => void): void {
+async function applyOne(data: Float32Array, shape: number[], m: LoraModule, mult: number, touch: (k: string) => void, ortMin: number): Promise<void> {
   const rows = m.target!.rows;
+  let view = data, viewShape = shape;
   if (rows) {
     const inner = numel(shape.slice(1));
-    const view = data.subarray(rows[0] * inner, rows[1] * inner);
-    touch(m.target!.key);
-    applyModule(view, [rows[1] - rows[0], ...shape.slice(1)], m, mult);
-    return;
+    view = data.subarray(rows[0] * inner, rows[1] * inner);
+    viewShape = [rows[1] - rows[0], ...shape.slice(1)];
+  }
+  const { up, down } = m.tensors;
+  const plain = (m.kind === 'lora' || m.kind === 'locon') && up && down && !m.tensors.mid && !m.dora;
+  if (plain && view.length >= ortMin) {
+    const out = up.shape[0]!, r = down.shape[0]!, cols = down.data.length / r;
+    if (out * cols === view.length && up.data.length === out * r) {
+      const f = mult * m.scale;
+      const u = new Float32Array(up.data.length);
+      for (let i = 0; i < u.length; i++) u[i] = f * up.data[i]!;
+      touch(m.target!.key);
+      await addLowRankOrt(view, u, down.data, out, r, cols);
+      return;
+    }
   }
   touch(m.target!.key);
-  applyModule(data, shape, m, mult);
+  applyModule(view, viewShape, m, mult);
 }

@@ -63,7 +63,7 @@ export async function bakeCheckpoint(opts: BakeOptions): Promise<BakeResult> {
       const b = k.replace(/\.weight$/, '.bias');
       if (b !== k && ckpt.has(b)) weights.set(b, await ckpt.read(b));
     }
-    const report = applyStack(weights, stack, index);
+    const report = await applyStack(weights, stack, index);
     const dtypeOf = (k: string): DType => {
       const src = raw?.has(k) ? raw.info(k).dtype : 'F32';
       if (opts.dtype === undefined || opts.dtype === 'keep' || !FLOATS.has(src)) return src;

@@ -42,6 +42,8 @@ export interface LoraMergerOptions {
   log?: (message: string) => void;
   /** Model key index; built from the weight map when omitted. */
   index?: TargetIndex;
+  /** See ApplyOptions.ortMinElements. */
+  ortMinElements?: number;
 }
 
 interface CachedStack {
@@ -70,6 +72,7 @@ export class LoraMerger {
   private readonly cacheBytes: number;
   private readonly loraCacheBytes: number;
   private readonly log: (message: string) => void;
+  private readonly ortMinElements: number | undefined;
   private queue: Promise<unknown> = Promise.resolve();
   readonly stats = { hits: 0, misses: 0 };
 
@@ -81,6 +84,7 @@ export class LoraMerger {
     this.cacheBytes = options.cacheBytes ?? Math.floor(totalmem() / 8);
     this.loraCacheBytes = options.loraCacheBytes ?? Math.floor(totalmem() / 16);
     this.log = options.log ?? ((m) => console.warn(m));
+    this.ortMinElements = options.ortMinElements;
   }
 
   /** Makes `stack` the active one. Calls are serialised; each sees the previous one finished. */
@@ -189,9 +193,23 @@ export class LoraMerger {
 
     const before = new Set(this.dirty);
     this.restoreDirty();
-    const report: ApplyReport = applyStack(this.weights, loaded, this.index, (k) => {
-      if (!this.pristine.has(k)) this.pristine.set(k, this.weights.get(k)!.data.slice());
-    });
+    this.dirty = new Set();
+    let report: ApplyReport;
+    try {
+      report = await applyStack(this.weights, loaded, this.index, {
+        ortMinElements: this.ortMinElements,
+        beforeTouch: (k) => {
+          if (!this.pristine.has(k)) this.pristine.set(k, this.weights.get(k)!.data.slice());
+          this.dirty.add(k);
+        },
+      });
+    } catch (e) {
+      // Whatever was half-applied goes back, so the weights are the base model, never a torn mix.
+      this.restoreDirty();
+      this.activeKey = '';
+      this.activeLoras = [];
+      throw e;
+    }
     this.dirty = report.touched;
     this.activeKey = key;
     this.activeLoras = report.layers.map((l, i) => ({ ...l, path: resolve(active[i]!.path) }));
