@@ -55,11 +55,18 @@ test('every sampler lands on the single data point (exact denoiser), and t match
   const noise = randnFrom(1)(N);
   for (const entry of SAMPLERS) {
     const log: number[][] = [];
-    const r = await sample({ sampler: entry.name, steps: 8, model: gaussianEps(mu, 0, log), schedule, noise, randn: randnFrom(2) });
+    // DPM fast / adaptive stop at sigma_min (k-diffusion); without their ancestral noise that point is on the exact path too.
+    const stopsAtSigmaMin = entry.name === 'DPM fast' || entry.name === 'DPM adaptive';
+    const r = await sample({
+      sampler: entry.name, steps: 8, model: gaussianEps(mu, 0, log), schedule, noise, randn: randnFrom(2), eta: stopsAtSigmaMin ? 0 : null,
+    });
     // Every call's timestep must be the one that belongs to its sigma.
     for (const [t, sigma] of log) assert.ok(Math.abs(schedule.tToSigma(t!) - sigma!) <= 2e-3 * sigma!, `${entry.name}: t ${t} for sigma ${sigma}`);
     const k = entry.impl.family;
-    if (k === 'k') {
+    if (stopsAtSigmaMin) {
+      const start = Float32Array.from(noise, (v) => v * schedule.sigmaMax);
+      assert.ok(maxErr(r.latent, exact(start, schedule.sigmaMax, schedule.sigmaMin, mu, 0)) < 1e-4, `${entry.name} follows the exact path`);
+    } else if (k === 'k') {
       assert.ok(maxErr(r.latent, new Float32Array(N).fill(mu)) < 1e-5, `${entry.name} ends at the data point`);
     } else {
       // The timestep samplers end at a small noise level (t = 1, or acp[0] for UniPC), still on the exact ODE path.
@@ -145,4 +152,27 @@ test('UniPC reaches its order with log-SNR spacing (predictor-corrector raises t
   assert.ok(o1[0]! / o1[1]! > 3.2, `UniPC-1 is second order (${report})`);
   assert.ok(o2[0]! / o2[1]! > 6, `UniPC-2 is third order (${report})`);
   assert.ok(o3 < o1[1]! / 20, `UniPC-3 far ahead of UniPC-1 (${report})`);
+});
+
+test('DPM fast is third order; DPM adaptive picks its own step count and meets its tolerance', async () => {
+  const mu = 0.3;
+  const s = 0.5;
+  const noise = randnFrom(8)(N);
+  const start = Float32Array.from(noise, (v) => v * schedule.sigmaMax);
+  const want = exact(start, schedule.sigmaMax, schedule.sigmaMin, mu, s);
+  const run = async (name: string, steps: number): Promise<{ err: number; calls: number }> => {
+    const log: number[][] = [];
+    const r = await sample({ sampler: name, steps, eta: 0, model: gaussianEps(mu, s, log), schedule, noise, randn: (n) => new Float32Array(n) });
+    return { err: maxErr(r.latent, want), calls: log.length };
+  };
+  const f12 = await run('DPM fast', 12);
+  const f24 = await run('DPM fast', 24);
+  assert.equal(f12.calls, 12, 'DPM fast spends exactly `steps` evaluations');
+  assert.ok(f24.err < f12.err / 8, `DPM fast ${f12.err} -> ${f24.err}`);
+  const a6 = await run('DPM adaptive', 6);
+  const a24 = await run('DPM adaptive', 24);
+  assert.equal(a6.calls, a24.calls, 'DPM adaptive ignores steps');
+  assert.equal(a6.calls % 3, 0, 'three evaluations per attempted step');
+  // rtol 0.05 on values up to ~3: the local error control keeps the global error at a few hundredths.
+  assert.ok(a6.err < 0.1, `DPM adaptive error ${a6.err}`);
 });

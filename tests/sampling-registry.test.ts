@@ -39,7 +39,8 @@ test('sampler and schedule resolution follows get_sampler_and_scheduler', () => 
   assert.equal(resolveSampler(null).sampler.name, 'DPM++ 2M');
   const unknown = resolveSampler('Nonsense');
   assert.deepEqual([unknown.sampler.name, unknown.fallbackFrom], ['DPM++ 2M', 'Nonsense']);
-  assert.equal(resolveSampler('DPM fast').fallbackFrom, 'DPM fast', 'not implemented here: default sampler, flagged');
+  assert.equal(resolveSampler('DDIM CFG++').fallbackFrom, 'DDIM CFG++', 'not implemented here: default sampler, flagged');
+  assert.equal(resolveSampler('k_dpm_fast').sampler.name, 'DPM fast');
   assert.equal(resolveSampler('euler A').sampler.name, 'Euler a', 'case-insensitive names');
   assert.equal(resolveSampler('DPM2 a Karras').sampler.name, 'DPM2 a');
   assert.equal(resolveSampler('LMS Karras').schedulerLabel, 'Karras');

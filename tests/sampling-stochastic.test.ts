@@ -39,7 +39,7 @@ function moments(v: Float32Array): { mean: number; std: number } {
 
 const STOCHASTIC: [string, number][] = [
   ['DPM2 a', 30], ['DPM++ 2S a', 30], ['DPM++ SDE', 30], ['DPM++ 2M SDE', 30],
-  ['DPM++ 2M SDE Heun', 30], ['DPM++ 3M SDE', 30], ['Restart', 24], ['Euler a', 30],
+  ['DPM++ 2M SDE Heun', 30], ['DPM++ 3M SDE', 30], ['Restart', 24], ['DPM fast', 30], ['DPM adaptive', 30], ['Euler a', 30],
 ];
 
 test('ancestral and SDE samplers reproduce the data mean and standard deviation', async () => {
