@@ -150,3 +150,23 @@ test('bad requests are user errors', async () => {
   const wrong: EpsModel = async () => new Float32Array(3);
   await assert.rejects(sample({ ...base, steps: 5, model: wrong }), /eps model output/);
 });
+
+test('LCM: UNet called at LCM timesteps 20j + 19 with the consistency boundary scalings', async () => {
+  const rec = recorder();
+  const noise = constant(4, 1);
+  const r = await sample({ sampler: 'k_lcm', steps: 5, model: rec.model, schedule, noise, randn: (k) => new Float32Array(k) });
+  assert.equal(r.sampler, 'LCM');
+  assert.equal(rec.calls.length, 5);
+  for (const c of rec.calls) assert.ok(Number.isInteger(c.t) && (c.t - 19) % 20 === 0, `LCM timestep ${c.t}`);
+  assert.equal(rec.calls[0]!.t, 999);
+  assert.equal(rec.calls.at(-1)!.t, 19);
+  // One step from sigma_max with a model that predicts eps = 0.1 * input: the result is c_out * x0 + c_skip * x.
+  const one = recorder();
+  const r1 = await sample({ sampler: 'LCM', steps: 1, model: one.model, schedule, noise, randn: (k) => new Float32Array(k) });
+  const s = schedule.sigmaMax;
+  const x = s;
+  const x0 = x - s * 0.1 * (x / Math.sqrt(s * s + 1));
+  const T = 9990;
+  const want = (T / Math.sqrt(T * T + 0.25)) * x0 + (0.25 / (T * T + 0.25)) * x;
+  for (const v of r1.latent) assert.ok(Math.abs(v - want) < 1e-4 * Math.abs(want), `${v} vs ${want}`);
+});

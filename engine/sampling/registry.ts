@@ -1,7 +1,7 @@
 import { rangeFromSigmas, sampleDpmAdaptive, sampleDpmFast } from './dpm-solver.ts';
 import { sampleDpm2, sampleDpm2Ancestral, sampleHeun } from './heun.ts';
 import { sampleDpmpp2m, sampleDpmpp2mSde, sampleDpmpp2sAncestral, sampleDpmpp3mSde, sampleDpmppSde } from './dpmpp.ts';
-import { sampleEuler, sampleEulerAncestral } from './euler.ts';
+import { sampleEuler, sampleEulerAncestral, sampleLcm } from './euler.ts';
 import { sampleLms } from './lms.ts';
 import { sampleRestart } from './restart.ts';
 import { SCHEDULERS, findScheduler, type SchedulerInfo } from './schedulers.ts';
@@ -28,6 +28,8 @@ export interface SamplerEntry {
   usesEta: boolean;
   /** Brownian noise for the SDE samplers (A1111 option brownian_noise). */
   brownian: boolean;
+  /** LCM sees the model through LCM's own 50-timestep denoiser (lcm.ts) instead of CompVisDenoiser. */
+  lcm?: boolean;
   impl: { family: 'k'; run: KSampler } | { family: 'timesteps'; kind: TimestepKind };
 }
 
@@ -79,6 +81,7 @@ export const SAMPLERS: readonly SamplerEntry[] = [
   { name: 'DDIM', aliases: ['ddim'], options: {}, discardPenultimate: false, usesEta: true, brownian: false, impl: { family: 'timesteps', kind: 'ddim' } },
   { name: 'PLMS', aliases: ['plms'], options: {}, discardPenultimate: false, usesEta: false, brownian: false, impl: { family: 'timesteps', kind: 'plms' } },
   { name: 'UniPC', aliases: ['unipc'], options: {}, discardPenultimate: false, usesEta: false, brownian: false, impl: { family: 'timesteps', kind: 'unipc' } },
+  { name: 'LCM', aliases: ['k_lcm'], options: {}, discardPenultimate: false, usesEta: false, brownian: false, lcm: true, impl: k(sampleLcm) },
 ];
 
 /** Every name A1111 v1.10 lists, in its order; those missing from SAMPLERS are not implemented here. */

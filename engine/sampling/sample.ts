@@ -2,6 +2,7 @@ import { UserError } from '../util/errors.ts';
 import { a1111Timesteps, sampleDdim, samplePlms } from './ddim-plms.ts';
 import { compVisDenoiser } from './denoiser.ts';
 import { img2imgSteps } from './img2img.ts';
+import { LcmSchedule, lcmDenoiser } from './lcm.ts';
 import { BrownianNoise, independentNoise } from './noise.ts';
 import { effectiveScheduler, resolveSampler, type SamplerEntry } from './registry.ts';
 import { restartStepList } from './restart.ts';
@@ -66,7 +67,10 @@ export function samplerSigmas(
   const discard = sampler.discardPenultimate || alwaysDiscardPenultimate;
   const n = steps + (discard ? 1 : 0);
   const sched = effectiveScheduler(resolved);
-  const sigmas = sched?.sigmas ? sched.sigmas(n, { ...options, model: schedule }) : uniformSigmas(n, schedule);
+  // LCM's "model" is its 50-timestep view of the schedule, so schedule types see that sigma range.
+  const lcm = sampler.lcm ? new LcmSchedule(schedule) : undefined;
+  const model = lcm ? lcm.inner : schedule;
+  const sigmas = sched?.sigmas ? sched.sigmas(n, { ...options, model }) : lcm ? lcm.sigmas(n) : uniformSigmas(n, schedule);
   return discard ? [...sigmas.slice(0, -2), sigmas[sigmas.length - 1]!] : sigmas;
 }
 
@@ -134,7 +138,7 @@ export async function sample(req: SampleRequest): Promise<SampleResult> {
     : independentNoise(req.randn, n);
   const total = sampler.name === 'Restart' ? restartStepList(sigmas).length : sigmas.length - 1;
   const args: KSamplerArgs = {
-    denoise: compVisDenoiser(req.model, req.schedule, total),
+    denoise: sampler.lcm ? lcmDenoiser(req.model, new LcmSchedule(req.schedule), total) : compVisDenoiser(req.model, req.schedule, total),
     x,
     sigmas,
     noise,
