@@ -1,0 +1,378 @@
+/**
+ * txt2img and img2img (with inpainting masks) as A1111 runs them: per-image seeded noise, per-step prompt
+ * schedules, classifier-free guidance, any registered sampler, VAE decode. Pixels in and out are float
+ * [batch, 3, H, W] in [-1, 1]; PNG encoding and infotext are the caller's.
+ */
+import { BatchNoise, type NoiseSource } from '../rng/noise.ts';
+import { sample, type SampleResult } from '../sampling/sample.ts';
+import { DiscreteSchedule } from '../sampling/training-schedule.ts';
+import type { EpsModel, StepCallback } from '../sampling/types.ts';
+import { getPromptSchedules, promptAtStep, type ScheduledPrompt } from '../text/prompt-schedule.ts';
+import { UserError } from '../util/errors.ts';
+import type { Conditioner, Conditioning } from './conditioning.ts';
+import type { StableDiffusion } from './model.ts';
+
+export interface GenerateRequest {
+  prompt: string;
+  negativePrompt: string;
+  /** One seed per image; the batch size. */
+  seeds: number[];
+  subseeds?: number[];
+  subseedStrength?: number;
+  seedResizeFromW?: number;
+  seedResizeFromH?: number;
+  width: number;
+  height: number;
+  steps: number;
+  cfgScale: number;
+  sampler: string | null;
+  scheduler?: string | null;
+  clipSkip?: number;
+  eta?: number | null;
+  sChurn?: number | null;
+  sTmin?: number | null;
+  sTmax?: number | null;
+  sNoise?: number | null;
+  randnSource?: NoiseSource;
+  etaNoiseSeedDelta?: number;
+  /** Seamless tiling: circular padding in every 3×3 conv of the UNet and VAE. */
+  tiling?: boolean;
+  img2img?: Img2ImgInput;
+  /** Replaces the seeded initial noise [batch, C, h, w] (as diffusers' `latents=`); later draws still follow the seeds. */
+  initialNoise?: Float32Array;
+}
+
+export interface Img2ImgInput {
+  /** One image per seed (or one shared), [3, H, W] in [-1, 1] at width × height. */
+  images: Float32Array[];
+  denoisingStrength: number;
+  /** Repaint mask at width × height, values in [0, 1] (1 = repaint); null for plain img2img. */
+  mask?: Float32Array | null;
+  /** A1111 inpainting_fill: 0 fill, 1 original, 2 latent noise, 3 latent nothing. */
+  inpaintingFill?: number;
+  /** A1111 initial_noise_multiplier. */
+  initialNoiseMultiplier?: number;
+}
+
+export interface GenerateHooks {
+  /** After each sampler step; `preview` makes a cheap RGB preview of that step's x0 estimate. */
+  onStep?(step: number, total: number, preview: () => PreviewImage): void;
+  /** Asked before each model call; a truthy answer ends sampling and decodes what there is. */
+  shouldStop?(): 'interrupt' | 'skip' | null;
+}
+
+export interface PreviewImage {
+  width: number;
+  height: number;
+  /** RGB bytes, row-major. */
+  data: Uint8Array;
+}
+
+export interface GenerateResult {
+  /** [batch, 3, H, W] in about [-1, 1]. */
+  images: Float32Array;
+  sampler: string;
+  scheduleType: string;
+  stopped: 'interrupt' | 'skip' | null;
+  notes: string[];
+}
+
+class Stop extends Error {
+  constructor(readonly reason: 'interrupt' | 'skip', readonly latent: Float32Array | undefined) {
+    super(reason);
+  }
+}
+
+function checkRequest(model: StableDiffusion, r: GenerateRequest): void {
+  if (r.seeds.length < 1) throw new UserError('batch_size must be at least 1');
+  for (const [k, v] of [['width', r.width], ['height', r.height]] as const) {
+    if (!Number.isInteger(v) || v < 64 || v > 4096 || v % 8 !== 0) throw new UserError(`${k} must be a multiple of 8 between 64 and 4096, got ${v}`);
+  }
+  if (!Number.isFinite(r.cfgScale)) throw new UserError(`cfg_scale must be a number, got ${r.cfgScale}`);
+  if (r.img2img) {
+    const n = 3 * r.width * r.height;
+    if (r.img2img.images.length !== 1 && r.img2img.images.length !== r.seeds.length) {
+      throw new UserError(`init_images: give one image or one per batch item (${r.seeds.length}), got ${r.img2img.images.length}`);
+    }
+    for (const im of r.img2img.images) if (im.length !== n) throw new UserError(`init_images must be resized to ${r.width}x${r.height} first`);
+    const s = r.img2img.denoisingStrength;
+    if (!(s >= 0 && s <= 1)) throw new UserError(`denoising_strength must be between 0 and 1, got ${s}`);
+    if (r.img2img.mask && r.img2img.mask.length !== r.width * r.height) throw new UserError(`mask must be ${r.width}x${r.height}`);
+  }
+  void model;
+}
+
+/** Mean-pools a pixel mask by 8 into the latent grid: the fraction of each latent cell to repaint. */
+function latentMask(mask: Float32Array, width: number, height: number): Float32Array {
+  const w = width / 8;
+  const h = height / 8;
+  const out = new Float32Array(w * h);
+  for (let y = 0; y < height; y++) for (let x = 0; x < width; x++) out[((y / 8) | 0) * w + ((x / 8) | 0)]! += mask[y * width + x]! / 64;
+  // A1111 rounds the latent mask so a cell is either kept or repainted.
+  for (let i = 0; i < out.length; i++) out[i] = Math.round(out[i]!);
+  return out;
+}
+
+export class Pipeline {
+  readonly schedule: DiscreteSchedule;
+
+  constructor(
+    readonly model: StableDiffusion,
+    readonly conditioner: Conditioner,
+  ) {
+    this.schedule = DiscreteSchedule.fromTrainSchedule();
+  }
+
+  async generate(r: GenerateRequest, hooks: GenerateHooks = {}): Promise<GenerateResult> {
+    checkRequest(this.model, r);
+    const B = r.seeds.length;
+    const h = r.height / 8;
+    const w = r.width / 8;
+    const C = this.model.arch.unet.inChannels;
+    const plane = C * h * w;
+    const notes: string[] = [];
+    const clipSkip = r.clipSkip ?? 1;
+
+    // Conditioning for every distinct prompt text the schedules reach, encoded once each.
+    const [posSched, negSched] = getPromptSchedules([r.prompt, r.negativePrompt], r.steps) as [ScheduledPrompt[], ScheduledPrompt[]];
+    const conds = new Map<string, Conditioning>();
+    for (const s of [...posSched, ...negSched]) {
+      if (!conds.has(s.prompt)) conds.set(s.prompt, await this.conditioner.encode(s.prompt, clipSkip));
+    }
+
+    const noise = new BatchNoise({
+      source: r.randnSource ?? 'GPU',
+      seeds: r.seeds,
+      subseeds: r.subseeds,
+      subseedStrength: r.subseedStrength ?? 0,
+      seedResizeFromW: r.seedResizeFromW ?? 0,
+      seedResizeFromH: r.seedResizeFromH ?? 0,
+      etaNoiseSeedDelta: r.etaNoiseSeedDelta ?? 0,
+      shape: [C, h, w],
+    });
+    const seeded = noise.next();
+    if (r.initialNoise && r.initialNoise.length !== seeded.length) {
+      throw new UserError(`initial noise has ${r.initialNoise.length} values, the latent batch needs ${seeded.length}`);
+    }
+    const first = r.initialNoise ?? seeded;
+
+    let init: Float32Array | undefined;
+    let keep: Float32Array | undefined;
+    if (r.img2img) {
+      init = await this.encodeImages(r.img2img.images, B, r.width, r.height, !!r.tiling);
+      if (r.img2img.mask) {
+        const m = latentMask(r.img2img.mask, r.width, r.height);
+        keep = new Float32Array(B * plane);
+        for (let i = 0; i < keep.length; i++) keep[i] = 1 - m[i % (h * w)]!;
+        const fill = r.img2img.inpaintingFill ?? 1;
+        if (fill === 2 || fill === 3) {
+          for (let i = 0; i < init.length; i++) init[i] = init[i]! * keep[i]! + (fill === 2 ? first[i]! * (1 - keep[i]!) : 0);
+        }
+      }
+    }
+    const noiseMult = r.img2img?.initialNoiseMultiplier ?? 1;
+    const startNoise = noiseMult === 1 ? first : first.map((v) => v * noiseMult);
+
+    const stepLatent = { x: undefined as Float32Array | undefined };
+    const eps: EpsModel = async (unetInput, t, call) => {
+      const stop = hooks.shouldStop?.();
+      if (stop) throw new Stop(stop, stepLatent.x);
+      const cond = conds.get(promptAtStep(posSched, call.index))!;
+      const uncond = conds.get(promptAtStep(negSched, call.index))!;
+      let guided = await this.guidedEps(unetInput, t, cond, uncond, r.cfgScale, { batch: B, height: h, width: w, tiling: !!r.tiling });
+      if (keep && init) guided = maskEps(guided, unetInput, init, keep, call.sigma);
+      return guided;
+    };
+
+    const onStep: StepCallback = (info) => {
+      stepLatent.x = info.x;
+      hooks.onStep?.(info.index + 1, info.total, () => cheapPreview(info.denoised, B, C, h, w));
+    };
+
+    let result: SampleResult | undefined;
+    let latent: Float32Array;
+    let stopped: 'interrupt' | 'skip' | null = null;
+    try {
+      result = await sample({
+        sampler: r.sampler,
+        scheduler: r.scheduler ?? null,
+        steps: r.steps,
+        model: eps,
+        schedule: this.schedule,
+        noise: startNoise,
+        randn: () => noise.next(),
+        eta: r.eta ?? null,
+        sChurn: r.sChurn ?? null,
+        sTmin: r.sTmin ?? null,
+        sTmax: r.sTmax ?? null,
+        sNoise: r.sNoise ?? null,
+        img2img: init ? { init, denoisingStrength: r.img2img!.denoisingStrength } : undefined,
+        onStep,
+      });
+      latent = result.latent;
+      if (result.fallbackFrom !== undefined) notes.push(`sampler '${result.fallbackFrom}' is not available; used ${result.sampler}`);
+    } catch (e) {
+      if (!(e instanceof Stop)) throw e;
+      stopped = e.reason;
+      latent = e.latent ?? init ?? startNoise.map((v) => v * this.schedule.sigmaMax);
+    }
+    if (keep && init) for (let i = 0; i < latent.length; i++) latent[i] = latent[i]! * (1 - keep[i]!) + init[i]! * keep[i]!;
+
+    const images = await this.decodeLatents(latent, B, h, w, !!r.tiling);
+    if (r.img2img?.mask) overlayOriginal(images, r.img2img.images, r.img2img.mask, B);
+    return { images, sampler: result?.sampler ?? r.sampler ?? '', scheduleType: result?.scheduleType ?? 'Automatic', stopped, notes };
+  }
+
+  /** eps_uncond + cfg · (eps_cond − eps_uncond), batching both halves into one UNet call when their lengths agree. */
+  private async guidedEps(
+    x: Float32Array,
+    t: number,
+    cond: Conditioning,
+    uncond: Conditioning,
+    cfg: number,
+    d: { batch: number; height: number; width: number; tiling: boolean },
+  ): Promise<Float32Array> {
+    const B = d.batch;
+    const dim = this.model.arch.unet.contextDim;
+    const repeat = (c: Conditioning) => {
+      const out = new Float32Array(B * c.tokens * dim);
+      for (let b = 0; b < B; b++) out.set(c.data, b * c.tokens * dim);
+      return out;
+    };
+    if (cfg === 1) return this.model.predict(x, Array(B).fill(t), repeat(cond), { ...d, tokens: cond.tokens });
+    let ec: Float32Array;
+    let eu: Float32Array;
+    if (cond.tokens === uncond.tokens) {
+      const xx = new Float32Array(2 * x.length);
+      xx.set(x, 0);
+      xx.set(x, x.length);
+      const ctx = new Float32Array(2 * B * cond.tokens * dim);
+      ctx.set(repeat(cond), 0);
+      ctx.set(repeat(uncond), B * cond.tokens * dim);
+      const both = await this.model.predict(xx, Array(2 * B).fill(t), ctx, { ...d, batch: 2 * B, tokens: cond.tokens });
+      ec = both.subarray(0, x.length);
+      eu = both.subarray(x.length);
+    } else {
+      // Different chunk counts: two calls, as A1111 does unless pad_cond_uncond is set.
+      ec = await this.model.predict(x, Array(B).fill(t), repeat(cond), { ...d, tokens: cond.tokens });
+      eu = await this.model.predict(x, Array(B).fill(t), repeat(uncond), { ...d, tokens: uncond.tokens });
+    }
+    const out = new Float32Array(x.length);
+    for (let i = 0; i < out.length; i++) out[i] = eu[i]! + cfg * (ec[i]! - eu[i]!);
+    return out;
+  }
+
+  private async encodeImages(images: Float32Array[], B: number, width: number, height: number, tiling: boolean): Promise<Float32Array> {
+    const scale = this.model.arch.vae.scalingFactor;
+    const per = this.model.arch.vae.embedDim * (height / 8) * (width / 8);
+    const out = new Float32Array(B * per);
+    const encoded = new Map<Float32Array, Float32Array>();
+    for (let b = 0; b < B; b++) {
+      const im = images[images.length === 1 ? 0 : b]!;
+      let z = encoded.get(im);
+      if (!z) {
+        z = await this.model.encode(im, { batch: 1, height, width, tiling });
+        encoded.set(im, z);
+      }
+      for (let i = 0; i < per; i++) out[b * per + i] = z[i]! * scale;
+    }
+    return out;
+  }
+
+  /** Decodes one image at a time: the VAE decoder's activations at 512² dominate peak memory. */
+  private async decodeLatents(latent: Float32Array, B: number, h: number, w: number, tiling: boolean): Promise<Float32Array> {
+    const scale = this.model.arch.vae.scalingFactor;
+    const per = latent.length / B;
+    const pix = 3 * h * 8 * w * 8;
+    const out = new Float32Array(B * pix);
+    for (let b = 0; b < B; b++) {
+      const z = latent.slice(b * per, (b + 1) * per).map((v) => v / scale);
+      out.set(await this.model.decode(z, { batch: 1, height: h, width: w, tiling }), b * pix);
+    }
+    return out;
+  }
+}
+
+/**
+ * Inpainting as A1111's denoiser does it: the x0 estimate is replaced by the original latent where the mask
+ * keeps the image. Expressed on eps so every sampler family gets it: with x = unetInput·√(σ²+1),
+ * x0 = x − σ·eps, hence eps' = eps·repaint + (x − init)/σ·keep.
+ */
+function maskEps(eps: Float32Array, unetInput: Float32Array, init: Float32Array, keep: Float32Array, sigma: number): Float32Array {
+  const s = Math.sqrt(sigma * sigma + 1);
+  const out = new Float32Array(eps.length);
+  for (let i = 0; i < eps.length; i++) {
+    const k = keep[i]!;
+    out[i] = k === 0 ? eps[i]! : eps[i]! * (1 - k) + ((unetInput[i]! * s - init[i]!) / sigma) * k;
+  }
+  return out;
+}
+
+/**
+ * A1111 pastes the original pixels back outside the mask after decoding (its overlay images), so the kept
+ * region is untouched even though the VAE's receptive field spans the seam.
+ */
+function overlayOriginal(images: Float32Array, originals: Float32Array[], mask: Float32Array, B: number): void {
+  const plane = mask.length;
+  for (let b = 0; b < B; b++) {
+    const orig = originals[originals.length === 1 ? 0 : b]!;
+    for (let c = 0; c < 3; c++) {
+      for (let p = 0; p < plane; p++) {
+        const i = b * 3 * plane + c * plane + p;
+        const m = mask[p]!;
+        images[i] = orig[c * plane + p]! * (1 - m) + images[i]! * m;
+      }
+    }
+  }
+}
+
+/**
+ * A1111's "Approx cheap" live preview: a fixed linear map from the four SD latent channels to RGB, for the
+ * first image of the batch. No network runs, so previews cost nothing next to a sampler step.
+ */
+const LATENT_RGB = [
+  [0.298, 0.207, 0.208],
+  [0.187, 0.286, 0.173],
+  [-0.158, 0.189, 0.264],
+  [-0.184, -0.271, -0.473],
+];
+
+export function cheapPreview(latent: Float32Array, _B: number, C: number, h: number, w: number): PreviewImage {
+  const data = new Uint8Array(h * w * 3);
+  for (let p = 0; p < h * w; p++) {
+    for (let c = 0; c < 3; c++) {
+      let v = 0;
+      for (let l = 0; l < Math.min(C, 4); l++) v += latent[l * h * w + p]! * LATENT_RGB[l]![c]!;
+      data[p * 3 + c] = Math.max(0, Math.min(255, Math.round((v + 1) * 127.5)));
+    }
+  }
+  return { width: w, height: h, data };
+}
+
+/** [batch, 3, H, W] floats in [-1, 1] → 8-bit RGB images, clamped as A1111 does. */
+export function toRgbBytes(images: Float32Array, batch: number, width: number, height: number): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  const plane = width * height;
+  for (let b = 0; b < batch; b++) {
+    const px = new Uint8Array(plane * 3);
+    const base = b * 3 * plane;
+    for (let p = 0; p < plane; p++) {
+      for (let c = 0; c < 3; c++) {
+        const v = (images[base + c * plane + p]! + 1) / 2;
+        px[p * 3 + c] = Math.round(255 * Math.min(1, Math.max(0, v)));
+      }
+    }
+    out.push(px);
+  }
+  return out;
+}
+
+/** 8-bit RGB (or RGBA, alpha dropped) → [3, H, W] in [-1, 1]. */
+export function fromRgbBytes(data: Uint8Array, width: number, height: number, channels: number): Float32Array {
+  const plane = width * height;
+  const out = new Float32Array(3 * plane);
+  for (let p = 0; p < plane; p++) {
+    for (let c = 0; c < 3; c++) out[c * plane + p] = (data[p * channels + (channels === 1 ? 0 : c)]! / 255) * 2 - 1;
+  }
+  return out;
+}
