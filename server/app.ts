@@ -245,8 +245,21 @@ export async function createServer(opts: ServerOptions = {}): Promise<LoraScript
  */
 function wireSocketEvents(ctx: ServerContext, io: IoServer): void {
   const { queue } = ctx;
-  queue.on('queued', () => io.emit('queue', { pending: queue.pendingIds() }));
-  queue.on('start', (s: RunningState) => io.emit('job-start', { id: s.id, job: s.kind }));
+  // Events go out in the order they happened, even though progress events wait for a preview to render.
+  let chain: Promise<void> = Promise.resolve();
+  const send = (make: () => Promise<[string, unknown]> | [string, unknown]) => {
+    chain = chain
+      .then(async () => {
+        const [name, data] = await make();
+        io.emit(name, data);
+      })
+      .catch(() => {});
+  };
+  queue.on('queued', () => {
+    const pending = queue.pendingIds();
+    send(() => ['queue', { pending }]);
+  });
+  queue.on('start', (s: RunningState) => send(() => ['job-start', { id: s.id, job: s.kind }]));
   queue.on('progress', (s: RunningState) => {
     const every = Number(ctx.options.get('show_progress_every_n_steps'));
     const wantImage = Boolean(ctx.options.get('live_previews_enable')) && every > 0 && s.step > 0 && s.step % every === 0 && s.preview !== null;
@@ -256,12 +269,14 @@ function wireSocketEvents(ctx: ServerContext, io: IoServer): void {
     } catch {
       format = 'png';
     }
-    void progressResponse(queue, ctx.previews, { skipCurrentImage: !wantImage, format })
-      .then((p) => io.emit('progress', { ...p, id: s.id, pending: queue.pendingIds() }))
-      .catch(() => {});
+    // Snapshot now: the preview renders asynchronously and the job moves on meanwhile.
+    const snap = { ...s };
+    const pending = queue.pendingIds();
+    const now = Date.now();
+    send(async () => ['progress', { ...(await progressResponse(snap, ctx.previews, { skipCurrentImage: !wantImage, format, now })), id: snap.id, pending }]);
   });
   queue.on('end', (s: RunningState, error: unknown) => {
     const status = error instanceof CancelledError ? 'cancelled' : error ? 'error' : s.interrupted ? 'interrupted' : 'done';
-    io.emit('job-end', { id: s.id, job: s.kind, status, ...(error ? { error: (error as Error).message } : {}) });
+    send(() => ['job-end', { id: s.id, job: s.kind, status, ...(error ? { error: (error as Error).message } : {}) }]);
   });
 }

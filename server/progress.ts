@@ -5,7 +5,7 @@
  */
 import type { RawImage } from './backend.ts';
 import { encodeImage, type SamplesFormat } from './images.ts';
-import type { JobQueue, RunningState } from './queue.ts';
+import type { RunningState } from './queue.ts';
 
 export interface ProgressState {
   skipped: boolean;
@@ -51,7 +51,7 @@ export class PreviewCache {
   private key = '';
   private value: Promise<string | null> = Promise.resolve(null);
 
-  get(s: RunningState, format: SamplesFormat): Promise<string | null> {
+  get(s: Readonly<RunningState>, format: SamplesFormat): Promise<string | null> {
     if (!s.preview) return Promise.resolve(null);
     const key = `${s.id}/${s.jobNo}/${s.step}/${format}`;
     if (key !== this.key) {
@@ -66,12 +66,13 @@ export class PreviewCache {
   }
 }
 
+/** `state` is the running job's state (a snapshot for events), or null when idle. */
 export async function progressResponse(
-  queue: JobQueue,
+  state: Readonly<RunningState> | null,
   previews: PreviewCache,
   opts: { skipCurrentImage: boolean; format: SamplesFormat; now?: number },
 ): Promise<ProgressResponse> {
-  const s = queue.current();
+  const s = state;
   if (!s) return { progress: 0, eta_relative: 0, state: { ...IDLE_STATE }, current_image: null, textinfo: null };
   const progress = progressFraction(s);
   const elapsed = ((opts.now ?? Date.now()) - s.startedAt) / 1000;

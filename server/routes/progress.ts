@@ -10,7 +10,7 @@ export function register(api: Api, ctx: ServerContext): void {
     { summary: 'Progress of the running job, with a live preview', tag: 'progress', query: [{ name: 'skip_current_image', type: 'boolean', default: false }] },
     async (req) => {
       const skip = String(req.query['skip_current_image'] ?? 'false').toLowerCase();
-      return progressResponse(ctx.queue, ctx.previews, {
+      return progressResponse(ctx.queue.current(), ctx.previews, {
         skipCurrentImage: skip === 'true' || skip === '1',
         format: checkSamplesFormat(ctx.options.get('live_previews_image_format') ?? 'png'),
       });
