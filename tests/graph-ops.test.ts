@@ -268,3 +268,21 @@ test('lowering is deterministic and weights can be inputs or initializers', asyn
   assert.equal((await c.run({ x: xd }))[0]!.data[0], 0);
   assert.throws(() => g.param('p', [2, 2], new Float32Array(3)), /weight p: expected 4 elements/);
 });
+
+test('weights baked as in-memory external data give the same result and are keyed by buffer', async () => {
+  const x = g.input('x', 'float32', [1, 3, 6, 6]);
+  const wd = rand(4 * 3 * 9, 31);
+  const w = g.param('w', [4, 3, 3, 3], wd);
+  const y = g.sum(g.silu(g.conv2d(x, w, undefined, { padding: 1 })), [2, 3]);
+  const xd = rand(108, 32);
+  const [a] = await (await compile([y], { weights: 'inputs' })).run({ x: xd });
+  const [b] = await (await compile([y], { weights: 'external' })).run({ x: xd });
+  close(b!.data as Float32Array, a!.data as Float32Array, 1e-5, 'external vs inputs');
+  // A different buffer with the same graph must not reuse the first session.
+  g.bind(w, new Float32Array(wd.length));
+  const [c] = await (await compile([y], { weights: 'external' })).run({ x: xd });
+  assert.deepEqual(Array.from(c!.data as Float32Array), [0, 0, 0, 0]);
+  // Trainable parameters can stay fed while the rest are baked.
+  const [d] = await (await compile([y], { weights: 'external', alwaysFeed: new Set([w]) })).run({ x: xd }, { w: wd });
+  close(d!.data as Float32Array, a!.data as Float32Array, 1e-5, 'alwaysFeed');
+});

@@ -6,9 +6,17 @@ import { encodeModel, ONNX_DTYPE, type AttrValue, type NodeDef, type TensorInit,
 
 export const OPSET = 21;
 
+export type WeightsMode = 'inputs' | 'initializers' | 'external';
+
 export interface LowerOptions {
-  /** 'inputs' feeds parameters at run time (no copy, no 2 GB protobuf limit); 'initializers' bakes them in. */
-  weights?: 'inputs' | 'initializers';
+  /**
+   * 'inputs' feeds parameters at every run (no copy, no 2 GB limit, in-place updates seen).
+   * 'initializers' bakes them into the protobuf (2 GB limit). 'external' bakes them as in-memory external
+   * data (no 2 GB limit). Baked weights let ORT pre-pack them (e.g. NCHWc conv), but are a snapshot.
+   */
+  weights?: WeightsMode;
+  /** Parameters always fed as inputs whatever `weights` says (the trainable ones). */
+  alwaysFeed?: ReadonlySet<Tensor>;
   graphName?: string;
 }
 
@@ -19,6 +27,8 @@ export interface LoweredGraph {
   outputNames: string[];
   /** sha256 of the bytes: equal graphs give equal keys. */
   key: string;
+  /** In-memory external data for `weights: 'external'`: ORT session option `externalData`. */
+  externalData: { path: string; data: Uint8Array }[];
   /** Whether any value is float64 (ORT's fusions are float32/float16-only and mis-fire on float64). */
   hasFloat64: boolean;
 }
@@ -245,6 +255,14 @@ function valueInfo(name: string, t: Tensor): ValueInfo {
   return { name, dtype: t.dtype, dims: t.shape };
 }
 
+const bufferIds = new WeakMap<ArrayBufferLike, number>();
+let nextBufferId = 1;
+function bufferId(a: Uint8Array): string {
+  let id = bufferIds.get(a.buffer);
+  if (id === undefined) bufferIds.set(a.buffer, (id = nextBufferId++));
+  return `${id}@${a.byteOffset}+${a.byteLength}`;
+}
+
 /** Lowers the sub-graph that computes `outputs` to ONNX ModelProto bytes. */
 export function lower(outputs: readonly Tensor[], opts: LowerOptions = {}): LoweredGraph {
   const weights = opts.weights ?? 'inputs';
@@ -252,6 +270,7 @@ export function lower(outputs: readonly Tensor[], opts: LowerOptions = {}): Lowe
   const order = topoSort(outputs);
   const inputs: Tensor[] = [];
   const params: Tensor[] = [];
+  const externalData: { path: string; data: Uint8Array }[] = [];
   const names = new Map<string, Tensor>();
   const claim = (t: Tensor) => {
     const n = t.name!;
@@ -268,9 +287,15 @@ export function lower(outputs: readonly Tensor[], opts: LowerOptions = {}): Lowe
       cx.setValue(t, t.name!);
     } else if (t.op === 'param') {
       claim(t);
-      if (weights === 'initializers') {
+      if (weights !== 'inputs' && !opts.alwaysFeed?.has(t)) {
         if (!t.value) throw new Error(`lower: parameter ${t.name} has no bound buffer to bake in`);
-        cx.inits.push({ name: t.name!, dtype: t.dtype, dims: requireStatic(t.shape, `param ${t.name}`), raw: raw(t.value) });
+        const dims = requireStatic(t.shape, `param ${t.name}`);
+        if (weights === 'initializers') cx.inits.push({ name: t.name!, dtype: t.dtype, dims, raw: raw(t.value) });
+        else {
+          const path = `w${externalData.length}.bin`;
+          externalData.push({ path, data: raw(t.value) });
+          cx.inits.push({ name: t.name!, dtype: t.dtype, dims, external: { location: path, offset: 0, length: t.value.byteLength } });
+        }
       } else params.push(t);
       cx.setValue(t, t.name!);
     } else if (t.op === 'const') {
@@ -295,5 +320,8 @@ export function lower(outputs: readonly Tensor[], opts: LowerOptions = {}): Lowe
     opset: OPSET,
   });
   const hasFloat64 = order.some((t) => t.dtype === 'float64');
-  return { bytes, feeds, outputNames, key: createHash('sha256').update(bytes).digest('hex'), hasFloat64 };
+  const h = createHash('sha256').update(bytes);
+  // External weights are not in the bytes: key them by buffer identity (a baked session is a snapshot).
+  for (const e of externalData) h.update(`|${bufferId(e.data)}`);
+  return { bytes, feeds, outputNames, key: h.digest('hex'), externalData, hasFloat64 };
 }

@@ -35,7 +35,9 @@ export interface TensorInit {
   dtype: OnnxDTypeName;
   dims: readonly number[];
   /** Little-endian raw bytes, as TensorProto.raw_data stores them. */
-  raw: Uint8Array;
+  raw?: Uint8Array;
+  /** Or: the bytes live outside the protobuf, in a named in-memory "file" handed to ORT at session creation. */
+  external?: { location: string; offset: number; length: number };
 }
 
 export interface ValueInfo {
@@ -64,7 +66,13 @@ function encodeTensor(t: TensorInit): ProtoWriter {
   w.packedVarints(1, t.dims);
   w.varint(2, ONNX_DTYPE[t.dtype]);
   w.string(8, t.name);
-  w.bytes(9, t.raw);
+  if (t.external) {
+    const kv = (k: string, v: string) => new ProtoWriter().string(1, k).string(2, v);
+    w.message(13, kv('location', t.external.location));
+    w.message(13, kv('offset', String(t.external.offset)));
+    w.message(13, kv('length', String(t.external.length)));
+    w.varint(14, 1);
+  } else w.bytes(9, t.raw ?? new Uint8Array(0));
   return w;
 }
 

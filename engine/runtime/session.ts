@@ -12,6 +12,8 @@ export interface SessionOptions {
   threads?: number;
   /** How parameters reach ORT; see LowerOptions. Default 'inputs'. */
   weights?: LowerOptions['weights'];
+  /** Parameters fed as inputs even when `weights` bakes the others (compileTrainStep passes the trainable ones). */
+  alwaysFeed?: LowerOptions['alwaysFeed'];
   /** ORT's CPU memory arena (default on); off lets peak-memory measurements see freed buffers. */
   memArena?: boolean;
   /** ORT graph optimisation level; 'all' by default. */
@@ -48,11 +50,18 @@ function sessionOptions(o: SessionOptions): ort.InferenceSession.SessionOptions 
 }
 
 /** Creates (or reuses) the ORT session for these model bytes; the cache key is the bytes' hash plus options. */
-export function cachedSession(key: string, bytes: Uint8Array, o: SessionOptions): Promise<ort.InferenceSession> {
+export function cachedSession(
+  key: string,
+  bytes: Uint8Array,
+  o: SessionOptions,
+  externalData: readonly { path: string; data: Uint8Array }[] = [],
+): Promise<ort.InferenceSession> {
   const k = `${key}|${o.device ?? 'cpu'}|${o.threads ?? ''}|${o.memArena ?? true}|${o.optimization ?? 'all'}`;
   let s = sessions.get(k);
   if (!s) {
-    s = ort.InferenceSession.create(bytes, sessionOptions(o));
+    const so = sessionOptions(o);
+    if (externalData.length) (so as { externalData?: unknown }).externalData = externalData;
+    s = ort.InferenceSession.create(bytes, so);
     s.catch(() => sessions.delete(k));
     sessions.set(k, s);
   }
@@ -139,10 +148,10 @@ export class CompiledGraph {
 
 /** Lowers `outputs` to ONNX and opens (or reuses) an ORT session for it. */
 export async function compile(outputs: readonly Tensor[], opts: SessionOptions = {}): Promise<CompiledGraph> {
-  const g = lower(outputs, { weights: opts.weights });
+  const g = lower(outputs, { weights: opts.weights, alwaysFeed: opts.alwaysFeed });
   // ORT 1.30 fuses x*sigmoid(1.702x) into QuickGelu even for float64, which has no kernel; 'basic' skips fusions.
   const o = g.hasFloat64 && !opts.optimization ? { ...opts, optimization: 'basic' as const } : opts;
-  const session = await cachedSession(g.key, g.bytes, o);
+  const session = await cachedSession(g.key, g.bytes, o, g.externalData);
   return new CompiledGraph(session, g.feeds, outputs, g.outputNames);
 }
 

@@ -15,6 +15,7 @@ export interface TrainStepSpec {
   extraOutputs?: readonly Tensor[];
   /** 'float16' computes in float16 with float32 master weights and dynamic loss scaling, where the device has fast float16. */
   precision?: 'float32' | 'float16';
+  /** Session options; `weights: 'external'` bakes the frozen weights (faster kernels) while trainable ones stay fed. */
   session?: SessionOptions;
   /** Tests only: run the float16 graph even on CPU (slow, emulated kernels). */
   forceFloat16?: boolean;
@@ -76,7 +77,7 @@ export async function compileTrainStep(spec: TrainStepSpec): Promise<TrainStep> 
   }
   if (!half) {
     const grads = grad(loss, params);
-    const graph = await compile([loss, ...grads, ...extras], spec.session);
+    const graph = await compile([loss, ...grads, ...extras], { ...spec.session, alwaysFeed: new Set(params) });
     return new TrainStep(graph, params, extras.length);
   }
   logOnce('precision: float16 compute, float32 master weights, dynamic loss scaling');
@@ -86,6 +87,6 @@ export async function compileTrainStep(spec: TrainStepSpec): Promise<TrainStep> 
   // through each master weight's cast as float32, and are unscaled in float32.
   const scaled = g.mul(loss16!, scale);
   const grads = grad(scaled, params).map((d) => g.div(d, scale));
-  const graph = await compile([loss16!, ...grads, ...extras16], spec.session);
+  const graph = await compile([loss16!, ...grads, ...extras16], { ...spec.session, alwaysFeed: new Set(params) });
   return new TrainStep(graph, params, extras.length, new LossScaler());
 }
