@@ -34,6 +34,17 @@ export interface ApplyOptions {
   ortMinElements?: number;
 }
 
+interface Job {
+  layer: number;
+  m: LoraModule;
+  mult: number;
+}
+
+/** A LoRA / LoCon module whose update is a plain product up @ down (no CP core, no DoRA). */
+function isPlain(m: LoraModule): boolean {
+  return (m.kind === 'lora' || m.kind === 'locon') && !!m.tensors.up && !!m.tensors.down && !m.tensors.mid && !m.dora;
+}
+
 export async function applyStack(weights: WeightMap, stack: StackLayer[], index: TargetIndex, options: ApplyOptions = {}): Promise<ApplyReport> {
   const beforeTouch = options.beforeTouch ?? (() => {});
   const ortMin = options.ortMinElements ?? 65536;
@@ -44,62 +55,92 @@ export async function applyStack(weights: WeightMap, stack: StackLayer[], index:
       touched.add(key);
     }
   };
-  const layers: ApplyReport['layers'] = [];
-  for (const layer of stack) {
-    const name = layer.name ?? layer.lora.path ?? 'LoRA';
+  const layers: ApplyReport['layers'] = stack.map((l) => ({ name: l.name ?? l.lora.path ?? 'LoRA', applied: 0, unmatched: [], errors: [] }));
+  // Jobs per target weight (and row slice), in stack order.
+  const jobs = new Map<string, Job[]>();
+  stack.forEach((layer, li) => {
     const { matched, unmatched } = resolveTargets(layer.lora, index);
-    const errors: string[] = [];
-    let applied = 0;
+    layers[li]!.unmatched.push(...unmatched);
     for (const m of matched) {
       const mult = m.part === 'unet' ? layer.unet : layer.te;
       if (mult === 0) continue;
-      const w = weights.get(m.target!.key);
-      if (!w) {
-        unmatched.push(m.name);
+      if (!weights.has(m.target!.key)) {
+        layers[li]!.unmatched.push(m.name);
         continue;
       }
-      try {
-        await applyOne(w.data, w.shape, m, mult, touch, ortMin);
-        applied++;
-      } catch (e) {
-        errors.push((e as Error).message);
-      }
-      const db = m.tensors.diff_b;
-      if (db && m.target!.key.endsWith('.weight')) {
-        const bkey = m.target!.key.slice(0, -'.weight'.length) + '.bias';
-        const b = weights.get(bkey);
-        if (b && b.data.length === db.data.length) {
-          touch(bkey);
-          for (let i = 0; i < db.data.length; i++) b.data[i]! += mult * m.scale * db.data[i]!;
-        } else errors.push(`LoRA module ${m.name}: bias delta does not fit ${bkey}`);
-      }
+      const k = `${m.target!.key}|${m.target!.rows?.join(':') ?? ''}`;
+      const list = jobs.get(k) ?? [];
+      list.push({ layer: li, m, mult });
+      jobs.set(k, list);
     }
-    layers.push({ name, applied, unmatched, errors });
+  });
+  for (const list of jobs.values()) {
+    const target = list[0]!.m.target!;
+    const w = weights.get(target.key)!;
+    let view = w.data, shape = w.shape;
+    if (target.rows) {
+      const inner = numel(w.shape.slice(1));
+      view = w.data.subarray(target.rows[0] * inner, target.rows[1] * inner);
+      shape = [target.rows[1] - target.rows[0], ...w.shape.slice(1)];
+    }
+    // Runs of plain modules are additive, so they go through one GEMM with their ranks concatenated;
+    // DoRA and the other kinds are applied one by one, in stack order, on the running weight.
+    for (let i = 0; i < list.length; ) {
+      let j = i;
+      while (j < list.length && isPlain(list[j]!.m) && fitsLowRank(list[j]!.m, view.length)) j++;
+      if (j > i && view.length >= ortMin) {
+        touch(target.key);
+        await addLowRankBatch(view, list.slice(i, j));
+        for (let k = i; k < j; k++) layers[list[k]!.layer]!.applied++;
+        i = j;
+        continue;
+      }
+      const job = list[i]!;
+      try {
+        touch(target.key);
+        applyModule(view, shape, job.m, job.mult);
+        layers[job.layer]!.applied++;
+      } catch (e) {
+        layers[job.layer]!.errors.push((e as Error).message);
+      }
+      applyBiasDelta(weights, job, touch, layers[job.layer]!.errors);
+      i++;
+    }
   }
   return { touched, layers };
 }
 
-async function applyOne(data: Float32Array, shape: number[], m: LoraModule, mult: number, touch: (k: string) => void, ortMin: number): Promise<void> {
-  const rows = m.target!.rows;
-  let view = data, viewShape = shape;
-  if (rows) {
-    const inner = numel(shape.slice(1));
-    view = data.subarray(rows[0] * inner, rows[1] * inner);
-    viewShape = [rows[1] - rows[0], ...shape.slice(1)];
-  }
+function fitsLowRank(m: LoraModule, n: number): boolean {
   const { up, down } = m.tensors;
-  const plain = (m.kind === 'lora' || m.kind === 'locon') && up && down && !m.tensors.mid && !m.dora;
-  if (plain && view.length >= ortMin) {
-    const out = up.shape[0]!, r = down.shape[0]!, cols = down.data.length / r;
-    if (out * cols === view.length && up.data.length === out * r) {
-      const f = mult * m.scale;
-      const u = new Float32Array(up.data.length);
-      for (let i = 0; i < u.length; i++) u[i] = f * up.data[i]!;
-      touch(m.target!.key);
-      await addLowRankOrt(view, u, down.data, out, r, cols);
-      return;
-    }
+  const out = up!.shape[0]!, r = down!.shape[0]!;
+  return up!.data.length === out * r && out * (down!.data.length / r) === n;
+}
+
+/** weight += Σ_jobs (mult·scale·up) @ down as one GEMM over the concatenated ranks. */
+async function addLowRankBatch(view: Float32Array, jobs: Job[]): Promise<void> {
+  const rows = jobs[0]!.m.tensors.up!.shape[0]!;
+  const cols = view.length / rows;
+  const R = jobs.reduce((n, j) => n + j.m.tensors.down!.shape[0]!, 0);
+  const u = new Float32Array(rows * R);
+  const d = jobs.length === 1 ? jobs[0]!.m.tensors.down!.data : new Float32Array(R * cols);
+  let off = 0;
+  for (const { m, mult } of jobs) {
+    const r = m.tensors.down!.shape[0]!, up = m.tensors.up!.data, f = mult * m.scale;
+    for (let o = 0; o < rows; o++) for (let k = 0; k < r; k++) u[o * R + off + k] = f * up[o * r + k]!;
+    if (jobs.length > 1) d.set(m.tensors.down!.data, off * cols);
+    off += r;
   }
-  touch(m.target!.key);
-  applyModule(view, viewShape, m, mult);
+  await addLowRankOrt(view, u, d, rows, R, cols);
+}
+
+function applyBiasDelta(weights: WeightMap, job: Job, touch: (k: string) => void, errors: string[]): void {
+  const { m, mult } = job;
+  const db = m.tensors.diff_b;
+  if (!db || !m.target!.key.endsWith('.weight')) return;
+  const bkey = m.target!.key.slice(0, -'.weight'.length) + '.bias';
+  const b = weights.get(bkey);
+  if (b && b.data.length === db.data.length) {
+    touch(bkey);
+    for (let i = 0; i < db.data.length; i++) b.data[i]! += mult * m.scale * db.data[i]!;
+  } else errors.push(`LoRA module ${m.name}: bias delta does not fit ${bkey}`);
 }

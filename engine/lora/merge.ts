@@ -99,6 +99,15 @@ export class LoraMerger {
     return (await this.apply([])).changedKeys;
   }
 
+  /** Drops the merged-stack cache, and with 'all' the parsed files too (the active stack and pristine copies stay). */
+  clearCache(what: 'stacks' | 'all' = 'all'): void {
+    this.stacks.clear();
+    this.stackBytes = 0;
+    if (what === 'stacks') return;
+    this.files.clear();
+    this.fileBytes = 0;
+  }
+
   get active(): string {
     return this.activeKey;
   }
