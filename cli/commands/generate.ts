@@ -1,9 +1,128 @@
 import type { Command } from 'commander';
-import { notBuilt } from '../not-built.ts';
+import { basename, extname, join, resolve } from 'node:path';
+import { mkdir, readdir } from 'node:fs/promises';
+import { UserError } from '../../engine/util/errors.ts';
+
+interface GenerateFlags {
+  ckpt: string;
+  prompt: string;
+  negativePrompt: string;
+  steps: string;
+  cfgScale: string;
+  sampler: string;
+  scheduler: string;
+  seed: string;
+  width: string;
+  height: string;
+  batchSize: string;
+  clipSkip: string;
+  loraDir: string;
+  tokenizer?: string;
+  vae?: string;
+  outDir: string;
+  tiling?: boolean;
+  randnSource: string;
+  device: string;
+  threads?: string;
+}
+
+function int(v: string, flag: string, min: number): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) throw new UserError(`${flag}: expected an integer ≥ ${min}, got '${v}'`);
+  return n;
+}
 
 export function register(program: Command): void {
   program
     .command('generate')
-    .description('txt2img from a checkpoint, with <lora:name:weight> tags in the prompt')
-    .action(() => notBuilt('generate'));
+    .description('txt2img from a checkpoint; <lora:name:weight> tags in the prompt stack LoRAs from --lora-dir')
+    .requiredOption('--ckpt <path>', 'checkpoint: a .safetensors file or a diffusers folder')
+    .requiredOption('-p, --prompt <text>', 'prompt (A1111 syntax: (emphasis:1.2), [from:to:when], BREAK, <lora:name:0.8>)')
+    .option('-n, --negative-prompt <text>', 'negative prompt', '')
+    .option('--steps <n>', 'sampling steps', '20')
+    .option('--cfg-scale <x>', 'classifier-free guidance scale', '7')
+    .option('--sampler <name>', 'A1111 sampler name', 'Euler a')
+    .option('--scheduler <name>', 'schedule type: automatic, karras, exponential, …', 'automatic')
+    .option('--seed <n>', 'seed; -1 for a random one', '-1')
+    .option('-W, --width <px>', 'width', '512')
+    .option('-H, --height <px>', 'height', '512')
+    .option('--batch-size <n>', 'images per batch', '1')
+    .option('--clip-skip <n>', 'A1111 "Clip skip"', '1')
+    .option('--lora-dir <dir>', 'LoRA folder for <lora:…> tags', 'models/Lora')
+    .option('--tokenizer <dir>', 'CLIP tokenizer folder (single-file checkpoints ship none)')
+    .option('--vae <file>', 'a separate VAE .safetensors')
+    .option('--out-dir <dir>', 'where PNGs go', 'outputs/txt2img-images')
+    .option('--tiling', 'seamless tiling')
+    .option('--randn-source <src>', 'noise source: GPU, CPU or NV (as A1111)', 'GPU')
+    .option('--device <name>', 'ONNX Runtime device: cpu, cuda, dml, coreml', 'cpu')
+    .option('--threads <n>', 'intra-op threads (default: all cores)')
+    .action(async (f: GenerateFlags) => {
+      const [{ SdGenerator }, { extractPromptTags }, { LoraLibrary }, { toRgbBytes }, { writePngText, formatInfotext }, { writeBufferAtomic }, sharp] = await Promise.all([
+        import('../../engine/sd/generator.ts'),
+        import('../../engine/lora/prompt-tags.ts'),
+        import('../../engine/lora/resolve.ts'),
+        import('../../engine/sd/pipeline.ts'),
+        import('../../engine/image/png-info.ts'),
+        import('../../engine/util/atomic-write.ts'),
+        import('sharp'),
+      ]);
+      const width = int(f.width, '--width', 64);
+      const height = int(f.height, '--height', 64);
+      const steps = int(f.steps, '--steps', 1);
+      const batch = int(f.batchSize, '--batch-size', 1);
+      const clipSkip = int(f.clipSkip, '--clip-skip', 1);
+      const cfgScale = Number(f.cfgScale);
+      if (!Number.isFinite(cfgScale)) throw new UserError(`--cfg-scale: '${f.cfgScale}' is not a number`);
+      let seed = Number(f.seed);
+      if (!Number.isInteger(seed)) throw new UserError(`--seed: '${f.seed}' is not an integer`);
+      if (seed === -1) seed = Math.floor(Math.random() * 2 ** 32);
+      const randnSource = f.randnSource.toUpperCase();
+      if (randnSource !== 'GPU' && randnSource !== 'CPU' && randnSource !== 'NV') throw new UserError(`--randn-source must be GPU, CPU or NV, got '${f.randnSource}'`);
+
+      const tags = extractPromptTags(f.prompt);
+      const library = new LoraLibrary(resolve(f.loraDir));
+      if (tags.loras.length) await library.refresh();
+      const loras = [];
+      for (const t of tags.loras) loras.push({ path: (await library.resolve(t.name)).path, te: t.te, unet: t.unet, name: t.name });
+
+      const t0 = performance.now();
+      const gen = await SdGenerator.load(resolve(f.ckpt), {
+        tokenizer: f.tokenizer,
+        vae: f.vae,
+        device: f.device as never,
+        threads: f.threads ? int(f.threads, '--threads', 1) : undefined,
+      });
+      console.error(`loaded ${basename(f.ckpt)} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+      const seeds = Array.from({ length: batch }, (_, i) => seed + i);
+      const t1 = performance.now();
+      const out = await gen.generate(
+        { prompt: tags.prompt, negativePrompt: f.negativePrompt, seeds, width, height, steps, cfgScale, sampler: f.sampler, scheduler: f.scheduler, clipSkip, tiling: !!f.tiling, randnSource, loras },
+        { onStep: (s, total) => process.stderr.write(`\rstep ${s}/${total}`) },
+      );
+      process.stderr.write(`\rsampled in ${((performance.now() - t1) / 1000).toFixed(1)} s\n`);
+      for (const n of out.notes) console.error(`note: ${n}`);
+
+      await mkdir(f.outDir, { recursive: true });
+      let index = (await readdir(f.outDir)).filter((n) => /^\d{5}-/.test(n)).length;
+      const pixels = toRgbBytes(out.images, batch, width, height);
+      for (const [i, px] of pixels.entries()) {
+        const params = {
+          Steps: steps,
+          Sampler: out.sampler,
+          'Schedule type': out.scheduleType,
+          'CFG scale': cfgScale,
+          Seed: seeds[i]!,
+          Size: `${width}x${height}`,
+          Model: basename(f.ckpt, extname(f.ckpt)),
+          'Clip skip': clipSkip > 1 ? clipSkip : null,
+          RNG: randnSource === 'GPU' ? null : randnSource,
+          Tiling: f.tiling ? true : null,
+          Version: 'lora-scripts 0.1.0',
+        };
+        const png = await sharp.default(Buffer.from(px), { raw: { width, height, channels: 3 } }).png().toBuffer();
+        const file = join(f.outDir, `${String(index++).padStart(5, '0')}-${seeds[i]}.png`);
+        await writeBufferAtomic(file, writePngText(png, { parameters: formatInfotext(f.prompt, f.negativePrompt, params) }));
+        console.log(resolve(file));
+      }
+    });
 }

@@ -1,0 +1,76 @@
+/**
+ * One loaded checkpoint ready to generate: weights, tokenizer, the LoRA merger over those weights and the
+ * pipeline. Both the CLI and the server's backend drive generation through this, so a LoRA stack is merged the
+ * same way everywhere: W' = W + Σ mᵢ·(αᵢ/rᵢ)·ΔWᵢ, applied in place before sampling, restored on the next change.
+ */
+import { access } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { LoraMerger, type MergeResult, type StackItem } from '../lora/merge.ts';
+import { loadClipTokenizer, type ClipTokenizer } from '../text/tokenizer.ts';
+import { UserError } from '../util/errors.ts';
+import { ClipConditioner } from './conditioning.ts';
+import { StableDiffusion, type LoadOptions } from './model.ts';
+import { Pipeline, type GenerateHooks, type GenerateRequest, type GenerateResult } from './pipeline.ts';
+
+export interface GeneratorOptions extends LoadOptions {
+  /** Folder with the CLIP tokenizer; searched for when not given (see `findTokenizerDir`). */
+  tokenizer?: string;
+}
+
+const exists = (p: string) => access(p).then(() => true, () => false);
+
+/**
+ * Where the tokenizer for a checkpoint is: the explicit folder; a diffusers folder's own `tokenizer/`;
+ * `tokenizer/` beside a single-file checkpoint; or `models/tokenizer` (the folder above the checkpoint folder).
+ */
+export async function findTokenizerDir(checkpoint: string, explicit?: string): Promise<string> {
+  if (explicit) return explicit;
+  const candidates = [join(checkpoint, 'tokenizer'), join(dirname(checkpoint), 'tokenizer'), join(dirname(dirname(checkpoint)), 'tokenizer')];
+  for (const c of candidates) {
+    if ((await exists(join(c, 'tokenizer.json'))) || (await exists(join(c, 'vocab.json')))) return c;
+  }
+  throw new UserError(
+    `no CLIP tokenizer found for ${checkpoint}: single-file checkpoints ship none. Put the tokenizer files ` +
+      `(for SD 1.x those of openai/clip-vit-large-patch14: vocab.json, merges.txt, tokenizer_config.json) into ` +
+      `${candidates[2]} (shared by every checkpoint in that folder) or ${candidates[1]}, or pass --tokenizer <folder>.`,
+  );
+}
+
+export interface GenerateWithLoras extends GenerateRequest {
+  loras?: StackItem[];
+}
+
+export interface GeneratorResult extends GenerateResult {
+  lora?: MergeResult;
+}
+
+export class SdGenerator {
+  private constructor(
+    readonly model: StableDiffusion,
+    readonly tokenizer: ClipTokenizer,
+    readonly merger: LoraMerger,
+    private readonly conditioner: ClipConditioner,
+    readonly pipeline: Pipeline,
+  ) {}
+
+  static async load(checkpoint: string, opts: GeneratorOptions = {}): Promise<SdGenerator> {
+    const tokenizer = await loadClipTokenizer(await findTokenizerDir(checkpoint, opts.tokenizer));
+    const model = await StableDiffusion.load(checkpoint, opts);
+    const merger = new LoraMerger(model.weights);
+    const conditioner = new ClipConditioner(model, tokenizer);
+    return new SdGenerator(model, tokenizer, merger, conditioner, new Pipeline(model, conditioner));
+  }
+
+  /** Makes `loras` the active stack (restoring the base weights first) and generates. */
+  async generate(req: GenerateWithLoras, hooks: GenerateHooks = {}): Promise<GeneratorResult> {
+    const lora = await this.merger.apply(req.loras ?? []);
+    if (lora.changedKeys.some((k) => k.startsWith('cond_stage_model.'))) this.conditioner.clear();
+    const out = await this.pipeline.generate(req, hooks);
+    const notes = [...out.notes];
+    for (const l of lora.loras) {
+      if (l.unmatched.length) notes.push(`LoRA ${l.name}: ${l.unmatched.length} modules matched no weight (${l.unmatched.slice(0, 5).join(', ')}${l.unmatched.length > 5 ? ', …' : ''})`);
+      for (const e of l.errors) notes.push(`LoRA ${l.name}: ${e}`);
+    }
+    return { ...out, notes, lora };
+  }
+}

@@ -1,0 +1,75 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { copyFile, mkdir, mkdtemp, readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import { fixturesDir, repoRoot } from './support/paths.ts';
+import { readPngText, parseInfotext } from '../engine/image/png-info.ts';
+
+const sd = join(fixturesDir, 'sd-tiny');
+const bin = join(repoRoot, 'bin/lora-scripts.js');
+
+async function setup() {
+  const dir = await mkdtemp(join(tmpdir(), 'gen-'));
+  await mkdir(join(dir, 'Lora/styles'), { recursive: true });
+  await copyFile(join(sd, 'lora-kohya/lora_a.safetensors'), join(dir, 'Lora/styles/style_a.safetensors'));
+  await copyFile(join(sd, 'lora-kohya/lora_b.safetensors'), join(dir, 'Lora/style_b.safetensors'));
+  return dir;
+}
+
+function generate(dir: string, out: string, prompt: string, extra: string[] = []) {
+  return spawnSync(
+    process.execPath,
+    [bin, 'generate', '--ckpt', join(sd, 'sd-tiny.safetensors'), '--tokenizer', join(sd, 'diffusers/tokenizer'), '-p', prompt, '-n', 'blurry',
+      '-W', '64', '-H', '64', '--steps', '3', '--seed', '1234', '--lora-dir', join(dir, 'Lora'), '--out-dir', join(dir, out), '--threads', '1', ...extra],
+    { encoding: 'utf8' },
+  );
+}
+
+async function pixels(file: string) {
+  return sharp(file).raw().toBuffer();
+}
+
+test('generate writes A1111-style PNGs with infotext; seeds repeat; LoRA tags stack and change the image', async () => {
+  const dir = await setup();
+  const a = generate(dir, 'a', 'a cube');
+  assert.equal(a.status, 0, a.stderr);
+  const fileA = a.stdout.trim().split('\n').pop()!;
+  const meta = await sharp(fileA).metadata();
+  assert.equal(meta.width, 64);
+  assert.equal(meta.height, 64);
+  const info = parseInfotext(readPngText(await readFile(fileA)).parameters!);
+  assert.equal(info['Prompt'], 'a cube');
+  assert.equal(info['Negative prompt'], 'blurry');
+  assert.equal(String(info['Seed']), '1234');
+  assert.equal(String(info['Steps']), '3');
+  assert.equal(info['Sampler'], 'Euler a');
+
+  const again = generate(dir, 'b', 'a cube');
+  assert.deepEqual(await pixels(again.stdout.trim().split('\n').pop()!), await pixels(fileA));
+
+  const lora = generate(dir, 'c', 'a cube <lora:style_a:0.8> <lora:style_b:0.4>');
+  assert.equal(lora.status, 0, lora.stderr);
+  const fileL = lora.stdout.trim().split('\n').pop()!;
+  assert.notDeepEqual(await pixels(fileL), await pixels(fileA));
+  const infoL = parseInfotext(readPngText(await readFile(fileL)).parameters!);
+  assert.match(String(infoL['Prompt']), /<lora:style_a:0.8>/);
+});
+
+test('an unknown LoRA name fails in one line listing the closest names', async () => {
+  const dir = await setup();
+  const r = generate(dir, 'x', 'a cube <lora:style_c:1>');
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /style_c/);
+  assert.match(r.stderr, /style_a|style_b/);
+});
+
+test('a single-file checkpoint without a tokenizer says where to put one', async () => {
+  const dir = await setup();
+  const r = spawnSync(process.execPath, [bin, 'generate', '--ckpt', join(sd, 'sd-tiny.safetensors'), '-p', 'x', '--out-dir', join(dir, 'o')], { encoding: 'utf8' });
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /tokenizer/);
+  assert.match(r.stderr, /vocab\.json/);
+});
