@@ -145,6 +145,7 @@ test('bad requests are user errors', async () => {
   const rec = recorder();
   const base = { sampler: 'Euler', model: rec.model, schedule, noise: constant(4, 0), randn: (k: number) => new Float32Array(k) };
   await assert.rejects(sample({ ...base, steps: 0 }), isUserError);
+  await assert.rejects(sample({ ...base, sampler: 'DDIM', steps: 1001 }), isUserError);
   await assert.rejects(sample({ ...base, steps: 5, img2img: { init: constant(3, 0), denoisingStrength: 0.5 } }), isUserError);
   await assert.rejects(sample({ ...base, steps: 5, img2img: { init: constant(4, 0), denoisingStrength: -0.1 } }), isUserError);
   const wrong: EpsModel = async () => new Float32Array(3);

@@ -1,3 +1,4 @@
+import { UserError } from '../util/errors.ts';
 import type { DiscreteSchedule } from './training-schedule.ts';
 import type { EpsModel, Randn, StepCallback } from './types.ts';
 import { checkSameLength } from './vec.ts';
@@ -31,7 +32,7 @@ export interface TimestepSamplerArgs {
 /** A1111 get_timesteps: range(0, 1000, 1000 // steps) + 1, clipped to 999 (steps + 1 entries if steps does not divide 1000). */
 export function a1111Timesteps(steps: number, numTrainTimesteps = 1000): number[] {
   const stride = Math.floor(numTrainTimesteps / steps);
-  if (!(stride >= 1)) throw new RangeError(`steps ${steps} must be between 1 and ${numTrainTimesteps}`);
+  if (!Number.isInteger(steps) || !(stride >= 1)) throw new UserError(`steps must be an integer between 1 and ${numTrainTimesteps} for DDIM / PLMS / UniPC, got ${steps}`);
   const out: number[] = [];
   for (let t = 0; t < numTrainTimesteps; t += stride) out.push(Math.min(t + 1, numTrainTimesteps - 1));
   return out;
