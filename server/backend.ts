@@ -91,6 +91,8 @@ export interface GenerationParams {
   randnSource: string;
   /** A1111 `eta_noise_seed_delta`. */
   etaNoiseSeedDelta: number;
+  /** Seamless tiling (circular padding). */
+  tiling: boolean;
   /** The effective options for this job (global options with `override_settings` applied), read-only. */
   options: Readonly<Record<string, unknown>>;
 }

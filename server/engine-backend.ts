@@ -1,35 +1,105 @@
 /**
- * The backend `serve` uses. The Stable Diffusion pipeline (engine/sd, engine/sampling, engine/lora) has not
- * landed yet, so this backend selects checkpoints (so listing, options and switching work) but answers
- * generation with a clear 501. Wiring the engine in replaces the bodies below and nothing else.
+ * The backend `serve` uses: the engine's SdGenerator (engine/sd/generator.ts) behind GenerationBackend.
+ * Only conversions live here: RawImage bytes ↔ the pipeline's [3, H, W] floats in [-1, 1], LoraRef → the
+ * merger's stack items, and the pipeline's report (sampler actually used, notes) → infotext entries.
  */
-import { access } from 'node:fs/promises';
-import { UserError } from '../engine/util/errors.ts';
-import type { CheckpointRef, GenerationBackend, GenerationOutput } from './backend.ts';
-import { HttpError } from './errors.ts';
+import { SdGenerator } from '../engine/sd/generator.ts';
+import { fromRgbBytes, toRgbBytes, type GenerateHooks, type GenerateRequest } from '../engine/sd/pipeline.ts';
+import { SAMPLERS as ENGINE_SAMPLERS } from '../engine/sampling/registry.ts';
+import type { NoiseSource } from '../engine/rng/noise.ts';
+import type { Device } from '../engine/runtime/providers.ts';
+import type { CheckpointRef, GenerationBackend, GenerationHooks, GenerationOutput, GenerationParams, Img2ImgParams, RawImage } from './backend.ts';
 
 export interface EngineBackendOptions {
   /** `cpu` (default), `cuda`, `dml`, `coreml`: the ONNX Runtime execution provider. */
   device: string;
+  /** CLIP tokenizer folder; by default searched beside the checkpoint (see engine/sd/generator.ts). */
+  tokenizer?: string;
+  /** ONNX Runtime intra-op threads; default all cores. */
+  threads?: number;
+}
+
+function request(p: GenerationParams): GenerateRequest {
+  return {
+    prompt: p.prompt,
+    negativePrompt: p.negativePrompt,
+    seeds: p.seeds,
+    subseeds: p.subseeds,
+    subseedStrength: p.subseedStrength,
+    seedResizeFromW: p.seedResizeFromW,
+    seedResizeFromH: p.seedResizeFromH,
+    width: p.width,
+    height: p.height,
+    steps: p.steps,
+    cfgScale: p.cfgScale,
+    sampler: p.sampler,
+    scheduler: p.scheduler,
+    clipSkip: p.clipSkip,
+    eta: p.eta,
+    sChurn: p.sChurn,
+    sTmin: p.sTmin,
+    sTmax: p.sTmax,
+    sNoise: p.sNoise,
+    randnSource: p.randnSource as NoiseSource,
+    etaNoiseSeedDelta: p.etaNoiseSeedDelta,
+    tiling: p.tiling,
+  };
+}
+
+function hooksFor(h: GenerationHooks): GenerateHooks {
+  return {
+    onStep: (step, total, preview) =>
+      h.onStep(step, total, async () => {
+        const im = preview();
+        return { width: im.width, height: im.height, channels: 3, data: im.data } satisfies RawImage;
+      }),
+    shouldStop: () => h.shouldStop(),
+  };
 }
 
 export function createEngineBackend(opts: EngineBackendOptions): GenerationBackend {
+  let gen: SdGenerator | null = null;
   let current: CheckpointRef | null = null;
-  const notBuilt = (what: string): Promise<GenerationOutput> =>
-    Promise.reject(new HttpError(501, `${what} needs the Stable Diffusion pipeline, which is not built in this version of lora-scripts`));
+
+  const run = async (p: GenerationParams, hooks: GenerationHooks, img2img?: Img2ImgParams): Promise<GenerationOutput> => {
+    if (!gen) throw new Error('no checkpoint loaded');
+    const notes: string[] = [];
+    if (p.loras.some((l) => l.dynDim !== null)) notes.push('LoRA dyn (DyLoRA rank truncation) is not supported; full rank used');
+    const req = request(p);
+    if (img2img) {
+      req.img2img = {
+        images: img2img.initImages.map((im) => fromRgbBytes(im.data, im.width, im.height, im.channels)),
+        denoisingStrength: img2img.denoisingStrength,
+        mask: img2img.mask ? Float32Array.from(img2img.mask.data, (v) => v / 255) : null,
+        inpaintingFill: img2img.inpaintingFill,
+        initialNoiseMultiplier: img2img.initialNoiseMultiplier,
+      };
+    }
+    const out = await gen.generate({ ...req, loras: p.loras.map((l) => ({ path: l.path, te: l.teMultiplier, unet: l.unetMultiplier, name: l.name })) }, hooksFor(hooks));
+    const images = toRgbBytes(out.images, p.seeds.length, p.width, p.height).map((data) => ({ width: p.width, height: p.height, channels: 3 as const, data }));
+    return {
+      images,
+      // What the sampler really used wins over the server's reading of the request.
+      extraParams: { Sampler: out.sampler, 'Schedule type': out.scheduleType },
+      notes: [...notes, ...out.notes],
+    };
+  };
+
   return {
-    description: `onnxruntime ${opts.device} (generation pipeline not built)`,
-    async loadCheckpoint(ckpt) {
-      await access(ckpt.path).catch(() => {
-        throw new UserError(`checkpoint file is gone: ${ckpt.path}`, { status: 500 });
-      });
+    description: `onnxruntime ${opts.device}`,
+    samplers: ENGINE_SAMPLERS.map((s) => s.name),
+    async loadCheckpoint(ckpt, vae) {
+      gen = null;
+      current = null;
+      gen = await SdGenerator.load(ckpt.path, { vae: vae?.path, device: opts.device as Device, tokenizer: opts.tokenizer, threads: opts.threads });
       current = ckpt;
     },
     async unload() {
+      gen = null;
       current = null;
     },
     currentCheckpoint: () => current,
-    txt2img: () => notBuilt('txt2img'),
-    img2img: () => notBuilt('img2img'),
+    txt2img: (p, hooks) => run(p, hooks),
+    img2img: (p, hooks) => run(p, hooks, p),
   };
 }

@@ -224,7 +224,7 @@ async function runGeneration(ctx: ServerContext, kind: GenerationKind, prepared:
   }
   if (notFound.length > 0) notes.push(`Lora not found: ${notFound.join(', ')}`);
 
-  for (const [field, label] of [['restore_faces', 'restore_faces (face restoration)'], ['tiling', 'tiling'], ['enable_hr', 'enable_hr (hires fix)']] as const) {
+  for (const [field, label] of [['restore_faces', 'restore_faces (face restoration)'], ['enable_hr', 'enable_hr (hires fix)']] as const) {
     if (req[field]) notes.push(`${label} is not available in lora-scripts; ignored`);
   }
   if (req['refiner_checkpoint']) notes.push('refiner_checkpoint is not available in lora-scripts; ignored');
@@ -261,6 +261,7 @@ async function runGeneration(ctx: ServerContext, kind: GenerationKind, prepared:
       'Clip skip': clipSkip <= 1 ? null : clipSkip,
       ENSD: Number(opts['eta_noise_seed_delta']) !== 0 ? Number(opts['eta_noise_seed_delta']) : null,
       RNG: opts['randn_source'] !== 'GPU' ? String(opts['randn_source']) : null,
+      Tiling: req['tiling'] ?? opts['tiling'] ? 'True' : null,
       'Lora hashes': loraHashes.length > 0 ? loraHashes.join(', ') : null,
       ...extra,
       Version: opts['add_version_to_infotext'] ? ctx.version : null,
@@ -300,6 +301,7 @@ async function runGeneration(ctx: ServerContext, kind: GenerationKind, prepared:
       sNoise: (req['s_noise'] as number | null) ?? null,
       randnSource: String(opts['randn_source']),
       etaNoiseSeedDelta: Number(opts['eta_noise_seed_delta']),
+      tiling: Boolean(req['tiling'] ?? opts['tiling']),
       options: Object.freeze({ ...opts }),
     };
     const showPreview = Boolean(opts['live_previews_enable']);

@@ -19,7 +19,7 @@ const common: ModelSpec = {
   width: { type: 'int', default: 512 },
   height: { type: 'int', default: 512 },
   restore_faces: { type: 'bool', default: null, description: 'accepted; not available (noted in info)' },
-  tiling: { type: 'bool', default: null, description: 'accepted; not available (noted in info)' },
+  tiling: { type: 'bool', default: null, description: 'seamless tiling; null = option tiling' },
   do_not_save_samples: { type: 'bool', default: false },
   do_not_save_grid: { type: 'bool', default: false },
   eta: { type: 'float', default: null },

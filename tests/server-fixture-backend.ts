@@ -113,6 +113,8 @@ export async function startTestServer(opts: ServerOptions & { withModel?: boolea
     await mkdir(join(dataDir, 'models/Stable-diffusion'), { recursive: true });
     await mkdir(join(dataDir, 'models/Lora'), { recursive: true });
     await symlink(join(sdTiny, 'sd-tiny.safetensors'), join(dataDir, 'models/Stable-diffusion/sd-tiny.safetensors')).catch(() => {});
+    // Single-file checkpoints ship no tokenizer; the engine looks in models/tokenizer.
+    await symlink(join(sdTiny, 'diffusers/tokenizer'), join(dataDir, 'models/tokenizer')).catch(() => {});
     for (const n of ['lora_a', 'lora_b']) {
       await symlink(join(sdTiny, 'lora-kohya', `${n}.safetensors`), join(dataDir, `models/Lora/${n}.safetensors`)).catch(() => {});
     }

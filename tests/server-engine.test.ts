@@ -1,0 +1,109 @@
+/**
+ * The server with the real engine backend (`serve`'s default) on the fixture checkpoint: generation end to end
+ * through ONNX Runtime, LoRA tags merged, infotext in the PNG, interrupt inside the real sampler loop.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import { startTestServer, sdTiny, type TestServer } from './server-fixture-backend.ts';
+
+let t: TestServer;
+const base = { steps: 4, width: 64, height: 64, sampler_name: 'Euler', cfg_scale: 7 };
+
+async function addnetHash(path: string): Promise<string> {
+  const buf = await readFile(path);
+  const n = Number(buf.readBigUInt64LE(0));
+  return createHash('sha256').update(buf.subarray(8 + n)).digest('hex').slice(0, 12);
+}
+
+async function gen(body: object): Promise<{ images: string[]; info: any }> {
+  const r = await t.post('/sdapi/v1/txt2img', { ...base, ...body });
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  return { images: r.body.images, info: JSON.parse(r.body.info) };
+}
+
+async function maxDiff(a: string, b: string): Promise<number> {
+  const pa = await sharp(Buffer.from(a, 'base64')).raw().toBuffer();
+  const pb = await sharp(Buffer.from(b, 'base64')).raw().toBuffer();
+  let m = 0;
+  for (let i = 0; i < pa.length; i++) m = Math.max(m, Math.abs(pa[i]! - pb[i]!));
+  return m;
+}
+
+before(async () => {
+  t = await startTestServer({ withModel: true });
+  await t.post('/sdapi/v1/reload-checkpoint');
+});
+after(() => t.close());
+
+test('txt2img on the fixture model returns a PNG with infotext, LoRA hashes included', async () => {
+  const { images, info } = await gen({ prompt: 'a cat <lora:lora_a:0.8>', seed: 1 });
+  const png = Buffer.from(images[0]!, 'base64');
+  const meta = await sharp(png).metadata();
+  assert.deepEqual([meta.format, meta.width, meta.height, meta.channels], ['png', 64, 64, 3]);
+  const stats = await sharp(png).stats();
+  assert.ok(stats.channels.some((c) => c.stdev > 1), 'the image is not flat');
+  const back = (await t.post('/sdapi/v1/png-info', { image: images[0] })).body;
+  assert.equal(back.info, info.infotexts[0]);
+  assert.equal(back.parameters['Seed'], '1');
+  assert.equal(back.parameters['Sampler'], 'Euler');
+  assert.equal(back.parameters['Lora hashes'], `lora_a: ${await addnetHash(join(sdTiny, 'lora-kohya/lora_a.safetensors'))}`);
+  assert.equal(back.parameters['Model'], 'sd-tiny');
+});
+
+test('seeds are deterministic per image, and LoRA tags and clip skip change the result', async () => {
+  const a = await gen({ prompt: 'a cat', seed: 5 });
+  const again = await gen({ prompt: 'a cat', seed: 5 });
+  assert.equal(a.images[0], again.images[0], 'same seed, same image');
+  const batch = await gen({ prompt: 'a cat', seed: 5, batch_size: 2 });
+  assert.deepEqual(batch.info.all_seeds, [5, 6]);
+  const six = await gen({ prompt: 'a cat', seed: 6 });
+  assert.equal(batch.images[1], six.images[0], 'image i of a batch is the image of seed+i');
+  assert.notEqual(batch.images[0], batch.images[1]);
+  const zero = await gen({ prompt: 'a cat <lora:lora_a:0>', seed: 5 });
+  // The merged path may order float operations differently from the base path: allow one 8-bit step.
+  assert.ok((await maxDiff(zero.images[0]!, a.images[0]!)) <= 1, 'multiplier 0 is the base model');
+  const withA = await gen({ prompt: 'a cat <lora:lora_a:1>', seed: 5 });
+  const withAB = await gen({ prompt: 'a cat <lora:lora_a:1> <lora:lora_b:0.5>', seed: 5 });
+  assert.ok((await maxDiff(withA.images[0]!, a.images[0]!)) > 8);
+  assert.ok((await maxDiff(withAB.images[0]!, withA.images[0]!)) > 8, 'a second LoRA stacks on the first');
+  const back = await gen({ prompt: 'a cat', seed: 5 });
+  assert.ok((await maxDiff(back.images[0]!, a.images[0]!)) <= 1, 'dropping the tags restores the base weights');
+  const skip2 = await gen({ prompt: 'a cat', seed: 5, override_settings: { CLIP_stop_at_last_layers: 2 } });
+  assert.ok((await maxDiff(skip2.images[0]!, a.images[0]!)) > 8);
+  assert.match(skip2.info.infotexts[0], /Clip skip: 2/);
+});
+
+test('interrupt stops the real sampler early and returns the partial image', async () => {
+  const req = t.post('/sdapi/v1/txt2img', { ...base, prompt: 'long', steps: 500, seed: 2 });
+  const t0 = Date.now();
+  while ((t.server.ctx.queue.current()?.step ?? 0) < 2) {
+    if (Date.now() - t0 > 60000) throw new Error('never reached step 2');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  const p = (await t.get('/sdapi/v1/progress')).body;
+  assert.equal(p.state.sampling_steps, 500);
+  assert.ok(p.current_image === null || (await sharp(Buffer.from(p.current_image, 'base64')).metadata()).format === 'png');
+  await t.post('/sdapi/v1/interrupt');
+  const r = await req;
+  assert.equal(r.status, 200);
+  assert.equal(r.body.images.length, 1);
+  assert.ok(t.server.ctx.queue.current() === null);
+});
+
+test('img2img with a mask runs on the fixture model', async () => {
+  const init = await sharp({ create: { width: 64, height: 64, channels: 3, background: { r: 200, g: 30, b: 30 } } }).png().toBuffer();
+  const mask = await sharp({ create: { width: 64, height: 64, channels: 3, background: '#000000' } })
+    .composite([{ input: await sharp({ create: { width: 32, height: 32, channels: 3, background: '#ffffff' } }).png().toBuffer(), left: 16, top: 16 }])
+    .png()
+    .toBuffer();
+  const r = await t.post('/sdapi/v1/img2img', { ...base, prompt: 'x', init_images: [init.toString('base64')], mask: mask.toString('base64'), mask_blur: 0, denoising_strength: 0.6, seed: 3 });
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  const { data } = await sharp(Buffer.from(r.body.images[0], 'base64')).raw().toBuffer({ resolveWithObject: true });
+  // Outside the mask the original pixels are pasted back (A1111 overlay).
+  assert.deepEqual([...data.subarray(0, 3)], [200, 30, 30]);
+  assert.match(JSON.parse(r.body.info).infotexts[0], /Denoising strength: 0\.6/);
+});
