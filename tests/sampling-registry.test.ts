@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { isUserError } from '../engine/util/errors.ts';
+import { cfgModel, guide } from '../engine/sampling/cfg.ts';
 import { a1111Timesteps } from '../engine/sampling/ddim-plms.ts';
 import { img2imgSteps } from '../engine/sampling/img2img.ts';
 import { A1111_SAMPLER_NAMES, listSamplersForApi, resolveSampler } from '../engine/sampling/registry.ts';
@@ -170,4 +171,17 @@ test('LCM: UNet called at LCM timesteps 20j + 19 with the consistency boundary s
   const T = 9990;
   const want = (T / Math.sqrt(T * T + 0.25)) * x0 + (0.25 / (T * T + 0.25)) * x;
   for (const v of r1.latent) assert.ok(Math.abs(v - want) < 1e-4 * Math.abs(want), `${v} vs ${want}`);
+});
+
+test('CFG helper: uncond + scale * (cond - uncond), applied per model call', async () => {
+  const cond = Float32Array.from([1, 2, -3]);
+  const uncond = Float32Array.from([0.5, 2, 1]);
+  assert.deepEqual(guide(cond, uncond, 7), Float32Array.from([4, 2, -27]));
+  assert.deepEqual(guide(cond, uncond, 1), cond);
+  const seen: number[] = [];
+  const model = cfgModel(async (input, t) => (seen.push(t), { cond: input, uncond: new Float32Array(input.length) }), 2);
+  assert.deepEqual(await model(Float32Array.from([1, -1, 0.5]), 12.5, { sigma: 1, index: 0, total: 1 }), Float32Array.from([2, -2, 1]));
+  assert.deepEqual(seen, [12.5]);
+  const short = cfgModel(async () => ({ cond: new Float32Array(1), uncond: new Float32Array(1) }), 2);
+  await assert.rejects(short(new Float32Array(2), 1, { sigma: 1, index: 0, total: 1 }), /conditional eps/);
 });
