@@ -40,6 +40,23 @@ export interface GenerateRequest {
   img2img?: Img2ImgInput;
   /** Replaces the seeded initial noise [batch, C, h, w] (as diffusers' `latents=`); later draws still follow the seeds. */
   initialNoise?: Float32Array;
+  /** A1111's hires fix (txt2img): upscale the first pass, then a second img2img pass at the larger size. */
+  hires?: HiresOptions;
+}
+
+export interface HiresOptions {
+  /** Upscale factor (A1111 hr_scale); ignored when resizeX/resizeY are set. */
+  scale?: number;
+  resizeX?: number;
+  resizeY?: number;
+  /** A1111 upscaler name: "Latent", "Latent (nearest)", "Latent (bilinear)", … or an image upscaler. */
+  upscaler: string;
+  /** Second-pass steps; 0 or undefined = the first pass's steps. */
+  steps?: number;
+  denoisingStrength: number;
+  sampler?: string;
+  prompt?: string;
+  negativePrompt?: string;
 }
 
 export interface Img2ImgInput {
@@ -71,6 +88,9 @@ export interface PreviewImage {
 export interface GenerateResult {
   /** [batch, 3, H, W] in about [-1, 1]. */
   images: Float32Array;
+  /** Size of the images (larger than requested after a hires fix). */
+  width: number;
+  height: number;
   sampler: string;
   scheduleType: string;
   stopped: 'interrupt' | 'skip' | null;
@@ -126,15 +146,75 @@ export class Pipeline {
   async generate(r: GenerateRequest, hooks: GenerateHooks = {}): Promise<GenerateResult> {
     checkRequest(this.model, r);
     const B = r.seeds.length;
-    const h = r.height / 8;
-    const w = r.width / 8;
-    const C = this.model.arch.unet.inChannels;
-    const plane = C * h * w;
     const notes: string[] = [];
+    const hr = r.hires ? hiresTarget(r) : undefined;
+    const totalSteps = r.steps + (hr ? hr.steps : 0);
+    const offsetHooks = (offset: number): GenerateHooks => ({
+      shouldStop: hooks.shouldStop,
+      onStep: hooks.onStep ? (s, _t, preview) => hooks.onStep!(s + offset, totalSteps, preview) : undefined,
+    });
+
+    let init: Float32Array | undefined;
+    let keep: Float32Array | undefined;
+    if (r.img2img) {
+      init = await this.encodeImages(r.img2img.images, B, r.width, r.height, !!r.tiling);
+      if (r.img2img.mask) {
+        const m = latentMask(r.img2img.mask, r.width, r.height);
+        const C = this.model.arch.unet.inChannels;
+        keep = new Float32Array(B * C * m.length);
+        for (let i = 0; i < keep.length; i++) keep[i] = 1 - m[i % m.length]!;
+      }
+    }
+    const first = await this.pass(r, { width: r.width, height: r.height, steps: r.steps, init, keep, strength: r.img2img?.denoisingStrength }, offsetHooks(0), notes);
+    let latent = first.latent;
+    let width = r.width;
+    let height = r.height;
+    let stopped = first.stopped;
+    if (hr && !stopped) {
+      // Hires fix: upscale the first pass, then img2img it at the target size with fresh seeded noise.
+      let upscaled: Float32Array;
+      if (hr.latentMode) {
+        upscaled = resizeLatents(latent, B, this.model.arch.unet.inChannels, r.height / 8, r.width / 8, hr.height / 8, hr.width / 8, hr.latentMode);
+      } else {
+        const small = await this.decodeLatents(latent, B, r.height / 8, r.width / 8, !!r.tiling);
+        const big = resizeImages(small, B, r.width, r.height, hr.width, hr.height);
+        const per = 3 * hr.width * hr.height;
+        upscaled = await this.encodeImages(Array.from({ length: B }, (_, b) => big.subarray(b * per, (b + 1) * per)), B, hr.width, hr.height, !!r.tiling);
+        notes.push(`hires upscaler '${r.hires!.upscaler}' is not available; used Lanczos`);
+      }
+      const second = await this.pass(
+        { ...r, prompt: r.hires!.prompt ?? r.prompt, negativePrompt: r.hires!.negativePrompt ?? r.negativePrompt, sampler: r.hires!.sampler ?? r.sampler, initialNoise: undefined },
+        { width: hr.width, height: hr.height, steps: hr.steps, init: upscaled, strength: r.hires!.denoisingStrength },
+        offsetHooks(r.steps),
+        notes,
+      );
+      latent = second.latent;
+      width = hr.width;
+      height = hr.height;
+      stopped = second.stopped;
+    }
+    if (keep && init && !hr) for (let i = 0; i < latent.length; i++) latent[i] = latent[i]! * (1 - keep[i]!) + init[i]! * keep[i]!;
+
+    const images = await this.decodeLatents(latent, B, height / 8, width / 8, !!r.tiling);
+    if (r.img2img?.mask && !hr) overlayOriginal(images, r.img2img.images, r.img2img.mask, B);
+    return { images, width, height, sampler: first.sampler, scheduleType: first.scheduleType, stopped, notes };
+  }
+
+  /** One sampling pass at width × height: txt2img from seeded noise, or img2img from `init` at `strength`. */
+  private async pass(
+    r: GenerateRequest,
+    p: { width: number; height: number; steps: number; init?: Float32Array; keep?: Float32Array; strength?: number },
+    hooks: GenerateHooks,
+    notes: string[],
+  ): Promise<{ latent: Float32Array; sampler: string; scheduleType: string; stopped: 'interrupt' | 'skip' | null }> {
+    const B = r.seeds.length;
+    const h = p.height / 8;
+    const w = p.width / 8;
+    const C = this.model.arch.unet.inChannels;
     const clipSkip = r.clipSkip ?? 1;
 
     // Conditioning for every distinct prompt text the schedules reach, encoded once each.
-    const [posSched, negSched] = getPromptSchedules([r.prompt, r.negativePrompt], r.steps) as [ScheduledPrompt[], ScheduledPrompt[]];
+    const [posSched, negSched] = getPromptSchedules([r.prompt, r.negativePrompt], p.steps) as [ScheduledPrompt[], ScheduledPrompt[]];
     const conds = new Map<string, Conditioning>();
     for (const s of [...posSched, ...negSched]) {
       if (!conds.has(s.prompt)) conds.set(s.prompt, await this.conditioner.encode(s.prompt, clipSkip));
@@ -155,19 +235,11 @@ export class Pipeline {
       throw new UserError(`initial noise has ${r.initialNoise.length} values, the latent batch needs ${seeded.length}`);
     }
     const first = r.initialNoise ?? seeded;
-
-    let init: Float32Array | undefined;
-    let keep: Float32Array | undefined;
-    if (r.img2img) {
-      init = await this.encodeImages(r.img2img.images, B, r.width, r.height, !!r.tiling);
-      if (r.img2img.mask) {
-        const m = latentMask(r.img2img.mask, r.width, r.height);
-        keep = new Float32Array(B * plane);
-        for (let i = 0; i < keep.length; i++) keep[i] = 1 - m[i % (h * w)]!;
-        const fill = r.img2img.inpaintingFill ?? 1;
-        if (fill === 2 || fill === 3) {
-          for (let i = 0; i < init.length; i++) init[i] = init[i]! * keep[i]! + (fill === 2 ? first[i]! * (1 - keep[i]!) : 0);
-        }
+    const { init, keep } = p;
+    if (init && keep) {
+      const fill = r.img2img?.inpaintingFill ?? 1;
+      if (fill === 2 || fill === 3) {
+        for (let i = 0; i < init.length; i++) init[i] = init[i]! * keep[i]! + (fill === 2 ? first[i]! * (1 - keep[i]!) : 0);
       }
     }
     const noiseMult = r.img2img?.initialNoiseMultiplier ?? 1;
@@ -189,14 +261,11 @@ export class Pipeline {
       hooks.onStep?.(info.index + 1, info.total, () => cheapPreview(info.denoised, B, C, h, w));
     };
 
-    let result: SampleResult | undefined;
-    let latent: Float32Array;
-    let stopped: 'interrupt' | 'skip' | null = null;
     try {
-      result = await sample({
+      const result: SampleResult = await sample({
         sampler: r.sampler,
         scheduler: r.scheduler ?? null,
-        steps: r.steps,
+        steps: p.steps,
         model: eps,
         schedule: this.schedule,
         noise: startNoise,
@@ -206,21 +275,15 @@ export class Pipeline {
         sTmin: r.sTmin ?? null,
         sTmax: r.sTmax ?? null,
         sNoise: r.sNoise ?? null,
-        img2img: init ? { init, denoisingStrength: r.img2img!.denoisingStrength } : undefined,
+        img2img: init ? { init, denoisingStrength: p.strength ?? 0.75 } : undefined,
         onStep,
       });
-      latent = result.latent;
       if (result.fallbackFrom !== undefined) notes.push(`sampler '${result.fallbackFrom}' is not available; used ${result.sampler}`);
+      return { latent: result.latent, sampler: result.sampler, scheduleType: result.scheduleType, stopped: null };
     } catch (e) {
       if (!(e instanceof Stop)) throw e;
-      stopped = e.reason;
-      latent = e.latent ?? init ?? startNoise.map((v) => v * this.schedule.sigmaMax);
+      return { latent: e.latent ?? init ?? startNoise.map((v) => v * this.schedule.sigmaMax), sampler: r.sampler ?? '', scheduleType: 'Automatic', stopped: e.reason };
     }
-    if (keep && init) for (let i = 0; i < latent.length; i++) latent[i] = latent[i]! * (1 - keep[i]!) + init[i]! * keep[i]!;
-
-    const images = await this.decodeLatents(latent, B, h, w, !!r.tiling);
-    if (r.img2img?.mask) overlayOriginal(images, r.img2img.images, r.img2img.mask, B);
-    return { images, sampler: result?.sampler ?? r.sampler ?? '', scheduleType: result?.scheduleType ?? 'Automatic', stopped, notes };
   }
 
   /** eps_uncond + cfg · (eps_cond − eps_uncond), batching both halves into one UNet call when their lengths agree. */
@@ -304,6 +367,95 @@ function maskEps(eps: Float32Array, unetInput: Float32Array, init: Float32Array,
   for (let i = 0; i < eps.length; i++) {
     const k = keep[i]!;
     out[i] = k === 0 ? eps[i]! : eps[i]! * (1 - k) + ((unetInput[i]! * s - init[i]!) / sigma) * k;
+  }
+  return out;
+}
+
+/** Target size and latent mode of a hires fix, A1111's rules: resize_x/y win over scale; sizes snap to 8. */
+function hiresTarget(r: GenerateRequest): { width: number; height: number; steps: number; latentMode?: 'bilinear' | 'nearest' } {
+  const o = r.hires!;
+  if (!(o.denoisingStrength >= 0 && o.denoisingStrength <= 1)) throw new UserError(`denoising_strength must be between 0 and 1, got ${o.denoisingStrength}`);
+  let width: number;
+  let height: number;
+  if (o.resizeX || o.resizeY) {
+    width = o.resizeX || Math.round((r.width * (o.resizeY ?? 0)) / r.height);
+    height = o.resizeY || Math.round((r.height * (o.resizeX ?? 0)) / r.width);
+  } else {
+    const scale = o.scale ?? 2;
+    if (!(scale >= 1 && scale <= 8)) throw new UserError(`hr_scale must be between 1 and 8, got ${scale}`);
+    width = Math.round(r.width * scale);
+    height = Math.round(r.height * scale);
+  }
+  width = Math.round(width / 8) * 8;
+  height = Math.round(height / 8) * 8;
+  if (width > 4096 || height > 4096) throw new UserError(`hires size ${width}x${height} is over 4096`);
+  const name = o.upscaler.toLowerCase();
+  const latentMode = name.startsWith('latent') ? (name.includes('nearest') ? 'nearest' : 'bilinear') : undefined;
+  return { width, height, steps: o.steps && o.steps > 0 ? o.steps : r.steps, latentMode };
+}
+
+/** Bilinear (align_corners false, as torch) or nearest resize of [B, C, h, w] latents. */
+export function resizeLatents(x: Float32Array, B: number, C: number, h: number, w: number, H: number, W: number, mode: 'bilinear' | 'nearest'): Float32Array {
+  const out = new Float32Array(B * C * H * W);
+  const sy = h / H;
+  const sx = w / W;
+  for (let bc = 0; bc < B * C; bc++) {
+    const src = bc * h * w;
+    const dst = bc * H * W;
+    for (let y = 0; y < H; y++) {
+      for (let xo = 0; xo < W; xo++) {
+        if (mode === 'nearest') {
+          out[dst + y * W + xo] = x[src + Math.min(h - 1, Math.floor(y * sy)) * w + Math.min(w - 1, Math.floor(xo * sx))]!;
+          continue;
+        }
+        const fy = Math.max(0, (y + 0.5) * sy - 0.5);
+        const fx = Math.max(0, (xo + 0.5) * sx - 0.5);
+        const y0 = Math.min(h - 1, Math.floor(fy));
+        const x0 = Math.min(w - 1, Math.floor(fx));
+        const y1 = Math.min(h - 1, y0 + 1);
+        const x1 = Math.min(w - 1, x0 + 1);
+        const ty = fy - y0;
+        const tx = fx - x0;
+        const top = x[src + y0 * w + x0]! * (1 - tx) + x[src + y0 * w + x1]! * tx;
+        const bot = x[src + y1 * w + x0]! * (1 - tx) + x[src + y1 * w + x1]! * tx;
+        out[dst + y * W + xo] = top * (1 - ty) + bot * ty;
+      }
+    }
+  }
+  return out;
+}
+
+/** Lanczos-3 resize of [B, 3, H, W] images, separable, for hires fix with an image upscaler. */
+export function resizeImages(x: Float32Array, B: number, w: number, h: number, W: number, H: number): Float32Array {
+  const lanczos = (t: number) => (t === 0 ? 1 : Math.abs(t) >= 3 ? 0 : (3 * Math.sin(Math.PI * t) * Math.sin((Math.PI * t) / 3)) / (Math.PI * Math.PI * t * t));
+  const resample1d = (src: Float32Array, n: number, N: number, stride: number, count: number, lineStride: number, outStride: number, outLine: number, dst: Float32Array) => {
+    const scale = n / N;
+    const support = 3 * Math.max(1, scale);
+    for (let i = 0; i < N; i++) {
+      const c = (i + 0.5) * scale - 0.5;
+      const lo = Math.max(0, Math.ceil(c - support));
+      const hi = Math.min(n - 1, Math.floor(c + support));
+      const wts: number[] = [];
+      let sum = 0;
+      for (let j = lo; j <= hi; j++) {
+        const v = lanczos((j - c) / Math.max(1, scale));
+        wts.push(v);
+        sum += v;
+      }
+      for (let l = 0; l < count; l++) {
+        let acc = 0;
+        for (let j = lo; j <= hi; j++) acc += src[l * lineStride + j * stride]! * wts[j - lo]!;
+        dst[l * outLine + i * outStride] = acc / sum;
+      }
+    }
+  };
+  const out = new Float32Array(B * 3 * H * W);
+  const tmp = new Float32Array(h * W);
+  for (let p = 0; p < B * 3; p++) {
+    const src = x.subarray(p * h * w, (p + 1) * h * w);
+    resample1d(src, w, W, 1, h, w, 1, W, tmp);
+    const dst = out.subarray(p * H * W, (p + 1) * H * W);
+    resample1d(tmp, h, H, W, W, 1, W, 1, dst);
   }
   return out;
 }
