@@ -10,6 +10,8 @@ import { LoraMerger } from '../engine/lora/merge.ts';
 import { loadLora } from '../engine/lora/load.ts';
 import { parseModuleName } from '../engine/lora/names.ts';
 import { TargetIndex } from '../engine/lora/targets.ts';
+import { applyStack } from '../engine/lora/apply.ts';
+import { parseLoraTensors } from '../engine/lora/parse.ts';
 import type { WeightMap } from '../engine/lora/types.ts';
 
 const sd = join(fixturesDir, 'sd-tiny');
@@ -226,4 +228,54 @@ test('a missing LoRA file is a UserError and leaves the active stack in place', 
   assert.deepEqual(sameBits(w, snapshot), []);
   const back = await m.apply([{ path: kohyaA, te: 1, unet: 1 }]);
   assert.deepEqual(back.changedKeys, []);
+});
+
+test('DyLoRA dyn=n uses the first n ranks with the full alpha/r scale', async () => {
+  const { tensors } = await readAll(kohyaB);
+  const w = copyWeights();
+  await new LoraMerger(w, quiet).apply([{ path: kohyaB, te: 1, unet: 1, dyn: 3 }]);
+  const [module, ldm] = Object.entries(keymap.kohya_lora_module_to_ldm_weight).find(([k]) => tensors.has(`${k}.lora_down.weight`))!;
+  const down = tensors.get(`${module}.lora_down.weight`)!, up = tensors.get(`${module}.lora_up.weight`)!;
+  const alpha = tensors.get(`${module}.alpha`)!.data[0]!;
+  const [r, inn] = down.shape as [number, number];
+  const got = w.get(ldm)!.data, b = base.tensors.get(ldm)!.data;
+  let worst = 0;
+  for (let o = 0; o < up.shape[0]!; o++) for (let j = 0; j < inn; j++) {
+    let s = 0;
+    for (let k = 0; k < 3; k++) s += up.data[o * r + k]! * down.data[k * inn + j]!;
+    worst = Math.max(worst, Math.abs(got[o * inn + j]! - (b[o * inn + j]! + (alpha / r) * s)));
+  }
+  assert.ok(r > 3 && worst < 1e-6, `worst ${worst}`);
+});
+
+test('SD2 OpenCLIP fused in_proj: q/k/v LoRAs patch their row thirds; SDXL-style LDM-named UNet modules resolve', async () => {
+  const d = 8;
+  const P = 'cond_stage_model.model.transformer.resblocks.0.';
+  const weights: WeightMap = new Map([
+    [`${P}attn.in_proj_weight`, { shape: [3 * d, d], data: new Float32Array(3 * d * d).fill(1) }],
+    [`${P}attn.out_proj.weight`, { shape: [d, d], data: new Float32Array(d * d).fill(1) }],
+    [`${P}mlp.c_fc.weight`, { shape: [4 * d, d], data: new Float32Array(4 * d * d).fill(1) }],
+  ]);
+  const one = (v: number) => ({ shape: [1, d], data: new Float32Array(d).fill(v) });
+  const lora = new Map<string, { shape: number[]; data: Float32Array }>();
+  const vals: Record<string, number> = { k_proj: 2, out_proj: 3 };
+  for (const [name, v] of Object.entries(vals)) {
+    lora.set(`lora_te_text_model_encoder_layers_0_self_attn_${name}.lora_down.weight`, one(1));
+    lora.set(`lora_te_text_model_encoder_layers_0_self_attn_${name}.lora_up.weight`, { shape: [d, 1], data: new Float32Array(d).fill(v) });
+  }
+  const parsed = parseLoraTensors(lora, {});
+  const index = new TargetIndex(weights.keys(), (k) => weights.get(k)?.shape);
+  const rep = await applyStack(weights, [{ lora: parsed, te: 0.5, unet: 1 }], index);
+  assert.deepEqual(rep.layers[0]!.unmatched, []);
+  const inProj = weights.get(`${P}attn.in_proj_weight`)!.data;
+  assert.ok(inProj.subarray(0, d * d).every((x) => x === 1), 'q rows untouched');
+  assert.ok(inProj.subarray(d * d, 2 * d * d).every((x) => x === 2), 'k rows += 0.5·2');
+  assert.ok(inProj.subarray(2 * d * d).every((x) => x === 1), 'v rows untouched');
+  assert.ok(weights.get(`${P}attn.out_proj.weight`)!.data.every((x) => x === 2.5));
+
+  const tiny = new TargetIndex(base.tensors.keys());
+  assert.equal(
+    tiny.resolve('unet', parseModuleName('lora_unet_input_blocks_1_1_transformer_blocks_0_attn2_to_k')!.path)?.key,
+    keymap.kohya_lora_module_to_ldm_weight['lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k'],
+  );
 });

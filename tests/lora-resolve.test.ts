@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fixturesDir } from './support/paths.ts';
 import { LoraLibrary, closestNames } from '../engine/lora/resolve.ts';
+import { stackFromPrompt } from '../engine/lora/prompt-stack.ts';
 
 const kohyaA = join(fixturesDir, 'sd-tiny/lora-kohya/lora_a.safetensors');
 const kohyaB = join(fixturesDir, 'sd-tiny/lora-kohya/lora_b.safetensors');
@@ -78,6 +79,22 @@ test('an unknown name is an error listing the closest names', async () => {
   try {
     await assert.rejects(lib.resolve('frist'), (e: Error & { status?: number }) => /not found/.test(e.message) && /closest names: first/.test(e.message) && e.status === 404);
     assert.deepEqual(closestNames('lora_c', ['lora_a', 'lora_b', 'zebra']), ['lora_a', 'lora_b']);
+  } finally {
+    await cleanup();
+  }
+});
+
+test('a prompt becomes a stripped prompt and a resolved stack; an unknown tag name fails with suggestions', async () => {
+  const { dir, lib, cleanup } = await library();
+  try {
+    const p = await stackFromPrompt('a cat <lora:lora_a:0.8>, <lora:second:1:0.5> <hypernet:x>', lib);
+    assert.equal(p.prompt, 'a cat ,  ');
+    assert.deepEqual(p.stack, [
+      { path: join(dir, 'first.safetensors'), te: 0.8, unet: 0.8, name: 'lora_a' },
+      { path: join(dir, 'styles/deep/second.safetensors'), te: 1, unet: 0.5, name: 'second' },
+    ]);
+    assert.deepEqual(p.other.map((o) => o.type), ['hypernet']);
+    await assert.rejects(stackFromPrompt('<lora:secnod>', lib), /closest names: second/);
   } finally {
     await cleanup();
   }

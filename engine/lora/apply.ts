@@ -15,6 +15,8 @@ export interface StackLayer {
   name?: string;
   te: number;
   unet: number;
+  /** DyLoRA: use only the first `dyn` ranks of plain LoRA modules (A1111 `<lora:x:1:1:dyn>`); scale unchanged. */
+  dyn?: number;
 }
 
 export interface ApplyReport {
@@ -61,7 +63,8 @@ export async function applyStack(weights: WeightMap, stack: StackLayer[], index:
   stack.forEach((layer, li) => {
     const { matched, unmatched } = resolveTargets(layer.lora, index);
     layers[li]!.unmatched.push(...unmatched);
-    for (const m of matched) {
+    for (const mm of matched) {
+      const m = layer.dyn !== undefined ? truncateRank(mm, layer.dyn) : mm;
       const mult = m.part === 'unet' ? layer.unet : layer.te;
       if (mult === 0) continue;
       if (!weights.has(m.target!.key)) {
@@ -108,6 +111,25 @@ export async function applyStack(weights: WeightMap, stack: StackLayer[], index:
     }
   }
   return { touched, layers };
+}
+
+/** up[:, :n] and down[:n] of a plain module (A1111 rebuild_conventional with dyn_dim). */
+function truncateRank(m: LoraModule, n: number): LoraModule {
+  if (!isPlain(m)) return m;
+  const up = m.tensors.up!, down = m.tensors.down!;
+  const r = down.shape[0]!;
+  if (n <= 0 || n >= r) return m;
+  const out = up.shape[0]!, upInner = up.data.length / (out * r), cols = down.data.length / r;
+  const u = new Float32Array(out * n * upInner);
+  for (let o = 0; o < out; o++) u.set(up.data.subarray(o * r * upInner, (o * r + n) * upInner), o * n * upInner);
+  return {
+    ...m,
+    tensors: {
+      ...m.tensors,
+      up: { shape: [out, n, ...up.shape.slice(2)], data: u },
+      down: { shape: [n, ...down.shape.slice(1)], data: down.data.slice(0, n * cols) },
+    },
+  };
 }
 
 function fitsLowRank(m: LoraModule, n: number): boolean {

@@ -19,6 +19,8 @@ export interface StackItem {
   unet: number;
   /** Name for reports and logs (e.g. the prompt tag's name). */
   name?: string;
+  /** DyLoRA rank truncation (see StackLayer.dyn). */
+  dyn?: number;
 }
 
 export interface MergeResult {
@@ -128,7 +130,7 @@ export class LoraMerger {
     for (const s of stack) {
       if (s.te === 0 && s.unet === 0) continue;
       const p = resolve(s.path);
-      parts.push(JSON.stringify([p, await this.fileId(p), s.te, s.unet]));
+      parts.push(JSON.stringify([p, await this.fileId(p), s.te, s.unet, s.dyn ?? null]));
     }
     return parts.join('\n');
   }
@@ -198,7 +200,7 @@ export class LoraMerger {
     // Load every file before touching weights, so a missing file leaves the active stack intact.
     const active = stack.filter((s) => s.te !== 0 || s.unet !== 0);
     const loaded = [];
-    for (const s of active) loaded.push({ lora: await this.loraOf(s.path), name: s.name ?? s.path, te: s.te, unet: s.unet });
+    for (const s of active) loaded.push({ lora: await this.loraOf(s.path), name: s.name ?? s.path, te: s.te, unet: s.unet, dyn: s.dyn });
 
     const before = new Set(this.dirty);
     this.restoreDirty();
