@@ -50,6 +50,7 @@ const f64: [string, number[][], (p: g.Tensor[]) => g.Tensor, Parameters<typeof g
   ['softmax', [[3, 5]], ([a]) => g.softmax(a!, -1)],
   ['log_softmax / cross-entropy', [[3, 5], [3, 5]], ([a, t]) => g.crossEntropy(a!, g.softmax(t!))],
   ['attention (causal)', [[1, 2, 4, 3], [1, 2, 4, 3], [1, 2, 4, 3]], ([q, k, v]) => g.attention(q!, k!, v!, { causal: true })],
+  ['attention (causal, query chunks of 3, cross lengths)', [[1, 7, 3], [1, 9, 3], [1, 9, 2]], ([q, k, v]) => g.attention(q!, k!, v!, { causal: true, queryChunk: 3 })],
   ['attention (additive mask)', [[1, 3, 2], [1, 4, 2], [1, 4, 2]], ([q, k, v]) => g.attention(q!, k!, v!, { mask: g.constant([0, -1e9, 0, 0], [4], 'float64') })],
   ['rotary', [[1, 3, 4]], ([x]) => {
     const { cos, sin } = g.ropeTables(3, 4, 10000, 'float64');

@@ -210,6 +210,12 @@ test('attention with causal mask equals a masked softmax by hand; rotary rotates
       assert.ok(Math.abs((att!.data as Float32Array)[i * D + d]! - ref) < 1e-5, `attention row ${i}`);
     }
   }
+  // Query chunking gives the same result (causal offsets carried per chunk, keys longer than queries).
+  const q2 = g.constant(rand(2 * 5 * 3, 24), [2, 5, 3]);
+  const k2 = g.constant(rand(2 * 7 * 3, 25), [2, 7, 3]);
+  const v2 = g.constant(rand(2 * 7 * 4, 26), [2, 7, 4]);
+  const [whole, chunked] = await evaluate([g.attention(q2, k2, v2, { causal: true }), g.attention(q2, k2, v2, { causal: true, queryChunk: 2 })]);
+  close(chunked!.data as Float32Array, whole!.data as Float32Array, 1e-6, 'chunked attention');
   const { cos, sin } = g.ropeTables(3, 4, 10000);
   const x = g.constant(Float32Array.from({ length: 12 }, () => 1), [3, 4]);
   const [rot] = await evaluate([g.rotary(x, cos, sin)]);

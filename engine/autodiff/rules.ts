@@ -291,7 +291,7 @@ R['upsample_nearest'] = (t, dy) => {
   const [N, C, H, W] = t.inputs[0]!.shape;
   return [g.sum(g.reshape(dy, [N!, C!, H!, s, W!, s]), [3, 5])];
 };
-R['causal_mask'] = (_t, dy) => [node('causal_mask', [dy], { fill: 0 }, dy.dtype, dy.shape)];
+R['causal_mask'] = (t, dy) => [node('causal_mask', [dy], { ...t.attrs, fill: 0 }, dy.dtype, dy.shape)];
 R['rand_like'] = () => [undefined];
 R['dim_size'] = () => [undefined];
 

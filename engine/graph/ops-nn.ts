@@ -166,13 +166,18 @@ export const silu = (x: Tensor): Tensor => mul(x, sigmoid(x));
 
 // ---------- attention ----------
 
-/** Sets x[..., i, j] to -inf where j > i + (S - T): the causal mask aligned to the end of the keys. (Its gradient uses fill 0.) */
-export function causalMask(x: Tensor): Tensor {
+/**
+ * Sets x[..., i, j] to -inf where j > i + offset; the default offset S - T aligns the mask to the end of the
+ * keys (a query chunk starting at row r of T uses r + S - T). Its gradient is the same mask filled with 0.
+ */
+export function causalMask(x: Tensor, offset?: number): Tensor {
   const T = x.shape[x.rank - 2]!;
   const S = x.shape[x.rank - 1]!;
-  if (!(typeof T === 'number' && typeof S === 'number') && T !== S)
-    throw new ShapeError(`causalMask: ${x} needs static dims or equal named query/key lengths`);
-  return node('causal_mask', [x], { fill: '-inf' }, x.dtype, x.shape);
+  const static_ = typeof T === 'number' && typeof S === 'number';
+  if (!static_ && (T !== S || (offset !== undefined && offset !== 0)))
+    throw new ShapeError(`causalMask: ${x} needs static dims, or equal named query/key lengths and offset 0`);
+  const off = offset ?? (static_ ? (S as number) - (T as number) : 0);
+  return node('causal_mask', [x], { fill: '-inf', offset: off }, x.dtype, x.shape);
 }
 
 export interface AttentionOptions {
@@ -181,6 +186,11 @@ export interface AttentionOptions {
   mask?: Tensor;
   /** Defaults to 1/sqrt(head dim). */
   scale?: number;
+  /**
+   * Process queries in chunks of this many rows (static T only): peak memory of the [T, S] scores drops to
+   * [chunk, S] per head, since ORT runs the chunks one after another. Same result.
+   */
+  queryChunk?: number;
 }
 
 /** Scaled dot-product attention: q [..., T, D], k [..., S, D], v [..., S, Dv] -> [..., T, Dv]. */
@@ -188,11 +198,25 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   const D = q.shape[q.rank - 1]!;
   if (typeof D !== 'number') throw new ShapeError(`attention: head dim of ${q} must be static`);
   const scale = opts.scale ?? 1 / Math.sqrt(D);
-  // Scaling q (T x D) instead of the scores (T x S) touches fewer elements.
-  let s = matmul(mul(q, scale), mT(k));
-  if (opts.mask) s = add(s, opts.mask);
-  if (opts.causal) s = causalMask(s);
-  return matmul(softmax(s, -1), v);
+  const T = q.shape[q.rank - 2]!;
+  const S = k.shape[k.rank - 2]!;
+  const kt = mT(k);
+  const rows = (qc: Tensor, r0: number): Tensor => {
+    // Scaling q (T x D) instead of the scores (T x S) touches fewer elements.
+    let s = matmul(mul(qc, scale), kt);
+    if (opts.mask) {
+      const m = opts.mask;
+      const full = m.rank >= 2 && m.shape[m.rank - 2] === T && T !== 1 && qc.shape[qc.rank - 2] !== T;
+      s = add(s, full ? slice(m, m.rank - 2, r0, r0 + (qc.shape[qc.rank - 2] as number)) : m);
+    }
+    if (opts.causal) s = typeof T === 'number' && typeof S === 'number' ? causalMask(s, r0 + S - T) : causalMask(s);
+    return matmul(softmax(s, -1), v);
+  };
+  const chunk = opts.queryChunk;
+  if (!chunk || typeof T !== 'number' || chunk >= T) return rows(q, 0);
+  const parts: Tensor[] = [];
+  for (let r0 = 0; r0 < T; r0 += chunk) parts.push(rows(slice(q, q.rank - 2, r0, Math.min(T, r0 + chunk)), r0));
+  return concat(parts, q.rank - 2);
 }
 
 /** Splits [B, T, H*D] into heads [B, H, T, D]. */

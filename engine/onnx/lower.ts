@@ -234,7 +234,8 @@ export const LOWERERS: Record<string, Lowerer> = {
     let mask: string;
     if (typeof T === 'number' && typeof S === 'number') {
       const m = new Uint8Array(T * S);
-      for (let i = 0; i < T; i++) for (let j = 0; j < S; j++) m[i * S + j] = j <= i + (S - T) ? 1 : 0;
+      const off = t.attrs['offset'] as number;
+      for (let i = 0; i < T; i++) for (let j = 0; j < S; j++) m[i * S + j] = j <= i + off ? 1 : 0;
       mask = cx.constant(m, [T, S], 'bool');
     } else {
       const ones = cx.emit('ConstantOfShape', [cx.shape([T, S])], { value: oneTensor('float32', 1) });
