@@ -57,3 +57,27 @@ test('clip skip beyond the layer count is a clear error', async () => {
   const { ids, batch, tokens } = await tokenIds();
   await assert.rejects(single.encodeText(ids, batch, tokens, single.arch.textEncoder.layers + 1), /clip skip must be/);
 });
+
+test('tiling makes the UNet equivariant to circular shifts (seamless textures)', async () => {
+  const x = await golden.read('golden/inputs.safetensors', 'unet_latents');
+  const ctx = await golden.read('golden/text_encoder.safetensors', 'last_hidden_state');
+  const [B, C, H, W] = x.shape as [number, number, number, number];
+  // Shift by a multiple of the UNet's total downsampling so every level sees a whole-pixel shift.
+  const shift = 2 ** (single.arch.unet.channelMult.length - 1);
+  const roll = (a: Float32Array) => {
+    const out = new Float32Array(a.length);
+    for (let bc = 0; bc < B * C; bc++)
+      for (let y = 0; y < H; y++) for (let xx = 0; xx < W; xx++) out[bc * H * W + y * W + ((xx + shift) % W)] = a[bc * H * W + y * W + xx]!;
+    return out;
+  };
+  const dims = { batch: B, height: H, width: W, tokens: ctx.shape[1]! };
+  const t = [500, 500];
+  const tiled = await single.predict(x.data, t, ctx.data, { ...dims, tiling: true });
+  const tiledShifted = await single.predict(roll(x.data), t, ctx.data, { ...dims, tiling: true });
+  const rolled = roll(tiled);
+  assert.ok(tiledShifted.every((v, i) => Math.abs(v - rolled[i]!) < 1e-4), 'tiled UNet is not shift-equivariant');
+  const plain = await single.predict(x.data, t, ctx.data, dims);
+  const plainShifted = await single.predict(roll(x.data), t, ctx.data, dims);
+  const rolledPlain = roll(plain);
+  assert.ok(plainShifted.some((v, i) => Math.abs(v - rolledPlain[i]!) > 1e-3), 'zero padding should break equivariance');
+});
