@@ -10,6 +10,9 @@ import type { CheckpointEntry, ModelIndex } from './models.ts';
 import type { OptionsStore } from './options.ts';
 
 export class CheckpointManager {
+  /** Path of the standalone VAE loaded with the current checkpoint ('' for the checkpoint's own). */
+  private loadedVae = '';
+
   constructor(
     private readonly backend: GenerationBackend,
     private readonly models: ModelIndex,
@@ -52,6 +55,7 @@ export class CheckpointManager {
     const vae = this.vaeFor(c, sdVae, notes);
     this.log(`loading checkpoint ${c.title}${vae ? ` with VAE ${vae.name}` : ''}`);
     await this.backend.loadCheckpoint(c, vae);
+    this.loadedVae = vae?.path ?? '';
     return c;
   }
 
@@ -70,7 +74,8 @@ export class CheckpointManager {
     if (!target && current) target = this.models.findCheckpoint(current.name);
     if (!target) target = this.models.checkpoints()[0] ?? null;
     if (!target) throw this.noCheckpoint();
-    if (current && current.path === target.path) return target;
+    // A changed `sd_vae` means a reload too: the VAE is part of what the backend loaded.
+    if (current && current.path === target.path && (this.vaeFor(target, sdVae, [])?.path ?? '') === this.loadedVae) return target;
     await this.load(target, sdVae, notes);
     if (!wanted) this.remember(target);
     return target;

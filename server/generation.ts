@@ -176,7 +176,7 @@ async function runGeneration(ctx: ServerContext, kind: GenerationKind, prepared:
   const format = checkSamplesFormat(opts['samples_format']);
   const overrideCkpt = ((req['override_settings'] ?? {}) as Req)['sd_model_checkpoint'];
   const ckpt = await ctx.checkpoints.ensureLoaded(typeof overrideCkpt === 'string' ? overrideCkpt : null, opts['sd_vae'], notes);
-  const vae = ctx.checkpoints.vaeFor(ckpt, opts['sd_vae'], []);
+  const vae = ctx.checkpoints.vaeFor(ckpt, opts['sd_vae'], notes);
 
   // Sampler: A1111 uses sampler_index when sampler_name is null; names the backend lacks fall back.
   const available = ctx.backend.samplers ? SAMPLERS.filter((s) => ctx.backend.samplers!.includes(s.name)) : SAMPLERS;
@@ -382,7 +382,7 @@ async function runGeneration(ctx: ServerContext, kind: GenerationKind, prepared:
     clip_skip: clipSkip,
     is_using_inpainting_conditioning: false,
     version: ctx.version,
-    notes,
+    notes: [...new Set(notes)],
   };
   const parameters: Record<string, unknown> = { ...req };
   if (kind === 'img2img' && !req['include_init_images']) {

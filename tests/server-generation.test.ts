@@ -366,3 +366,34 @@ test('a backend that implements fewer samplers lists only those and falls back t
     await s.close();
   }
 });
+
+test('sd_vae: a chosen VAE file is loaded with the checkpoint, and changing it reloads', async () => {
+  const { symlink } = await import('node:fs/promises');
+  await symlink(join(sdTiny, 'sd-tiny.safetensors'), join(t.dataDir, 'models/VAE/sd-tiny.vae.safetensors'));
+  await symlink(join(sdTiny, 'sd-tiny.safetensors'), join(t.dataDir, 'models/VAE/other-vae.safetensors'));
+  await t.post('/sdapi/v1/refresh-vae');
+  const gen = async () => {
+    const r = await t.post('/sdapi/v1/txt2img', { prompt: 'v', steps: 1, width: 8, height: 8 });
+    assert.equal(r.status, 200);
+    return JSON.parse(r.body.info);
+  };
+  const n0 = backend.loads.length;
+  let info = await gen();
+  assert.equal(backend.loads.at(-1)!.vae?.name, 'sd-tiny.vae.safetensors', 'Automatic picks <stem>.vae.safetensors');
+  assert.equal(info.sd_vae_name, 'sd-tiny.vae');
+  assert.ok(backend.loads.length > n0);
+  await t.post('/sdapi/v1/options', { sd_vae: 'other-vae.safetensors' });
+  info = await gen();
+  assert.equal(backend.loads.at(-1)!.vae?.path, join(t.dataDir, 'models/VAE/other-vae.safetensors'));
+  assert.match(info.infotexts[0], /VAE: other-vae,/);
+  const n1 = backend.loads.length;
+  await gen();
+  assert.equal(backend.loads.length, n1, 'no reload when nothing changed');
+  await t.post('/sdapi/v1/options', { sd_vae: 'None' });
+  await gen();
+  assert.equal(backend.loads.at(-1)!.vae, null);
+  await t.post('/sdapi/v1/options', { sd_vae: '../../../etc/passwd' });
+  info = await gen();
+  assert.equal(backend.loads.at(-1)!.vae, null);
+  assert.ok(info.notes.some((n: string) => /VAE '..\/..\/..\/etc\/passwd' not found/.test(n)), info.notes.join('; '));
+});
