@@ -201,3 +201,22 @@ test('parse: scale from alpha/r, from PEFT metadata (incl. alpha_pattern, rslora
   assert.equal(peft(meta({ 'unet.r': 4, 'unet.lora_alpha': 16, 'unet.use_rslora': true })), 8);
   assert.equal(peft({}), 1);
 });
+
+test('parse: bundled embeddings are listed apart; unsupported LyCORIS kinds (IA3, GLoRA, OFT) are unknown keys', () => {
+  const d = rand([2, 4]), u = rand([4, 2]);
+  const p = parseLoraTensors(new Map([
+    ['lora_unet_mid_block_attentions_0_proj_in.lora_down.weight', d],
+    ['lora_unet_mid_block_attentions_0_proj_in.lora_up.weight', u],
+    ['bundle_emb.mychar.string_to_param.*', rand([2, 8])],
+    ['lora_unet_mid_block_attentions_0_proj_out.weight', rand([4])],
+    ['lora_unet_mid_block_attentions_0_proj_out.on_input', rand([1])],
+    ['lora_unet_mid_block_attentions_0_to_q.oft_blocks', rand([2, 2, 2])],
+  ]), {});
+  assert.equal(p.modules.length, 1);
+  assert.deepEqual(p.bundledEmbeddings, ['mychar']);
+  assert.deepEqual(p.unknownKeys, [
+    'lora_unet_mid_block_attentions_0_proj_out.on_input',
+    'lora_unet_mid_block_attentions_0_proj_out.weight',
+    'lora_unet_mid_block_attentions_0_to_q.oft_blocks',
+  ]);
+});

@@ -137,7 +137,13 @@ function doraOf(roles: Record<string, F32Tensor>): { magnitude: F32Tensor; axis:
 export function parseLoraTensors(tensors: Map<string, F32Tensor>, metadata: Record<string, string>, source = 'LoRA'): ParsedLora {
   const groups = new Map<string, { roles: Record<string, F32Tensor>; styles: Set<Style> }>();
   const unknownKeys: string[] = [];
+  const embeddings = new Set<string>();
   for (const [key, t] of tensors) {
+    const emb = key.match(/^bundle_emb\.([^.]+)\./);
+    if (emb) {
+      embeddings.add(emb[1]!);
+      continue;
+    }
     const s = splitKey(key);
     if (!s) {
       unknownKeys.push(key);
@@ -181,5 +187,5 @@ export function parseLoraTensors(tensors: Map<string, F32Tensor>, metadata: Reco
     modules.push({ name: module, part: name.part, path: name.path, kind, tensors: own, rank, alpha, scale, dora: doraOf(roles) });
   }
   const format = styles.size === 1 ? [...styles][0]! : styles.size === 0 ? 'kohya' : styles.has('kohya') ? 'mixed' : 'peft';
-  return { metadata, format, modules, unknownKeys: unknownKeys.sort() };
+  return { metadata, format, modules, unknownKeys: unknownKeys.sort(), bundledEmbeddings: [...embeddings].sort() };
 }

@@ -48,4 +48,9 @@ export interface ParsedLora {
   modules: LoraModule[];
   /** Tensor keys that belong to no recognised module type. */
   unknownKeys: string[];
+  /**
+   * Names of textual-inversion embeddings bundled in the file (`bundle_emb.<name>.*`, which A1111 loads as
+   * embeddings); they are not weight patches, so the merger neither applies nor reports them.
+   */
+  bundledEmbeddings: string[];
 }
