@@ -8,7 +8,7 @@ import { fixturesDir } from './support/paths.ts';
 import { SafetensorsFile, writeSafetensors } from '../engine/safetensors/index.ts';
 import { LoraMerger } from '../engine/lora/merge.ts';
 import { loadLora } from '../engine/lora/load.ts';
-import { parseModuleName } from '../engine/lora/names.ts';
+import { kohyaModuleName, moduleForLdmKey, parseModuleName } from '../engine/lora/names.ts';
 import { TargetIndex } from '../engine/lora/targets.ts';
 import { applyStack } from '../engine/lora/apply.ts';
 import { parseLoraTensors } from '../engine/lora/parse.ts';
@@ -92,6 +92,10 @@ test('every kohya module of the fixture LoRAs resolves to the LDM weight keymap.
     if (index.resolve(n.part, n.path)?.key !== ldm) wrong.push(module);
   }
   assert.deepEqual(wrong, []);
+  // And the other way, as a trainer names what it trains: LDM key → kohya module name.
+  for (const [module, ldm] of Object.entries(keymap.kohya_lora_module_to_ldm_weight)) {
+    assert.equal(kohyaModuleName(moduleForLdmKey(ldm, index.unetLayout!)!), module);
+  }
   for (const f of [kohyaA, kohyaB, peftA, peftB]) {
     const l = await loadLora(f);
     const unresolved = l.modules.filter((m) => !index.resolve(m.part, m.path)).map((m) => m.name);

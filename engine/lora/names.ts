@@ -5,6 +5,8 @@
  * `path` is dotted; for the UNet it is a diffusers path (SD1/2 kohya, PEFT) or an LDM path (SDXL kohya).
  */
 
+import { ldmToDiffusers, LDM_PREFIX, type UnetLayout } from '../sd/keymap.ts';
+
 export type LoraPart = 'unet' | 'te' | 'te2';
 
 export interface ModuleName {
@@ -101,4 +103,20 @@ export function kohyaModuleName(m: ModuleName, teStyle: 'te' | 'te1' = 'te'): st
 export function diffusersModuleName(m: ModuleName): string {
   const prefix = m.part === 'unet' ? 'unet.' : m.part === 'te2' ? 'text_encoder_2.' : 'text_encoder.';
   return prefix + m.path;
+}
+
+/**
+ * The LoRA module (part + diffusers-style path) that patches an LDM weight key, for writers: a trainer
+ * holding LDM keys gets kohya names via `kohyaModuleName(moduleForLdmKey(key, layout)!)`. UNet modules use
+ * diffusers paths (kohya's SD1/SD2 convention); text-encoder modules the HF CLIP path (`text_model.…`).
+ */
+export function moduleForLdmKey(ldmKey: string, unetLayout: UnetLayout): ModuleName | undefined {
+  const stem = ldmKey.replace(/\.weight$/, '');
+  if (stem === ldmKey) return undefined;
+  if (ldmKey.startsWith(LDM_PREFIX.unet)) {
+    const d = ldmToDiffusers(ldmKey, { unet: unetLayout });
+    return d ? { part: 'unet', path: d.name.slice(0, -'.weight'.length) } : undefined;
+  }
+  if (stem.startsWith(LDM_PREFIX.text_encoder + 'text_model.')) return { part: 'te', path: stem.slice(LDM_PREFIX.text_encoder.length) };
+  return undefined;
 }
