@@ -2,7 +2,7 @@
  * Images in and out of the API. In: base64 (a `data:` prefix is stripped), or an http(s) URL only when the
  * operator enabled it, and never to loopback/private/link-local/reserved addresses (checked on every
  * address the name resolves to, at connect time, so DNS tricks cannot slip through). Out: PNG with the
- * infotext in a `parameters` chunk (JPEG/WebP: EXIF UserComment), base64 without a data: prefix.
+ * infotext in a `parameters` chunk (JPEG/WebP: EXIF UserComment, see exif.ts), base64 without a data: prefix.
  * Error details are A1111's (`Invalid encoded image`, `Requests not allowed`, …).
  */
 import { lookup as dnsLookup, type LookupAddress } from 'node:dns';
@@ -12,6 +12,7 @@ import https from 'node:https';
 import sharp from 'sharp';
 import { writePngText } from '../engine/image/png-info.ts';
 import type { RawImage } from './backend.ts';
+import { jpegWithUserComment, webpWithUserComment } from './exif.ts';
 import { HttpError } from './errors.ts';
 
 export interface ImagePolicy {
@@ -187,7 +188,10 @@ export async function encodeImage(
     const png = await s.png().toBuffer();
     return infotext ? writePngText(png, { parameters: infotext }) : png;
   }
-  const withInfo = infotext ? s.withExif({ IFD2: { UserComment: infotext } }) : s;
-  if (format === 'webp') return withInfo.webp({ lossless: opts.webpLossless ?? false, quality: opts.jpegQuality ?? 80 }).toBuffer();
-  return withInfo.jpeg({ quality: opts.jpegQuality ?? 80 }).toBuffer();
+  if (format === 'webp') {
+    const webp = await s.webp({ lossless: opts.webpLossless ?? false, quality: opts.jpegQuality ?? 80 }).toBuffer();
+    return infotext ? webpWithUserComment(webp, infotext, img.width, img.height) : webp;
+  }
+  const jpeg = await s.jpeg({ quality: opts.jpegQuality ?? 80 }).toBuffer();
+  return infotext ? jpegWithUserComment(jpeg, infotext) : jpeg;
 }

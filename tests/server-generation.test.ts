@@ -350,6 +350,9 @@ test('save_images writes atomically into outputs/, samples_format jpg, send_imag
   assert.equal(readPngText(saved)['parameters'], JSON.parse(r.body.info).infotexts[0]);
   const j = await t.post('/sdapi/v1/txt2img', { prompt: 'jpeg', steps: 1, width: 16, height: 16, override_settings: { samples_format: 'jpg' } });
   assert.equal((await sharp(Buffer.from(j.body.images[0], 'base64')).metadata()).format, 'jpeg');
+  const jInfo = (await t.post('/sdapi/v1/png-info', { image: j.body.images[0] })).body;
+  assert.equal(jInfo.info, JSON.parse(j.body.info).infotexts[0], 'png-info reads the JPEG EXIF UserComment');
+  assert.equal(jInfo.parameters['Prompt'], 'jpeg');
   const bad = await t.post('/sdapi/v1/txt2img', { prompt: 'x', steps: 1, width: 8, height: 8, override_settings: { samples_format: 'bmp' } });
   assert.deepEqual([bad.status, bad.body.detail], [500, 'Invalid image format']);
 });

@@ -3,6 +3,8 @@ import { freemem, totalmem } from 'node:os';
 import { isPng, parseInfotext, readPngText } from '../../engine/image/png-info.ts';
 import type { ServerContext } from '../context.ts';
 import { decodeImageInput } from '../images.ts';
+import { readUserComment } from '../exif.ts';
+import sharp from 'sharp';
 import { pngInfoModel } from '../requests.ts';
 import { validateModel } from '../schema.ts';
 import type { Api } from './api.ts';
@@ -16,8 +18,13 @@ export function register(api: Api, ctx: ServerContext): void {
       if (image.trim() === '') return { info: '', items: {}, parameters: {} };
       const bytes = await decodeImageInput(image, ctx.imagePolicy());
       const items: Record<string, string> = isPng(bytes) ? readPngText(bytes) : {};
-      const info = items['parameters'] ?? '';
+      let info = items['parameters'] ?? '';
       delete items['parameters'];
+      if (!info) {
+        // JPEG/WebP (and PNGs written by EXIF-only tools): A1111 reads the EXIF UserComment.
+        const exif = (await sharp(bytes).metadata()).exif;
+        info = (exif && readUserComment(exif)) || '';
+      }
       return { info, items, parameters: info ? parseInfotext(info) : {} };
     },
   );
