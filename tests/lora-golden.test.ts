@@ -3,7 +3,10 @@ import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { fixturesDir } from './support/paths.ts';
-import { Goldens } from './support/golden.ts';
+import { Goldens, assertClose } from './support/golden.ts';
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { writeSafetensors } from '../engine/safetensors/index.ts';
 import { StableDiffusion } from '../engine/sd/model.ts';
 import { LoraMerger, type StackItem } from '../engine/lora/merge.ts';
 
@@ -74,3 +77,46 @@ for (const format of ['kohya', 'diffusers'] as const) {
     await golden.expectClose(o.eps, UNET, 'eps_base');
   });
 }
+
+test('with conv weights baked into the sessions, merging and restoring still reach the goldens', async () => {
+  const baked = await StableDiffusion.load(join(dir, 'sd-tiny.safetensors'), { threads: 1, weights: 'baked' });
+  const m = new LoraMerger(baked.weights, { log: () => {} });
+  const x = await golden.read('golden/inputs.safetensors', 'unet_latents');
+  const t = await golden.readRaw('golden/inputs.safetensors', 'unet_timesteps');
+  const base = await golden.read(TE, 'last_hidden_state');
+  const [batch, , height, width] = x.shape as number[];
+  const dims = { batch: batch!, height: height!, width: width!, tokens: base.shape[1]! };
+  const ts = Array.from(t.data as BigInt64Array, Number);
+  await golden.expectClose(await baked.predict(x.data, ts, base.data, dims), UNET, 'eps_base');
+  const r = await m.apply([{ path: files.kohya.a, te: 1, unet: 1, name: 'a' }]);
+  await baked.weightsChanged(r.changedKeys);
+  await golden.expectClose(await baked.predict(x.data, ts, base.data, dims), UNET, 'eps_lora_a_x1_unet_only');
+  const builds = baked.sessionBuilds;
+  await baked.weightsChanged((await m.apply([])).changedKeys);
+  await golden.expectClose(await baked.predict(x.data, ts, base.data, dims), UNET, 'eps_base');
+  // The touched weights are fed from now on: switching stacks again costs no session rebuild.
+  assert.equal(baked.sessionBuilds, builds);
+
+  // A LoCon touching a baked 1×1 conv (SD1's proj_in) forces one rebuild, after which both modes agree.
+  const tmp = await mkdtemp(join(tmpdir(), 'locon-'));
+  const path = join(tmp, 'locon.safetensors');
+  const r4 = 2;
+  const down = new Float32Array(r4 * 32).map((_, i) => Math.sin(i) * 0.3);
+  const up = new Float32Array(32 * r4).map((_, i) => Math.cos(i) * 0.3);
+  await writeSafetensors(path, {
+    'lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight': { dtype: 'F32', shape: [r4, 32, 1, 1], data: down },
+    'lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight': { dtype: 'F32', shape: [32, r4, 1, 1], data: up },
+    'lora_unet_down_blocks_0_attentions_0_proj_in.alpha': { dtype: 'F32', shape: [], data: new Float32Array([r4]) },
+  });
+  const rb = await m.apply([{ path, te: 1, unet: 1, name: 'locon' }]);
+  assert.deepEqual(rb.changedKeys, ['model.diffusion_model.input_blocks.1.1.proj_in.weight']);
+  await baked.weightsChanged(rb.changedKeys);
+  const bakedEps = await baked.predict(x.data, ts, base.data, dims);
+  assert.ok(baked.sessionBuilds > builds, 'touching a baked conv must rebuild the session');
+  await merger.apply([{ path, te: 1, unet: 1, name: 'locon' }]);
+  const fedEps = await model.predict(x.data, ts, base.data, dims);
+  await merger.apply([]);
+  assertClose(bakedEps, fedEps, { atol: 1e-5, rtol: 1e-5 }, 'baked vs fed LoCon');
+  const baseEps = await golden.read(UNET, 'eps_base');
+  assert.ok(bakedEps.some((v, i) => Math.abs(v - baseEps.data[i]!) > 1e-3), 'the LoCon changed nothing');
+});

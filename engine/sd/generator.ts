@@ -64,6 +64,7 @@ export class SdGenerator {
   /** Makes `loras` the active stack (restoring the base weights first) and generates. */
   async generate(req: GenerateWithLoras, hooks: GenerateHooks = {}): Promise<GeneratorResult> {
     const lora = await this.merger.apply(req.loras ?? []);
+    await this.model.weightsChanged(lora.changedKeys);
     if (lora.changedKeys.some((k) => k.startsWith('cond_stage_model.'))) this.conditioner.clear();
     const out = await this.pipeline.generate(req, hooks);
     const notes = [...out.notes];

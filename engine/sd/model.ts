@@ -3,7 +3,7 @@
  * graphs, one per input shape, built on first use. Weights are fed to ONNX Runtime as graph inputs that wrap
  * these very buffers, so a LoRA merged into them in place takes effect on the next run with no rebuild.
  */
-import type { Tensor } from '../graph/tensor.ts';
+import { topoSort, type Tensor } from '../graph/tensor.ts';
 import { compile, type CompiledGraph, type SessionOptions } from '../runtime/session.ts';
 import { clipTextEncoder } from '../models/clip-text.ts';
 import { weightContext, type ModuleContext } from '../models/layers.ts';
@@ -14,27 +14,38 @@ import { Checkpoint, type WeightMap } from './checkpoint.ts';
 
 export const TEXT_PREFIX = 'cond_stage_model.transformer.text_model.';
 
-export interface LoadOptions extends SessionOptions {
+export interface LoadOptions extends Omit<SessionOptions, 'weights' | 'alwaysFeed'> {
   /** A separate VAE file replacing the checkpoint's own. */
   vae?: string;
+  /**
+   * How weights reach ONNX Runtime. 'inputs': fed at every run, so in-place LoRA merges apply at once.
+   * 'baked': conv kernels are baked in as in-memory external data (ORT pre-packs them), Linear weights and
+   * any weight a LoRA has touched stay fed; touching a baked weight rebuilds the sessions once.
+   */
+  weights?: 'inputs' | 'baked';
 }
 
 export class StableDiffusion {
   private readonly graphs = new Map<string, Promise<CompiledGraph>>();
+  /** Baked mode: weights that must stay fed because something (a LoRA merge) changes them in place. */
+  private readonly fed = new Set<string>();
+  /** Sessions built so far; a rebuild after a newly touched baked weight counts here. */
+  sessionBuilds = 0;
 
   private constructor(
     readonly path: string,
     readonly arch: SdArch,
     readonly weights: WeightMap,
     private readonly session: SessionOptions,
+    readonly weightsMode: 'inputs' | 'baked',
   ) {}
 
   static async load(path: string, opts: LoadOptions = {}): Promise<StableDiffusion> {
     const ck = await Checkpoint.open(path, { vae: opts.vae });
     try {
       const weights = await ck.readAll(['model.diffusion_model.', 'first_stage_model.', 'cond_stage_model.']);
-      const { vae: _vae, ...session } = opts;
-      return new StableDiffusion(path, ck.arch, weights, session);
+      const { vae: _vae, weights: mode, ...session } = opts;
+      return new StableDiffusion(path, ck.arch, weights, session, mode ?? 'inputs');
     } finally {
       await ck.close();
     }
@@ -51,11 +62,40 @@ export class StableDiffusion {
   private graph(key: string, build: () => Tensor[]): Promise<CompiledGraph> {
     let g = this.graphs.get(key);
     if (!g) {
-      g = compile(build(), this.session);
+      const outputs = build();
+      let opts: SessionOptions = this.session;
+      if (this.weightsMode === 'baked') {
+        const alwaysFeed = new Set(topoSort(outputs).filter((t) => t.op === 'param' && (t.rank !== 4 || this.fed.has(t.name!))));
+        opts = { ...this.session, weights: 'external', alwaysFeed };
+      }
+      this.sessionBuilds++;
+      g = compile(outputs, opts);
       g.catch(() => this.graphs.delete(key));
       this.graphs.set(key, g);
     }
     return g;
+  }
+
+  /**
+   * Tells the model that these weights changed in place (a LoRA merge or restore). Fed weights need nothing;
+   * a baked one becomes fed from now on, and the sessions that baked it are rebuilt on next use.
+   */
+  async weightsChanged(keys: Iterable<string>): Promise<void> {
+    if (this.weightsMode === 'inputs') return;
+    let rebuild = false;
+    for (const k of keys) {
+      const w = this.weights.get(k);
+      if (w && w.shape.length === 4 && !this.fed.has(k)) {
+        this.fed.add(k);
+        rebuild = true;
+      }
+    }
+    if (!rebuild) return;
+    const old = [...this.graphs.values()];
+    this.graphs.clear();
+    // The new sessions feed one more weight, so their graphs (and cache keys) differ from the old ones, and
+    // the fed set only grows: nothing will ask for an old session again, so its memory can go now.
+    for (const g of old) await (await g.catch(() => undefined))?.session.release();
   }
 
   /** Token ids [batch, tokens] → hidden states [batch, tokens, width] (A1111's clip skip applied). */
