@@ -168,6 +168,9 @@ test('parse: every naming scheme gives the same module path; unknown keys are li
     [`unet.${path}.lora_A.default.weight`, '.lora_B.default.weight'],
     [`${path}.lora_linear_layer.down.weight`, '.lora_linear_layer.up.weight'],
   ];
+  // ComfyUI names modules by LDM path; the target index resolves those by the LDM key itself.
+  const comfy = parseLoraTensors(new Map([['diffusion_model.input_blocks.1.1.proj_in.lora_A.weight', d], ['diffusion_model.input_blocks.1.1.proj_in.lora_B.weight', u]]), {});
+  assert.deepEqual([comfy.modules[0]!.part, comfy.modules[0]!.path], ['unet', 'input_blocks.1.1.proj_in']);
   for (const [downKey, upSuffix] of variants) {
     const module = downKey.slice(0, downKey.lastIndexOf('.lora'));
     const p = parseLoraTensors(new Map([[downKey, d], [module + upSuffix, u], ['junk.tensor', d]]), {});

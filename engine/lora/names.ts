@@ -23,6 +23,11 @@ const KOHYA_PREFIX: [string, LoraPart][] = [
 ];
 const DIFFUSERS_PREFIX: [string, LoraPart][] = [
   ['unet.', 'unet'],
+  // ComfyUI-saved LoRAs name modules by the model's own (LDM / HF) paths.
+  ['model.diffusion_model.', 'unet'],
+  ['diffusion_model.', 'unet'],
+  ['text_encoders.clip_l.transformer.', 'te'],
+  ['text_encoders.clip_g.transformer.', 'te2'],
   ['text_encoder_2.', 'te2'],
   ['text_encoder.', 'te'],
 ];
