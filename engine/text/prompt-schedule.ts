@@ -49,17 +49,15 @@ class ScheduleParser {
 
   /**
    * A bracket at the top level that lark's resolution keeps as syntax, or null when it reads it as literal
-   * characters. Emphasis is literal text either way, so its bracket is read as a literal and its contents
-   * stay at the top level. An alternation has no literal reading. For a scheduled edit both readings parse;
-   * lark (Earley, ordered SPPF) keeps the edit unless the run of bracket characters right after it has an
-   * even, non-zero length — measured against lark itself on thousands of generated prompts.
+   * characters. For a scheduled edit both readings parse; lark (Earley, ordered SPPF) keeps the edit unless
+   * the run of literal bracket characters right after it has an even, non-zero length. This rule was
+   * measured against lark itself; it is exact for prompts without stray brackets next to an edit.
    */
   private topLevelConstruct(pos: number): { nodes: Node[]; end: number } | null {
     const r = this.tryConstruct(pos);
     if (!r) return null;
     const kind = r.nodes.length === 1 ? r.nodes[0]!.kind : 'text';
-    if (kind === 'text') return null;
-    if (kind === 'alternate') return r;
+    if (kind !== 'scheduled') return r;
     const run = this.strayRunLength(r.end);
     return run > 0 && run % 2 === 0 ? null : r;
   }
