@@ -4,7 +4,8 @@ import { fmt } from '../graph/shape.ts';
 import type { Tensor } from '../graph/tensor.ts';
 import { lower, type LowerOptions } from '../onnx/lower.ts';
 import { UserError } from '../util/errors.ts';
-import { defaultThreads, executionProviders, logOnce, type Device } from './providers.ts';
+import { defaultThreads, executionProviders, hasFastFloat16, logOnce, type Device } from './providers.ts';
+import { toFloat16 } from './precision.ts';
 
 export interface SessionOptions {
   device?: Device;
@@ -18,6 +19,11 @@ export interface SessionOptions {
   memArena?: boolean;
   /** ORT graph optimisation level; 'all' by default. */
   optimization?: 'disabled' | 'basic' | 'extended' | 'all';
+  /**
+   * 'float16' computes in float16 (float32 inputs, weights and outputs stay float32 at the boundary) on
+   * devices with fast float16; on CPU it logs once and runs float32.
+   */
+  precision?: 'float32' | 'float16';
 }
 
 /** A host-side tensor: data plus its shape (float16 is raw uint16 bits, bool is uint8). */
@@ -148,7 +154,13 @@ export class CompiledGraph {
 
 /** Lowers `outputs` to ONNX and opens (or reuses) an ORT session for it. */
 export async function compile(outputs: readonly Tensor[], opts: SessionOptions = {}): Promise<CompiledGraph> {
-  const g = lower(outputs, { weights: opts.weights, alwaysFeed: opts.alwaysFeed });
+  let graphOutputs = outputs;
+  if (opts.precision === 'float16') {
+    const device = opts.device ?? 'cpu';
+    if (hasFastFloat16(device)) graphOutputs = toFloat16(outputs);
+    else logOnce(`precision: float16 requested but ${device} has no fast float16 kernels; running float32`);
+  }
+  const g = lower(graphOutputs, { weights: opts.weights, alwaysFeed: opts.alwaysFeed });
   // ORT 1.30 fuses x*sigmoid(1.702x) into QuickGelu even for float64, which has no kernel; 'basic' skips fusions.
   const o = g.hasFloat64 && !opts.optimization ? { ...opts, optimization: 'basic' as const } : opts;
   const session = await cachedSession(g.key, g.bytes, o, g.externalData);
