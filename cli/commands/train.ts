@@ -6,6 +6,7 @@ import { loadDataset, stepPlan, type Dataset } from '../../engine/train/dataset.
 import { bucketName } from '../../engine/train/buckets.ts';
 import { captionForStep, captionOptions } from '../../engine/train/captions.ts';
 import { BUCKET_RESO_STEP } from '../../engine/train/config-fields.ts';
+import { runTraining } from './train-run.ts';
 
 export function register(program: Command): void {
   program
@@ -13,14 +14,19 @@ export function register(program: Command): void {
     .description('train a LoRA from one YAML config')
     .requiredOption('--config <file>', 'YAML training config')
     .option('--dry-run', 'validate the config and show the dataset plan without training')
-    .action(async (opts: { config: string; dryRun?: boolean }) => {
+    .option('--save-format <format>', 'LoRA file format: kohya (A1111, default) or diffusers (PEFT keys)', 'kohya')
+    .option('--no-progress', 'print one line per step instead of a progress bar')
+    .action(async (opts: { config: string; dryRun?: boolean; saveFormat: string; progress: boolean }) => {
+      if (opts.saveFormat !== 'kohya' && opts.saveFormat !== 'diffusers')
+        throw new UserError(`--save-format must be kohya or diffusers, got ${JSON.stringify(opts.saveFormat)}`);
       const { config, warnings } = await loadTrainConfig(opts.config);
       if (opts.dryRun) console.log(`# resolved config (${opts.config})\n${stringify(config, { lineWidth: 0 }).trimEnd()}\n`);
       for (const w of warnings) console.warn(`warning: ${w}`);
       const dataset = await loadDataset(config, { verifyImages: Boolean(opts.dryRun) });
       for (const w of dataset.warnings) console.warn(`warning: ${w}`);
       if (!opts.dryRun) {
-        throw new UserError('config and dataset are valid, but the trainer has not landed yet in this version of lora-scripts');
+        await runTraining(config, { saveFormat: opts.saveFormat, progressBar: opts.progress && Boolean(process.stderr.isTTY), dataset });
+        return;
       }
       console.log(dryRunReport(config, dataset));
     });

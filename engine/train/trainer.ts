@@ -23,7 +23,7 @@ import { LossAverage } from '../logging/loss-average.ts';
 import { alphasCumprod, SD_TRAIN_SCHEDULE } from '../sampling/training-schedule.ts';
 import { UserError } from '../util/errors.ts';
 import type { TrainConfig } from './config.ts';
-import { loadDataset, stepPlan, type DatasetItem } from './dataset.ts';
+import { loadDataset, stepPlan, type Dataset, type DatasetItem } from './dataset.ts';
 import { epochBatches, randomCrop, bucketName } from './buckets.ts';
 import { captionForStep, captionOptions, splitTags } from './captions.ts';
 import { LatentCache } from './latent-cache.ts';
@@ -80,6 +80,8 @@ export interface TrainOptions {
   stopAfterStep?: number;
   /** Intra-op threads for ONNX Runtime (default: all cores). */
   threads?: number;
+  /** The dataset already loaded from this config (its warnings are then not repeated). */
+  dataset?: Dataset;
 }
 
 export interface TrainResult {
@@ -184,8 +186,10 @@ class Run {
     this.model = await StableDiffusion.load(c.base_model, session);
     this.scaling = this.model.arch.vae.scalingFactor;
     this.tokenizer = await loadClipTokenizer(c.tokenizer);
-    const dataset = await loadDataset(c);
-    for (const w of dataset.warnings) this.log(`warning: ${w}`);
+    const dataset = this.opts.dataset ?? (await loadDataset(c));
+    if (!this.opts.dataset) for (const w of dataset.warnings) this.log(`warning: ${w}`);
+    const cov = dataset.coverage;
+    this.log(`dataset ${dataset.root}: ${cov.total} images, ${cov.captioned} captioned (metadata ${cov.bySource.metadata}, sidecar ${cov.bySource.sidecar}, folder ${cov.bySource.folder})`);
     const trainItems = dataset.items.filter((i) => i.split === 'train');
     const valItems = dataset.items.filter((i) => i.split === 'validation');
     if (!trainItems.length) throw new UserError(`train_data_dir ${c.train_data_dir}: no images left for training after the validation split`);
