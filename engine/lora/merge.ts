@@ -8,7 +8,7 @@ import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { totalmem } from 'node:os';
 import { applyStack, type ApplyReport } from './apply.ts';
-import { loadLora } from './load.ts';
+import { loadLora, loraFileOf } from './load.ts';
 import { TargetIndex } from './targets.ts';
 import type { ParsedLora, WeightMap } from './types.ts';
 
@@ -120,8 +120,9 @@ export class LoraMerger {
     return { entries: this.stacks.size, bytes: this.stackBytes, limit: this.cacheBytes, pristineBytes };
   }
 
+  /** Identity of the weights file behind a path (a folder's mtime does not change when a file in it is rewritten). */
   private async fileId(path: string): Promise<string> {
-    const s = await stat(path);
+    const s = await stat(await loraFileOf(path));
     return `${s.mtimeMs}:${s.size}`;
   }
 
