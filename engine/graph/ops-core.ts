@@ -151,12 +151,19 @@ export function reshape(x: Tensor, shape: readonly Dim[]): Tensor {
   const b = dimProduct(out);
   if (a !== b) throw new ShapeError(`reshape ${x}: ${fmt(x.shape)} has ${a} elements, ${fmt(out)} has ${b}`);
   if (out.every((d, i) => d === x.shape[i]) && out.length === x.rank) return x;
+  // A reshape of a reshape only needs the original (keeps backward graphs free of reshape chains).
+  if (x.op === 'reshape') return reshape(x.inputs[0]!, shape);
   return node('reshape', [x], { shape: shape as Dim[] }, x.dtype, out);
 }
 
 export function transpose(x: Tensor, perm: readonly number[]): Tensor {
   if (perm.length !== x.rank || [...perm].sort().some((p, i) => p !== i)) throw new ShapeError(`transpose ${x}: bad perm [${perm}]`);
   if (perm.every((p, i) => p === i)) return x;
+  if (x.op === 'transpose') {
+    // Compose with the inner transpose: mT(mT(w)) in linear's backward collapses to w.
+    const inner = x.attrs['perm'] as number[];
+    return transpose(x.inputs[0]!, perm.map((p) => inner[p]!));
+  }
   return node('transpose', [x], { perm: [...perm] }, x.dtype, perm.map((p) => x.shape[p]!));
 }
 
