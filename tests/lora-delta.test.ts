@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { applyModule, computeDelta } from '../engine/lora/delta.ts';
 import { parseLoraTensors } from '../engine/lora/parse.ts';
+import { kohyaPathToDotted } from '../engine/lora/names.ts';
 import type { F32Tensor, LoraModule } from '../engine/lora/types.ts';
 
 // Independent references: each ΔW is computed from its defining index formula in float64, element by element.
@@ -222,4 +223,27 @@ test('parse: bundled embeddings are listed apart; unsupported LyCORIS kinds (IA3
     'lora_unet_mid_block_attentions_0_proj_out.weight',
     'lora_unet_mid_block_attentions_0_to_q.oft_blocks',
   ]);
+});
+
+test("kohya's flattened names turn back into dotted paths for every SD1/SD2/SDXL module kind", () => {
+  const cases = [
+    'down_blocks.0.attentions.1.transformer_blocks.0.ff.net.0.proj',
+    'down_blocks.1.resnets.0.conv_shortcut',
+    'down_blocks.0.downsamplers.0.conv',
+    'up_blocks.1.upsamplers.0.conv',
+    'mid_block.resnets.1.time_emb_proj',
+    'up_blocks.3.attentions.2.transformer_blocks.0.attn1.to_out.0',
+    'time_embedding.linear_1',
+    'conv_in',
+    'text_model.encoder.layers.11.self_attn.out_proj',
+    'text_model.encoder.layers.0.mlp.fc2',
+    'input_blocks.4.1.transformer_blocks.1.attn2.to_k',
+    'input_blocks.1.0.in_layers.2',
+    'input_blocks.3.0.op',
+    'output_blocks.2.2.conv',
+    'middle_block.2.emb_layers.1',
+    'input_blocks.4.0.skip_connection',
+    'label_emb.0.0',
+  ];
+  for (const c of cases) assert.equal(kohyaPathToDotted(c.replaceAll('.', '_')), c);
 });
