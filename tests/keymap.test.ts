@@ -101,3 +101,36 @@ test('SD2 OpenCLIP text encoder: q/k/v are row slices of the fused in_proj', () 
   // transformers 5 saves CLIPTextModel without the text_model. prefix.
   assert.equal(diffusersToLdm('text_encoder', 'encoder.layers.0.mlp.fc1.weight', undefined), 'cond_stage_model.transformer.text_model.encoder.layers.0.mlp.fc1.weight');
 });
+
+test('SD 1.5 shapes: kohya default targets (192 UNet + 72 TE modules) all resolve, LoCon names included', async () => {
+  const { SD15, syntheticShapes } = await import('../engine/sd/synthetic.ts');
+  const { TargetIndex } = await import('../engine/lora/targets.ts');
+  const { kohyaModuleName, moduleForLdmKey, parseModuleName } = await import('../engine/lora/names.ts');
+  const shapes = syntheticShapes(SD15);
+  const index = new TargetIndex(shapes.keys(), (k) => shapes.get(k));
+  const layout = index.unetLayout!;
+  assert.deepEqual(layout, { levels: 4, layersPerBlock: 2, attention: [true, true, true, false], midAttention: true });
+  const unet = [...shapes.keys()].filter((k) => /\.1\.(proj_in|proj_out|transformer_blocks\.\d+\.(attn[12]\.(to_q|to_k|to_v|to_out\.0)|ff\.net\.0\.proj|ff\.net\.2))\.weight$/.test(k));
+  const te = [...shapes.keys()].filter((k) => /self_attn\.(q|k|v|out)_proj\.weight$|mlp\.fc[12]\.weight$/.test(k));
+  assert.equal(unet.length, 192);
+  assert.equal(te.length, 72);
+  for (const key of [...unet, ...te]) {
+    const name = kohyaModuleName(moduleForLdmKey(key, layout)!);
+    const m = parseModuleName(name)!;
+    assert.equal(index.resolve(m.part, m.path)?.key, key, name);
+  }
+  const P = 'model.diffusion_model.';
+  const locon: [string, string][] = [
+    ['lora_unet_down_blocks_0_resnets_0_conv1', 'input_blocks.1.0.in_layers.2.weight'],
+    ['lora_unet_down_blocks_1_resnets_0_conv_shortcut', 'input_blocks.4.0.skip_connection.weight'],
+    ['lora_unet_down_blocks_0_downsamplers_0_conv', 'input_blocks.3.0.op.weight'],
+    ['lora_unet_up_blocks_0_upsamplers_0_conv', 'output_blocks.2.1.conv.weight'],
+    ['lora_unet_up_blocks_1_upsamplers_0_conv', 'output_blocks.5.2.conv.weight'],
+    ['lora_unet_mid_block_resnets_1_time_emb_proj', 'middle_block.2.emb_layers.1.weight'],
+    ['lora_unet_up_blocks_1_attentions_0_transformer_blocks_0_ff_net_0_proj', 'output_blocks.3.1.transformer_blocks.0.ff.net.0.proj.weight'],
+  ];
+  for (const [name, ldm] of locon) {
+    const m = parseModuleName(name)!;
+    assert.equal(index.resolve(m.part, m.path)?.key, P + ldm, name);
+  }
+});
