@@ -54,7 +54,12 @@ export class CheckpointManager {
     await this.models.ensureHashed(c);
     const vae = this.vaeFor(c, sdVae, notes);
     this.log(`loading checkpoint ${c.title}${vae ? ` with VAE ${vae.name}` : ''}`);
-    await this.backend.loadCheckpoint(c, vae);
+    try {
+      await this.backend.loadCheckpoint(c, vae);
+    } catch (e) {
+      // Whatever went wrong is the server's setup (files, tokenizer, memory), not the request's: A1111 answers 500.
+      throw new HttpError(500, `could not load checkpoint ${c.name}: ${(e as Error).message}`, 'RuntimeError');
+    }
     this.loadedVae = vae?.path ?? '';
     return c;
   }

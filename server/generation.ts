@@ -12,7 +12,7 @@ import { UserError } from '../engine/util/errors.ts';
 import type { GenerationHooks, GenerationOutput, GenerationParams, Img2ImgParams, LoraRef, RawImage } from './backend.ts';
 import type { ServerContext } from './context.ts';
 import { HttpError } from './errors.ts';
-import { checkSamplesFormat, decodeImageInput, encodeImage, prepareMask, resizeForImg2img, toRaw } from './images.ts';
+import { checkSamplesFormat, decodeImageInput, encodeImage, makeGrid, prepareMask, resizeForImg2img, toRaw } from './images.ts';
 import { OPTION_DEFAULTS, coerceOption, RESTRICTED_OPTIONS } from './options.ts';
 import { extractTags, loraTag } from './prompt-tags.ts';
 import type { JobContext, JobHandle } from './queue.ts';
@@ -114,7 +114,7 @@ function outputDir(ctx: ServerContext, opts: Record<string, unknown>, kind: Gene
   return opts['save_to_dirs'] ? join(dir, `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}`) : dir;
 }
 
-async function saveImage(dir: string, seed: number, ext: string, bytes: Buffer): Promise<string> {
+async function saveImage(dir: string, label: string, ext: string, bytes: Buffer): Promise<string> {
   await mkdir(dir, { recursive: true });
   const names = await readdir(dir).catch(() => [] as string[]);
   let next = 0;
@@ -122,7 +122,7 @@ async function saveImage(dir: string, seed: number, ext: string, bytes: Buffer):
     const m = /^(\d+)-/.exec(n);
     if (m) next = Math.max(next, parseInt(m[1]!, 10) + 1);
   }
-  const path = join(dir, `${String(next).padStart(5, '0')}-${seed}.${ext}`);
+  const path = join(dir, `${String(next).padStart(5, '0')}-${label}.${ext}`);
   await writeBufferAtomic(path, bytes);
   return path;
 }
@@ -272,6 +272,7 @@ async function runGeneration(ctx: ServerContext, kind: GenerationKind, prepared:
   job.progress({ jobNo: 0, jobCount: nIter, step: 0, total: req['steps'] as number });
   const images: string[] = [];
   const infotexts: string[] = [];
+  const made: RawImage[] = [];
   const extraParams: Record<string, InfotextValue> = {};
   const saveDir = req['save_images'] && !req['do_not_save_samples'] ? outputDir(ctx, opts, kind) : null;
   for (let n = 0; n < nIter; n++) {
@@ -336,7 +337,8 @@ async function runGeneration(ctx: ServerContext, kind: GenerationKind, prepared:
         jpegQuality: Number(opts['jpeg_quality']),
         webpLossless: Boolean(opts['webp_lossless']),
       });
-      if (saveDir) await saveImage(saveDir, allSeeds[idx]!, format === 'jpeg' ? 'jpg' : format, bytes);
+      made.push(out.images[i]!);
+      if (saveDir) await saveImage(saveDir, String(allSeeds[idx]!), format === 'jpeg' ? 'jpg' : format, bytes);
       if (req['send_images']) images.push(bytes.toString('base64'));
       infotexts.push(text);
     }
@@ -345,6 +347,24 @@ async function runGeneration(ctx: ServerContext, kind: GenerationKind, prepared:
     if (stop === 'skip') job.clearSkip();
   }
   if (ctx.backend.currentCheckpoint() && !overrideCkpt) ctx.checkpoints.remember(ckpt);
+
+  // A1111's API makes a grid only when saving (do_not_save_grid = !save_images) and there are several images.
+  let indexOfFirstImage = 0;
+  const wantGrid = req['save_images'] && !req['do_not_save_grid'] && (opts['return_grid'] || opts['grid_save']);
+  if (wantGrid && made.length > 0 && !(made.length < 2 && opts['grid_only_if_multiple'])) {
+    const grid = await makeGrid(made);
+    const text = infotexts[0]!;
+    const bytes = await encodeImage(grid, checkSamplesFormat(opts['grid_format'] ?? 'png'), opts['enable_pnginfo'] ? text : null);
+    if (opts['grid_save']) {
+      const gridDir = outputDir(ctx, { ...opts, outdir_samples: opts['outdir_grids'], [`outdir_${kind}_samples`]: opts[`outdir_${kind}_grids`] }, kind);
+      await saveImage(gridDir, 'grid', opts['grid_format'] === 'jpeg' ? 'jpg' : String(opts['grid_format'] ?? 'png'), bytes);
+    }
+    if (opts['return_grid']) {
+      if (req['send_images']) images.unshift(bytes.toString('base64'));
+      infotexts.unshift(text);
+      indexOfFirstImage = 1;
+    }
+  }
 
   const extraGen: Record<string, unknown> = { ...extraParams };
   if (loraHashes.length > 0) extraGen['Lora hashes'] = loraHashes.join(', ');
@@ -375,7 +395,7 @@ async function runGeneration(ctx: ServerContext, kind: GenerationKind, prepared:
     seed_resize_from_h: req['seed_resize_from_h'],
     denoising_strength: denoising,
     extra_generation_params: extraGen,
-    index_of_first_image: 0,
+    index_of_first_image: indexOfFirstImage,
     infotexts,
     styles: styleNames,
     job_timestamp: ctx.queue.current()?.timestamp ?? '',

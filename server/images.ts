@@ -195,3 +195,21 @@ export async function encodeImage(
   const jpeg = await s.jpeg({ quality: opts.jpegQuality ?? 80 }).toBuffer();
   return infotext ? jpegWithUserComment(jpeg, infotext) : jpeg;
 }
+
+/** A1111 `image_grid` with its default `n_rows` -1: rows = round(√n), columns to fit, black background. */
+export async function makeGrid(images: RawImage[]): Promise<RawImage> {
+  const n = images.length;
+  const rows = Math.min(n, Math.max(1, Math.round(Math.sqrt(n))));
+  const cols = Math.ceil(n / rows);
+  const { width: w, height: h } = images[0]!;
+  const canvas = sharp({ create: { width: cols * w, height: rows * h, channels: 3, background: { r: 0, g: 0, b: 0 } } });
+  const layers = images.map((im, i) => ({
+    input: Buffer.from(im.data.buffer, im.data.byteOffset, im.data.byteLength),
+    raw: { width: im.width, height: im.height, channels: im.channels },
+    left: (i % cols) * w,
+    top: Math.floor(i / cols) * h,
+  }));
+  // Compositing adds an alpha band; flatten in a second pass (sharp orders operations itself within one).
+  const composed = await canvas.composite(layers).png().toBuffer();
+  return finishRaw(sharp(composed).removeAlpha(), 3);
+}

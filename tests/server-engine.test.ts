@@ -107,3 +107,21 @@ test('img2img with a mask runs on the fixture model', async () => {
   assert.deepEqual([...data.subarray(0, 3)], [200, 30, 30]);
   assert.match(JSON.parse(r.body.info).infotexts[0], /Denoising strength: 0\.6/);
 });
+
+test('a checkpoint that cannot load (no tokenizer beside it) answers 500 RuntimeError naming the cause', async () => {
+  const { mkdtemp, mkdir, symlink, rm } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const dir = await mkdtemp(join(tmpdir(), 'lora-scripts-notok-'));
+  await mkdir(join(dir, 'models/Stable-diffusion'), { recursive: true });
+  await symlink(join(sdTiny, 'sd-tiny.safetensors'), join(dir, 'models/Stable-diffusion/sd-tiny.safetensors'));
+  const s = await startTestServer({ dataDir: dir, loadOnStart: false });
+  try {
+    const r = await s.post('/sdapi/v1/txt2img', { ...base, prompt: 'x' });
+    assert.equal(r.status, 500);
+    assert.equal(r.body.error, 'RuntimeError');
+    assert.match(r.body.errors, /could not load checkpoint sd-tiny\.safetensors: .*no CLIP tokenizer found/);
+  } finally {
+    await s.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+});

@@ -400,3 +400,28 @@ test('sd_vae: a chosen VAE file is loaded with the checkpoint, and changing it r
   assert.equal(backend.loads.at(-1)!.vae, null);
   assert.ok(info.notes.some((n: string) => /VAE '..\/..\/..\/etc\/passwd' not found/.test(n)), info.notes.join('; '));
 });
+
+test('with save_images and several images, a grid is prepended (index_of_first_image 1) and saved', async () => {
+  const r = await t.post('/sdapi/v1/txt2img', { prompt: 'grid', steps: 1, width: 16, height: 8, seed: 100, batch_size: 3, save_images: true });
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  const info = JSON.parse(r.body.info);
+  assert.equal(info.index_of_first_image, 1);
+  assert.equal(r.body.images.length, 4);
+  assert.equal(info.infotexts.length, 4);
+  const grid = Buffer.from(r.body.images[0], 'base64');
+  const gm = await sharp(grid).metadata();
+  // 3 images: rows = round(√3) = 2, cols = 2, the fourth cell black.
+  assert.deepEqual([gm.width, gm.height], [32, 16]);
+  const px = await sharp(grid).raw().toBuffer();
+  const first = await sharp(Buffer.from(r.body.images[1], 'base64')).raw().toBuffer();
+  assert.deepEqual([...px.subarray(0, 16 * 3)], [...first.subarray(0, 16 * 3)], 'cell 0 is image 0');
+  assert.deepEqual([...px.subarray((8 * 32 + 16) * 3, (8 * 32 + 17) * 3)], [0, 0, 0], 'empty cell is black');
+  assert.equal(readPngText(grid)['parameters'], info.infotexts[1]);
+  const base = join(t.dataDir, 'outputs/txt2img-grids');
+  const [day] = await readdir(base);
+  assert.deepEqual(await readdir(join(base, day!)), ['00000-grid.png']);
+  // Without save_images (the API default) there is never a grid.
+  const plain = await t.post('/sdapi/v1/txt2img', { prompt: 'grid', steps: 1, width: 16, height: 8, batch_size: 3 });
+  assert.equal(plain.body.images.length, 3);
+  assert.equal(JSON.parse(plain.body.info).index_of_first_image, 0);
+});
