@@ -29,6 +29,8 @@ const f64: [string, number[][], (p: g.Tensor[]) => g.Tensor, Parameters<typeof g
   ['tanh', [[6]], ([a]) => g.tanh(a!)],
   ['sigmoid', [[6]], ([a]) => g.sigmoid(a!)],
   ['neg', [[6]], ([a]) => g.neg(a!)],
+  ['sin / cos', [[6]], ([a]) => g.add(g.sin(a!), g.mul(g.cos(a!), 2))],
+  ['clamp', [[8]], ([a]) => g.clamp(a!, -0.5, 0.5), { init: (_i, n, r) => Array.from({ length: n }, (_, k) => (k % 2 ? 0.3 : 0.9) * (k % 4 < 2 ? 1 : -1) + r() * 0.05) }],
   ['abs', [[6]], ([a]) => g.abs(a!), { init: awayFromZero }],
   ['relu', [[6]], ([a]) => g.relu(a!), { init: awayFromZero }],
   ['where', [[2, 3], [3]], ([a, b]) => g.where(g.less(a!, 0), a!, b!), { init: awayFromZero }],

@@ -47,6 +47,10 @@ test('elementwise ops and broadcasting match JS math', async () => {
     [g.tanh(x), Math.tanh],
     [g.sigmoid(x), (v) => 1 / (1 + Math.exp(-v))],
     [g.neg(x), (v) => -v],
+    [g.sin(x), Math.sin],
+    [g.cos(x), Math.cos],
+    [g.clamp(x, -0.2, 0.3), (v) => Math.min(Math.max(v, -0.2), 0.3)],
+    [g.add(x, g.ones([2, 3])), (v) => v + 1],
     [g.pow(g.abs(x), 1.5), (v) => Math.abs(v) ** 1.5],
     [g.maximum(x, 0.1), (v) => Math.max(v, 0.1)],
     [g.minimum(x, 0.1), (v) => Math.min(v, 0.1)],
@@ -245,6 +249,10 @@ test('dynamic named dims: one session serves several batch sizes; feeds are vali
   }
   await assert.rejects(c.run({ x: { data: new Float32Array(8), shape: [1, 2, 3] } }), UserError);
   await assert.rejects(c.run({}), /input x: missing/);
+  // int64 inputs accept Int32Array token ids.
+  const ids = g.input('ids', 'int64', ['N']);
+  const [emb] = await evaluate([g.embedding(g.constant([0, 1, 10, 11, 20, 21], [3, 2]), ids)], { ids: { data: new Int32Array([2, 0]), shape: [2] } });
+  assert.deepEqual(Array.from(emb!.data as Float32Array), [20, 21, 0, 1]);
   const causal = g.causalMask(g.input('s', 'float32', ['T', 'T']));
   const [m] = await evaluate([causal], { s: { data: new Float32Array(9), shape: [3, 3] } });
   assert.deepEqual(Array.from(m!.data as Float32Array).map((v) => v === -Infinity), [false, true, true, false, false, true, false, false, false]);

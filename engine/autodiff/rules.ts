@@ -151,6 +151,8 @@ R['erf'] = (t, dy, _n, f) => {
   const x = f(t.inputs[0]!);
   return [g.mul(dy, g.mul(g.exp(g.neg(g.mul(x, x))), 2 / Math.sqrt(Math.PI)))];
 };
+R['sin'] = (t, dy, _n, f) => [g.mul(dy, g.cos(f(t.inputs[0]!)))];
+R['cos'] = (t, dy, _n, f) => [g.neg(g.mul(dy, g.sin(f(t.inputs[0]!))))];
 R['neg'] = (_t, dy) => [g.neg(dy)];
 R['abs'] = (t, dy, _n, f) => [g.mul(dy, g.sign(f(t.inputs[0]!)))];
 R['sign'] = () => [undefined];

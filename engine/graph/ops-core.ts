@@ -42,6 +42,13 @@ export function scalar(v: number, dtype: DType = 'float32'): Tensor {
   return constant([v], [], dtype);
 }
 
+/** A tensor of `shape` filled with `v`, broadcast at run time rather than stored. */
+export function full(shape: readonly Dim[], v: number, dtype: DType = 'float32'): Tensor {
+  return expand(scalar(v, dtype), shape);
+}
+export const zeros = (shape: readonly Dim[], dtype: DType = 'float32'): Tensor => full(shape, 0, dtype);
+export const ones = (shape: readonly Dim[], dtype: DType = 'float32'): Tensor => full(shape, 1, dtype);
+
 function lift(x: TensorLike, like: Tensor): Tensor {
   return typeof x === 'number' ? scalar(x, like.dtype) : x;
 }
@@ -100,7 +107,11 @@ export const neg = (x: Tensor): Tensor => unary('neg', x);
 export const abs = (x: Tensor): Tensor => unary('abs', x);
 export const sign = (x: Tensor): Tensor => unary('sign', x);
 export const relu = (x: Tensor): Tensor => unary('relu', x);
+export const sin = (x: Tensor): Tensor => unary('sin', x);
+export const cos = (x: Tensor): Tensor => unary('cos', x);
 export const square = (x: Tensor): Tensor => mul(x, x);
+/** Clamps elementwise to [lo, hi]. */
+export const clamp = (x: Tensor, lo: number, hi: number): Tensor => minimum(maximum(x, lo), hi);
 
 /** `cond ? a : b` elementwise, with broadcasting. */
 export function where(cond: Tensor, a: TensorLike, b: TensorLike): Tensor {

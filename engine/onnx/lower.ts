@@ -161,6 +161,8 @@ export const LOWERERS: Record<string, Lowerer> = {
   tanh: simple('Tanh'),
   sigmoid: simple('Sigmoid'),
   erf: simple('Erf'),
+  sin: simple('Sin'),
+  cos: simple('Cos'),
   neg: simple('Neg'),
   abs: simple('Abs'),
   sign: simple('Sign'),

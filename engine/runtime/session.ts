@@ -134,7 +134,10 @@ export class CompiledGraph {
         const v = inputs[name];
         if (v === undefined) throw new UserError(`input ${name}: missing from the feeds`);
         const shape = resolveShape(t, v, dims);
-        feeds[name] = new ort.Tensor(t.dtype, (ArrayBuffer.isView(v) ? v : v.data) as never, shape);
+        let data = ArrayBuffer.isView(v) ? v : v.data;
+        // Token ids often arrive as Int32Array or plain numbers; int64 inputs take BigInt64Array.
+        if (t.dtype === 'int64' && !(data instanceof BigInt64Array)) data = BigInt64Array.from(data as Int32Array, (x) => BigInt(x));
+        feeds[name] = new ort.Tensor(t.dtype, data as never, shape);
       } else {
         const data = lookup(params, name) ?? t.value;
         if (!data) throw new UserError(`weight ${name}: no buffer bound and none passed to run()`);
