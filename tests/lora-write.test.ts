@@ -177,3 +177,33 @@ test('describeLora on the fixtures: parts, rank, alpha and format come from the 
   assert.deepEqual(p.ranks, [8]);
   assert.deepEqual(p.scales, [1]);
 });
+
+test('SDXL: kohya LDM-named UNet modules and te1/te2 convert to diffusers names and back to kohya LDM names', () =>
+  withTmp(async (dir) => {
+    const t = (s: number[]) => rand(s);
+    const modules = [
+      mod('unet', 'input_blocks.4.1.transformer_blocks.1.attn2.to_k', t([4, 32]), t([64, 4]), 4),
+      mod('unet', 'output_blocks.2.2.conv', t([4, 64, 3, 3]), t([64, 4, 1, 1]), 4),
+      mod('te', 'text_model.encoder.layers.0.self_attn.q_proj', t([4, 32]), t([32, 4]), 4),
+      mod('te2', 'text_model.encoder.layers.0.mlp.fc1', t([4, 32]), t([128, 4]), 4),
+    ];
+    const k = join(dir, 'xl.safetensors');
+    await writeKohyaLora(k, modules, kohyaMetadata({ outputName: 'xl', networkDim: 4, networkAlpha: 4, baseModelVersion: 'sdxl_base_v1-0' }));
+    const names = (await loadLora(k)).modules.map((m) => m.name).sort();
+    assert.deepEqual(names, [
+      'lora_te1_text_model_encoder_layers_0_self_attn_q_proj',
+      'lora_te2_text_model_encoder_layers_0_mlp_fc1',
+      'lora_unet_input_blocks_4_1_transformer_blocks_1_attn2_to_k',
+      'lora_unet_output_blocks_2_2_conv',
+    ]);
+    const p = await convertLora({ input: k, output: join(dir, 'xl-peft') });
+    const peftNames = (await loadLora(p.file)).modules.map((m) => m.name).sort();
+    assert.deepEqual(peftNames, [
+      'text_encoder.text_model.encoder.layers.0.self_attn.q_proj',
+      'text_encoder_2.text_model.encoder.layers.0.mlp.fc1',
+      'unet.down_blocks.1.attentions.0.transformer_blocks.1.attn2.to_k',
+      'unet.up_blocks.0.upsamplers.0.conv',
+    ]);
+    const back = await convertLora({ input: p.file, output: join(dir, 'xl-back.safetensors') });
+    assertSameTensors(await tensorsOf(back.file), await tensorsOf(k), 'sdxl round trip');
+  }));

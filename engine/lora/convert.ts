@@ -45,17 +45,19 @@ function baseVersionOf(l: ParsedLora): string {
   return l.metadata.ss_v2 === 'True' ? 'sd_v2' : 'sd_v1';
 }
 
+async function baseLayout(base: string): Promise<UnetLayout> {
+  const ck = await Checkpoint.open(base);
+  try {
+    return inferUnetLayout(ck.keys().filter((k) => k.startsWith(LDM_PREFIX.unet)));
+  } finally {
+    await ck.close();
+  }
+}
+
 async function layoutFor(l: ParsedLora, base: string | undefined): Promise<UnetLayout | undefined> {
   const ldmNamed = l.modules.some((m) => m.part === 'unet' && /^(input_blocks|middle_block|output_blocks)\./.test(m.path));
   if (!ldmNamed) return undefined;
-  if (base) {
-    const ck = await Checkpoint.open(base);
-    try {
-      return inferUnetLayout(ck.keys().filter((k) => k.startsWith(LDM_PREFIX.unet)));
-    } finally {
-      await ck.close();
-    }
-  }
+  if (base) return baseLayout(base);
   if (baseVersionOf(l).startsWith('sdxl')) return SDXL_LAYOUT;
   throw new UserError(`${l.path}: UNet modules use LDM block names; pass --base <checkpoint> so they can be renamed to diffusers paths`);
 }
@@ -77,7 +79,10 @@ export async function convertLora(opts: ConvertOptions): Promise<ConvertResult> 
       networkAlpha: mode(modules.map((m) => (m.rank ?? 1) * m.scale)),
       baseModelVersion: baseVersionOf(lora),
     });
-    await writeKohyaLora(file, modules, { ...generated, ...carried }, { dtype: opts.dtype });
+    // SDXL kohya files name UNet modules by LDM path; SD1/SD2 ones by diffusers path.
+    const sdxl = baseVersionOf(lora).startsWith('sdxl');
+    const ldmUnetNames = sdxl ? (opts.base ? await baseLayout(opts.base) : SDXL_LAYOUT) : undefined;
+    await writeKohyaLora(file, modules, { ...generated, ...carried }, { dtype: opts.dtype, ldmUnetNames });
   } else {
     const carried = Object.fromEntries(Object.entries(lora.metadata).filter(([k]) => k.startsWith('ss_')));
     await writePeftLora(file, modules, { dtype: opts.dtype, unetLayout: await layoutFor(lora, opts.base), extraMetadata: carried });

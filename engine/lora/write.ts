@@ -8,7 +8,7 @@
  */
 import { f32ToBf16, f32ToF16 } from '../safetensors/float.ts';
 import { writeSafetensors, type TensorToWrite } from '../safetensors/index.ts';
-import { ldmToDiffusers, LDM_PREFIX, type UnetLayout } from '../sd/keymap.ts';
+import { diffusersToLdm, ldmToDiffusers, LDM_PREFIX, type UnetLayout } from '../sd/keymap.ts';
 import { UserError } from '../util/errors.ts';
 import { diffusersModuleName, kohyaModuleName, type LoraPart } from './names.ts';
 import { sshsHashes, type LaidOutTensor } from './hash.ts';
@@ -109,14 +109,27 @@ export async function writeKohyaLora(
   path: string,
   modules: LoraModule[],
   metadata: Record<string, string> = {},
-  options: { dtype?: SaveDType } = {},
+  options: {
+    dtype?: SaveDType;
+    /**
+     * kohya names SDXL UNet modules by LDM path (`lora_unet_input_blocks_4_1_…`) and SD1/SD2 ones by diffusers
+     * path. With a layout, diffusers-path UNet modules are renamed to LDM paths (use for SDXL).
+     */
+    ldmUnetNames?: UnetLayout;
+  } = {},
 ): Promise<{ sshs_model_hash: string; sshs_legacy_hash: string }> {
   const dtype = options.dtype ?? 'F32';
   const teStyle = modules.some((m) => m.part === 'te2') ? 'te1' : 'te';
   const tensors = new Map<string, { t: F32Tensor; dtype: SaveDType }>();
   for (const m of modules) {
     requireLora(m, 'kohya');
-    const name = kohyaModuleName({ part: m.part, path: m.path }, teStyle);
+    let path = m.path;
+    if (options.ldmUnetNames && m.part === 'unet' && !LDM_UNET_PATH.test(path)) {
+      const k = diffusersToLdm('unet', `${path}.weight`, options.ldmUnetNames);
+      if (!k) throw new UserError(`LoRA module ${m.name || path}: no LDM name for ${path} in this UNet layout`);
+      path = k.slice(LDM_PREFIX.unet.length, -'.weight'.length);
+    }
+    const name = kohyaModuleName({ part: m.part, path }, teStyle);
     if (tensors.has(`${name}.lora_down.weight`)) throw new UserError(`LoRA module ${name} appears twice`);
     tensors.set(`${name}.lora_down.weight`, { t: m.tensors.down!, dtype });
     tensors.set(`${name}.lora_up.weight`, { t: m.tensors.up!, dtype });
@@ -141,9 +154,11 @@ function mode(values: number[]): number {
   return [...counts.entries()].sort((a, b) => b[1] - a[1])[0]![0];
 }
 
+const LDM_UNET_PATH = /^(input_blocks|middle_block|output_blocks|time_embed|label_emb|out)\./;
+
 /** diffusers path of a UNet module given in LDM naming (SDXL-style kohya files). */
 function diffusersPath(m: LoraModule, layout: UnetLayout | undefined): string {
-  if (m.part !== 'unet' || !/^(input_blocks|middle_block|output_blocks|time_embed|label_emb|out)\./.test(m.path)) return m.path;
+  if (m.part !== 'unet' || !LDM_UNET_PATH.test(m.path)) return m.path;
   if (!layout) throw new UserError(`LoRA module ${m.name}: LDM-named UNet modules need the model's layout to be written in diffusers format`);
   const d = ldmToDiffusers(`${LDM_PREFIX.unet}${m.path}.weight`, { unet: layout });
   if (!d) throw new UserError(`LoRA module ${m.name}: no diffusers name for ${m.path} in this UNet layout`);
