@@ -53,6 +53,8 @@ const f64: [string, number[][], (p: g.Tensor[]) => g.Tensor, Parameters<typeof g
   ['log_softmax / cross-entropy', [[3, 5], [3, 5]], ([a, t]) => g.crossEntropy(a!, g.softmax(t!))],
   ['attention (causal)', [[1, 2, 4, 3], [1, 2, 4, 3], [1, 2, 4, 3]], ([q, k, v]) => g.attention(q!, k!, v!, { causal: true })],
   ['attention (causal, query chunks of 3, cross lengths)', [[1, 7, 3], [1, 9, 3], [1, 9, 2]], ([q, k, v]) => g.attention(q!, k!, v!, { causal: true, queryChunk: 3 })],
+  ['multi-head attention (causal)', [[2, 4, 6], [2, 4, 6], [2, 4, 4]], ([q, k, v]) => g.multiHeadAttention(q!, k!, v!, 2, { causal: true })],
+  ['multi-head attention (cross, 3 heads)', [[1, 3, 6], [1, 5, 6], [1, 5, 3]], ([q, k, v]) => g.multiHeadAttention(q!, k!, v!, 3)],
   ['attention (additive mask)', [[1, 3, 2], [1, 4, 2], [1, 4, 2]], ([q, k, v]) => g.attention(q!, k!, v!, { mask: g.constant([0, -1e9, 0, 0], [4], 'float64') })],
   ['rotary', [[1, 3, 4]], ([x]) => {
     const { cos, sin } = g.ropeTables(3, 4, 10000, 'float64');
@@ -76,6 +78,8 @@ const f32: [string, number[][], (p: g.Tensor[]) => g.Tensor, Parameters<typeof g
   ['conv2d (circular)', [[1, 2, 4, 5], [2, 2, 3, 3]], ([x, w]) => g.conv2d(x!, w!, undefined, { padding: 1, paddingMode: 'circular' }), linearInit],
   ['conv2d (1x1)', [[2, 3, 4, 4], [5, 3, 1, 1]], ([x, w]) => g.conv2d(x!, w!), linearInit],
   ['conv_transpose2d (input)', [[1, 2, 3, 3]], ([x]) => g.convTranspose2d(x!, g.constant(Float32Array.from({ length: 2 * 3 * 9 }, (_, i) => Math.sin(i)), [2, 3, 3, 3]), { stride: 2, pads: [1, 1, 1, 1] }), linearInit],
+  // The forward here is ORT's fused MultiHeadAttention kernel, so this checks our rule against its semantics.
+  ['multi-head attention (fused kernel)', [[1, 4, 6], [1, 4, 6], [1, 4, 6]], ([q, k, v]) => g.multiHeadAttention(q!, k!, v!, 2, { causal: true }), { dtype: 'float32', h: 1e-2 }],
   ['upsample_nearest', [[1, 2, 3, 2]], ([x]) => g.upsampleNearest(x!, 2), linearInit],
   ['cast float32 -> float64', [[5]], ([x]) => g.mul(g.cast(x!, 'float64'), 3), linearInit],
 ];

@@ -300,3 +300,23 @@ test('weights baked as in-memory external data give the same result and are keye
   const [d] = await (await compile([y], { weights: 'external', alwaysFeed: new Set([w]) })).run({ x: xd }, { w: wd });
   close(d!.data as Float32Array, a!.data as Float32Array, 1e-5, 'alwaysFeed');
 });
+
+test('multiHeadAttention: the fused ORT kernel, the standard lowering and per-head attention agree', async () => {
+  for (const [T, S, causal] of [[5, 5, false], [6, 6, true], [4, 7, false]] as const) {
+    const q = g.input('q', 'float32', ['B', T, 12]);
+    const k = g.input('k', 'float32', ['B', S, 12]);
+    const v = g.input('v', 'float32', ['B', S, 8]);
+    const y = g.multiHeadAttention(q, k, v, 4, { causal });
+    const ref = g.mergeHeads(g.attention(g.splitHeads(q, 4), g.splitHeads(k, 4), g.splitHeads(v, 4), { causal }));
+    const feeds = { q: { data: rand(2 * T * 12, 41), shape: [2, T, 12] }, k: { data: rand(2 * S * 12, 42), shape: [2, S, 12] }, v: { data: rand(2 * S * 8, 43), shape: [2, S, 8] } };
+    const fused = await compile([y]);
+    const standard = await compile([y], { attention: 'standard' });
+    assert.notEqual(fused.session, standard.session);
+    const [a] = await fused.run(feeds);
+    const [b] = await standard.run(feeds);
+    const [c] = await (await compile([ref])).run(feeds);
+    assert.deepEqual(a!.shape, [2, T, 8]);
+    close(a!.data as Float32Array, c!.data as Float32Array, 1e-5, `fused T${T} S${S} causal ${causal}`);
+    close(b!.data as Float32Array, c!.data as Float32Array, 1e-6, `standard T${T} S${S} causal ${causal}`);
+  }
+});

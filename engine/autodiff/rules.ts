@@ -294,6 +294,30 @@ R['upsample_nearest'] = (t, dy) => {
   return [g.sum(g.reshape(dy, [N!, C!, H!, s, W!, s]), [3, 5])];
 };
 R['causal_mask'] = (t, dy) => [node('causal_mask', [dy], { ...t.attrs, fill: 0 }, dy.dtype, dy.shape)];
+// Attention backward from the probabilities P = softmax(s * q k^T): dV = P^T dO, dS = P * (dO V^T - rowsum),
+// dQ = s * dS K, dK = s * dS^T Q. P is recomputed here: the fused forward never materialises it.
+R['mha'] = (t, dy, need, f) => {
+  const [q, k, v] = t.inputs.map(f) as [Tensor, Tensor, Tensor];
+  const heads = t.attrs['heads'] as number;
+  const scale = t.attrs['scale'] as number;
+  const qh = g.splitHeads(q, heads);
+  const kh = g.splitHeads(k, heads);
+  const vh = g.splitHeads(v, heads);
+  let s = g.matmul(g.mul(qh, scale), g.mT(kh));
+  if (t.attrs['causal'] === true) s = g.causalMask(s);
+  const p = g.softmax(s, -1);
+  const dO = g.splitHeads(dy, heads);
+  const dv = need[2] ? g.mergeHeads(g.matmul(g.mT(p), dO)) : undefined;
+  let dq: Tensor | undefined;
+  let dk: Tensor | undefined;
+  if (need[0] || need[1]) {
+    const dp = g.matmul(dO, g.mT(vh));
+    const ds = g.mul(p, g.sub(dp, g.sum(g.mul(dp, p), -1, true)));
+    if (need[0]) dq = g.mergeHeads(g.mul(g.matmul(ds, kh), scale));
+    if (need[1]) dk = g.mergeHeads(g.mul(g.matmul(g.mT(ds), qh), scale));
+  }
+  return [dq, dk, dv];
+};
 R['rand_like'] = () => [undefined];
 R['dim_size'] = () => [undefined];
 

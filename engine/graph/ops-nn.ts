@@ -219,6 +219,32 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   return concat(parts, q.rank - 2);
 }
 
+/**
+ * Multi-head attention on packed heads: q [B, T, H*D], k [B, S, H*D], v [B, S, H*Dv] -> [B, T, H*Dv].
+ * One primitive, so lowering can use ORT's fused kernel (about 5x faster on CPU at SD sizes) and fall back to
+ * MatMul/Softmax/MatMul; with a `mask` or `queryChunk` it is built from the standard ops directly.
+ */
+export function multiHeadAttention(q: Tensor, k: Tensor, v: Tensor, heads: number, opts: AttentionOptions = {}): Tensor {
+  if (q.rank !== 3 || k.rank !== 3 || v.rank !== 3) throw new ShapeError(`multiHeadAttention: q, k, v must be [B, T, C], got ${q}, ${k}, ${v}`);
+  const C = q.shape[2]!;
+  const Cv = v.shape[2]!;
+  if (typeof C !== 'number' || C % heads !== 0 || k.shape[2] !== C || typeof Cv !== 'number' || Cv % heads !== 0)
+    throw new ShapeError(`multiHeadAttention: channels of ${q}, ${k}, ${v} do not split into ${heads} heads`);
+  if (k.shape[1] !== v.shape[1]) throw new ShapeError(`multiHeadAttention: key ${k} and value ${v} lengths differ`);
+  const scale = opts.scale ?? 1 / Math.sqrt(C / heads);
+  if (opts.mask || opts.queryChunk)
+    return mergeHeads(attention(splitHeads(q, heads), splitHeads(k, heads), splitHeads(v, heads), { ...opts, scale }));
+  return node('mha', [q, k, v], { heads, scale, causal: opts.causal === true }, q.dtype, [q.shape[0]!, q.shape[1]!, Cv]);
+}
+
+/** The standard-op expansion of an 'mha' node (used by lowering's fallback and by its gradient rule). */
+export function mhaComposite(t: Tensor): Tensor {
+  const [q, k, v] = t.inputs as [Tensor, Tensor, Tensor];
+  const heads = t.attrs['heads'] as number;
+  const o = attention(splitHeads(q, heads), splitHeads(k, heads), splitHeads(v, heads), { scale: t.attrs['scale'] as number, causal: t.attrs['causal'] === true });
+  return mergeHeads(o);
+}
+
 /** Splits [B, T, H*D] into heads [B, H, T, D]. */
 export function splitHeads(x: Tensor, heads: number): Tensor {
   const [B, T, C] = x.shape;

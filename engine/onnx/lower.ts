@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { allocArray, toHalfBits, type AnyTypedArray, type DType } from '../graph/dtype.ts';
 import { requireStatic } from '../graph/shape.ts';
 import { topoSort, type Dim, Tensor } from '../graph/tensor.ts';
+import { mhaComposite } from '../graph/ops-nn.ts';
 import { encodeModel, ONNX_DTYPE, type AttrValue, type NodeDef, type TensorInit, type ValueInfo } from './model.ts';
 
 export const OPSET = 21;
@@ -15,6 +16,8 @@ export interface LowerOptions {
    * data (no 2 GB limit). Baked weights let ORT pre-pack them (e.g. NCHWc conv), but are a snapshot.
    */
   weights?: WeightsMode;
+  /** 'auto' lowers multi-head attention to ORT's fused com.microsoft kernel where it applies; 'standard' never does. */
+  attention?: 'auto' | 'standard';
   /** Parameters always fed as inputs whatever `weights` says (the trainable ones). */
   alwaysFeed?: ReadonlySet<Tensor>;
   graphName?: string;
@@ -45,6 +48,29 @@ export class LowerContext {
   private readonly dimSource = new Map<string, { value: string; axis: number }>();
   private readonly dimValue = new Map<string, string>();
   private counter = 0;
+  /** Non-default operator-set domains used (com.microsoft for the fused attention). */
+  readonly domains = new Set<string>();
+  constructor(readonly attention: 'auto' | 'standard' = 'auto') {}
+
+  has(t: Tensor): boolean {
+    return this.values.has(t);
+  }
+
+  /** Lowers `t` and whatever of its sub-graph is not lowered yet (composite expansions of a primitive). */
+  lowerTensor(t: Tensor): string {
+    for (const n of topoSort([t])) if (!this.values.has(n)) this.lowerNode(n);
+    return this.value(t);
+  }
+
+  lowerNode(t: Tensor): void {
+    if (t.op === 'const') {
+      this.setValue(t, this.constant(t.value!, requireStatic(t.shape, 'const'), t.dtype));
+      return;
+    }
+    const fn = LOWERERS[t.op];
+    if (!fn) throw new Error(`lower: no ONNX lowering for op ${t.op}`);
+    this.setValue(t, fn(this, t, t.inputs.map((i) => this.value(i))));
+  }
 
   value(t: Tensor): string {
     const v = this.values.get(t);
@@ -60,14 +86,15 @@ export class LowerContext {
   }
 
   /** Emits one ONNX node (or reuses an identical earlier one) and returns its output name. */
-  emit(opType: string, inputs: readonly string[], attrs?: Record<string, AttrValue>, unique = false): string {
-    const key = unique ? undefined : `${opType}(${inputs.join(',')})${attrs ? JSON.stringify(attrs, (_k, v) => (v instanceof Uint8Array ? [...v] : v)) : ''}`;
+  emit(opType: string, inputs: readonly string[], attrs?: Record<string, AttrValue>, o: { unique?: boolean; domain?: string } = {}): string {
+    const key = o.unique ? undefined : `${o.domain ?? ''}${opType}(${inputs.join(',')})${attrs ? JSON.stringify(attrs, (_k, v) => (v instanceof Uint8Array ? [...v] : v)) : ''}`;
     if (key !== undefined) {
       const hit = this.cse.get(key);
       if (hit) return hit;
     }
     const out = `%v${this.counter++}`;
-    this.nodes.push({ opType, inputs, outputs: [out], name: `%n${this.nodes.length}`, attrs });
+    if (o.domain) this.domains.add(o.domain);
+    this.nodes.push({ opType, inputs, outputs: [out], name: `%n${this.nodes.length}`, attrs, domain: o.domain });
     if (key !== undefined) this.cse.set(key, out);
     return out;
   }
@@ -251,7 +278,22 @@ export const LOWERERS: Record<string, Lowerer> = {
     return cx.emit('Reshape', [cx.emit('Cast', [n], { to: int(ONNX_DTYPE[t.dtype]) }), cx.i64([])]);
   },
   rand_like: (cx, t, ins) =>
-    cx.emit('RandomUniformLike', ins, { dtype: int(ONNX_DTYPE[t.dtype]), low: flt(0), high: flt(1) }, true),
+    cx.emit('RandomUniformLike', ins, { dtype: int(ONNX_DTYPE[t.dtype]), low: flt(0), high: flt(1) }, { unique: true }),
+  mha: (cx, t) => {
+    const [q, k] = t.inputs as [Tensor, Tensor];
+    const causal = t.attrs['causal'] === true;
+    const T = q.shape[1];
+    const S = k.shape[1];
+    // ORT's CPU MultiHeadAttention (float32, flash-style tiling) is ~5x faster than MatMul/Softmax/MatMul at
+    // SD sizes; float64 has no kernel, and a causal mask there only matches ours when T == S.
+    const contrib = cx.attention === 'auto' && t.dtype !== 'float64' && (!causal || T === S);
+    if (!contrib) return cx.lowerTensor(mhaComposite(t));
+    return cx.emit('MultiHeadAttention', t.inputs.map((i) => cx.value(i)), {
+      num_heads: int(t.attrs['heads'] as number),
+      scale: flt(t.attrs['scale'] as number),
+      ...(causal ? { unidirectional: int(1) } : {}),
+    }, { domain: 'com.microsoft' });
+  },
 };
 
 function valueInfo(name: string, t: Tensor): ValueInfo {
@@ -269,7 +311,7 @@ function bufferId(a: Uint8Array): string {
 /** Lowers the sub-graph that computes `outputs` to ONNX ModelProto bytes. */
 export function lower(outputs: readonly Tensor[], opts: LowerOptions = {}): LoweredGraph {
   const weights = opts.weights ?? 'inputs';
-  const cx = new LowerContext();
+  const cx = new LowerContext(opts.attention);
   const order = topoSort(outputs);
   const inputs: Tensor[] = [];
   const params: Tensor[] = [];
@@ -301,16 +343,9 @@ export function lower(outputs: readonly Tensor[], opts: LowerOptions = {}): Lowe
         }
       } else params.push(t);
       cx.setValue(t, t.name!);
-    } else if (t.op === 'const') {
-      cx.setValue(t, cx.constant(t.value!, requireStatic(t.shape, 'const'), t.dtype));
     }
   }
-  for (const t of order) {
-    if (t.op === 'input' || t.op === 'param' || t.op === 'const') continue;
-    const fn = LOWERERS[t.op];
-    if (!fn) throw new Error(`lower: no ONNX lowering for op ${t.op}`);
-    cx.setValue(t, fn(cx, t, t.inputs.map((i) => cx.value(i))));
-  }
+  for (const t of order) if (!cx.has(t)) cx.lowerNode(t);
   const outputNames = outputs.map((_, i) => `out${i}`);
   outputs.forEach((o, i) => cx.nodes.push({ opType: 'Identity', inputs: [cx.value(o)], outputs: [outputNames[i]!], name: `out_n${i}` }));
   const feeds = [...inputs, ...params];
@@ -321,6 +356,7 @@ export function lower(outputs: readonly Tensor[], opts: LowerOptions = {}): Lowe
     outputs: outputs.map((o, i) => valueInfo(outputNames[i]!, o)),
     initializers: cx.inits,
     opset: OPSET,
+    extraOpsets: [...cx.domains].sort().map((domain) => ({ domain, version: 1 })),
   });
   const hasFloat64 = order.some((t) => t.dtype === 'float64');
   const h = createHash('sha256').update(bytes);

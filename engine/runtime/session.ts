@@ -13,6 +13,8 @@ export interface SessionOptions {
   threads?: number;
   /** How parameters reach ORT; see LowerOptions. Default 'inputs'. */
   weights?: LowerOptions['weights'];
+  /** Multi-head attention lowering: 'auto' (fused com.microsoft kernel where it applies) or 'standard'. */
+  attention?: LowerOptions['attention'];
   /** Parameters fed as inputs even when `weights` bakes the others (compileTrainStep passes the trainable ones). */
   alwaysFeed?: LowerOptions['alwaysFeed'];
   /** ORT's CPU memory arena (default on); off lets peak-memory measurements see freed buffers. */
@@ -163,7 +165,7 @@ export async function compile(outputs: readonly Tensor[], opts: SessionOptions =
     if (hasFastFloat16(device)) graphOutputs = toFloat16(outputs);
     else logOnce(`precision: float16 requested but ${device} has no fast float16 kernels; running float32`);
   }
-  const g = lower(graphOutputs, { weights: opts.weights, alwaysFeed: opts.alwaysFeed });
+  const g = lower(graphOutputs, { weights: opts.weights, alwaysFeed: opts.alwaysFeed, attention: opts.attention });
   // ORT 1.30 fuses x*sigmoid(1.702x) into QuickGelu even for float64, which has no kernel; 'basic' skips fusions.
   const o = g.hasFloat64 && !opts.optimization ? { ...opts, optimization: 'basic' as const } : opts;
   const session = await cachedSession(g.key, g.bytes, o, g.externalData);
