@@ -7,7 +7,7 @@
 import { mkdir } from 'node:fs/promises';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { resolve, join } from 'node:path';
+import { resolve, join, dirname } from 'node:path';
 import express, { type Express } from 'express';
 import { Server as IoServer } from 'socket.io';
 import { basicAuthMiddleware, parseApiAuth, socketAuthOk } from './auth.ts';
@@ -49,6 +49,8 @@ export interface ServerOptions {
   corsAllowOriginsRegex?: string | null;
   /** ONNX Runtime device for the default backend. */
   device?: string;
+  /** CLIP tokenizer folder for single-file checkpoints (default: searched beside the checkpoint, then `models/tokenizer`). */
+  tokenizerDir?: string;
   /** Replaces the default (engine) backend. */
   backend?: GenerationBackend;
   /** Request body limit in bytes (default 64 MiB). */
@@ -121,7 +123,13 @@ export async function createServer(opts: ServerOptions = {}): Promise<LoraScript
   const models = new ModelIndex(layout.ckptDir, layout.vaeDir, hashes);
   const loras = new LoraIndex(layout.loraDir, hashes, log);
   await Promise.all([models.refreshCheckpoints(), models.refreshVaes(), loras.refresh()]);
-  const backend = opts.backend ?? createEngineBackend({ device: opts.device ?? 'cpu' });
+  const backend =
+    opts.backend ??
+    createEngineBackend({
+      device: opts.device ?? 'cpu',
+      tokenizer: opts.tokenizerDir ? resolve(layout.dataDir, opts.tokenizerDir) : undefined,
+      fallbackTokenizerDirs: [join(dirname(layout.ckptDir), 'tokenizer'), join(layout.dataDir, 'models/tokenizer')],
+    });
   const queue = new JobQueue();
   const checkpoints = new CheckpointManager(backend, models, options, log);
   const maxPixels = opts.maxImagePixels ?? 64 * 1024 * 1024;

@@ -3,11 +3,13 @@
  * Only conversions live here: RawImage bytes ↔ the pipeline's [3, H, W] floats in [-1, 1], LoraRef → the
  * merger's stack items, and the pipeline's report (sampler actually used, notes) → infotext entries.
  */
-import { SdGenerator } from '../engine/sd/generator.ts';
+import { SdGenerator, findTokenizerDir } from '../engine/sd/generator.ts';
 import { fromRgbBytes, toRgbBytes, type GenerateHooks, type GenerateRequest } from '../engine/sd/pipeline.ts';
 import { SAMPLERS as ENGINE_SAMPLERS } from '../engine/sampling/registry.ts';
 import type { NoiseSource } from '../engine/rng/noise.ts';
 import type { Device } from '../engine/runtime/providers.ts';
+import { access } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { CheckpointRef, GenerationBackend, GenerationHooks, GenerationOutput, GenerationParams, Img2ImgParams, RawImage } from './backend.ts';
 
 export interface EngineBackendOptions {
@@ -15,6 +17,8 @@ export interface EngineBackendOptions {
   device: string;
   /** CLIP tokenizer folder; by default searched beside the checkpoint (see engine/sd/generator.ts). */
   tokenizer?: string;
+  /** Folders tried when none is found beside the checkpoint (the server passes `models/tokenizer`, so checkpoints in subfolders work). */
+  fallbackTokenizerDirs?: string[];
   /** ONNX Runtime intra-op threads; default all cores. */
   threads?: number;
 }
@@ -61,6 +65,19 @@ export function createEngineBackend(opts: EngineBackendOptions): GenerationBacke
   let gen: SdGenerator | null = null;
   let current: CheckpointRef | null = null;
 
+  const tokenizerFor = async (path: string): Promise<string | undefined> => {
+    if (opts.tokenizer) return opts.tokenizer;
+    try {
+      return await findTokenizerDir(path);
+    } catch (e) {
+      for (const d of opts.fallbackTokenizerDirs ?? []) {
+        if (await access(join(d, 'vocab.json')).then(() => true, () => false)) return d;
+        if (await access(join(d, 'tokenizer.json')).then(() => true, () => false)) return d;
+      }
+      throw e;
+    }
+  };
+
   const run = async (p: GenerationParams, hooks: GenerationHooks, img2img?: Img2ImgParams): Promise<GenerationOutput> => {
     if (!gen) throw new Error('no checkpoint loaded');
     const notes: string[] = [];
@@ -91,7 +108,7 @@ export function createEngineBackend(opts: EngineBackendOptions): GenerationBacke
     async loadCheckpoint(ckpt, vae) {
       gen = null;
       current = null;
-      gen = await SdGenerator.load(ckpt.path, { vae: vae?.path, device: opts.device as Device, tokenizer: opts.tokenizer, threads: opts.threads });
+      gen = await SdGenerator.load(ckpt.path, { vae: vae?.path, device: opts.device as Device, tokenizer: await tokenizerFor(ckpt.path), threads: opts.threads });
       current = ckpt;
     },
     async unload() {

@@ -347,6 +347,15 @@ async function runGeneration(ctx: ServerContext, kind: GenerationKind, prepared:
     if (stop === 'skip') job.clearSkip();
   }
   if (ctx.backend.currentCheckpoint() && !overrideCkpt) ctx.checkpoints.remember(ckpt);
+  if (req['override_settings_restore_afterwards'] === false && req['override_settings']) {
+    // A1111 then keeps the overrides as the new settings.
+    const keepers = { ...(req['override_settings'] as Req) };
+    delete keepers['sd_model_checkpoint'];
+    for (const k of Object.keys(keepers)) if (!(k in OPTION_DEFAULTS)) delete keepers[k];
+    ctx.options.setFromApi(keepers);
+    if (typeof overrideCkpt === 'string') ctx.checkpoints.remember(ckpt);
+    await ctx.options.save();
+  }
 
   // A1111's API makes a grid only when saving (do_not_save_grid = !save_images) and there are several images.
   let indexOfFirstImage = 0;

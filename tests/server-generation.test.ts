@@ -170,6 +170,11 @@ test('override_settings apply to one job only; styles; infotext fills unset fiel
   assert.equal(p.etaNoiseSeedDelta, 31337);
   assert.match(JSON.parse(r.body.info).infotexts[0], /Clip skip: 2, ENSD: 31337, RNG: CPU/);
   assert.equal((await t.get('/sdapi/v1/options')).body.CLIP_stop_at_last_layers, 1);
+  r = await t.post('/sdapi/v1/txt2img', { prompt: 'q', steps: 1, width: 8, height: 8, override_settings: { eta_noise_seed_delta: 7 }, override_settings_restore_afterwards: false });
+  assert.equal(r.status, 200);
+  assert.equal((await t.get('/sdapi/v1/options')).body.eta_noise_seed_delta, 7, 'restore_afterwards false keeps the override');
+  assert.equal(JSON.parse(await readFile(join(t.dataDir, 'config.json'), 'utf8')).eta_noise_seed_delta, 7);
+  await t.post('/sdapi/v1/options', { eta_noise_seed_delta: 0 });
 
   r = await t.post('/sdapi/v1/txt2img', { prompt: 'portrait', styles: ['Photo', 'Unknown'], steps: 1, width: 8, height: 8, restore_faces: true, enable_hr: true });
   p = backend.calls.at(-1)!.params;

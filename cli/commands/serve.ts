@@ -12,6 +12,7 @@ interface ServeFlags {
   vaeDir?: string;
   dataDir?: string;
   device: string;
+  tokenizerDir?: string;
   apiEnableRequests?: boolean;
   maxBodyMb: string;
 }
@@ -30,6 +31,7 @@ export function register(program: Command): void {
     .option('--lora-dir <dir>', 'LoRA folder (default: <data-dir>/models/Lora)')
     .option('--vae-dir <dir>', 'VAE folder (default: <data-dir>/models/VAE)')
     .option('--device <name>', 'ONNX Runtime device: cpu, cuda, dml, coreml', 'cpu')
+    .option('--tokenizer-dir <dir>', 'CLIP tokenizer folder for single-file checkpoints (default: beside the checkpoint, then models/tokenizer)')
     .option('--api-enable-requests', 'accept http(s) image URLs in requests (never to loopback or private addresses)')
     .option('--max-body-mb <n>', 'request body size limit in MiB', '64')
     .action(async (f: ServeFlags) => {
@@ -49,6 +51,7 @@ export function register(program: Command): void {
         loraDir: f.loraDir,
         vaeDir: f.vaeDir,
         device: f.device,
+        tokenizerDir: f.tokenizerDir,
         apiEnableRequests: f.apiEnableRequests,
         maxBodyBytes: Math.round(maxBodyMb * 1024 * 1024),
       });

@@ -28,6 +28,8 @@ export function register(api: Api, ctx: ServerContext): void {
       return { info, items, parameters: info ? parseInfotext(info) : {} };
     },
   );
+  // Some clients probe A1111's UI-mode ping to see whether the server is up.
+  api.get('/internal/ping', { summary: 'Liveness probe (A1111 UI-mode route)', tag: 'info', example: {} }, () => ({}));
   api.get('/sdapi/v1/memory', { summary: 'Memory use', tag: 'info' }, () => {
     const rss = process.memoryUsage().rss;
     const total = totalmem();
