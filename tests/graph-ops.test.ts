@@ -307,7 +307,12 @@ test('multiHeadAttention: the fused ORT kernel, the standard lowering and per-he
     const k = g.input('k', 'float32', ['B', S, 12]);
     const v = g.input('v', 'float32', ['B', S, 8]);
     const y = g.multiHeadAttention(q, k, v, 4, { causal });
-    const ref = g.mergeHeads(g.attention(g.splitHeads(q, 4), g.splitHeads(k, 4), g.splitHeads(v, 4), { causal }));
+    // queryChunk keeps `attention` on plain MatMul/Softmax/MatMul (no fusion): an independent reference.
+    const ref = g.mergeHeads(g.attention(g.splitHeads(q, 4), g.splitHeads(k, 4), g.splitHeads(v, 4), { causal, queryChunk: 1000 }));
+    // The split/merge-heads idiom folds into the same fused node.
+    const idiom = g.mergeHeads(g.attention(g.splitHeads(q, 4), g.splitHeads(k, 4), g.splitHeads(v, 4), { causal }));
+    assert.equal(idiom.op, 'mha');
+    assert.deepEqual(idiom.inputs, [q, k, v]);
     const feeds = { q: { data: rand(2 * T * 12, 41), shape: [2, T, 12] }, k: { data: rand(2 * S * 12, 42), shape: [2, S, 12] }, v: { data: rand(2 * S * 8, 43), shape: [2, S, 8] } };
     const fused = await compile([y]);
     const standard = await compile([y], { attention: 'standard' });
