@@ -283,3 +283,43 @@ test('SD2 OpenCLIP fused in_proj: q/k/v LoRAs patch their row thirds; SDXL-style
     keymap.kohya_lora_module_to_ldm_weight['lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k'],
   );
 });
+
+test('LoCon on a 3x3 conv and a LyCORIS full (diff + diff_b) module through the model index, both GEMM paths', async () => {
+  const P = 'model.diffusion_model.';
+  const conv = `${P}input_blocks.1.0.in_layers.2.weight`, lin = `${P}time_embed.0.weight`, bias = `${P}time_embed.0.bias`;
+  const [out, inn, kh, kw] = base.tensors.get(conv)!.shape as [number, number, number, number];
+  const r = 4;
+  const seq = (n: number, f: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * f));
+  const down = { shape: [r, inn, kh, kw], data: seq(r * inn * kh * kw, 0.37) };
+  const up = { shape: [out, r, 1, 1], data: seq(out * r, 0.91) };
+  const lw = base.tensors.get(lin)!;
+  const diff = { shape: lw.shape, data: seq(lw.data.length, 0.13) };
+  const diffB = { shape: [lw.shape[0]!], data: seq(lw.shape[0]!, 0.7) };
+  const lora = parseLoraTensors(new Map([
+    ['lora_unet_down_blocks_0_resnets_0_conv1.lora_down.weight', down],
+    ['lora_unet_down_blocks_0_resnets_0_conv1.lora_up.weight', up],
+    ['lora_unet_down_blocks_0_resnets_0_conv1.alpha', { shape: [], data: new Float32Array([2]) }],
+    ['lora_unet_time_embedding_linear_1.diff', diff],
+    ['lora_unet_time_embedding_linear_1.diff_b', diffB],
+  ]), {});
+  assert.deepEqual(lora.modules.map((m) => m.kind).sort(), ['full', 'locon']);
+  const index = new TargetIndex(base.tensors.keys());
+  for (const ortMinElements of [0, Infinity]) {
+    const w = copyWeights();
+    const rep = await applyStack(w, [{ lora, te: 1, unet: 0.5 }], index, { ortMinElements });
+    assert.equal(rep.layers[0]!.applied, 2);
+    assert.deepEqual([...rep.touched].sort(), [conv, bias, lin].sort());
+    let worst = 0;
+    const b = base.tensors.get(conv)!.data, got = w.get(conv)!.data;
+    for (let o = 0; o < out; o++) for (let i = 0; i < inn * kh * kw; i++) {
+      let s = 0;
+      for (let k = 0; k < r; k++) s += up.data[o * r + k]! * down.data[k * inn * kh * kw + i]!;
+      worst = Math.max(worst, Math.abs(got[o * inn * kh * kw + i]! - (b[o * inn * kh * kw + i]! + 0.5 * (2 / r) * s)));
+    }
+    const lb = lw.data, lg = w.get(lin)!.data;
+    for (let i = 0; i < lb.length; i++) worst = Math.max(worst, Math.abs(lg[i]! - (lb[i]! + 0.5 * diff.data[i]!)));
+    const bb = base.tensors.get(bias)!.data, bg = w.get(bias)!.data;
+    for (let i = 0; i < bb.length; i++) worst = Math.max(worst, Math.abs(bg[i]! - (bb[i]! + 0.5 * diffB.data[i]!)));
+    assert.ok(worst < 1e-5, `ortMinElements ${ortMinElements}: worst ${worst}`);
+  }
+});
