@@ -14,7 +14,7 @@ import type { ServerContext } from './context.ts';
 import { HttpError } from './errors.ts';
 import { checkSamplesFormat, decodeImageInput, encodeImage, makeGrid, prepareMask, resizeForImg2img, toRaw } from './images.ts';
 import { OPTION_DEFAULTS, coerceOption, RESTRICTED_OPTIONS } from './options.ts';
-import { extractTags, loraTag } from './prompt-tags.ts';
+import { extractPromptTags } from '../engine/lora/prompt-tags.ts';
 import type { JobContext, JobHandle } from './queue.ts';
 import { img2imgModel, txt2imgModel } from './requests.ts';
 import { SAMPLERS, resolveSampler } from './samplers.ts';
@@ -200,26 +200,26 @@ async function runGeneration(ctx: ServerContext, kind: GenerationKind, prepared:
   if (typeof sdLora === 'string' && sdLora !== 'None' && sdLora !== '' && !prompt.includes(`<lora:${sdLora}:`)) {
     prompt += `<lora:${sdLora}:${String(opts['extra_networks_default_multiplier'])}>`;
   }
-  const { prompt: bare, tags } = req['disable_extra_networks'] ? { prompt: extractTags(prompt).prompt, tags: [] } : extractTags(prompt);
+  const parsed = extractPromptTags(prompt, { defaultMultiplier: Number(opts['extra_networks_default_multiplier'] ?? 1) });
+  const bare = parsed.prompt;
+  const loraTags = req['disable_extra_networks'] ? [] : parsed.loras;
+  if (!req['disable_extra_networks']) for (const o of parsed.other) notes.push(`Skipping unknown extra network: ${o.type}`);
   const loras: LoraRef[] = [];
   const loraHashes: string[] = [];
   const notFound: string[] = [];
-  for (const t of tags) {
-    if (t.type !== 'lora' && t.type !== 'lyco') {
-      notes.push(`Skipping unknown extra network: ${t.type}`);
-      continue;
-    }
-    const lt = loraTag(t);
+  let rescanned = false;
+  for (const lt of loraTags) {
     let e = ctx.loras.resolve(lt.name);
-    if (!e) {
-      await ctx.loras.refresh(); // A1111 rescans once before giving up
+    if (!e && !rescanned) {
+      await ctx.loras.refresh(); // A1111 rescans before giving up on a name
+      rescanned = true;
       e = ctx.loras.resolve(lt.name);
     }
     if (!e) {
       notFound.push(lt.name);
       continue;
     }
-    loras.push({ name: lt.name, path: e.path, teMultiplier: lt.te, unetMultiplier: lt.unet, dynDim: lt.dyn });
+    loras.push({ name: lt.name, path: e.path, teMultiplier: lt.te, unetMultiplier: lt.unet, dynDim: lt.dyn ?? null });
     if (opts['lora_add_hashes_to_infotext']) loraHashes.push(`${lt.name.replace(/[:,]/g, '')}: ${await ctx.loras.shortHash(e)}`);
   }
   if (notFound.length > 0) notes.push(`Lora not found: ${notFound.join(', ')}`);
