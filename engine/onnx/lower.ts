@@ -99,16 +99,16 @@ export class LowerContext {
     return out;
   }
 
-  /** An initializer holding `data`; identical small constants share one initializer. */
+  /** An initializer holding `data`; identical constants (e.g. one causal mask per layer) share one initializer. */
   constant(data: AnyTypedArray, dims: readonly number[], dtype: DType): string {
-    const key = data.byteLength <= 256 ? `${dtype}[${dims}]${Buffer.from(raw(data)).toString('hex')}` : undefined;
-    if (key) {
-      const hit = this.consts.get(key);
-      if (hit) return hit;
-    }
+    const bytes = raw(data);
+    const content = bytes.byteLength <= 256 ? Buffer.from(bytes).toString('hex') : createHash('sha256').update(bytes).digest('hex');
+    const key = `${dtype}[${dims}]${content}`;
+    const hit = this.consts.get(key);
+    if (hit) return hit;
     const name = `%c${this.inits.length}`;
-    this.inits.push({ name, dtype, dims, raw: raw(data) });
-    if (key) this.consts.set(key, name);
+    this.inits.push({ name, dtype, dims, raw: bytes });
+    this.consts.set(key, name);
     return name;
   }
 
