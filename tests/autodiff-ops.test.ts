@@ -120,3 +120,10 @@ test('grad builds only the paths to the requested parameters', () => {
   const [dboth] = grad(loss, [frozen]);
   assert.ok(g.topoSort([dboth!]).some((t) => t.op === 'matmul' && t.shape.join() === '4,4'));
 });
+
+test('every primitive that lowers to ONNX has a gradient rule', async () => {
+  const { LOWERERS } = await import('../engine/onnx/lower.ts');
+  const { VJP_RULES } = await import('../engine/autodiff/rules.ts');
+  const missing = Object.keys(LOWERERS).filter((op) => !(op in VJP_RULES));
+  assert.deepEqual(missing, []);
+});
