@@ -114,7 +114,9 @@ export class LoraLossEval {
 
   static async compile(model: StableDiffusion, network: LoraNetwork, shape: StepShape, opts: StepGraphOptions): Promise<LoraLossEval> {
     const { loss, pred } = buildLoss(model, network, shape, opts);
-    return new LoraLossEval(model, await compile([loss, pred], opts.session), opts.trainTextEncoder);
+    // The LoRA buffers change between runs: always fed, even when the frozen weights are baked in.
+    const alwaysFeed = new Set(network.paramTensors());
+    return new LoraLossEval(model, await compile([loss, pred], { ...opts.session, alwaysFeed }), opts.trainTextEncoder);
   }
 
   async run(x: StepInputs): Promise<{ loss: number; pred: Float32Array }> {

@@ -22,6 +22,7 @@ import { TrainingLogger, stepScalars, memoryMiB, TAGS } from '../logging/trainin
 import { LossAverage } from '../logging/loss-average.ts';
 import { alphasCumprod, SD_TRAIN_SCHEDULE } from '../sampling/training-schedule.ts';
 import { UserError } from '../util/errors.ts';
+import type { SessionOptions } from '../runtime/session.ts';
 import type { TrainConfig } from './config.ts';
 import { loadDataset, stepPlan, type Dataset, type DatasetItem } from './dataset.ts';
 import { epochBatches, randomCrop, bucketName } from './buckets.ts';
@@ -82,6 +83,11 @@ export interface TrainOptions {
   threads?: number;
   /** The dataset already loaded from this config (its warnings are then not repeated). */
   dataset?: Dataset;
+  /**
+   * How the frozen model weights reach ONNX Runtime: 'baked' (default) lets it pre-pack them for faster
+   * kernels at the cost of a second copy of the UNet in memory; 'fed' keeps one copy (slower, less memory).
+   */
+  frozenWeights?: 'baked' | 'fed';
 }
 
 export interface TrainResult {
@@ -348,6 +354,10 @@ class Run {
     return { inputs, shape };
   }
 
+  private session(): SessionOptions {
+    return { device: this.config.device, threads: this.opts.threads, weights: this.opts.frozenWeights === 'fed' ? 'inputs' : 'external' };
+  }
+
   private stepFor(shape: StepShape): Promise<LoraTrainStep> {
     const key = `${shape.batch}x${shape.height}x${shape.width}`;
     let s = this.steps.get(key);
@@ -356,7 +366,7 @@ class Run {
       s = LoraTrainStep.compile(this.model, this.network, shape, {
         trainTextEncoder: this.trainTE,
         precision: this.config.mixed_precision === 'fp16' ? 'float16' : 'float32',
-        session: { device: this.config.device, threads: this.opts.threads },
+        session: this.session(),
       });
       this.steps.set(key, s);
     }
@@ -369,7 +379,7 @@ class Run {
     if (!s) {
       s = LoraLossEval.compile(this.model, this.network, shape, {
         trainTextEncoder: this.trainTE,
-        session: { device: this.config.device, threads: this.opts.threads },
+        session: this.session(),
       });
       this.evals.set(key, s);
     }
