@@ -135,7 +135,7 @@ function doraOf(roles: Record<string, F32Tensor>): { magnitude: F32Tensor; axis:
  * Groups tensors into modules. `tensors` are already float32; `source` names the file in messages.
  */
 export function parseLoraTensors(tensors: Map<string, F32Tensor>, metadata: Record<string, string>, source = 'LoRA'): ParsedLora {
-  const groups = new Map<string, { roles: Record<string, F32Tensor>; styles: Set<Style> }>();
+  const groups = new Map<string, { roles: Record<string, F32Tensor>; styles: Set<Style>; keys: string[] }>();
   const unknownKeys: string[] = [];
   const embeddings = new Set<string>();
   for (const [key, t] of tensors) {
@@ -150,20 +150,19 @@ export function parseLoraTensors(tensors: Map<string, F32Tensor>, metadata: Reco
       continue;
     }
     let g = groups.get(s.module);
-    if (!g) groups.set(s.module, (g = { roles: {}, styles: new Set() }));
+    if (!g) groups.set(s.module, (g = { roles: {}, styles: new Set(), keys: [] }));
     g.roles[s.role] = t;
+    g.keys.push(key);
     if (!['alpha', 'scale', 'dora_scale', 'magnitude'].includes(s.role)) g.styles.add(s.style);
   }
   const peft = peftConfigs(metadata, source);
   const modules: LoraModule[] = [];
   const styles = new Set<Style>();
-  const keysOf = (module: string, roles: Record<string, F32Tensor>) =>
-    [...tensors.keys()].filter((k) => splitKey(k)?.module === module && splitKey(k)!.role in roles);
-  for (const [module, { roles, styles: st }] of groups) {
+  for (const [module, { roles, styles: st, keys }] of groups) {
     const kind = kindOf(roles);
     const name = parseModuleName(module);
     if (!kind || !name) {
-      unknownKeys.push(...keysOf(module, roles));
+      unknownKeys.push(...keys);
       continue;
     }
     st.forEach((x) => styles.add(x));
