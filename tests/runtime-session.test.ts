@@ -38,3 +38,23 @@ test('float16 inference precision falls back to float32 on CPU', async () => {
   // Exactly the float32 result: a float16 graph would round 1/3 to 0.33325.
   assert.equal((r!.data as Float32Array)[0], Math.fround(1 / 3));
 });
+
+test('a profiled session reports kernel time per op', async () => {
+  const { mkdtemp, rm } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const { summarizeProfile } = await import('../engine/runtime/profile.ts');
+  const dir = await mkdtemp(join(tmpdir(), 'ortprof-'));
+  try {
+    const x = g.input('x', 'float32', [64, 64]);
+    const c = await compile([g.softmax(g.matmul(x, x))], { profile: join(dir, 'p') });
+    for (let i = 0; i < 2; i++) await c.run({ x: new Float32Array(4096).fill(0.01) });
+    c.endProfiling();
+    const ops = await summarizeProfile(join(dir, 'p'));
+    const names = ops.map((o) => o.op);
+    assert.ok(names.includes('MatMul') && names.includes('Softmax'), names.join());
+    assert.equal(ops.find((o) => o.op === 'MatMul')!.calls, 2);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

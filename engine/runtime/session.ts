@@ -26,6 +26,8 @@ export interface SessionOptions {
    * devices with fast float16; on CPU it logs once and runs float32.
    */
   precision?: 'float32' | 'float16';
+  /** Path prefix for an ORT profile (JSON written on `endProfiling()`; see profile.ts). Not cached. */
+  profile?: string;
 }
 
 /** A host-side tensor: data plus its shape (float16 is raw uint16 bits, bool is uint8). */
@@ -54,6 +56,7 @@ function sessionOptions(o: SessionOptions): ort.InferenceSession.SessionOptions 
     graphOptimizationLevel: o.optimization ?? 'all',
     enableCpuMemArena: o.memArena ?? true,
     logSeverityLevel: 3,
+    ...(o.profile ? { enableProfiling: true, profileFilePrefix: o.profile } : {}),
   };
 }
 
@@ -65,13 +68,15 @@ export function cachedSession(
   externalData: readonly { path: string; data: Uint8Array }[] = [],
 ): Promise<ort.InferenceSession> {
   const k = `${key}|${o.device ?? 'cpu'}|${o.threads ?? ''}|${o.memArena ?? true}|${o.optimization ?? 'all'}`;
-  let s = sessions.get(k);
+  let s = o.profile ? undefined : sessions.get(k);
   if (!s) {
     const so = sessionOptions(o);
     if (externalData.length) (so as { externalData?: unknown }).externalData = externalData;
     s = ort.InferenceSession.create(bytes, so);
-    s.catch(() => sessions.delete(k));
-    sessions.set(k, s);
+    if (!o.profile) {
+      s.catch(() => sessions.delete(k));
+      sessions.set(k, s);
+    }
   }
   return s;
 }
@@ -127,6 +132,11 @@ export class CompiledGraph {
    * Runs the graph. `inputs` are keyed by input name; parameters use `params[name]` if given, else their
    * bound buffer. Buffers are wrapped, not copied, so an optimizer may update them in place between runs.
    */
+  /** Writes the ORT profile of a session compiled with `profile`. */
+  endProfiling(): void {
+    this.session.endProfiling();
+  }
+
   async run(inputs: Readonly<Record<string, FeedValue>>, params?: ParamValues): Promise<HostTensor[]> {
     const dims = new Map<string, number>();
     const feeds: Record<string, ort.Tensor> = {};
