@@ -206,23 +206,40 @@ test('parse: scale from alpha/r, from PEFT metadata (incl. alpha_pattern, rslora
   assert.equal(peft({}), 1);
 });
 
-test('parse: bundled embeddings are listed apart; unsupported LyCORIS kinds (IA3, GLoRA, OFT) are unknown keys', () => {
+test('parse: bundled embeddings are listed apart; unsupported LyCORIS kinds (GLoRA, OFT) are unknown keys', () => {
   const d = rand([2, 4]), u = rand([4, 2]);
   const p = parseLoraTensors(new Map([
     ['lora_unet_mid_block_attentions_0_proj_in.lora_down.weight', d],
     ['lora_unet_mid_block_attentions_0_proj_in.lora_up.weight', u],
     ['bundle_emb.mychar.string_to_param.*', rand([2, 8])],
-    ['lora_unet_mid_block_attentions_0_proj_out.weight', rand([4])],
-    ['lora_unet_mid_block_attentions_0_proj_out.on_input', rand([1])],
+    ['lora_unet_mid_block_attentions_0_proj_out.a1.weight', rand([4, 2])],
     ['lora_unet_mid_block_attentions_0_to_q.oft_blocks', rand([2, 2, 2])],
+    ['lora_unet_mid_block_attentions_0_to_k.weight', rand([4])],
   ]), {});
   assert.equal(p.modules.length, 1);
   assert.deepEqual(p.bundledEmbeddings, ['mychar']);
   assert.deepEqual(p.unknownKeys, [
-    'lora_unet_mid_block_attentions_0_proj_out.on_input',
-    'lora_unet_mid_block_attentions_0_proj_out.weight',
+    'lora_unet_mid_block_attentions_0_proj_out.a1.weight',
+    'lora_unet_mid_block_attentions_0_to_k.weight',
     'lora_unet_mid_block_attentions_0_to_q.oft_blocks',
   ]);
+});
+
+test('IA3: W += m·(W ⊙ w), w per output row, or per input column with on_input', () => {
+  const W = rand([3, 4]);
+  for (const onInput of [0, 1]) {
+    const w = rand([onInput ? 4 : 3]);
+    const p = parseLoraTensors(new Map([
+      ['lora_te_text_model_encoder_layers_0_mlp_fc1.weight', w],
+      ['lora_te_text_model_encoder_layers_0_mlp_fc1.on_input', { shape: [], data: new Float32Array([onInput]) }],
+    ]), {});
+    assert.equal(p.modules[0]!.kind, 'ia3');
+    const got = W.data.slice();
+    applyModule(got, [3, 4], p.modules[0]!, 0.5);
+    const ref: number[] = [];
+    for (let o = 0; o < 3; o++) for (let i = 0; i < 4; i++) ref.push(W.data[o * 4 + i]! * (1 + 0.5 * w.data[onInput ? i : o]!));
+    close(got, ref, `ia3 on_input=${onInput}`);
+  }
 });
 
 test("kohya's flattened names turn back into dotted paths for every SD1/SD2/SDXL module kind", () => {

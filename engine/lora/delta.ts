@@ -136,7 +136,22 @@ function rawDelta(m: LoraModule): Float32Array {
     }
     case 'full':
       return need(m, 'diff').data.slice();
+    case 'ia3':
+      throw new Error(`LoRA module ${m.name}: IA3 scales the weight itself; use applyModule`);
   }
+}
+
+/** IA3 (A1111 network_ia3): ΔW = W ⊙ w, w per output row, or per input column when on_input is set. */
+function applyIa3(weight: Float32Array, shape: readonly number[], m: LoraModule, multiplier: number): void {
+  const w = need(m, 'ia3_weight').data;
+  const onInput = (m.tensors.on_input?.data[0] ?? 0) !== 0;
+  const rows = shape[0]!, cols = weight.length / rows;
+  if (w.length !== (onInput ? cols : rows)) {
+    throw new Error(`LoRA module ${m.name}: IA3 vector has ${w.length} values, the weight is [${shape.join(', ')}]`);
+  }
+  const f = multiplier * m.scale;
+  for (let o = 0; o < rows; o++)
+    for (let j = 0; j < cols; j++) weight[o * cols + j]! += f * weight[o * cols + j]! * w[onInput ? j : o]!;
 }
 
 /**
@@ -159,6 +174,7 @@ export function computeDelta(m: LoraModule, targetShape: readonly number[]): Flo
  * W'' = W'·magnitude / ‖W'‖ (per input column for kohya `dora_scale` [1, in], per output row for PEFT).
  */
 export function applyModule(weight: Float32Array, shape: readonly number[], m: LoraModule, multiplier: number): void {
+  if (m.kind === 'ia3') return applyIa3(weight, shape, m, multiplier);
   const d = computeDelta(m, shape);
   if (!m.dora) {
     for (let i = 0; i < d.length; i++) weight[i]! += multiplier * d[i]!;

@@ -33,6 +33,9 @@ const SUFFIXES: [string, string, Style][] = [
   ...['hada_w1_a', 'hada_w1_b', 'hada_w2_a', 'hada_w2_b', 'hada_t1', 'hada_t2', 'lokr_w1', 'lokr_w1_a', 'lokr_w1_b', 'lokr_w2', 'lokr_w2_a', 'lokr_w2_b', 'lokr_t2', 'diff', 'diff_b'].map(
     (r): [string, string, Style] => [`.${r}`, r, 'kohya'],
   ),
+  // LyCORIS IA3: `<module>.weight` + `<module>.on_input`; last, so every longer suffix wins first.
+  ['.on_input', 'on_input', 'kohya'],
+  ['.weight', 'ia3_weight', 'kohya'],
 ];
 
 function splitKey(key: string): { module: string; role: string; style: Style } | undefined {
@@ -106,6 +109,7 @@ function kindOf(roles: Record<string, F32Tensor>): LoraKind | undefined {
   if (roles.hada_w1_a && roles.hada_w1_b && roles.hada_w2_a && roles.hada_w2_b) return 'loha';
   if ((roles.lokr_w1 || (roles.lokr_w1_a && roles.lokr_w1_b)) && (roles.lokr_w2 || (roles.lokr_w2_a && roles.lokr_w2_b))) return 'lokr';
   if (roles.diff) return 'full';
+  if (roles.ia3_weight && roles.on_input) return 'ia3';
   return undefined;
 }
 
@@ -119,6 +123,7 @@ function rankOf(kind: LoraKind, roles: Record<string, F32Tensor>): number | unde
     case 'lokr':
       return roles.lokr_w1_b?.shape[0] ?? roles.lokr_w2_b?.shape[0];
     case 'full':
+    case 'ia3':
       return undefined;
   }
 }

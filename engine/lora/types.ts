@@ -11,7 +11,7 @@ export interface F32Tensor {
 /** Mutable model weights keyed by LDM key; the merger changes `data` in place. */
 export type WeightMap = Map<string, F32Tensor>;
 
-export type LoraKind = 'lora' | 'locon' | 'loha' | 'lokr' | 'full';
+export type LoraKind = 'lora' | 'locon' | 'loha' | 'lokr' | 'full' | 'ia3';
 
 /** Which axis a DoRA magnitude normalises: A1111/kohya `dora_scale` [1, in, …] per input column, PEFT per output row. */
 export type DoraAxis = 'in' | 'out';
@@ -27,6 +27,7 @@ export interface LoraModule {
   /**
    * Tensors by role. lora/locon: down, up, (mid). loha: hada_w1_a, hada_w1_b, hada_w2_a, hada_w2_b, (hada_t1, hada_t2).
    * lokr: lokr_w1 | lokr_w1_a+lokr_w1_b, lokr_w2 | lokr_w2_a+lokr_w2_b, (lokr_t2). full: diff, (diff_b).
+   * ia3: ia3_weight (per output row, or per input column when on_input is non-zero), on_input.
    */
   tensors: Record<string, F32Tensor>;
   /** Rank, when the kind has one. */
