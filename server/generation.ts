@@ -20,6 +20,7 @@ import { img2imgModel, txt2imgModel } from './requests.ts';
 import { SAMPLERS, resolveSampler } from './samplers.ts';
 import { fieldsSet, validateModel } from './schema.ts';
 import { applyStyle, readStyles } from './styles.ts';
+import { planHires, upscaleForHires } from './hires.ts';
 
 export type GenerationKind = 'txt2img' | 'img2img';
 
@@ -224,7 +225,7 @@ async function runGeneration(ctx: ServerContext, kind: GenerationKind, prepared:
   }
   if (notFound.length > 0) notes.push(`Lora not found: ${notFound.join(', ')}`);
 
-  for (const [field, label] of [['restore_faces', 'restore_faces (face restoration)'], ['enable_hr', 'enable_hr (hires fix)']] as const) {
+  for (const [field, label] of [['restore_faces', 'restore_faces (face restoration)']] as const) {
     if (req[field]) notes.push(`${label} is not available in lora-scripts; ignored`);
   }
   if (req['refiner_checkpoint']) notes.push('refiner_checkpoint is not available in lora-scripts; ignored');
@@ -239,7 +240,18 @@ async function runGeneration(ctx: ServerContext, kind: GenerationKind, prepared:
   const allSeeds = Array.from({ length: count }, (_, i) => seed + (subseedStrength === 0 ? i : 0));
   const allSubseeds = Array.from({ length: count }, (_, i) => subseed + i);
   const clipSkip = Number(opts['CLIP_stop_at_last_layers']);
-  const denoising = kind === 'img2img' ? (req['denoising_strength'] as number) : (req['denoising_strength'] as number | null);
+  const hires = kind === 'txt2img' && req['enable_hr'] ? planHires(req, req['width'] as number, req['height'] as number, req['steps'] as number) : null;
+  if (hires) notes.push(...hires.notes);
+  const denoising = kind === 'img2img' ? (req['denoising_strength'] as number) : hires ? hires.denoising : (req['denoising_strength'] as number | null);
+  // The second pass may name its own sampler and prompts; its LoRA tags are then its own (A1111 parses hr_prompt separately).
+  const hrSampler = hires && (hires.samplerName || hires.schedulerName) ? resolveSampler(hires.samplerName ?? sampler.sampler, hires.schedulerName ?? sampler.scheduler, available.length ? available : SAMPLERS) : sampler;
+  const hrTags = hires?.prompt ? extractPromptTags(hires.prompt, { defaultMultiplier: Number(opts['extra_networks_default_multiplier'] ?? 1) }) : null;
+  const hrLoras: LoraRef[] = [];
+  for (const lt of hrTags && !req['disable_extra_networks'] ? hrTags.loras : []) {
+    const e = ctx.loras.resolve(lt.name);
+    if (e) hrLoras.push({ name: lt.name, path: e.path, teMultiplier: lt.te, unetMultiplier: lt.unet, dynDim: lt.dyn ?? null });
+    else if (!notFound.includes(lt.name)) notes.push(`Lora not found (hr_prompt): ${lt.name}`);
+  }
 
   const infotextFor = (i: number, extra: Record<string, InfotextValue>): string => {
     const params: Record<string, InfotextValue> = {
@@ -263,6 +275,7 @@ async function runGeneration(ctx: ServerContext, kind: GenerationKind, prepared:
       RNG: opts['randn_source'] !== 'GPU' ? String(opts['randn_source']) : null,
       Tiling: req['tiling'] ?? opts['tiling'] ? 'True' : null,
       'Lora hashes': loraHashes.length > 0 ? loraHashes.join(', ') : null,
+      ...(hires ? hires.infotext : {}),
       ...extra,
       Version: opts['add_version_to_infotext'] ? ctx.version : null,
     };
@@ -328,6 +341,35 @@ async function runGeneration(ctx: ServerContext, kind: GenerationKind, prepared:
       out = await ctx.backend.img2img(p, hooks);
     }
     if (out.images.length !== seeds.length) throw new Error(`backend returned ${out.images.length} images for a batch of ${seeds.length}`);
+    if (hires && job.stopRequest() !== 'interrupt') {
+      // A1111 skips the second pass of an interrupted job but runs it after a skip.
+      if (job.stopRequest() === 'skip') job.clearSkip();
+      const second = await ctx.backend.img2img(
+        {
+          ...base,
+          prompt: hrTags ? hrTags.prompt : base.prompt,
+          negativePrompt: hires.negativePrompt ?? base.negativePrompt,
+          loras: hrTags ? hrLoras : base.loras,
+          width: hires.width,
+          height: hires.height,
+          steps: hires.steps,
+          sampler: hrSampler.sampler,
+          scheduler: hrSampler.scheduler,
+          initImages: await upscaleForHires(out.images, hires),
+          mask: null,
+          denoisingStrength: hires.denoising,
+          inpaintingFill: 1,
+          inpaintFullRes: false,
+          inpaintFullResPadding: 0,
+          initialNoiseMultiplier: 1,
+          imageCfgScale: null,
+        },
+        hooks,
+      );
+      if (second.images.length !== seeds.length) throw new Error(`backend returned ${second.images.length} images for a batch of ${seeds.length}`);
+      for (const note of second.notes ?? []) if (!notes.includes(note)) notes.push(note);
+      out = { ...out, images: second.images };
+    }
     Object.assign(extraParams, out.extraParams ?? {});
     for (const note of out.notes ?? []) if (!notes.includes(note)) notes.push(note);
     for (let i = 0; i < out.images.length; i++) {

@@ -125,3 +125,11 @@ test('a checkpoint that cannot load (no tokenizer beside it) answers 500 Runtime
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('hires fix runs both passes on the fixture model', async () => {
+  const r = await t.post('/sdapi/v1/txt2img', { ...base, prompt: 'hr', seed: 4, enable_hr: true, hr_scale: 1.5, hr_second_pass_steps: 2, denoising_strength: 0.5 });
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  const meta = await sharp(Buffer.from(r.body.images[0], 'base64')).metadata();
+  assert.deepEqual([meta.width, meta.height], [96, 96]);
+  assert.match(JSON.parse(r.body.info).infotexts[0], /Size: 64x64, .*Hires upscale: 1\.5/);
+});

@@ -430,3 +430,32 @@ test('with save_images and several images, a grid is prepended (index_of_first_i
   assert.equal(plain.body.images.length, 3);
   assert.equal(JSON.parse(plain.body.info).index_of_first_image, 0);
 });
+
+test('enable_hr: first pass, pixel upscale, img2img second pass at the target size; A1111 infotext keys', async () => {
+  const n0 = backend.calls.length;
+  const r = await t.post('/sdapi/v1/txt2img', { prompt: 'hr <lora:lora_b:0.5>', steps: 3, width: 32, height: 24, seed: 9, enable_hr: true, hr_scale: 2, hr_second_pass_steps: 2, denoising_strength: 0.5 });
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  const calls = backend.calls.slice(n0);
+  assert.deepEqual(calls.map((c) => [c.kind, c.params.width, c.params.height, c.params.steps]), [['txt2img', 32, 24, 3], ['img2img', 64, 48, 2]]);
+  const second = calls[1]!.params as import('../server/backend.ts').Img2ImgParams;
+  assert.equal(second.denoisingStrength, 0.5);
+  assert.deepEqual([second.initImages[0]!.width, second.initImages[0]!.height], [64, 48]);
+  assert.deepEqual(second.seeds, [9]);
+  assert.deepEqual(second.loras.map((l) => l.name), ['lora_b'], 'the second pass keeps the prompt’s LoRAs');
+  const meta = await sharp(Buffer.from(r.body.images[0], 'base64')).metadata();
+  assert.deepEqual([meta.width, meta.height], [64, 48]);
+  const info = JSON.parse(r.body.info);
+  assert.match(info.infotexts[0], /Size: 32x24, .*Denoising strength: 0\.5, .*Hires upscale: 2, Hires steps: 2, Hires upscaler: Latent/);
+  assert.ok(info.notes.some((n: string) => /pixel space/.test(n)));
+
+  const n1 = backend.calls.length;
+  const r2 = await t.post('/sdapi/v1/txt2img', { prompt: 'hr', steps: 2, width: 40, height: 30, enable_hr: true, hr_resize_x: 100, hr_upscaler: 'Lanczos', hr_prompt: 'other <lora:lora_a:1>', hr_sampler_name: 'Euler a' });
+  assert.equal(r2.status, 200);
+  const c2 = backend.calls.slice(n1);
+  assert.deepEqual([c2[1]!.params.width, c2[1]!.params.height], [96, 72], '100x75 floored to multiples of 8');
+  assert.equal(c2[1]!.params.prompt, 'other ');
+  assert.equal(c2[1]!.params.sampler, 'Euler a');
+  assert.deepEqual(c2[1]!.params.loras.map((l) => l.name), ['lora_a']);
+  assert.equal((c2[1]!.params as any).denoisingStrength, 0.7);
+  assert.match(JSON.parse(r2.body.info).infotexts[0], /Hires prompt: "other <lora:lora_a:1>", Hires resize: 100x0, Hires upscaler: Lanczos, Hires sampler: Euler a/);
+});
