@@ -75,3 +75,33 @@ test('a batch shares schedules for equal prompts; promptAtStep follows the 0-bas
   assert.deepEqual(s2, [{ endAtStep: 4, prompt: 'plain' }]);
   assert.deepEqual([0, 1, 2, 3].map((i) => promptAtStep(s1!, i)), ['x ', 'x ', 'x ', 'x y']);
 });
+
+// Prompts where the top-level reading of brackets depends on lark's Earley ambiguity resolution.
+// Expected values were produced by A1111's get_learned_conditioning_prompt_schedules under lark 1.3.1.
+test('stray brackets next to an edit resolve as A1111 (lark) resolves them', () => {
+  assert.deepEqual(g('[b:2]:', 4), [[2, ':'], [4, 'b:']]);
+  assert.deepEqual(g('[b:2]::', 4), [[4, '[b:2]::']]);
+  assert.deepEqual(g('[b:2]:::', 4), [[2, ':::'], [4, 'b:::']]);
+  assert.deepEqual(g('[b:2]::[b:2]', 4), [[2, '[b:2]::'], [4, '[b:2]::b']]);
+  assert.deepEqual(g('[a:b:2][]', 4), [[2, 'a[]'], [4, 'b[]']]);
+  assert.deepEqual(g('(([a:b:0.5])), x', 4), [[2, '((a)), x'], [4, '((b)), x']]);
+  assert.deepEqual(g('(([b:2]))::', 4), [[4, '(([b:2]))::']]);
+  assert.deepEqual(g('[[b:2]]::', 4), [[2, '[]::'], [4, '[b]::']]);
+  assert.deepEqual(g('::[[c:1]:2]](z:1.1)[)[x|][:b:1])][b:3](w)[q]', 6), [
+    [1, '::[:2]](z:1.1)[)x[:b:1])](w)[q]'],
+    [2, '::[c:2]](z:1.1)[)[:b:1])](w)[q]'],
+    [3, '::[c:2]](z:1.1)[)x[:b:1])](w)[q]'],
+    [4, '::[c:2]](z:1.1)[)[:b:1])]b(w)[q]'],
+    [5, '::[c:2]](z:1.1)[)x[:b:1])]b(w)[q]'],
+    [6, '::[c:2]](z:1.1)[)[:b:1])]b(w)[q]'],
+  ]);
+});
+
+test('long prompts parse in reasonable time', () => {
+  const p = 'masterpiece, (detailed:1.2), [red:blue:0.5] hair, ((forest)), [cat|dog], '.repeat(5);
+  const t0 = performance.now();
+  const s = getPromptSchedule(p, 20);
+  assert.equal(s.length, 20);
+  assert.ok(performance.now() - t0 < 5000);
+  assert.equal(s[0]!.prompt, 'masterpiece, (detailed:1.2), red hair, ((forest)), cat, '.repeat(5));
+});

@@ -4,169 +4,51 @@
  * (last step, prompt text) pairs. A prompt that A1111's grammar rejects (a `|` outside an alternation,
  * a trailing backslash) is used unchanged for every step, as A1111 does.
  *
- * A1111 parses with a lark Earley grammar. Inside brackets that grammar is deterministic; at the top level
- * any `[`, `]`, `(`, `)` or `:` may also be literal text. This parser takes a bracket as syntax whenever the
- * bracketed text parses, and as a literal otherwise, which is the parse lark picks.
+ * The prompt is parsed by a port of lark's Earley parser (schedule-grammar.ts), because whether a bracket
+ * at the top level is syntax or literal text depends on lark's ambiguity resolution.
  */
+import { GrammarError, parseScheduleGrammar, type ParseTree, type Token } from './schedule-grammar.ts';
 
 type Node =
   | { kind: 'text'; text: string }
   | { kind: 'scheduled'; before: Node[] | null; after: Node[]; number: string; when?: number }
   | { kind: 'alternate'; options: Node[][] };
 
-class ParseFailure extends Error {}
-
-// lark's common.SIGNED_NUMBER, with the optional whitespace and the closing bracket of `scheduled`.
-const NUMBER_CLOSE = /\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*\]/y;
-const PLAIN_CHAR_EXCLUDED = new Set(['\\', '[', ']', '(', ')', ':', '|']);
-
-class ScheduleParser {
-  constructor(private readonly s: string) {}
-
-  /** `!start: (prompt | /[][():]/+)*` */
-  parseStart(): Node[] {
-    const out: Node[] = [];
-    let pos = 0;
-    while (pos < this.s.length) {
-      const c = this.s[pos]!;
-      const r = c === '[' || c === '(' ? this.topLevelConstruct(pos) : null;
-      if (r) {
-        out.push(...r.nodes);
-        pos = r.end;
-      } else if (c === '[' || c === '(' || c === ']' || c === ')' || c === ':') {
-        out.push({ kind: 'text', text: c });
-        pos++;
-      } else if (c === '|') {
-        throw new ParseFailure('| outside an alternation');
-      } else {
-        const end = this.plainEnd(pos);
-        out.push({ kind: 'text', text: this.s.slice(pos, end) });
-        pos = end;
-      }
-    }
-    return out;
-  }
-
-  /**
-   * A bracket at the top level that lark's resolution keeps as syntax, or null when it reads it as literal
-   * characters. For a scheduled edit both readings parse; lark (Earley, ordered SPPF) keeps the edit unless
-   * the run of literal bracket characters right after it has an even, non-zero length. This rule was
-   * measured against lark itself; it is exact for prompts without stray brackets next to an edit.
-   */
-  private topLevelConstruct(pos: number): { nodes: Node[]; end: number } | null {
-    const r = this.tryConstruct(pos);
-    if (!r) return null;
-    const kind = r.nodes.length === 1 ? r.nodes[0]!.kind : 'text';
-    if (kind !== 'scheduled') return r;
-    const run = this.strayRunLength(r.end);
-    return run > 0 && run % 2 === 0 ? null : r;
-  }
-
-  /** Length of the run of `[ ] ( ) :` at `pos`, ending before a bracket that opens a construct that parses. */
-  private strayRunLength(pos: number): number {
-    let p = pos;
-    while (p < this.s.length) {
-      const c = this.s[p]!;
-      if (c === ']' || c === ')' || c === ':') {
-        p++;
-      } else if (c === '[' || c === '(') {
-        if (this.tryConstruct(p)) break;
-        p++;
-      } else {
-        break;
-      }
-    }
-    return p - pos;
-  }
-
-  /** End of the run of plain text (`/([^\\\[\]():|]|\\.)+/`) starting at `pos`. */
-  private plainEnd(pos: number): number {
-    let p = pos;
-    while (p < this.s.length) {
-      const c = this.s[p]!;
-      if (c === '\\') {
-        // `\\.`: the escaped character may be anything but a line break.
-        const next = this.s[p + 1];
-        if (next === undefined || next === '\n' || next === '\r' || next === '\u2028' || next === '\u2029') {
-          throw new ParseFailure('backslash without a character after it');
-        }
-        p += 2;
-      } else if (PLAIN_CHAR_EXCLUDED.has(c)) {
-        break;
-      } else {
-        p++;
-      }
-    }
-    return p;
-  }
-
-  /** `prompt: (emphasized | scheduled | alternate | plain | WHITESPACE)*`; stops at `: | ] )` or the end. */
-  private parsePrompt(pos: number): { nodes: Node[]; end: number } | null {
-    const nodes: Node[] = [];
-    let p = pos;
-    while (p < this.s.length) {
-      const c = this.s[p]!;
-      if (c === '[' || c === '(') {
-        const r = this.tryConstruct(p);
-        if (!r) return null;
-        nodes.push(...r.nodes);
-        p = r.end;
-      } else if (c === ':' || c === '|' || c === ']' || c === ')') {
-        break;
-      } else {
-        const end = this.plainEnd(p);
-        nodes.push({ kind: 'text', text: this.s.slice(p, end) });
-        p = end;
-      }
-    }
-    return { nodes, end: p };
-  }
-
-  /** emphasized, scheduled or alternate starting at the bracket at `pos`; null when none parses. */
-  private tryConstruct(pos: number): { nodes: Node[]; end: number } | null {
-    const open = this.s[pos]!;
-    const first = this.parsePrompt(pos + 1);
-    if (!first) return null;
-    let p = first.end;
-    const c = this.s[p];
-    if (open === '(') {
-      if (c === ')') return { nodes: [text('('), ...first.nodes, text(')')], end: p + 1 };
-      if (c !== ':') return null;
-      const second = this.parsePrompt(p + 1);
-      if (!second || this.s[second.end] !== ')') return null;
-      return { nodes: [text('('), ...first.nodes, text(':'), ...second.nodes, text(')')], end: second.end + 1 };
-    }
-    if (c === ']') return { nodes: [text('['), ...first.nodes, text(']')], end: p + 1 };
-    if (c === '|') {
-      const options: Node[][] = [first.nodes];
-      while (this.s[p] === '|') {
-        const next = this.parsePrompt(p + 1);
-        if (!next) return null;
-        options.push(next.nodes);
-        p = next.end;
-      }
-      if (this.s[p] !== ']') return null;
-      return { nodes: [{ kind: 'alternate', options }], end: p + 1 };
-    }
-    if (c !== ':') return null;
-    const short = this.numberClose(p + 1);
-    if (short) return { nodes: [{ kind: 'scheduled', before: null, after: first.nodes, number: short.number }], end: short.end };
-    const second = this.parsePrompt(p + 1);
-    if (!second || this.s[second.end] !== ':') return null;
-    const full = this.numberClose(second.end + 1);
-    if (!full) return null;
-    return { nodes: [{ kind: 'scheduled', before: first.nodes, after: second.nodes, number: full.number }], end: full.end };
-  }
-
-  private numberClose(pos: number): { number: string; end: number } | null {
-    NUMBER_CLOSE.lastIndex = pos;
-    const m = NUMBER_CLOSE.exec(this.s);
-    return m ? { number: m[1]!, end: NUMBER_CLOSE.lastIndex } : null;
-  }
+function isTree(c: ParseTree | Token): c is ParseTree {
+  return 'rule' in c;
 }
 
-function text(t: string): Node {
-  return { kind: 'text', text: t };
+/** Turns lark's parse tree into text runs and the two constructs that change with the step. */
+function toNodes(t: ParseTree | Token): Node[] {
+  if (!isTree(t)) return [{ kind: 'text', text: t.value }];
+  const kids = t.children;
+  switch (t.rule.origin) {
+    case 'scheduled': {
+      const prompts = kids.filter((c): c is ParseTree => isTree(c) && c.rule.origin === 'prompt').map(toNodes);
+      const number = kids.find((c): c is Token => !isTree(c) && c.type === 'NUMBER')!.value;
+      return prompts.length === 2
+        ? [{ kind: 'scheduled', before: prompts[0]!, after: prompts[1]!, number }]
+        : [{ kind: 'scheduled', before: null, after: prompts[0]!, number }];
+    }
+    case 'alternate': {
+      // `"[" prompt ("|" [prompt])+ "]"`: an option left out after a `|` is the empty string.
+      const seq: Array<ParseTree | Token> = [];
+      const flatten = (c: ParseTree | Token) => {
+        if (isTree(c) && c.rule.origin === '__alternate_plus_3') c.children.forEach(flatten);
+        else seq.push(c);
+      };
+      kids.slice(1, -1).forEach(flatten);
+      const options: Node[][] = [toNodes(seq[0]!)];
+      for (let i = 1; i < seq.length; i++) {
+        const c = seq[i]!;
+        if (!isTree(c)) options.push([]);
+        else options[options.length - 1] = toNodes(c);
+      }
+      return [{ kind: 'alternate', options }];
+    }
+    default:
+      return kids.flatMap(toNodes);
+  }
 }
 
 export interface ScheduleOptions {
@@ -213,11 +95,13 @@ export function getPromptSchedule(prompt: string, baseSteps: number, opts: Sched
   const intOffset = hires ? baseSteps : 0;
   const fltOffset = hires ? 1 : 0;
 
+  // Without `[` there is no edit or alternation, and a prompt the grammar rejects is kept as it is anyway.
+  if (!prompt.includes('[')) return [{ endAtStep: steps, prompt }];
   let tree: Node[];
   try {
-    tree = new ScheduleParser(prompt).parseStart();
+    tree = toNodes(parseScheduleGrammar(prompt));
   } catch (e) {
-    if (e instanceof ParseFailure) return [{ endAtStep: steps, prompt }];
+    if (e instanceof GrammarError) return [{ endAtStep: steps, prompt }];
     throw e;
   }
 
