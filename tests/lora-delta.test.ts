@@ -264,3 +264,18 @@ test("kohya's flattened names turn back into dotted paths for every SD1/SD2/SDXL
   ];
   for (const c of cases) assert.equal(kohyaPathToDotted(c.replaceAll('.', '_')), c);
 });
+
+test('a 4-channel conv_in LoRA on a 9-channel inpainting conv_in changes only the first 4 input channels', () => {
+  const [out, r, k] = [5, 2, 3];
+  const up = rand([out, r, 1, 1]), down = rand([r, 4, k, k]);
+  const W = rand([out, 9, k, k]);
+  const got = W.data.slice();
+  applyModule(got, [out, 9, k, k], module('locon', { up, down }, 1), 2);
+  const d = computeDelta(module('locon', { up, down }, 1), [out, 4, k, k]);
+  const ref: number[] = [];
+  for (let o = 0; o < out; o++) for (let i = 0; i < 9; i++) for (let yx = 0; yx < k * k; yx++) {
+    const base = W.data[(o * 9 + i) * k * k + yx]!;
+    ref.push(i < 4 ? base + 2 * d[(o * 4 + i) * k * k + yx]! : base);
+  }
+  close(got, ref, 'padded conv_in');
+});

@@ -141,6 +141,24 @@ function rawDelta(m: LoraModule): Float32Array {
   }
 }
 
+function rawSize(m: LoraModule): number {
+  const up = m.tensors.up, down = m.tensors.down;
+  return up && down ? up.shape[0]! * (down.data.length / down.shape[0]!) : -1;
+}
+
+/**
+ * A conv LoRA trained on fewer input channels than the target (a 4-channel conv_in LoRA on a 9-channel
+ * inpainting UNet): A1111 zero-pads ΔW on the input axis, i.e. only the first channels change.
+ */
+function applyPaddedInputs(weight: Float32Array, shape: readonly number[], m: LoraModule, multiplier: number): void {
+  const [out, inT] = shape as [number, number];
+  const k = numel(shape.slice(2));
+  const inL = m.tensors.down!.shape[1]!;
+  const d = computeDelta(m, [out, inL, ...shape.slice(2)]);
+  for (let o = 0; o < out; o++)
+    for (let i = 0; i < inL * k; i++) weight[o * inT * k + i]! += multiplier * d[o * inL * k + i]!;
+}
+
 /** IA3 (A1111 network_ia3): ΔW = W ⊙ w, w per output row, or per input column when on_input is set. */
 function applyIa3(weight: Float32Array, shape: readonly number[], m: LoraModule, multiplier: number): void {
   const w = need(m, 'ia3_weight').data;
@@ -175,6 +193,10 @@ export function computeDelta(m: LoraModule, targetShape: readonly number[]): Flo
  */
 export function applyModule(weight: Float32Array, shape: readonly number[], m: LoraModule, multiplier: number): void {
   if (m.kind === 'ia3') return applyIa3(weight, shape, m, multiplier);
+  const down = m.tensors.down;
+  if (!m.dora && down && down.shape.length === 4 && shape.length === 4 && down.shape[1]! < shape[1]! && rawSize(m) !== numel(shape)) {
+    return applyPaddedInputs(weight, shape, m, multiplier);
+  }
   const d = computeDelta(m, shape);
   if (!m.dora) {
     for (let i = 0; i < d.length; i++) weight[i]! += multiplier * d[i]!;
