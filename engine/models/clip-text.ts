@@ -1,10 +1,17 @@
 /**
- * CLIP text transformer (Radford et al. 2021), the SD1 text encoder, in the transformers `CLIPTextModel`
- * layout: pre-LayerNorm blocks with causal self-attention and a quick-GELU MLP, then a final LayerNorm.
- * `clipSkip` is A1111's "Clip skip": stop `clipSkip - 1` layers early, then apply the final LayerNorm.
+ * CLIP text transformer (Radford et al. 2021), the SD text encoder, in either checkpoint layout:
+ * - 'hf': transformers' `CLIPTextModel` names (SD1's ViT-L/14; SD2 text encoders in diffusers folders);
+ * - 'openclip': OpenCLIP's names as in SD2 single-file checkpoints (`resblocks.N` with a fused q/k/v
+ *   `in_proj_weight`, `ln_final`).
+ * Both are pre-LayerNorm blocks with causal self-attention and an MLP, then a final LayerNorm.
+ *
+ * Which block's output is used: SD2's LDM config builds the OpenCLIP tower with `layer: penultimate`, so
+ * the last resblock never runs (diffusers' conversions drop it, leaving 23 of ViT-H's 24). `clipSkip` then
+ * stops `clipSkip - 1` further blocks early, the final LayerNorm applied to whatever block ended the run,
+ * as A1111's clip skip does for SD1 and kohya's `--clip_skip` does for both.
  */
 import { add, input, slice } from '../graph/ops-core.ts';
-import { attention, embedding, gelu, mergeHeads, quickGelu, splitHeads } from '../graph/ops-nn.ts';
+import { attention, embedding, gelu, linear, mergeHeads, quickGelu, splitHeads } from '../graph/ops-nn.ts';
 import type { Tensor } from '../graph/tensor.ts';
 import type { ClipTextArch } from '../sd/arch.ts';
 import { UserError } from '../util/errors.ts';
@@ -15,30 +22,91 @@ export interface ClipTextOptions {
   /** Sequence length (77 for SD). */
   tokens: number;
   clipSkip?: number;
-  /** Key prefix of the model, e.g. `cond_stage_model.transformer.text_model.`. */
-  prefix: string;
+  /** Key prefix of the model; default: where an LDM checkpoint keeps this layout (`clipTextPrefix`). */
+  prefix?: string;
+}
+
+/** Where an LDM checkpoint (and the loader's diffusers mapping) keeps the text encoder of this layout. */
+export function clipTextPrefix(layout: ClipTextArch['layout']): string {
+  return layout === 'openclip' ? 'cond_stage_model.model.' : 'cond_stage_model.transformer.text_model.';
+}
+
+/** Blocks that run at clip skip 1: all of them, except OpenCLIP (SD2) towers, which stop at the penultimate one. */
+export function clipUsedLayers(arch: ClipTextArch): number {
+  return arch.layout === 'openclip' ? arch.layers - 1 : arch.layers;
+}
+
+interface LayoutNames {
+  tokenEmbedding: string;
+  positionEmbedding: string;
+  finalNorm: string;
+  block(i: number): { norm1: string; norm2: string; out: string; fc1: string; fc2: string; qkv: { fused: string } | { q: string; k: string; v: string } };
+}
+
+function layoutNames(layout: ClipTextArch['layout'], P: string): LayoutNames {
+  if (layout === 'openclip') {
+    return {
+      tokenEmbedding: `${P}token_embedding.weight`,
+      positionEmbedding: `${P}positional_embedding`,
+      finalNorm: `${P}ln_final`,
+      block: (i) => {
+        const L = `${P}transformer.resblocks.${i}.`;
+        return { norm1: `${L}ln_1`, norm2: `${L}ln_2`, out: `${L}attn.out_proj`, fc1: `${L}mlp.c_fc`, fc2: `${L}mlp.c_proj`, qkv: { fused: `${L}attn.in_proj` } };
+      },
+    };
+  }
+  return {
+    tokenEmbedding: `${P}embeddings.token_embedding.weight`,
+    positionEmbedding: `${P}embeddings.position_embedding.weight`,
+    finalNorm: `${P}final_layer_norm`,
+    block: (i) => {
+      const L = `${P}encoder.layers.${i}.`;
+      return {
+        norm1: `${L}layer_norm1`,
+        norm2: `${L}layer_norm2`,
+        out: `${L}self_attn.out_proj`,
+        fc1: `${L}mlp.fc1`,
+        fc2: `${L}mlp.fc2`,
+        qkv: { q: `${L}self_attn.q_proj`, k: `${L}self_attn.k_proj`, v: `${L}self_attn.v_proj` },
+      };
+    },
+  };
+}
+
+/** q, k, v from OpenCLIP's `nn.MultiheadAttention` weights: one GEMM over the fused [3W, W] matrix, rows q | k | v. */
+function fusedQkv(ctx: ModuleContext, key: string, h: Tensor, width: number): [Tensor, Tensor, Tensor] {
+  const w = ctx.p(`${key}_weight`);
+  if (w.shape[0] !== 3 * width || w.shape[1] !== width) {
+    throw new UserError(`text encoder tensor '${key}_weight' has shape [${w.shape.join(', ')}], expected [${3 * width}, ${width}] (q, k, v stacked)`);
+  }
+  const qkv = linear(h, w, ctx.maybe(`${key}_bias`));
+  const last = qkv.rank - 1;
+  return [slice(qkv, last, 0, width), slice(qkv, last, width, 2 * width), slice(qkv, last, 2 * width, 3 * width)];
 }
 
 export function clipTextEncoder(ctx: ModuleContext, arch: ClipTextArch, opts: ClipTextOptions): { ids: Tensor; hidden: Tensor } {
-  const { prefix: P, batch: B, tokens: T } = opts;
+  const { batch: B, tokens: T } = opts;
+  const N = clipUsedLayers(arch);
   const skip = opts.clipSkip ?? 1;
-  if (!(Number.isInteger(skip) && skip >= 1 && skip <= arch.layers)) {
-    throw new UserError(`clip skip must be an integer between 1 and ${arch.layers}, got ${skip}`);
+  if (!(Number.isInteger(skip) && skip >= 1 && skip <= N)) {
+    throw new UserError(`clip skip must be an integer between 1 and ${N}, got ${skip}`);
   }
+  const names = layoutNames(arch.layout, opts.prefix ?? clipTextPrefix(arch.layout));
   const ids = input('input_ids', 'int64', [B, T]);
-  const pos = slice(ctx.p(`${P}embeddings.position_embedding.weight`), 0, 0, T);
-  let x = add(embedding(ctx.p(`${P}embeddings.token_embedding.weight`), ids), pos);
+  const pos = slice(ctx.p(names.positionEmbedding), 0, 0, T);
+  let x = add(embedding(ctx.p(names.tokenEmbedding), ids), pos);
   const act = arch.activation === 'gelu' ? (t: Tensor) => gelu(t) : quickGelu;
-  for (let i = 0; i < arch.layers - (skip - 1); i++) {
-    const L = `${P}encoder.layers.${i}.`;
-    const h = layerNormLayer(ctx, `${L}layer_norm1`, x, arch.layerNormEps);
-    const q = splitHeads(dense(ctx, `${L}self_attn.q_proj`, h), arch.heads);
-    const k = splitHeads(dense(ctx, `${L}self_attn.k_proj`, h), arch.heads);
-    const v = splitHeads(dense(ctx, `${L}self_attn.v_proj`, h), arch.heads);
-    x = add(x, dense(ctx, `${L}self_attn.out_proj`, mergeHeads(attention(q, k, v, { causal: true }))));
-    const m = layerNormLayer(ctx, `${L}layer_norm2`, x, arch.layerNormEps);
-    x = add(x, dense(ctx, `${L}mlp.fc2`, act(dense(ctx, `${L}mlp.fc1`, m))));
+  for (let i = 0; i < N - (skip - 1); i++) {
+    const n = names.block(i);
+    const h = layerNormLayer(ctx, n.norm1, x, arch.layerNormEps);
+    const [q, k, v] = 'fused' in n.qkv
+      ? fusedQkv(ctx, n.qkv.fused, h, arch.width)
+      : [dense(ctx, n.qkv.q, h), dense(ctx, n.qkv.k, h), dense(ctx, n.qkv.v, h)];
+    const heads = [q, k, v].map((t) => splitHeads(t, arch.heads)) as [Tensor, Tensor, Tensor];
+    x = add(x, dense(ctx, n.out, mergeHeads(attention(...heads, { causal: true }))));
+    const m = layerNormLayer(ctx, n.norm2, x, arch.layerNormEps);
+    x = add(x, dense(ctx, n.fc2, act(dense(ctx, n.fc1, m))));
   }
-  const hidden = layerNormLayer(ctx, `${P}final_layer_norm`, x, arch.layerNormEps);
+  const hidden = layerNormLayer(ctx, names.finalNorm, x, arch.layerNormEps);
   return { ids, hidden };
 }

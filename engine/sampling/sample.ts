@@ -1,6 +1,6 @@
 import { UserError } from '../util/errors.ts';
 import { a1111Timesteps, sampleDdim, samplePlms } from './ddim-plms.ts';
-import { compVisDenoiser } from './denoiser.ts';
+import { compVisDenoiser, compVisVDenoiser, vPredictionAsEps } from './denoiser.ts';
 import { img2imgSteps } from './img2img.ts';
 import { LcmSchedule, lcmDenoiser } from './lcm.ts';
 import { BrownianNoise, independentNoise } from './noise.ts';
@@ -22,7 +22,10 @@ export interface SampleRequest {
   /** Schedule type name or label; null / "Automatic" = the sampler's default. */
   scheduler?: string | null;
   steps: number;
+  /** The guided UNet: it predicts eps, or v where `prediction` says so. */
   model: EpsModel;
+  /** What `model` predicts: 'epsilon' (SD 1.x, SD 2.x 512-base; the default) or 'v_prediction' (SD 2.x 768-v). */
+  prediction?: 'epsilon' | 'v_prediction';
   schedule: DiscreteSchedule;
   /** N(0, 1) noise for the starting latent, the length of the latent batch. */
   noise: Float32Array;
@@ -83,6 +86,12 @@ export async function sample(req: SampleRequest): Promise<SampleResult> {
   const resolved = resolveSampler(req.sampler, req.scheduler);
   const { sampler } = resolved;
   const n = req.noise.length;
+  if (req.prediction !== undefined && req.prediction !== 'epsilon' && req.prediction !== 'v_prediction') {
+    throw new UserError(`prediction must be 'epsilon' or 'v_prediction', got ${JSON.stringify(req.prediction)}`);
+  }
+  const v = req.prediction === 'v_prediction';
+  // The k-diffusion samplers get k-diffusion's v denoiser; the others work in eps, so v is converted to eps.
+  const epsModel = v ? vPredictionAsEps(req.model) : req.model;
   if (req.img2img) checkLatent(req.img2img.init, n, 'img2img init latent');
   const base = { sampler: sampler.name, scheduleType: resolved.schedulerLabel, ...(resolved.fallbackFrom !== undefined ? { fallbackFrom: resolved.fallbackFrom } : {}) };
 
@@ -110,10 +119,10 @@ export async function sample(req: SampleRequest): Promise<SampleResult> {
     }
     let latent: Float32Array;
     if (kind === 'unipc') {
-      latent = await sampleUniPc({ model: req.model, schedule: req.schedule, x, steps: timesteps.length, tStart, onStep: req.onStep });
+      latent = await sampleUniPc({ model: epsModel, schedule: req.schedule, x, steps: timesteps.length, tStart, onStep: req.onStep });
     } else {
       const run = kind === 'ddim' ? sampleDdim : samplePlms;
-      latent = await run({ model: req.model, schedule: req.schedule, x, timesteps, eta: req.eta ?? 0, randn: req.randn, onStep: req.onStep });
+      latent = await run({ model: epsModel, schedule: req.schedule, x, timesteps, eta: req.eta ?? 0, randn: req.randn, onStep: req.onStep });
     }
     return { ...base, latent, plan: { timesteps } };
   }
@@ -138,7 +147,9 @@ export async function sample(req: SampleRequest): Promise<SampleResult> {
     : independentNoise(req.randn, n);
   const total = sampler.name === 'Restart' ? restartStepList(sigmas).length : sigmas.length - 1;
   const args: KSamplerArgs = {
-    denoise: sampler.lcm ? lcmDenoiser(req.model, new LcmSchedule(req.schedule), total) : compVisDenoiser(req.model, req.schedule, total),
+    denoise: sampler.lcm
+      ? lcmDenoiser(epsModel, new LcmSchedule(req.schedule), total)
+      : (v ? compVisVDenoiser : compVisDenoiser)(req.model, req.schedule, total),
     x,
     sigmas,
     noise,

@@ -3,16 +3,24 @@
  * graphs, one per input shape, built on first use. Weights are fed to ONNX Runtime as graph inputs that wrap
  * these very buffers, so a LoRA merged into them in place takes effect on the next run with no rebuild.
  */
+import { stat } from 'node:fs/promises';
 import { topoSort, type Tensor } from '../graph/tensor.ts';
 import { compile, type CompiledGraph, type SessionOptions } from '../runtime/session.ts';
-import { clipTextEncoder } from '../models/clip-text.ts';
+import { clipTextEncoder, clipTextPrefix } from '../models/clip-text.ts';
 import { weightContext, type ModuleContext } from '../models/layers.ts';
 import { timestepFeatures, unet } from '../models/unet.ts';
 import { vaeDecoder, vaeEncoder } from '../models/vae.ts';
 import type { SdArch } from './arch.ts';
 import { Checkpoint, type WeightMap } from './checkpoint.ts';
+import { declaredPrediction, parsePrediction, probeSaysV, V_PROBE, type Prediction, type PredictionDecision } from './prediction.ts';
 
-export const TEXT_PREFIX = 'cond_stage_model.transformer.text_model.';
+/** Where SD1 (and diffusers-folder SD2) text encoders live; SD2 single files use `textPrefix(arch)`. */
+export const TEXT_PREFIX = clipTextPrefix('hf');
+
+/** Key prefix of this checkpoint's text encoder (its layout decides: OpenCLIP towers sit under `cond_stage_model.model.`). */
+export function textPrefix(arch: SdArch): string {
+  return clipTextPrefix(arch.textEncoder.layout);
+}
 
 export interface LoadOptions extends Omit<SessionOptions, 'weights' | 'alwaysFeed'> {
   /** A separate VAE file replacing the checkpoint's own. */
@@ -23,6 +31,11 @@ export interface LoadOptions extends Omit<SessionOptions, 'weights' | 'alwaysFee
    * any weight a LoRA has touched stay fed; touching a baked weight rebuilds the sessions once.
    */
   weights?: 'inputs' | 'baked';
+  /**
+   * What the UNet predicts. 'auto' (default): the checkpoint's sidecar `<name>.yaml` (A1111's
+   * `parameterization: "v"`) or a diffusers folder's scheduler config; else, for SD2, A1111's probe; else eps.
+   */
+  prediction?: Prediction | 'auto';
 }
 
 export class StableDiffusion {
@@ -31,6 +44,10 @@ export class StableDiffusion {
   private readonly fed = new Set<string>();
   /** Sessions built so far; a rebuild after a newly touched baked weight counts here. */
   sessionBuilds = 0;
+  /** What the UNet predicts (see `LoadOptions.prediction`); the pipeline samples accordingly. */
+  prediction: Prediction = 'epsilon';
+  /** Where `prediction` came from: 'option', the file that declared it, 'probe' or 'default'. */
+  predictionSource = 'default';
 
   private constructor(
     readonly path: string,
@@ -44,11 +61,34 @@ export class StableDiffusion {
     const ck = await Checkpoint.open(path, { vae: opts.vae });
     try {
       const weights = await ck.readAll(['model.diffusion_model.', 'first_stage_model.', 'cond_stage_model.']);
-      const { vae: _vae, weights: mode, ...session } = opts;
-      return new StableDiffusion(path, ck.arch, weights, session, mode ?? 'inputs');
+      const { vae: _vae, weights: mode, prediction, ...session } = opts;
+      const model = new StableDiffusion(path, ck.arch, weights, session, mode ?? 'inputs');
+      const d = await model.decidePrediction(prediction ?? 'auto', (await stat(path)).isDirectory());
+      model.prediction = d.prediction;
+      model.predictionSource = d.source;
+      return model;
     } finally {
       await ck.close();
     }
+  }
+
+  private async decidePrediction(option: Prediction | 'auto', isFolder: boolean): Promise<PredictionDecision> {
+    if (option !== 'auto') return { prediction: parsePrediction(option, 'prediction option'), source: 'option' };
+    const declared = await declaredPrediction(this.path, isFolder);
+    if (declared) return declared;
+    // A1111 probes SD2 txt2img UNets only; its SD2 inpainting config (9 input channels) is eps.
+    if (this.arch.family === 'sd2' && this.arch.unet.inChannels === 4) {
+      return { prediction: (await this.probeV()) ? 'v_prediction' : 'epsilon', source: 'probe' };
+    }
+    return { prediction: 'epsilon', source: 'default' };
+  }
+
+  /** A1111's v-parameterization probe (see `V_PROBE`): one tiny UNet call. */
+  async probeV(): Promise<boolean> {
+    const { value, timestep, size, tokens } = V_PROBE;
+    const x = new Float32Array(this.arch.unet.inChannels * size * size).fill(value);
+    const context = new Float32Array(tokens * this.arch.unet.contextDim).fill(value);
+    return probeSaysV(await this.predict(x, [timestep], context, { batch: 1, height: size, width: size, tokens }));
   }
 
   /** A context over this model's weights, for building graphs (training adds an adapter hook). */
@@ -101,7 +141,7 @@ export class StableDiffusion {
   /** Token ids [batch, tokens] → hidden states [batch, tokens, width] (A1111's clip skip applied). */
   async encodeText(ids: BigInt64Array, batch: number, tokens: number, clipSkip = 1): Promise<Float32Array> {
     const g = await this.graph(`text:${batch}:${tokens}:${clipSkip}`, () => [
-      clipTextEncoder(this.context(), this.arch.textEncoder, { batch, tokens, clipSkip, prefix: TEXT_PREFIX }).hidden,
+      clipTextEncoder(this.context(), this.arch.textEncoder, { batch, tokens, clipSkip, prefix: textPrefix(this.arch) }).hidden,
     ]);
     const [out] = await g.run({ input_ids: ids });
     return out!.data as Float32Array;

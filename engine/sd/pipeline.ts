@@ -11,6 +11,7 @@ import { getPromptSchedules, promptAtStep, type ScheduledPrompt } from '../text/
 import { UserError } from '../util/errors.ts';
 import type { Conditioner, Conditioning } from './conditioning.ts';
 import type { StableDiffusion } from './model.ts';
+import { parsePrediction, type Prediction } from './prediction.ts';
 
 export interface GenerateRequest {
   prompt: string;
@@ -42,6 +43,8 @@ export interface GenerateRequest {
   initialNoise?: Float32Array;
   /** A1111's hires fix (txt2img): upscale the first pass, then a second img2img pass at the larger size. */
   hires?: HiresOptions;
+  /** What the UNet predicts; default: the model's own (`StableDiffusion.prediction`). */
+  prediction?: Prediction;
 }
 
 export interface HiresOptions {
@@ -212,6 +215,7 @@ export class Pipeline {
     const w = p.width / 8;
     const C = this.model.arch.unet.inChannels;
     const clipSkip = r.clipSkip ?? 1;
+    const prediction = r.prediction === undefined ? this.model.prediction : parsePrediction(r.prediction, 'prediction');
 
     // Conditioning for every distinct prompt text the schedules reach, encoded once each.
     const [posSched, negSched] = getPromptSchedules([r.prompt, r.negativePrompt], p.steps) as [ScheduledPrompt[], ScheduledPrompt[]];
@@ -252,7 +256,7 @@ export class Pipeline {
       const cond = conds.get(promptAtStep(posSched, call.index))!;
       const uncond = conds.get(promptAtStep(negSched, call.index))!;
       let guided = await this.guidedEps(unetInput, t, cond, uncond, r.cfgScale, { batch: B, height: h, width: w, tiling: !!r.tiling });
-      if (keep && init) guided = maskEps(guided, unetInput, init, keep, call.sigma);
+      if (keep && init) guided = maskPrediction(guided, prediction, unetInput, init, keep, call.sigma);
       return guided;
     };
 
@@ -267,6 +271,7 @@ export class Pipeline {
         scheduler: r.scheduler ?? null,
         steps: p.steps,
         model: eps,
+        prediction,
         schedule: this.schedule,
         noise: startNoise,
         randn: () => noise.next(),
@@ -361,6 +366,16 @@ export class Pipeline {
  * keeps the image. Expressed on eps so every sampler family gets it: with x = unetInput·√(σ²+1),
  * x0 = x − σ·eps, hence eps' = eps·repaint + (x − init)/σ·keep.
  */
+/** `maskEps` for either prediction: a v output is masked as the eps it stands for (same x0), then turned back into v. */
+function maskPrediction(out: Float32Array, prediction: Prediction, unetInput: Float32Array, init: Float32Array, keep: Float32Array, sigma: number): Float32Array {
+  if (prediction === 'epsilon') return maskEps(out, unetInput, init, keep, sigma);
+  // x_t = unetInput is variance preserving: eps = alpha * v + sigma_vp * x_t, with alpha = 1 / sqrt(sigma^2 + 1).
+  const alpha = 1 / Math.sqrt(sigma * sigma + 1);
+  const sigmaVp = sigma * alpha;
+  const eps = out.map((v, i) => alpha * v + sigmaVp * unetInput[i]!);
+  return maskEps(eps, unetInput, init, keep, sigma).map((e, i) => (e - sigmaVp * unetInput[i]!) / alpha);
+}
+
 function maskEps(eps: Float32Array, unetInput: Float32Array, init: Float32Array, keep: Float32Array, sigma: number): Float32Array {
   const s = Math.sqrt(sigma * sigma + 1);
   const out = new Float32Array(eps.length);

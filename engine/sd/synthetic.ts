@@ -8,8 +8,18 @@ import { writeSafetensorsStreaming, type DType } from '../safetensors/index.ts';
 import { f32ToF16 } from '../safetensors/float.ts';
 
 export interface SyntheticSdConfig {
-  unet: { modelChannels: number; channelMult: number[]; numResBlocks: number; attentionLevels: boolean[]; contextDim: number; inChannels: number };
-  text: { width: number; layers: number; intermediate: number; vocab: number; positions: number };
+  unet: {
+    modelChannels: number;
+    channelMult: number[];
+    numResBlocks: number;
+    attentionLevels: boolean[];
+    contextDim: number;
+    inChannels: number;
+    /** SD2: Linear proj_in/proj_out ([C, C]) instead of 1×1 convs. */
+    linearProjection?: boolean;
+  };
+  /** `layout` 'openclip' writes SD2's `cond_stage_model.model.*` tower; default 'hf' (SD1's CLIPTextModel names). */
+  text: { width: number; layers: number; intermediate: number; vocab: number; positions: number; layout?: 'hf' | 'openclip' };
   vae: { channels: number; channelMult: number[]; numResBlocks: number; zChannels: number };
 }
 
@@ -19,6 +29,31 @@ export const SD15: SyntheticSdConfig = {
   text: { width: 768, layers: 12, intermediate: 3072, vocab: 49408, positions: 77 },
   vae: { channels: 128, channelMult: [1, 2, 4, 4], numResBlocks: 2, zChannels: 4 },
 };
+
+/**
+ * SD 2.x's shapes (v2-inference-v.yaml): OpenCLIP ViT-H/14 text tower, 1024 wide with all 24 resblocks
+ * stored as in the released checkpoints (23 run: the config takes the penultimate layer), and a UNet with
+ * Linear projections, 64-wide heads and 1024-wide context. The VAE is SD1's.
+ */
+export const SD2: SyntheticSdConfig = {
+  unet: { modelChannels: 320, channelMult: [1, 2, 4, 4], numResBlocks: 2, attentionLevels: [true, true, true, false], contextDim: 1024, inChannels: 4, linearProjection: true },
+  text: { width: 1024, layers: 24, intermediate: 4096, vocab: 49408, positions: 77, layout: 'openclip' },
+  vae: { channels: 128, channelMult: [1, 2, 4, 4], numResBlocks: 2, zChannels: 4 },
+};
+
+/**
+ * A tiny SD2-shaped configuration for tests: same layouts as `SD2` (OpenCLIP tower, Linear projections),
+ * with widths just large enough for SD2's fixed 64-wide UNet heads and 32-group norms.
+ * `vocab` must cover the tokenizer the test uses.
+ */
+export function tinySd2Config(opts: { vocab: number; textWidth?: number; textLayers?: number; positions?: number }): SyntheticSdConfig {
+  const width = opts.textWidth ?? 128;
+  return {
+    unet: { modelChannels: 64, channelMult: [1, 2], numResBlocks: 1, attentionLevels: [true, true], contextDim: width, inChannels: 4, linearProjection: true },
+    text: { width, layers: opts.textLayers ?? 3, intermediate: 4 * width, vocab: opts.vocab, positions: opts.positions ?? 77, layout: 'openclip' },
+    vae: { channels: 32, channelMult: [1, 2], numResBlocks: 1, zChannels: 4 },
+  };
+}
 
 type Shapes = Map<string, number[]>;
 
@@ -52,7 +87,8 @@ function unetShapes(s: Shapes, c: SyntheticSdConfig['unet']): void {
   };
   const attn = (key: string, ch: number) => {
     norm(s, `${key}.norm`, ch);
-    conv(s, `${key}.proj_in`, ch, ch, 1);
+    if (c.linearProjection) linear(s, `${key}.proj_in`, ch, ch);
+    else conv(s, `${key}.proj_in`, ch, ch, 1);
     const T = `${key}.transformer_blocks.0`;
     for (const [a, kv] of [['attn1', ch], ['attn2', ctx]] as const) {
       linear(s, `${T}.${a}.to_q`, ch, ch, false);
@@ -63,7 +99,8 @@ function unetShapes(s: Shapes, c: SyntheticSdConfig['unet']): void {
     linear(s, `${T}.ff.net.0.proj`, 8 * ch, ch);
     linear(s, `${T}.ff.net.2`, ch, 4 * ch);
     for (const n of ['norm1', 'norm2', 'norm3']) norm(s, `${T}.${n}`, ch);
-    conv(s, `${key}.proj_out`, ch, ch, 1);
+    if (c.linearProjection) linear(s, `${key}.proj_out`, ch, ch);
+    else conv(s, `${key}.proj_out`, ch, ch, 1);
   };
   conv(s, `${P}input_blocks.0.0`, C, c.inChannels, 3);
   const skipCh: number[] = [C];
@@ -102,7 +139,28 @@ function unetShapes(s: Shapes, c: SyntheticSdConfig['unet']): void {
   conv(s, `${P}out.2`, c.inChannels, ch, 3);
 }
 
+/** OpenCLIP's text tower as SD2 single files store it (open_clip `CLIP` minus `visual`). */
+function openClipTextShapes(s: Shapes, c: SyntheticSdConfig['text']): void {
+  const P = 'cond_stage_model.model.';
+  s.set(`${P}positional_embedding`, [c.positions, c.width]);
+  s.set(`${P}text_projection`, [c.width, c.width]);
+  s.set(`${P}logit_scale`, []);
+  s.set(`${P}token_embedding.weight`, [c.vocab, c.width]);
+  for (let i = 0; i < c.layers; i++) {
+    const L = `${P}transformer.resblocks.${i}.`;
+    norm(s, `${L}ln_1`, c.width);
+    s.set(`${L}attn.in_proj_weight`, [3 * c.width, c.width]);
+    s.set(`${L}attn.in_proj_bias`, [3 * c.width]);
+    linear(s, `${L}attn.out_proj`, c.width, c.width);
+    norm(s, `${L}ln_2`, c.width);
+    linear(s, `${L}mlp.c_fc`, c.intermediate, c.width);
+    linear(s, `${L}mlp.c_proj`, c.width, c.intermediate);
+  }
+  norm(s, `${P}ln_final`, c.width);
+}
+
 function textShapes(s: Shapes, c: SyntheticSdConfig['text']): void {
+  if (c.layout === 'openclip') return openClipTextShapes(s, c);
   const P = 'cond_stage_model.transformer.text_model.';
   s.set(`${P}embeddings.token_embedding.weight`, [c.vocab, c.width]);
   s.set(`${P}embeddings.position_embedding.weight`, [c.positions, c.width]);
@@ -203,9 +261,11 @@ export function randomTensor(key: string, shape: number[], seed: number): Float3
   let h = seed;
   for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 16777619) >>> 0;
   const fill = normals(h);
-  const isNorm = /norm|layer_norm|in_layers\.0|out_layers\.0|\.out\.0\./.test(key) && shape.length === 1;
-  if (key.endsWith('.bias')) fill(out, 0.1, 0);
+  const isNorm = /norm|layer_norm|in_layers\.0|out_layers\.0|\.out\.0\.|\.ln_/.test(key) && shape.length === 1;
+  if (key.endsWith('.bias') || key.endsWith('_bias')) fill(out, 0.1, 0);
   else if (isNorm) fill(out, 0.1, 1);
+  // OpenCLIP's temperature, stored as log(1 / 0.07); unused for SD.
+  else if (key.endsWith('logit_scale')) out.fill(Math.log(1 / 0.07));
   else if (key.includes('embedding')) fill(out, 1, 0);
   else fill(out, 1 / Math.sqrt(shape.slice(1).reduce((a, b) => a * b, 1)), 0);
   return out;
