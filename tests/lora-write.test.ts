@@ -161,6 +161,8 @@ test('kohya metadata is all strings in sd-scripts form; sshs hashes are those ko
     assert.equal(desc.sdVersion, 'SD1');
     assert.deepEqual(desc.ranks, [48]);
     assert.deepEqual(desc.alphas, [16]);
+    assert.equal(desc.hash, hashes.sshs_model_hash);
+    assert.equal(desc.shortHash, hashes.sshs_model_hash.slice(0, 12));
     assert.equal(desc.targets[0]!.name, 'lora_unet_mid_block_attentions_0_proj_out');
   }));
 
@@ -171,6 +173,10 @@ test('describeLora on the fixtures: parts, rank, alpha and format come from the 
   assert.deepEqual(a.ranks, [4]);
   assert.deepEqual(a.alphas, [8]);
   assert.deepEqual(a.scales, [2]);
+  // The fixture has no sshs_model_hash: the hash is sha256 of its tensor bytes, as A1111 computes it.
+  const bytes = await readFile(kohyaA);
+  const body = bytes.subarray(8 + Number(bytes.readBigUInt64LE(0)));
+  assert.equal(a.hash, createHash('sha256').update(body).digest('hex'));
   const p = await describeLora(join(sd, 'lora-diffusers/lora_b'));
   assert.equal(p.format, 'peft');
   assert.deepEqual(p.parts, { unet: 48 });

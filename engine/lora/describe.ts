@@ -1,4 +1,5 @@
 /** A LoRA file summarised for `lora-scripts inspect` and the API: targets, kinds, ranks, alphas, metadata. */
+import { loraFileHash } from './hash.ts';
 import { loadLora } from './load.ts';
 import type { LoraKind, LoraPart } from './types.ts';
 
@@ -20,6 +21,9 @@ export interface LoraDescription {
   metadata: Record<string, string>;
   /** From `ss_base_model_version` / `ss_v2`, as A1111 classifies LoRAs. */
   sdVersion: 'SDXL' | 'SD2' | 'SD1' | 'Unknown';
+  /** A1111's LoRA hash (`sshs_model_hash`, else sha256 of the tensor bytes) and its 12-digit short form. */
+  hash: string;
+  shortHash: string;
 }
 
 function sdVersionOf(md: Record<string, string>): LoraDescription['sdVersion'] {
@@ -38,8 +42,11 @@ export async function describeLora(file: string): Promise<LoraDescription> {
     parts[m.part] = (parts[m.part] ?? 0) + 1;
     kinds[m.kind] = (kinds[m.kind] ?? 0) + 1;
   }
+  const hash = await loraFileHash(l.path ?? file);
   return {
     path: l.path ?? file,
+    hash,
+    shortHash: hash.slice(0, 12),
     format: l.format,
     modules: l.modules.length,
     parts,
