@@ -174,13 +174,14 @@ export async function createServer(opts: ServerOptions = {}): Promise<LoraScript
   const app = express();
   app.disable('x-powered-by');
   app.set('query parser', 'simple');
-  app.use((req, res, next) => {
+  // A1111 stamps every response with X-Process-Time (seconds); headers are final only at writeHead.
+  app.use((_req, res, next) => {
     const t0 = process.hrtime.bigint();
-    const setHeader = res.writeHead;
-    res.writeHead = function (this: typeof res, ...args: Parameters<typeof setHeader>) {
+    const writeHead = res.writeHead;
+    res.writeHead = function (this: typeof res, ...args: Parameters<typeof writeHead>) {
       if (!res.headersSent) res.setHeader('X-Process-Time', String(Number(process.hrtime.bigint() - t0) / 1e9));
-      return setHeader.apply(this, args);
-    } as typeof setHeader;
+      return writeHead.apply(this, args);
+    } as typeof writeHead;
     next();
   });
   const corsRegex = opts.corsAllowOriginsRegex ? new RegExp(opts.corsAllowOriginsRegex) : null;
