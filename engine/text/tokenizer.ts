@@ -10,8 +10,9 @@ import { bytesToSymbols } from './byte-unicode.ts';
  * rank order. Reads `tokenizer.json`, or `vocab.json` + `merges.txt`.
  */
 
+// `\s` of the reference (Oniguruma / Python) is Unicode White_Space, which JavaScript's `\s` is not quite.
 const WORD_PATTERN =
-  /<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+/gu;
+  /<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\p{White_Space}\p{L}\p{N}]+/gu;
 const END_OF_WORD = '</w>';
 
 export interface ClipTokenizerFiles {
@@ -67,7 +68,7 @@ export class ClipTokenizer {
 
   /** Token ids of `text`, without start/end tokens and without truncation. */
   encode(text: string): number[] {
-    const clean = text.normalize('NFC').replace(/\s+/gu, ' ').trim().toLowerCase();
+    const clean = text.normalize('NFC').replace(/\p{White_Space}+/gu, ' ').toLowerCase();
     const out: number[] = [];
     for (const m of clean.matchAll(WORD_PATTERN)) {
       const word = m[0];
