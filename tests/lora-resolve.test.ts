@@ -99,3 +99,19 @@ test('a prompt becomes a stripped prompt and a resolved stack; an unknown tag na
     await cleanup();
   }
 });
+
+test('several LoRA folders (A1111 lora dir + LyCORIS dir) are searched in order', async () => {
+  const { dir, cleanup } = await library();
+  const lyco = await mkdtemp(join(tmpdir(), 'lora-lyco-'));
+  try {
+    await copyFile(kohyaB, join(lyco, 'lyco_only.safetensors'));
+    const lib = new LoraLibrary([dir, lyco]);
+    assert.equal((await lib.resolve('lyco_only')).path, join(lyco, 'lyco_only.safetensors'));
+    assert.equal((await lib.resolve('first')).path, join(dir, 'first.safetensors'));
+    assert.equal((await lib.resolve('./lyco_only')).path, join(lyco, 'lyco_only.safetensors'));
+    await assert.rejects(lib.resolve('../x'), /refused/);
+  } finally {
+    await cleanup();
+    await rm(lyco, { recursive: true, force: true });
+  }
+});

@@ -58,10 +58,15 @@ export class LoraLibrary {
   private byAlias = new Map<string, LoraEntry>();
   private forbidden = new Set<string>(ALWAYS_FORBIDDEN);
   private scanned = false;
-  readonly root: string;
+  /** The LoRA folders, in scan order (A1111: --lora-dir, then the LyCORIS back-compat folder). */
+  readonly roots: string[];
 
-  constructor(root: string) {
-    this.root = resolve(root);
+  constructor(root: string | string[]) {
+    this.roots = (Array.isArray(root) ? root : [root]).map((r) => resolve(r));
+  }
+
+  get root(): string {
+    return this.roots[0]!;
   }
 
   /** Rescans the folder; headers are re-read only for files whose mtime or size changed. */
@@ -75,7 +80,7 @@ export class LoraLibrary {
         else if (EXTENSIONS.has(extname(e.name).toLowerCase())) found.push(p);
       }
     };
-    await walk(this.root);
+    for (const r of this.roots) await walk(r);
     const next = new Map<string, LoraEntry>();
     for (const p of found) {
       const st = await stat(p).catch(() => undefined);
@@ -119,15 +124,17 @@ export class LoraLibrary {
   private async lookupPath(name: string): Promise<LoraEntry | undefined> {
     if (isAbsolute(name) || /^[a-zA-Z]:/.test(name)) throw new UserError(`LoRA name '${name}' is a path outside the LoRA folder; refused`, { status: 400 });
     const candidates = EXTENSIONS.has(extname(name).toLowerCase()) ? [name] : [...EXTENSIONS].map((x) => name + x);
-    for (const c of candidates) {
-      const p = resolve(this.root, c);
-      const rel = relative(this.root, p);
-      if (rel.startsWith('..') || isAbsolute(rel)) throw new UserError(`LoRA name '${name}' leaves the LoRA folder; refused`, { status: 400 });
-      const real = await realpath(p).catch(() => undefined);
-      if (!real) continue;
-      const realRoot = await realpath(this.root);
-      if (real !== realRoot && !real.startsWith(realRoot + sep)) throw new UserError(`LoRA name '${name}' leads outside the LoRA folder; refused`, { status: 400 });
-      return this.entries.get(p) ?? (await this.refresh(), this.entries.get(p));
+    for (const root of this.roots) {
+      for (const c of candidates) {
+        const p = resolve(root, c);
+        const rel = relative(root, p);
+        if (rel.startsWith('..') || isAbsolute(rel)) throw new UserError(`LoRA name '${name}' leaves the LoRA folder; refused`, { status: 400 });
+        const real = await realpath(p).catch(() => undefined);
+        if (!real) continue;
+        const realRoot = await realpath(root);
+        if (real !== realRoot && !real.startsWith(realRoot + sep)) throw new UserError(`LoRA name '${name}' leads outside the LoRA folder; refused`, { status: 400 });
+        return this.entries.get(p) ?? (await this.refresh(), this.entries.get(p));
+      }
     }
     return undefined;
   }
@@ -146,7 +153,7 @@ export class LoraLibrary {
     const names = [...this.byAlias.keys()];
     const close = closestNames(name, names);
     throw new UserError(
-      `LoRA '${name}' not found in ${this.root}` + (close.length ? `; closest names: ${close.join(', ')}` : names.length ? '' : ' (the folder has no LoRAs)'),
+      `LoRA '${name}' not found in ${this.roots.join(', ')}` + (close.length ? `; closest names: ${close.join(', ')}` : names.length ? '' : ' (the folder has no LoRAs)'),
       { status: 404 },
     );
   }
