@@ -102,17 +102,24 @@ async function weightsModes() {
   return { graph: '6 x conv3x3 256->256 on [1,256,32,32] + bias + silu, 56.6 MiB of weights', ...out };
 }
 
+/** Runs `fn` with a plain-GEMM measurement just before it, so a shared machine's load shows in both. */
+async function beside<T>(fn: () => Promise<T>): Promise<{ referenceGemmGflops: number; result: T }> {
+  const ref = await matmulRate(2048, 2048, 2048, 1, 2);
+  return { referenceGemmGflops: ref.gflops, result: await fn() };
+}
+
 export async function run(): Promise<Record<string, unknown>> {
   process.env['LORA_SCRIPTS_QUIET'] = '1';
   const loadBefore = loadavg()[0];
   const plainGemm = await matmulRate(2048, 2048, 2048, 1, 4);
-  const matmul = [await matmulRate(4096, 320, 320), await matmulRate(1024, 1280, 1280), await matmulRate(4096, 40, 4096, 8, 3)];
-  const conv2dForward = [await convRate(2, 320, 320, 64, 3), await convRate(2, 640, 640, 32, 3), await convRate(2, 320, 320, 64, 1)];
-  const convGroupNormSiluConvBlock = await blockRate(2, 128, 64);
-  const weights = await weightsModes();
+  const matmul = await beside(async () => [await matmulRate(4096, 320, 320), await matmulRate(1024, 1280, 1280), await matmulRate(4096, 40, 4096, 8, 3)]);
+  const conv2dForward = await beside(async () => [await convRate(2, 320, 320, 64, 3), await convRate(2, 640, 640, 32, 3), await convRate(2, 320, 320, 64, 1)]);
+  const convGroupNormSiluConvBlock = await beside(() => blockRate(2, 128, 64));
+  const weights = await beside(() => weightsModes());
   return {
     threads: defaultThreads(),
     // Other processes share these cores; a 1-minute load above the core count means the figures are low.
+    // Each group also carries a plain-GEMM rate measured just before it, to read its figures against.
     loadAverage1m: { before: loadBefore, after: loadavg()[0] },
     plainGemm,
     matmul,
