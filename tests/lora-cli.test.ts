@@ -101,3 +101,22 @@ test('lora-scripts convert: kohya → diffusers folder → kohya keeps every val
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('baking into the diffusers folder gives the same LDM checkpoint, byte for byte, as baking into the single file', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'lora-cli-'));
+  try {
+    const stack = [{ path: kohyaA, te: 1, unet: 0.5 }];
+    await bakeCheckpoint({ checkpoint: join(sd, 'diffusers'), output: join(dir, 'a.safetensors'), stack });
+    await bakeCheckpoint({ checkpoint: ckpt, output: join(dir, 'b.safetensors'), stack });
+    const a = await SafetensorsFile.open(join(dir, 'a.safetensors')), b = await SafetensorsFile.open(join(dir, 'b.safetensors'));
+    assert.deepEqual(a.names().sort(), b.names().sort());
+    for (const k of b.names()) {
+      assert.deepEqual(a.info(k).shape, b.info(k).shape, k);
+      assert.ok((await a.readBytes(k)).equals(await b.readBytes(k)), k);
+    }
+    await a.close();
+    await b.close();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
