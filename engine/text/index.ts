@@ -20,3 +20,10 @@ export {
   type EmphasisMode,
 } from './chunker.ts';
 export { applyEmphasis } from './emphasis.ts';
+export {
+  planConditioning,
+  planComposable,
+  type ConditioningPlan,
+  type ComposablePlan,
+  type PlanOptions,
+} from './conditioning-plan.ts';
