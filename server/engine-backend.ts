@@ -97,7 +97,8 @@ export function createEngineBackend(opts: EngineBackendOptions): GenerationBacke
     return {
       images,
       // What the sampler really used wins over the server's reading of the request.
-      extraParams: { Sampler: out.sampler, 'Schedule type': out.scheduleType },
+      // 'Automatic' from the pipeline means "the sampler's default"; the server names that default itself.
+      extraParams: { Sampler: out.sampler, ...(out.scheduleType && out.scheduleType !== 'Automatic' ? { 'Schedule type': out.scheduleType } : {}) },
       notes: [...notes, ...out.notes],
     };
   };

@@ -17,7 +17,7 @@ import { OPTION_DEFAULTS, coerceOption, RESTRICTED_OPTIONS } from './options.ts'
 import { extractPromptTags } from '../engine/lora/prompt-tags.ts';
 import type { JobContext, JobHandle } from './queue.ts';
 import { img2imgModel, txt2imgModel } from './requests.ts';
-import { SAMPLERS, resolveSampler } from './samplers.ts';
+import { SAMPLERS, SCHEDULERS, resolveSampler } from './samplers.ts';
 import { fieldsSet, validateModel } from './schema.ts';
 import { applyStyle, readStyles } from './styles.ts';
 import { planHires, upscaleForHires } from './hires.ts';
@@ -243,6 +243,8 @@ async function runGeneration(ctx: ServerContext, kind: GenerationKind, prepared:
   const hires = kind === 'txt2img' && req['enable_hr'] ? planHires(req, req['width'] as number, req['height'] as number, req['steps'] as number) : null;
   if (hires) notes.push(...hires.notes);
   const denoising = kind === 'img2img' ? (req['denoising_strength'] as number) : hires ? hires.denoising : (req['denoising_strength'] as number | null);
+  // txt2img writes a denoising strength into the infotext only when a hires pass used it.
+  const infotextDenoising = kind === 'img2img' || hires ? denoising : null;
   // The second pass may name its own sampler and prompts; its LoRA tags are then its own (A1111 parses hr_prompt separately).
   const hrSampler = hires && (hires.samplerName || hires.schedulerName) ? resolveSampler(hires.samplerName ?? sampler.sampler, hires.schedulerName ?? sampler.scheduler, available.length ? available : SAMPLERS) : sampler;
   const hrTags = hires?.prompt ? extractPromptTags(hires.prompt, { defaultMultiplier: Number(opts['extra_networks_default_multiplier'] ?? 1) }) : null;
@@ -257,7 +259,7 @@ async function runGeneration(ctx: ServerContext, kind: GenerationKind, prepared:
     const params: Record<string, InfotextValue> = {
       Steps: req['steps'] as number,
       Sampler: sampler.sampler,
-      'Schedule type': sampler.schedulerLabel,
+      'Schedule type': effectiveScheduleLabel(sampler),
       'CFG scale': formatFloat(req['cfg_scale'] as number),
       'Image CFG scale': req['image_cfg_scale'] == null ? null : formatFloat(req['image_cfg_scale'] as number),
       Seed: allSeeds[i]!,
@@ -269,7 +271,7 @@ async function runGeneration(ctx: ServerContext, kind: GenerationKind, prepared:
       'Variation seed': subseedStrength === 0 ? null : allSubseeds[i]!,
       'Variation seed strength': subseedStrength === 0 ? null : formatFloat(subseedStrength),
       'Seed resize from': (req['seed_resize_from_w'] as number) > 0 && (req['seed_resize_from_h'] as number) > 0 ? `${req['seed_resize_from_w']}x${req['seed_resize_from_h']}` : null,
-      'Denoising strength': denoising == null ? null : formatFloat(denoising),
+      'Denoising strength': infotextDenoising == null ? null : formatFloat(infotextDenoising),
       'Clip skip': clipSkip <= 1 ? null : clipSkip,
       ENSD: Number(opts['eta_noise_seed_delta']) !== 0 ? Number(opts['eta_noise_seed_delta']) : null,
       RNG: opts['randn_source'] !== 'GPU' ? String(opts['randn_source']) : null,
@@ -461,6 +463,13 @@ async function runGeneration(ctx: ServerContext, kind: GenerationKind, prepared:
     parameters['mask'] = null;
   }
   return { images, parameters, info: JSON.stringify(info) };
+}
+
+/** A1111's samplers write the schedule they actually used: Automatic means the sampler's own default (Karras for DPM++ 2M). */
+function effectiveScheduleLabel(r: { sampler: string; scheduler: string; schedulerLabel: string }): string {
+  if (r.scheduler !== 'automatic') return r.schedulerLabel;
+  const own = SAMPLERS.find((s) => s.name === r.sampler)?.options['scheduler'];
+  return (own && SCHEDULERS.find((s) => s.name === own)?.label) || 'Automatic';
 }
 
 function stemOf(name: string): string {

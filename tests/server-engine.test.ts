@@ -133,3 +133,22 @@ test('hires fix runs both passes on the fixture model', async () => {
   assert.deepEqual([meta.width, meta.height], [96, 96]);
   assert.match(JSON.parse(r.body.info).infotexts[0], /Size: 64x64, .*Hires upscale: 1\.5/);
 });
+
+test('a full client payload with every field set (as A1111 client libraries send it) is accepted', async () => {
+  const payload = {
+    enable_hr: false, denoising_strength: 0.7, firstphase_width: 0, firstphase_height: 0, hr_scale: 2, hr_upscaler: 'Latent',
+    hr_second_pass_steps: 0, hr_resize_x: 0, hr_resize_y: 0, hr_sampler_name: null, hr_prompt: '', hr_negative_prompt: '',
+    prompt: 'a cat <lora:lora_a:0.6>', styles: [], seed: 11, subseed: -1, subseed_strength: 0, seed_resize_from_h: 0, seed_resize_from_w: 0,
+    sampler_name: 'DPM++ 2M Karras', sampler_index: 'Euler a', scheduler: null, batch_size: 1, n_iter: 1, steps: 4, cfg_scale: 7,
+    width: 64, height: 64, restore_faces: false, tiling: false, do_not_save_samples: false, do_not_save_grid: false,
+    negative_prompt: 'blurry', eta: 1.0, s_min_uncond: 0, s_churn: 0, s_tmax: 0, s_tmin: 0, s_noise: 1,
+    override_settings: {}, override_settings_restore_afterwards: true, script_args: [], script_name: null,
+    send_images: true, save_images: false, alwayson_scripts: {}, sampler_index_extra: 'ignored unknown field',
+  };
+  const r = await t.post('/sdapi/v1/txt2img', payload);
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  const info = JSON.parse(r.body.info);
+  assert.equal(info.sampler_name, 'DPM++ 2M');
+  assert.match(info.infotexts[0], /^a cat <lora:lora_a:0\.6>\nNegative prompt: blurry\nSteps: 4, Sampler: DPM\+\+ 2M, Schedule type: Karras, CFG scale: 7\.0, Seed: 11, Size: 64x64, /);
+  assert.equal(r.body.parameters.sampler_index_extra, undefined, 'unknown fields are ignored, not echoed');
+});
