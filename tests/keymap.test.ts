@@ -50,6 +50,14 @@ test('every diffusers_to_ldm entry maps both ways', () => {
   assert.equal(entries.length > 0, true);
 });
 
+test('every kohya_lora_module_to_ldm_weight entry, from the module name alone', async () => {
+  const { loraModuleToLdmKey } = await import('../engine/lora/names.ts');
+  const unet = inferUnetLayout(ldmKeys('unet'));
+  const wrong = Object.entries(keymap.kohya_lora_module_to_ldm_weight).filter(([m, ldm]) => loraModuleToLdmKey(m, unet) !== ldm);
+  assert.deepEqual(wrong, []);
+  assert.ok(Object.keys(keymap.kohya_lora_module_to_ldm_weight).length > 0);
+});
+
 test('VAE attention q/k/v/proj_out weights are flagged for the Linear <-> 1x1 conv reshape, nothing else is', () => {
   const vae = inferVaeLayout(ldmKeys('vae'));
   const flagged = diffusersKeys('vae').filter((k) => diffusersToLdmTarget('vae', k, vae)?.conv1x1);

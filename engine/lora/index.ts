@@ -14,4 +14,4 @@ export { sshsHashes, addnetHash, loraFileHash } from './hash.ts';
 export { describeLora, type LoraDescription } from './describe.ts';
 export { convertLora, type ConvertOptions } from './convert.ts';
 export { bakeCheckpoint, type BakeOptions } from './bake.ts';
-export { parseModuleName, kohyaPathToDotted, kohyaModuleName, diffusersModuleName, moduleForLdmKey } from './names.ts';
+export { parseModuleName, kohyaPathToDotted, kohyaModuleName, diffusersModuleName, moduleForLdmKey, loraModuleToLdmKey } from './names.ts';

@@ -5,7 +5,7 @@
  * `path` is dotted; for the UNet it is a diffusers path (SD1/2 kohya, PEFT) or an LDM path (SDXL kohya).
  */
 
-import { ldmToDiffusers, LDM_PREFIX, type UnetLayout } from '../sd/keymap.ts';
+import { diffusersToLdm, ldmToDiffusers, LDM_PREFIX, type UnetLayout } from '../sd/keymap.ts';
 
 export type LoraPart = 'unet' | 'te' | 'te2';
 
@@ -123,5 +123,21 @@ export function moduleForLdmKey(ldmKey: string, unetLayout: UnetLayout): ModuleN
     return d ? { part: 'unet', path: d.name.slice(0, -'.weight'.length) } : undefined;
   }
   if (stem.startsWith(LDM_PREFIX.text_encoder + 'text_model.')) return { part: 'te', path: stem.slice(LDM_PREFIX.text_encoder.length) };
+  return undefined;
+}
+
+/**
+ * LDM weight key a LoRA module patches, from its name alone (no model at hand): SD1/SD2 kohya and PEFT
+ * names go through the diffusers → LDM rules of `layout`, LDM-style names (SDXL kohya) map directly.
+ * With a model loaded, prefer `TargetIndex`, which also checks the weight exists.
+ */
+export function loraModuleToLdmKey(module: string, layout: UnetLayout): string | undefined {
+  const m = parseModuleName(module);
+  if (!m) return undefined;
+  if (m.part === 'unet') {
+    if (/^(input_blocks|middle_block|output_blocks|time_embed|label_emb|out)\./.test(m.path)) return `${LDM_PREFIX.unet}${m.path}.weight`;
+    return diffusersToLdm('unet', `${m.path}.weight`, layout);
+  }
+  if (m.part === 'te') return diffusersToLdm('text_encoder', `${m.path}.weight`, undefined);
   return undefined;
 }
