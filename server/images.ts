@@ -36,7 +36,8 @@ for (const [net, bits] of [
   ['198.51.100.0', 24], ['203.0.113.0', 24], ['224.0.0.0', 4], ['240.0.0.0', 4],
 ] as const) nonGlobal.addSubnet(net, bits, 'ipv4');
 for (const [net, bits] of [
-  ['::', 128], ['::1', 128], ['::ffff:0:0', 96], ['64:ff9b::', 96], ['64:ff9b:1::', 48], ['100::', 64],
+  // No ::ffff:0:0/96 here: BlockList would then match every IPv4 address; mapped addresses are unwrapped below.
+  ['::', 128], ['::1', 128], ['64:ff9b::', 96], ['64:ff9b:1::', 48], ['100::', 64],
   ['2001::', 23], ['2001:db8::', 32], ['2002::', 16], ['fc00::', 7], ['fe80::', 10], ['fec0::', 10], ['ff00::', 8],
 ] as const) nonGlobal.addSubnet(net, bits, 'ipv6');
 
@@ -45,8 +46,15 @@ export function isGlobalAddress(ip: string): boolean {
   const v = isIP(ip);
   if (v === 0) return false;
   if (v === 6) {
-    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
+    const mapped = /^(?:0{0,4}:){0,5}:?ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
     if (mapped) return isGlobalAddress(mapped[1]!);
+    // The URL parser writes [::ffff:127.0.0.1] as ::ffff:7f00:1.
+    const hex = /^(?:0{0,4}:){0,5}:?ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/i.exec(ip);
+    if (hex) {
+      const a = parseInt(hex[1]!, 16);
+      const b = parseInt(hex[2]!, 16);
+      return isGlobalAddress(`${a >> 8}.${a & 255}.${b >> 8}.${b & 255}`);
+    }
   }
   return !nonGlobal.check(ip, v === 4 ? 'ipv4' : 'ipv6');
 }

@@ -264,7 +264,7 @@ test('with URLs enabled, loopback/private/link-local targets are refused, public
   // The same loopback file server, but this server is told (test seam) that 127.0.0.1 is public.
   const lenient = await startTestServer({ apiEnableRequests: true, allowImageAddresses: (ip) => ip === '127.0.0.1' });
   try {
-    for (const u of [`http://127.0.0.1:${port}/a.png`, `http://localhost:${port}/a.png`, 'http://[::1]/a.png', 'http://10.1.2.3/a.png', 'http://169.254.169.254/latest', 'http://192.168.1.1/a.png', 'http://[::ffff:127.0.0.1]/a.png']) {
+    for (const u of [`http://127.0.0.1:${port}/a.png`, `http://localhost:${port}/a.png`, 'http://[::1]/a.png', 'http://10.1.2.3/a.png', 'http://169.254.169.254/latest', 'http://192.168.1.1/a.png', 'http://[::ffff:127.0.0.1]/a.png', 'http://2130706433/a.png', 'http://0x7f.1/a.png']) {
       const r = keep(await strict.post('/sdapi/v1/png-info', { image: u }));
       assert.equal(r.status, 500, u);
       assert.equal(r.body.detail, 'Request to local resource not allowed', u);
