@@ -5,6 +5,7 @@ import { SafetensorsFile } from '../engine/safetensors/index.ts';
 import { TorchCpuGenerator } from '../engine/rng/torch-cpu.ts';
 import { PhiloxGenerator } from '../engine/rng/philox.ts';
 import { Mt19937 } from '../engine/rng/mt19937.ts';
+import { fmaF32, logF32, sinCosF32 } from '../engine/rng/avx-mathfun.ts';
 import { fixturesDir } from './support/paths.ts';
 
 const seedsPath = join(fixturesDir, 'sd-tiny', 'golden', 'seeds.safetensors');
@@ -24,12 +25,13 @@ test('mt19937 matches the C++ standard: 10000th output of the default seed 5489 
   assert.equal(v, 4123659995);
 });
 
-test('every seeds.safetensors golden is reproduced within atol 1e-6', async () => {
+test('every seeds.safetensors golden is reproduced within atol 1e-6', async (t) => {
   const f = await SafetensorsFile.open(seedsPath);
   try {
     const names = f.names();
     assert.ok(names.length > 0);
     const seen = new Set<string>();
+    let exact = 0;
     for (const name of names) {
       const m = /^(cpu|nv)_seed(\d+)_(second_)?(\d+(?:x\d+)*)$/.exec(name);
       assert.ok(m, `unexpected key ${name}`);
@@ -43,10 +45,12 @@ test('every seeds.safetensors golden is reproduced within atol 1e-6', async () =
       if (second) ours = gen.randn(shape);
       const d = maxAbsDiff(ours, golden);
       assert.ok(d <= ATOL, `${name}: max |diff| ${d}`);
+      if (d === 0) exact++;
       seen.add(`${source}_${shape.length}_${shape.reduce((a, b) => a * b, 1) < 16 ? 'small' : 'large'}`);
     }
     // Both torch paths (scalar < 16 elements, vectorised >= 16) and both sources were exercised.
     for (const k of ['cpu_2_small', 'cpu_3_large', 'nv_2_small', 'nv_3_large']) assert.ok(seen.has(k), `no golden covers ${k}`);
+    t.diagnostic(`${exact} of ${names.length} seed goldens bit-exact`);
   } finally {
     await f.close();
   }
@@ -82,4 +86,28 @@ test('philox: the offset advances per draw and seeds above 2^32 use the high key
   assert.deepEqual(first, again);
   const high = new PhiloxGenerator(5 + 2 ** 32).randn([8]);
   assert.ok(maxAbsDiff(first, high) > 0.01);
+});
+
+test('fused multiply-add rounds once, where rounding through double would round twice', () => {
+  const a = 1 + 2 ** -23;
+  const b = 1 - 2 ** -23;
+  const c = 2 ** 24 + 2;
+  // a*b + c = 2^24 + 3 - 2^-46: just below the halfway point between the floats 2^24+2 and 2^24+4.
+  assert.equal(Math.fround(a * b + c), 2 ** 24 + 4);
+  assert.equal(fmaF32(a, b, c), 2 ** 24 + 2);
+  assert.equal(fmaF32(-a, b, -c), -(2 ** 24 + 2));
+  assert.equal(fmaF32(2, 3, 1), 7);
+});
+
+test('float32 log and sin/cos track the true functions to float32 accuracy', () => {
+  for (const x of [1e-7, 0.001, 0.1, 0.5, 0.70710677, 0.9, 1]) {
+    const v = Math.fround(x);
+    assert.ok(Math.abs(logF32(v) - Math.log(v)) <= 2e-7 * Math.max(1, Math.abs(Math.log(v))), `log ${x}`);
+  }
+  for (const x of [0, 0.1, 1, 2, 3, 4, 5, 6, 6.2831855, -1.5]) {
+    const v = Math.fround(x);
+    const { sin, cos } = sinCosF32(v);
+    assert.ok(Math.abs(sin - Math.sin(v)) < 3e-7, `sin ${x}`);
+    assert.ok(Math.abs(cos - Math.cos(v)) < 3e-7, `cos ${x}`);
+  }
 });
