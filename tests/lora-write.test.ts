@@ -166,22 +166,37 @@ test('kohya metadata is all strings in sd-scripts form; sshs hashes are those ko
     assert.equal(desc.targets[0]!.name, 'lora_unet_mid_block_attentions_0_proj_out');
   }));
 
-test('describeLora on the fixtures: parts, rank, alpha and format come from the files', async () => {
+test('describeLora on the fixtures: parts, rank, alpha and format agree with the raw files', async () => {
+  // Expected values straight from the files: module counts by prefix, ranks from lora_down shapes, alphas from tensors.
+  const raw = await tensorsOf(kohyaA);
+  const downs = [...raw.entries()].filter(([k]) => k.endsWith('.lora_down.weight'));
+  const count = (prefix: string) => downs.filter(([k]) => k.startsWith(prefix)).length;
+  const alphas = [...raw.entries()].filter(([k]) => k.endsWith('.alpha')).map(([, t]) => new Float32Array(t.bytes.buffer, t.bytes.byteOffset, 1)[0]!);
+  const ranks = downs.map(([, t]) => t.shape[0]!);
   const a = await describeLora(kohyaA);
   assert.equal(a.format, 'kohya');
-  assert.deepEqual(a.parts, { te: 8, unet: 48 });
-  assert.deepEqual(a.ranks, [4]);
-  assert.deepEqual(a.alphas, [8]);
-  assert.deepEqual(a.scales, [2]);
+  assert.deepEqual(a.parts, { te: count('lora_te_'), unet: count('lora_unet_') });
+  assert.ok(a.parts.te! > 0 && a.parts.unet! > 0);
+  assert.deepEqual(a.ranks, [...new Set(ranks)].sort((x, y) => x - y));
+  assert.deepEqual(a.alphas, [...new Set(alphas)].sort((x, y) => x - y));
+  const alphaOf = (down: string) => {
+    const t = raw.get(down.replace(/\.lora_down\.weight$/, '.alpha'))!;
+    return new Float32Array(t.bytes.buffer, t.bytes.byteOffset, 1)[0]!;
+  };
+  assert.deepEqual(a.scales, [...new Set(downs.map(([k, t]) => alphaOf(k) / t.shape[0]!))].sort((x, y) => x - y));
   // The fixture has no sshs_model_hash: the hash is sha256 of its tensor bytes, as A1111 computes it.
   const bytes = await readFile(kohyaA);
   const body = bytes.subarray(8 + Number(bytes.readBigUInt64LE(0)));
   assert.equal(a.hash, createHash('sha256').update(body).digest('hex'));
+
+  const peftFile = join(sd, 'lora-diffusers/lora_b/pytorch_lora_weights.safetensors');
+  const praw = await tensorsOf(peftFile);
+  const cfg = JSON.parse((await SafetensorsFile.open(peftFile).then(async (f) => (await f.close(), f.metadata))).lora_adapter_metadata);
   const p = await describeLora(join(sd, 'lora-diffusers/lora_b'));
   assert.equal(p.format, 'peft');
-  assert.deepEqual(p.parts, { unet: 48 });
-  assert.deepEqual(p.ranks, [8]);
-  assert.deepEqual(p.scales, [1]);
+  assert.deepEqual(p.parts, { unet: [...praw.keys()].filter((k) => k.startsWith('unet.') && k.endsWith('.lora_A.weight')).length });
+  assert.deepEqual(p.ranks, [cfg['unet.r']]);
+  assert.deepEqual(p.scales, [cfg['unet.lora_alpha'] / cfg['unet.r']]);
 });
 
 test('SDXL: kohya LDM-named UNet modules and te1/te2 convert to diffusers names and back to kohya LDM names', () =>
