@@ -231,6 +231,9 @@ export async function createServer(opts: ServerOptions = {}): Promise<LoraScript
     });
   });
   const port = (httpServer.address() as AddressInfo).port;
+  if (host !== '127.0.0.1' && host !== 'localhost' && host !== '::1' && !creds) {
+    log(`warning: listening on ${host} without --api-auth: anyone who can reach this machine can use the API`);
+  }
   const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
 
   let closing: Promise<void> | null = null;

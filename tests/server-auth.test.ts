@@ -88,3 +88,16 @@ test('CORS: allowed origins get the headers, others do not', async () => {
   assert.equal(other.status, 200);
   assert.equal(other.headers.get('access-control-allow-origin'), null);
 });
+
+test('--listen binds all interfaces and warns when there is no --api-auth', async () => {
+  const logs: string[] = [];
+  const open = await startTestServer({ listen: true, log: (m) => logs.push(m) });
+  try {
+    assert.match(open.server.url, /^http:\/\/0\.0\.0\.0:\d+$/);
+    const r = await fetch(`http://127.0.0.1:${open.server.port}/sdapi/v1/samplers`);
+    assert.equal(r.status, 200);
+    assert.ok(logs.some((l) => /warning: listening on 0\.0\.0\.0 without --api-auth/.test(l)), logs.join('\n'));
+  } finally {
+    await open.close();
+  }
+});
