@@ -4,6 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import sharp from 'sharp';
 import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
@@ -41,6 +42,8 @@ test('train --config: LoRA with metadata, logs, pruned saves, and it loads throu
         save_steps: 1,
         keep_last_n: 1,
         validation_split: 0.25,
+        sample_prompts: [{ prompt: 'yellow disk', steps: 3, seed: 5 }],
+        sample_every_n_steps: 2,
       }),
     );
     const r = await runCli(['train', '--config', cfg, '--no-progress']);
@@ -50,6 +53,15 @@ test('train --config: LoRA with metadata, logs, pruned saves, and it loads throu
     assert.ok(r.stdout.includes(`tensorboard --logdir "${logDir}"`), r.stdout);
     assert.match(r.stdout, /epoch 2\/2 step 4\/4 loss \d+\.\d{4}/);
     assert.match(r.stdout, /validation loss \d/);
+
+    // Sample images at step 2 and after the last step, kohya-named, rendered with the LoRA merged.
+    const samples = (await readdir(join(out, 'sample'))).filter((n) => n.endsWith('.png')).sort();
+    assert.equal(samples.length, 2, samples.join(', '));
+    assert.match(samples[0]!, /^tiny_000002_00_\d{14}_5\.png$/);
+    assert.match(samples[1]!, /^tiny_000004_00_\d{14}_5\.png$/);
+    const meta = await sharp(join(out, 'sample', samples[0]!)).metadata();
+    assert.deepEqual([meta.width, meta.height], [64, 64]);
+    assert.deepEqual((await readdir(join(out, 'sample'))).filter((n) => n.startsWith('.')), [], 'scratch LoRA removed');
 
     // The final LoRA: kohya names and metadata.
     const lora = join(out, 'tiny.safetensors');
@@ -80,7 +92,10 @@ test('train --config: LoRA with metadata, logs, pruned saves, and it loads throu
 
     // Logs: a TensorBoard event file and the JSON lines with every scalar tag.
     const logFiles = await readdir(logDir);
-    assert.ok(logFiles.some((n) => n.startsWith('events.out.tfevents.')), logFiles.join(', '));
+    const events = logFiles.find((n) => n.startsWith('events.out.tfevents.'));
+    assert.ok(events, logFiles.join(', '));
+    const eventBytes = await readFile(join(logDir, events));
+    for (const tag of ['loss/current', 'lr/textencoder', 'sample/0']) assert.ok(eventBytes.includes(tag), `no ${tag} in the event file`);
     const lines = (await readFile(join(logDir, 'scalars.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
     const tags = new Set(lines.flatMap((l) => Object.keys(l)));
     for (const t of ['loss/current', 'loss/average', 'loss/validation', 'lr/unet', 'lr/textencoder', 'grad_norm', 'memory']) assert.ok(tags.has(t), `no ${t}`);

@@ -62,6 +62,8 @@ export async function runTraining(config: TrainConfig, opts: RunOptions): Promis
       out(`saved ${e.kind === 'state' ? 'training state' : e.kind === 'final' ? 'LoRA' : `${e.kind} LoRA`}: ${e.path}`);
     } else if (e.type === 'validation') {
       out(`step ${e.step}: validation loss ${e.loss.toFixed(4)}`);
+    } else if (e.type === 'sample') {
+      out(`sample: ${e.path}`);
     } else if (e.phase === 'caching') {
       if (e.done === e.todo) out(`latents ready (${e.todo})`);
     } else if (e.phase === 'training' && e.step > 0 && e.loss !== undefined) {

@@ -31,6 +31,7 @@ import { LatentCache } from './latent-cache.ts';
 import { loadImageTensor, type ImageTensor } from '../image/load.ts';
 import { seededRandom } from './seeded-random.ts';
 import { LoraNetwork } from './lora-network.ts';
+import { TrainingSampler } from './samples.ts';
 import { drawNoise, gaussian, drawTimesteps, noiseBatch, type ObjectiveOptions } from './objective.ts';
 import { LoraLossEval, LoraTrainStep, type StepInputs, type StepShape } from './step-graph.ts';
 import {
@@ -69,7 +70,8 @@ export type TrainEvent =
   | ({ type: 'progress' } & TrainProgress)
   | { type: 'log'; message: string }
   | { type: 'saved'; kind: 'step' | 'epoch' | 'final' | 'state'; path: string; step: number }
-  | { type: 'validation'; step: number; loss: number };
+  | { type: 'validation'; step: number; loss: number }
+  | { type: 'sample'; step: number; path: string; prompt: string };
 
 export interface TrainOptions {
   /** Aborting stops at the next micro-batch; the state is saved when that is at an optimizer-step boundary. */
@@ -158,6 +160,7 @@ class Run {
   private sessionSteps = 0;
   private sessionStart = 0;
   private lastStatePath?: string;
+  private sampler?: TrainingSampler;
   private progress: TrainProgress;
 
   constructor(
@@ -203,7 +206,6 @@ class Run {
     this.totalSteps = plan.totalSteps;
     this.epochs = c.epochs;
     if (c.mixed_precision === 'bf16') this.log('mixed_precision bf16: ONNX Runtime has no bf16 training kernels here; computing in float32');
-    if (c.sample_prompts.length) this.log('sample_prompts: sample images during training are not rendered by this version; the prompts are ignored');
 
     this.network = LoraNetwork.create(this.model.weights, {
       rank: c.lora_rank,
@@ -242,6 +244,7 @@ class Run {
       if (outcome !== 'finished') {
         return this.result(undefined, logDir, outcome === 'cancelled');
       }
+      await this.samples(this.stepper.globalStep);
       this.emit({ phase: 'saving' });
       const out = join(c.output_dir, `${c.output_name}.safetensors`);
       await this.saveLora(out, dataset.items, dataset.root, this.epochs);
@@ -475,7 +478,20 @@ class Run {
       await this.saveState(next);
       await this.prune();
     }
+    if (c.sample_every_n_steps > 0 && report.step % c.sample_every_n_steps === 0 && report.step < this.totalSteps) await this.samples(report.step);
     return this.opts.stopAfterStep !== undefined && report.step >= this.opts.stopAfterStep;
+  }
+
+  /** Renders sample_prompts with the LoRA as it is now; training state is untouched. */
+  private async samples(step: number): Promise<void> {
+    const c = this.config;
+    if (!c.sample_prompts.length) return;
+    this.sampler ??= new TrainingSampler(this.model, this.tokenizer, this.network, join(c.output_dir, 'sample'), c.output_name, (m) => this.log(m));
+    const rendered = await this.sampler.render(c.sample_prompts, step, { seed: c.seed, size: c.resolution });
+    for (const [i, r] of rendered.entries()) {
+      await this.logger!.image(`sample/${i}`, step, r.png);
+      this.events({ type: 'sample', step, path: r.path, prompt: r.prompt });
+    }
   }
 
   private async endOfEpoch(epoch: number, valItems: DatasetItem[], trainItems: DatasetItem[], root: string): Promise<void> {
