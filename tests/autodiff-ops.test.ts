@@ -55,6 +55,8 @@ const f64: [string, number[][], (p: g.Tensor[]) => g.Tensor, Parameters<typeof g
   ['attention (causal, query chunks of 3, cross lengths)', [[1, 7, 3], [1, 9, 3], [1, 9, 2]], ([q, k, v]) => g.attention(q!, k!, v!, { causal: true, queryChunk: 3 })],
   ['multi-head attention (causal)', [[2, 4, 6], [2, 4, 6], [2, 4, 4]], ([q, k, v]) => g.multiHeadAttention(q!, k!, v!, 2, { causal: true })],
   ['multi-head attention (cross, 3 heads)', [[1, 3, 6], [1, 5, 6], [1, 5, 3]], ([q, k, v]) => g.multiHeadAttention(q!, k!, v!, 3)],
+  // T * S above MHA_BACKWARD_CHUNK_ELEMENTS: the backward walks query-row chunks (causal offsets per chunk).
+  ['multi-head attention (chunked backward, causal, T != S)', [[1, 1030, 2], [1, 1040, 2], [1, 1040, 2]], ([q, k, v]) => g.multiHeadAttention(q!, k!, v!, 1, { causal: true }), { maxElements: 6 }],
   ['attention (additive mask)', [[1, 3, 2], [1, 4, 2], [1, 4, 2]], ([q, k, v]) => g.attention(q!, k!, v!, { mask: g.constant([0, -1e9, 0, 0], [4], 'float64') })],
   ['rotary', [[1, 3, 4]], ([x]) => {
     const { cos, sin } = g.ropeTables(3, 4, 10000, 'float64');
@@ -119,6 +121,15 @@ test('grad builds only the paths to the requested parameters', () => {
   assert.ok(ops.includes(frozen));
   const [dboth] = grad(loss, [frozen]);
   assert.ok(g.topoSort([dboth!]).some((t) => t.op === 'matmul' && t.shape.join() === '4,4'));
+});
+
+test('the chunked attention backward is used at that size', async () => {
+  const { MHA_BACKWARD_CHUNK_ELEMENTS } = await import('../engine/autodiff/rules.ts');
+  assert.ok(1030 * 1040 > MHA_BACKWARD_CHUNK_ELEMENTS && 1030 * 1040 < 2 * MHA_BACKWARD_CHUNK_ELEMENTS);
+  const q = g.param('q', [1, 1030, 2], new Float32Array(2060));
+  const kv = g.param('kv', [1, 1040, 2], new Float32Array(2080));
+  const [dq] = grad(g.sum(g.multiHeadAttention(q, kv, kv, 1, { causal: true })), [q]);
+  assert.equal(g.topoSort([dq!]).filter((t) => t.op === 'softmax').length, 2);
 });
 
 test('every primitive that lowers to ONNX has a gradient rule', async () => {

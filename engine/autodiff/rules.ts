@@ -294,29 +294,57 @@ R['upsample_nearest'] = (t, dy) => {
   return [g.sum(g.reshape(dy, [N!, C!, H!, s, W!, s]), [3, 5])];
 };
 R['causal_mask'] = (t, dy) => [node('causal_mask', [dy], { ...t.attrs, fill: 0 }, dy.dtype, dy.shape)];
+/** Above this many score elements per head, the attention backward walks the queries in row chunks. */
+export const MHA_BACKWARD_CHUNK_ELEMENTS = 1 << 20;
+
 // Attention backward from the probabilities P = softmax(s * q k^T): dV = P^T dO, dS = P * (dO V^T - rowsum),
-// dQ = s * dS K, dK = s * dS^T Q. P is recomputed here: the fused forward never materialises it.
+// dQ = s * dS K, dK = s * dS^T Q. P is recomputed here: the fused forward never materialises it. Large
+// attentions (SD's 4096 x 4096 per head) go by query-row chunks, so only one chunk's [rows, S] P, dP and dS
+// exist at a time instead of several full score tensors.
 R['mha'] = (t, dy, need, f) => {
   const [q, k, v] = t.inputs.map(f) as [Tensor, Tensor, Tensor];
   const heads = t.attrs['heads'] as number;
   const scale = t.attrs['scale'] as number;
+  const causal = t.attrs['causal'] === true;
   const qh = g.splitHeads(q, heads);
   const kh = g.splitHeads(k, heads);
   const vh = g.splitHeads(v, heads);
-  let s = g.matmul(g.mul(qh, scale), g.mT(kh));
-  if (t.attrs['causal'] === true) s = g.causalMask(s);
-  const p = g.softmax(s, -1);
   const dO = g.splitHeads(dy, heads);
-  const dv = need[2] ? g.mergeHeads(g.matmul(g.mT(p), dO)) : undefined;
-  let dq: Tensor | undefined;
+  const T = qh.shape[2]!;
+  const S = kh.shape[2]!;
+  const chunked = typeof T === 'number' && typeof S === 'number' && T * S > MHA_BACKWARD_CHUNK_ELEMENTS;
+  const rows = chunked ? Math.max(1, Math.floor(MHA_BACKWARD_CHUNK_ELEMENTS / (S as number))) : 0;
+  const ranges: [number, number][] = chunked ? [] : [[0, 0]];
+  if (chunked) for (let r = 0; r < (T as number); r += rows) ranges.push([r, Math.min(T as number, r + rows)]);
+  const khT = g.mT(kh);
+  let dv: Tensor | undefined;
   let dk: Tensor | undefined;
-  if (need[0] || need[1]) {
-    const dp = g.matmul(dO, g.mT(vh));
-    const ds = g.mul(p, g.sub(dp, g.sum(g.mul(dp, p), -1, true)));
-    if (need[0]) dq = g.mergeHeads(g.mul(g.matmul(ds, kh), scale));
-    if (need[1]) dk = g.mergeHeads(g.mul(g.matmul(g.mT(ds), qh), scale));
+  const dqParts: Tensor[] = [];
+  for (const [r0, r1] of ranges) {
+    const qc = chunked ? g.slice(qh, 2, r0, r1) : qh;
+    const dOc = chunked ? g.slice(dO, 2, r0, r1) : dO;
+    let sc = g.matmul(g.mul(qc, scale), khT);
+    if (causal) sc = chunked ? g.causalMask(sc, r0 + (S as number) - (T as number)) : g.causalMask(sc);
+    const p = g.softmax(sc, -1);
+    if (need[2]) {
+      const part = g.matmul(g.mT(p), dOc);
+      dv = dv ? g.add(dv, part) : part;
+    }
+    if (need[0] || need[1]) {
+      const dp = g.matmul(dOc, g.mT(vh));
+      const ds = g.mul(p, g.sub(dp, g.sum(g.mul(dp, p), -1, true)));
+      if (need[0]) dqParts.push(g.matmul(ds, kh));
+      if (need[1]) {
+        const part = g.matmul(g.mT(ds), qc);
+        dk = dk ? g.add(dk, part) : part;
+      }
+    }
   }
-  return [dq, dk, dv];
+  return [
+    need[0] ? g.mergeHeads(g.mul(g.concat(dqParts, 2), scale)) : undefined,
+    need[1] ? g.mergeHeads(g.mul(dk!, scale)) : undefined,
+    need[2] ? g.mergeHeads(dv!) : undefined,
+  ];
 };
 R['rand_like'] = () => [undefined];
 R['dim_size'] = () => [undefined];
