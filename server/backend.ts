@@ -4,7 +4,8 @@
  * The server owns everything that is not math: folder scanning, name → file resolution (checkpoints, VAEs,
  * LoRAs: request names never reach the file system), seeds, sampler-name resolution, `<lora:…>` tag parsing,
  * the job queue, progress, PNG encoding and infotext. A backend only loads weights and turns fully resolved
- * parameters into pixels. Wiring the engine in means implementing this interface in `server/engine-backend.ts`.
+ * parameters into pixels. `server/engine-backend.ts` implements it with the engine's SdGenerator; the server
+ * tests also use a fixture implementation (tests/server-fixture-backend.ts).
  *
  * Contract:
  * - Calls never overlap: the server runs every backend call from its single job queue, one at a time.
