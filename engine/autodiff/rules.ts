@@ -40,27 +40,31 @@ function inverseCount(x: Tensor, axes: readonly number[]): Tensor | number {
 }
 
 /**
- * dL/dW of a convolution as one batched GEMM over explicit patches (im2col): for each kernel tap, the
- * strided window of the padded input; then dW[g] = sum_n dy[n, g] @ cols[n, g]^T. Measured ~1.6x faster
- * on ORT CPU than correlating input and gradient with a batch-as-channels convolution.
+ * dL/dW of a convolution as one batched GEMM over explicit patches (im2col): dW[g] = sum_n dy[n, g] @
+ * cols[n, g]^T. The patches come from a depthwise convolution with one-hot kernels (one output channel per
+ * input channel and tap), which ORT runs in one pass; 9 Slices + a Concat measured 1.3-1.6x slower, and
+ * correlating input and gradient as a batch-as-channels convolution about 2x slower.
  */
 function convWeightGrad(x: Tensor, dy: Tensor, w: Tensor, attrs: g.Attrs): Tensor {
-  const [s0, s1] = attrs['stride'] as number[];
-  const [d0, d1] = attrs['dilation'] as number[];
-  const [t, l, b, r] = attrs['pads'] as number[];
+  const stride = attrs['stride'] as [number, number];
+  const dilation = attrs['dilation'] as [number, number];
+  const pads = attrs['pads'] as [number, number, number, number];
   const groups = attrs['groups'] as number;
   const [O, I, kh, kw] = w.shape as number[];
   const [N, , oh, ow] = dy.shape as [Dim, number, number, number];
-  const xp = g.pad(x, [0, 0, t!, l!, 0, 0, b!, r!]);
-  const taps: Tensor[] = [];
-  for (let a = 0; a < kh!; a++)
-    for (let c = 0; c < kw!; c++) {
-      const ys = g.slice(xp, 2, a * d0!, a * d0! + s0! * (oh - 1) + 1, s0!);
-      taps.push(g.unsqueeze(g.slice(ys, 3, c * d1!, c * d1! + s1! * (ow - 1) + 1, s1!), 2));
-    }
-  const cols = g.reshape(g.concat(taps, 2), [N, groups, I! * kh! * kw!, oh * ow]);
+  const C = I! * groups;
+  const taps = kh! * kw!;
+  let cols: Tensor;
+  if (taps === 1 && stride[0] === 1 && stride[1] === 1 && pads.every((p) => p === 0)) cols = x;
+  else {
+    const eye = new Array<number>(C * taps * taps).fill(0);
+    for (let c = 0; c < C; c++) for (let k = 0; k < taps; k++) eye[(c * taps + k) * taps + k] = 1;
+    const kernel = g.constant(g.arrayFrom(x.dtype, eye), [C * taps, 1, kh!, kw!], x.dtype);
+    cols = g.conv2d(x, kernel, undefined, { stride, dilation, padding: pads, groups: C });
+  }
+  const colsG = g.reshape(cols, [N, groups, I! * taps, oh * ow]);
   const dyg = g.reshape(dy, [N, groups, O! / groups, oh * ow]);
-  return g.reshape(g.sum(g.matmul(dyg, g.mT(cols)), 0), [O!, I!, kh!, kw!]);
+  return g.reshape(g.sum(g.matmul(dyg, g.mT(colsG)), 0), [O!, I!, kh!, kw!]);
 }
 
 function sliceGrad(t: Tensor, dy: Tensor): Tensor {
