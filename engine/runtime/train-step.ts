@@ -1,6 +1,6 @@
 import { grad } from '../autodiff/grad.ts';
 import * as g from '../graph/index.ts';
-import type { Tensor } from '../graph/tensor.ts';
+import { topoSort, type Tensor } from '../graph/tensor.ts';
 import { UserError } from '../util/errors.ts';
 import { LossScaler, toFloat16 } from './precision.ts';
 import { hasFastFloat16, logOnce } from './providers.ts';
@@ -11,6 +11,8 @@ export interface TrainStepSpec {
   loss: Tensor;
   /** Parameters to differentiate (trainable); other params in the graph are frozen. */
   params: readonly Tensor[];
+  /** Optional: the graph inputs `run` will be fed; checked to be inputs the loss actually uses. */
+  inputs?: readonly Tensor[];
   /** Further tensors returned by every step (metrics, predictions). */
   extraOutputs?: readonly Tensor[];
   /** 'float16' computes in float16 with float32 master weights and dynamic loss scaling, where the device has fast float16. */
@@ -69,6 +71,13 @@ export async function compileTrainStep(spec: TrainStepSpec): Promise<TrainStep> 
     names.add(p.name!);
   }
   const extras = spec.extraOutputs ?? [];
+  if (spec.inputs) {
+    const used = new Set(topoSort([loss, ...extras]));
+    for (const i of spec.inputs) {
+      if (i.op !== 'input') throw new Error(`compileTrainStep: ${i} is not a graph input`);
+      if (!used.has(i)) throw new Error(`compileTrainStep: input ${i.name} is not used by the loss or extra outputs`);
+    }
+  }
   const device = spec.session?.device ?? 'cpu';
   let half = spec.precision === 'float16';
   if (half && !hasFastFloat16(device) && !spec.forceFloat16) {
