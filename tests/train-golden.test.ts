@@ -10,7 +10,8 @@ import { loadLora } from '../engine/lora/load.ts';
 import { alphasCumprod, SD_TRAIN_SCHEDULE } from '../engine/sampling/training-schedule.ts';
 import { LoraNetwork, downName, upName } from '../engine/train/lora-network.ts';
 import { noiseBatch } from '../engine/train/objective.ts';
-import { LoraTrainStep, type StepInputs } from '../engine/train/step-graph.ts';
+import { LoraTrainStep, buildLossGraph, type StepInputs } from '../engine/train/step-graph.ts';
+import { topoSort } from '../engine/graph/tensor.ts';
 import { createTrainingStepper } from '../engine/optim/index.ts';
 
 const dir = join(fixturesDir, 'sd-tiny');
@@ -23,7 +24,7 @@ before(async () => {
   model = await StableDiffusion.load(join(dir, 'sd-tiny.safetensors'), { threads: 1 });
 });
 
-async function setup(trainTE: boolean, file: string) {
+async function setup(trainTE: boolean, file: string, checkpointBlocks = false) {
   const lora = await loadLora(join(dir, 'lora-kohya/lora_a.safetensors'));
   const rank = lora.modules[0]!.rank!;
   const network = LoraNetwork.create(model.weights, { rank, alpha: 1, targets: 'attention', textEncoder: trainTE, seed: 0 });
@@ -40,15 +41,15 @@ async function setup(trainTE: boolean, file: string) {
   const inputs: StepInputs = { noisy: nb.noisy, timesteps, target: nb.target, weights: nb.weights };
   if (trainTE) inputs.ids = ids.data as BigInt64Array;
   else inputs.context = await model.encodeText(ids.data as BigInt64Array, batch, tokens, 1);
-  const step = await LoraTrainStep.compile(model, network, { batch, height: height!, width: width!, tokens }, { trainTextEncoder: trainTE, session: { threads: 1 } });
+  const step = await LoraTrainStep.compile(model, network, { batch, height: height!, width: width!, tokens }, { trainTextEncoder: trainTE, checkpointBlocks, session: { threads: 1 } });
   return { lora, network, inputs, step, file, acp };
 }
 
-for (const [label, trainTE] of [['unet_only', false], ['unet_te', true]] as const) {
+for (const [label, trainTE, ckpt] of [['unet_only', false, false], ['unet_te', true, false], ['unet_te', true, true]] as const) {
   const file = `golden/lora_train_step_${label}.safetensors`;
 
-  test(`${label}: noisy latents, loss and every LoRA gradient match peft`, async () => {
-    const { network, inputs, step, acp } = await setup(trainTE, file);
+  test(`${label}${ckpt ? ' with UNet blocks checkpointed' : ''}: noisy latents, loss and every LoRA gradient match peft`, async () => {
+    const { network, inputs, step, acp } = await setup(trainTE, file, ckpt);
     // The trainer's float32 ᾱ must be diffusers' own (to an ulp), or everything downstream is off.
     assertClose(alphasCumprod(SD_TRAIN_SCHEDULE), acp, { atol: 0, rtol: 1e-6 }, 'alphas_cumprod');
     await golden.expectClose(inputs.noisy, file, 'noisy_latents');
@@ -68,6 +69,7 @@ for (const [label, trainTE] of [['unet_only', false], ['unet_te', true]] as cons
     assert.ok(someDown.some((v) => Math.abs(v) > 1e-6));
   });
 
+  if (ckpt) continue;
   test(`${label}: 3 AdamW steps match torch's losses and weights`, async () => {
     const { network, inputs, step } = await setup(trainTE, file);
     const stepper = createTrainingStepper(
@@ -101,3 +103,15 @@ for (const [label, trainTE] of [['unet_only', false], ['unet_te', true]] as cons
     }
   });
 }
+
+test('block checkpointing puts each top-level UNet block in its own segment', () => {
+  const network = LoraNetwork.create(model.weights, { rank: 2, alpha: 1, targets: 'attention', textEncoder: true, seed: 0 });
+  const shape = { batch: 1, height: 8, width: 8, tokens: 77 };
+  const blocks = new Set([...model.weights.keys()].map((k) => /^model\.diffusion_model\.(input_blocks\.\d+|middle_block|output_blocks\.\d+)\./.exec(k)?.[1]).filter(Boolean));
+  const segments = (ckpt: boolean) => {
+    const { loss } = buildLossGraph(model, network, shape, { trainTextEncoder: true, checkpointBlocks: ckpt });
+    return new Set(topoSort([loss]).map((t) => t.segment).filter((s) => s !== undefined)).size;
+  };
+  assert.equal(segments(false), 0);
+  assert.equal(segments(true), blocks.size);
+});

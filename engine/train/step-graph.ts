@@ -3,7 +3,8 @@
  * network's adapters, the weighted MSE loss, compiled once per batch shape into one forward+backward session.
  */
 import * as g from '../graph/index.ts';
-import { topoSort, Tensor } from '../graph/tensor.ts';
+import { inSegment, topoSort, Tensor } from '../graph/tensor.ts';
+import type { ModuleContext } from '../models/layers.ts';
 import { compileTrainStep, type TrainStep, type TrainStepResult } from '../runtime/train-step.ts';
 import { compile, type CompiledGraph, type FeedValue, type SessionOptions } from '../runtime/session.ts';
 import { clipTextEncoder } from '../models/clip-text.ts';
@@ -26,6 +27,11 @@ export interface StepGraphOptions {
   clipSkip?: number;
   precision?: 'float32' | 'float16';
   session?: SessionOptions;
+  /**
+   * Gradient checkpointing per top-level UNet block (input_blocks.N, middle_block, output_blocks.N): the
+   * backward pass recomputes each block's activations instead of keeping them (less memory, one more forward).
+   */
+  checkpointBlocks?: boolean;
 }
 
 export interface StepInputs {
@@ -42,24 +48,71 @@ export interface StepInputs {
 
 /** Rebuilds the nodes of `outputs` that depend on `from`, with `to` in its place; leaves (params) stay shared. */
 export function substitute(outputs: readonly Tensor[], from: Tensor, to: Tensor): Tensor[] {
-  const map = new Map<Tensor, Tensor>([[from, to]]);
-  for (const t of topoSort(outputs)) {
-    if (t === from || t.inputs.length === 0) continue;
+  return rebuild(outputs, from, to, () => undefined);
+}
+
+/**
+ * Clones `outputs`' graph, replacing `from` by `to` (when given) and putting each node for which `blockOf`
+ * gives a number into that checkpoint segment (one segment per number). Nodes are cloned in creation order
+ * (ids), which is a topological order, so each block's clones are made inside one `inSegment` call.
+ */
+function rebuild(outputs: readonly Tensor[], from: Tensor | undefined, to: Tensor | undefined, blockOf: (t: Tensor) => number | undefined): Tensor[] {
+  const map = new Map<Tensor, Tensor>();
+  if (from && to) map.set(from, to);
+  const nodes = topoSort(outputs)
+    .filter((t) => t !== from && t.inputs.length > 0)
+    .sort((a, b) => a.id - b.id);
+  const clone = (t: Tensor) => {
     const ins = t.inputs.map((i) => map.get(i) ?? i);
-    if (ins.some((x, k) => x !== t.inputs[k])) map.set(t, new Tensor(t.op, ins, t.attrs, t.dtype, t.shape, t.value));
+    if (blockOf(t) !== undefined || ins.some((x, k) => x !== t.inputs[k])) map.set(t, new Tensor(t.op, ins, t.attrs, t.dtype, t.shape, t.value));
+  };
+  for (let i = 0; i < nodes.length; ) {
+    const b = blockOf(nodes[i]!);
+    let j = i;
+    while (j < nodes.length && blockOf(nodes[j]!) === b) j++;
+    const group = nodes.slice(i, j);
+    if (b === undefined) group.forEach(clone);
+    else inSegment(() => group.forEach(clone));
+    i = j;
   }
   return outputs.map((o) => map.get(o) ?? o);
 }
 
-function buildLoss(model: StableDiffusion, network: LoraNetwork, s: StepShape, o: StepGraphOptions): { loss: Tensor; pred: Tensor } {
-  const ctx = model.context({ adapter: network.adapter(), training: true });
+/** Top-level UNet block of an LDM module key (input_blocks.N, middle_block, output_blocks.N), else undefined. */
+function unetBlock(key: string): string | undefined {
+  return /^model\.diffusion_model\.(input_blocks\.\d+|middle_block|output_blocks\.\d+)\./.exec(key)?.[1];
+}
+
+/** The loss graph (and the model output) for one batch shape; exported for tests and tools. */
+export function buildLossGraph(model: StableDiffusion, network: LoraNetwork, s: StepShape, o: StepGraphOptions): { loss: Tensor; pred: Tensor } {
+  const lora = network.adapter();
+  // Block boundaries in tensor-id order, seen through the layers' hook (called for every Linear/Conv, in
+  // construction order): the id of a marker made at each block's first layer.
+  const starts: number[] = [];
+  let current: string | undefined;
+  const adapter: NonNullable<ModuleContext['adapter']> = (key, x, kind, conv) => {
+    const b = o.checkpointBlocks ? unetBlock(key) : undefined;
+    if (b && b !== current) {
+      current = b;
+      starts.push(g.scalar(0).id);
+    }
+    return lora(key, x, kind, conv);
+  };
+  const ctx = model.context({ adapter, training: true });
   const arch = model.arch;
   const u = unet(ctx, arch.unet, { batch: s.batch, height: s.height, width: s.width, contextTokens: s.tokens });
-  let pred = u.out;
+  const end = g.scalar(0).id;
+  let te: Tensor | undefined;
   if (o.trainTextEncoder) {
-    const te = clipTextEncoder(ctx, arch.textEncoder, { batch: s.batch, tokens: s.tokens, clipSkip: o.clipSkip ?? 1, prefix: TEXT_PREFIX });
-    [pred] = substitute([u.out], u.context, te.hidden) as [Tensor];
+    te = clipTextEncoder(model.context({ adapter: lora, training: true }), arch.textEncoder, { batch: s.batch, tokens: s.tokens, clipSkip: o.clipSkip ?? 1, prefix: TEXT_PREFIX }).hidden;
   }
+  const blockOf = (t: Tensor): number | undefined => {
+    if (!starts.length || t.id < starts[0]! || t.id >= end) return undefined;
+    let k = 0;
+    while (k + 1 < starts.length && t.id >= starts[k + 1]!) k++;
+    return k;
+  };
+  const [pred] = o.checkpointBlocks || te ? (rebuild([u.out], te ? u.context : undefined, te, blockOf) as [Tensor]) : [u.out];
   const target = g.input('target', 'float32', pred.shape as number[]);
   const weights = g.input('loss_weight', 'float32', [s.batch]);
   const d = g.sub(pred, target);
@@ -93,7 +146,7 @@ export class LoraTrainStep {
   ) {}
 
   static async compile(model: StableDiffusion, network: LoraNetwork, shape: StepShape, opts: StepGraphOptions): Promise<LoraTrainStep> {
-    const { loss } = buildLoss(model, network, shape, opts);
+    const { loss } = buildLossGraph(model, network, shape, opts);
     const params = network.paramTensors(opts.trainTextEncoder ? ['unet', 'te'] : ['unet']);
     const step = await compileTrainStep({ loss, params, precision: opts.precision, session: opts.session });
     return new LoraTrainStep(model, step, opts.trainTextEncoder);
@@ -113,7 +166,7 @@ export class LoraLossEval {
   ) {}
 
   static async compile(model: StableDiffusion, network: LoraNetwork, shape: StepShape, opts: StepGraphOptions): Promise<LoraLossEval> {
-    const { loss, pred } = buildLoss(model, network, shape, opts);
+    const { loss, pred } = buildLossGraph(model, network, shape, opts);
     // The LoRA buffers change between runs: always fed, even when the frozen weights are baked in.
     const alwaysFeed = new Set(network.paramTensors());
     return new LoraLossEval(model, await compile([loss, pred], { ...opts.session, alwaysFeed }), opts.trainTextEncoder);
