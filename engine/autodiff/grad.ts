@@ -85,10 +85,25 @@ class Recomputer {
     const seg = x.segment;
     const gate = this.gates.get(seg) ?? this.gates.get(this.current?.segment ?? -1);
     if (!gate) return x;
-    // Iterative clone of the segment sub-graph that produces x.
-    for (const n of topoSort([x])) {
-      if (this.clones.has(n) || n.segment !== seg || n.op === 'rand_like' || n.inputs.length === 0) continue;
-      const ins = n.inputs.map((i) => (i.segment === seg && i.op !== 'rand_like' && i.inputs.length > 0 ? this.clones.get(i)! : this.gated(i, seg, gate)));
+    // Clone the part of the segment that produces x, walking only inside the segment (a whole-graph
+    // topological sort per call would make checkpointed models quadratic to differentiate).
+    const inSeg = (n: Tensor) => n.segment === seg && n.op !== 'rand_like' && n.inputs.length > 0;
+    const stack: [Tensor, number][] = [[x, 0]];
+    const onStack = new Set<Tensor>([x]);
+    while (stack.length) {
+      const top = stack[stack.length - 1]!;
+      const [n, i] = top;
+      if (i < n.inputs.length) {
+        top[1]++;
+        const c = n.inputs[i]!;
+        if (inSeg(c) && !this.clones.has(c) && !onStack.has(c)) {
+          onStack.add(c);
+          stack.push([c, 0]);
+        }
+        continue;
+      }
+      stack.pop();
+      const ins = n.inputs.map((c) => (inSeg(c) ? this.clones.get(c)! : this.gated(c, seg, gate)));
       this.clones.set(n, new Tensor(n.op, ins, n.attrs, n.dtype, n.shape, n.value));
     }
     return this.clones.get(x)!;
