@@ -80,8 +80,6 @@ export function createEngineBackend(opts: EngineBackendOptions): GenerationBacke
 
   const run = async (p: GenerationParams, hooks: GenerationHooks, img2img?: Img2ImgParams): Promise<GenerationOutput> => {
     if (!gen) throw new Error('no checkpoint loaded');
-    const notes: string[] = [];
-    if (p.loras.some((l) => l.dynDim !== null)) notes.push('LoRA dyn (DyLoRA rank truncation) is not supported; full rank used');
     const req = request(p);
     if (img2img) {
       req.img2img = {
@@ -92,14 +90,14 @@ export function createEngineBackend(opts: EngineBackendOptions): GenerationBacke
         initialNoiseMultiplier: img2img.initialNoiseMultiplier,
       };
     }
-    const out = await gen.generate({ ...req, loras: p.loras.map((l) => ({ path: l.path, te: l.teMultiplier, unet: l.unetMultiplier, name: l.name })) }, hooksFor(hooks));
+    const out = await gen.generate({ ...req, loras: p.loras.map((l) => ({ path: l.path, te: l.teMultiplier, unet: l.unetMultiplier, name: l.name, ...(l.dynDim !== null ? { dyn: l.dynDim } : {}) })) }, hooksFor(hooks));
     const images = toRgbBytes(out.images, p.seeds.length, p.width, p.height).map((data) => ({ width: p.width, height: p.height, channels: 3 as const, data }));
     return {
       images,
       // What the sampler really used wins over the server's reading of the request.
       // 'Automatic' from the pipeline means "the sampler's default"; the server names that default itself.
       extraParams: { Sampler: out.sampler, ...(out.scheduleType && out.scheduleType !== 'Automatic' ? { 'Schedule type': out.scheduleType } : {}) },
-      notes: [...notes, ...out.notes],
+      notes: out.notes,
     };
   };
 
