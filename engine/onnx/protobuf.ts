@@ -2,9 +2,12 @@
  * Minimal protobuf writer: just the wire types ONNX needs (varint, 64-bit-less fixed32, length-delimited).
  * Messages are built bottom-up: a nested message is encoded first, then written as bytes.
  */
+const utf8 = new TextEncoder();
+
 export class ProtoWriter {
   private chunks: Uint8Array[] = [];
-  private buf = new Uint8Array(256);
+  // Most messages (nodes, attributes, dims) are a few dozen bytes; graphs have tens of thousands of them.
+  private buf = new Uint8Array(64);
   private pos = 0;
 
   private ensure(n: number): void {
@@ -74,7 +77,15 @@ export class ProtoWriter {
   }
 
   string(field: number, s: string): this {
-    return this.bytes(field, new TextEncoder().encode(s));
+    // ASCII names (all the engine makes) are written directly; TextEncoder per string dominated encoding.
+    if (s.length < 128 && /^[\x00-\x7f]*$/.test(s)) {
+      this.tag(field, 2);
+      this.varintRaw(s.length);
+      this.ensure(s.length);
+      for (let i = 0; i < s.length; i++) this.buf[this.pos++] = s.charCodeAt(i);
+      return this;
+    }
+    return this.bytes(field, utf8.encode(s));
   }
 
   message(field: number, w: ProtoWriter): this {
