@@ -4,7 +4,7 @@
 // Env: LORA_SCRIPTS_BENCH_TRAIN=0 skips; LORA_SCRIPTS_BENCH_TRAIN_RES sets the image side (default 512);
 // LORA_SCRIPTS_BENCH_TRAIN_STEPS the timed steps (default 2, after one warm-up step that also compiles);
 // LORA_SCRIPTS_BENCH_TRAIN_WEIGHTS=inputs feeds the frozen weights instead of baking them;
-// LORA_SCRIPTS_BENCH_SD15 uses an existing SD 1.5-shaped checkpoint instead of the cached synthetic one.
+// LORA_SCRIPTS_BENCH_TRAIN_CHECKPOINT=1 checkpoints the UNet blocks; LORA_SCRIPTS_BENCH_SD15 uses an existing SD 1.5-shaped checkpoint instead of the cached synthetic one.
 import { performance } from 'node:perf_hooks';
 import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
@@ -55,7 +55,8 @@ export async function run(): Promise<Record<string, unknown>> {
   const shape = { batch: 1, height: h, width: h, tokens: 77 };
   t = performance.now();
   const weights = (process.env.LORA_SCRIPTS_BENCH_TRAIN_WEIGHTS ?? 'external') as 'inputs' | 'external';
-  const step = await LoraTrainStep.compile(model, network, shape, { trainTextEncoder: false, session: { weights } });
+  const checkpointBlocks = process.env.LORA_SCRIPTS_BENCH_TRAIN_CHECKPOINT === '1';
+  const step = await LoraTrainStep.compile(model, network, shape, { trainTextEncoder: false, checkpointBlocks, session: { weights } });
   const compileSeconds = (performance.now() - t) / 1000;
   const stepper = createTrainingStepper(
     {
@@ -95,6 +96,7 @@ export async function run(): Promise<Record<string, unknown>> {
     batch: 1,
     network: { targets: 'attention_mlp (kohya default)', rank: 16, alpha: 8, modules: network.size, parameters: trainable, textEncoder: 'frozen' },
     threads: defaultThreads(),
+    gradientCheckpointing: checkpointBlocks,
     frozenWeights: weights === 'external' ? 'baked into the session (pre-packed kernels)' : 'fed as inputs',
     loadAverageAtStart: loadavg()[0],
     writeCheckpointSeconds: writeSeconds,

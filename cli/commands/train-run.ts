@@ -12,6 +12,8 @@ export interface RunOptions {
   /** A redrawn bar on a terminal; otherwise one line per optimizer step. */
   progressBar: boolean;
   dataset?: Dataset;
+  gradientCheckpointing?: boolean;
+  frozenWeights?: 'baked' | 'fed';
 }
 
 function duration(s: number | undefined): string {
@@ -86,7 +88,14 @@ export async function runTraining(config: TrainConfig, opts: RunOptions): Promis
     }
   };
   try {
-    const r = await train(config, { signal: abort.signal, onEvent, saveFormat: opts.saveFormat, dataset: opts.dataset });
+    const r = await train(config, {
+      signal: abort.signal,
+      onEvent,
+      saveFormat: opts.saveFormat,
+      dataset: opts.dataset,
+      gradientCheckpointing: opts.gradientCheckpointing,
+      frozenWeights: opts.frozenWeights,
+    });
     stopBar();
     if (r.cancelled) {
       console.log(`stopped at step ${r.steps}/${r.totalSteps}${r.statePath ? `; resume with resume_from: ${r.statePath}` : ''}`);

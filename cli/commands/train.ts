@@ -16,7 +16,9 @@ export function register(program: Command): void {
     .option('--dry-run', 'validate the config and show the dataset plan without training')
     .option('--save-format <format>', 'LoRA file format: kohya (A1111, default) or diffusers (PEFT keys)', 'kohya')
     .option('--no-progress', 'print one line per step instead of a progress bar')
-    .action(async (opts: { config: string; dryRun?: boolean; saveFormat: string; progress: boolean }) => {
+    .option('--gradient-checkpointing', 'recompute UNet block activations in the backward pass (less memory, slower)')
+    .option('--low-memory', 'feed the frozen weights instead of baking them into the session (one copy of the UNet, slower)')
+    .action(async (opts: { config: string; dryRun?: boolean; saveFormat: string; progress: boolean; gradientCheckpointing?: boolean; lowMemory?: boolean }) => {
       if (opts.saveFormat !== 'kohya' && opts.saveFormat !== 'diffusers')
         throw new UserError(`--save-format must be kohya or diffusers, got ${JSON.stringify(opts.saveFormat)}`);
       const { config, warnings } = await loadTrainConfig(opts.config);
@@ -25,7 +27,8 @@ export function register(program: Command): void {
       const dataset = await loadDataset(config, { verifyImages: Boolean(opts.dryRun) });
       for (const w of dataset.warnings) console.warn(`warning: ${w}`);
       if (!opts.dryRun) {
-        await runTraining(config, { saveFormat: opts.saveFormat, progressBar: opts.progress && Boolean(process.stderr.isTTY), dataset });
+        await runTraining(config, { saveFormat: opts.saveFormat, progressBar: opts.progress && Boolean(process.stderr.isTTY), dataset,
+          gradientCheckpointing: Boolean(opts.gradientCheckpointing), frozenWeights: opts.lowMemory ? 'fed' : 'baked' });
         return;
       }
       console.log(dryRunReport(config, dataset));

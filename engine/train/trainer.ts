@@ -90,6 +90,8 @@ export interface TrainOptions {
    * kernels at the cost of a second copy of the UNet in memory; 'fed' keeps one copy (slower, less memory).
    */
   frozenWeights?: 'baked' | 'fed';
+  /** Gradient checkpointing of the UNet's top-level blocks: less memory, about one more forward per step. */
+  gradientCheckpointing?: boolean;
 }
 
 export interface TrainResult {
@@ -368,6 +370,7 @@ class Run {
       this.log(`compiling the training step for batch ${shape.batch} at ${shape.width * 8}×${shape.height * 8}`);
       s = LoraTrainStep.compile(this.model, this.network, shape, {
         trainTextEncoder: this.trainTE,
+        checkpointBlocks: this.opts.gradientCheckpointing,
         precision: this.config.mixed_precision === 'fp16' ? 'float16' : 'float32',
         session: this.session(),
       });
