@@ -216,6 +216,10 @@ class Run {
       textEncoder: this.trainTE,
       seed: c.seed,
     });
+    if (this.trainTE && !this.network.hasPart('te'))
+      throw new UserError(
+        `train_text_encoder: ${c.base_model} has no CLIP text encoder in the SD 1.x (transformers) layout this trainer targets; set train_text_encoder: false`,
+      );
     if (c.init_lora) {
       const ignored = this.network.loadFrom(await loadLora(c.init_lora), `init_lora ${c.init_lora}`);
       if (ignored.length) this.log(`init_lora: ${ignored.length} modules of ${c.init_lora} are not trained by this config and are dropped (first: ${ignored[0]})`);
