@@ -51,6 +51,7 @@ const f64: [string, number[][], (p: g.Tensor[]) => g.Tensor, Parameters<typeof g
   ['rms_norm', [[2, 3, 5], [5]], ([x, w]) => g.rmsNorm(x!, w!, 1e-6)],
   ['softmax', [[3, 5]], ([a]) => g.softmax(a!, -1)],
   ['log_softmax / cross-entropy', [[3, 5], [3, 5]], ([a, t]) => g.crossEntropy(a!, g.softmax(t!))],
+  ['cross-entropy with ids (ignore_index)', [[2, 3, 5]], ([a]) => g.crossEntropyWithIds(a!, g.constant([4, 0, -100, 2, 2, 1], [2, 3], 'int64'))],
   ['attention (causal)', [[1, 2, 4, 3], [1, 2, 4, 3], [1, 2, 4, 3]], ([q, k, v]) => g.attention(q!, k!, v!, { causal: true })],
   ['attention (causal, query chunks of 3, cross lengths)', [[1, 7, 3], [1, 9, 3], [1, 9, 2]], ([q, k, v]) => g.attention(q!, k!, v!, { causal: true, queryChunk: 3 })],
   ['multi-head attention (causal)', [[2, 4, 6], [2, 4, 6], [2, 4, 4]], ([q, k, v]) => g.multiHeadAttention(q!, k!, v!, 2, { causal: true })],

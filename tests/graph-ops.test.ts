@@ -325,3 +325,11 @@ test('multiHeadAttention: the fused ORT kernel, the standard lowering and per-he
     close(b!.data as Float32Array, c!.data as Float32Array, 1e-6, `standard T${T} S${S} causal ${causal}`);
   }
 });
+
+test('crossEntropyWithIds equals -mean log softmax at the ids, skipping ignore_index', async () => {
+  const ld = rand(2 * 4, 51);
+  const [r] = await evaluate([g.crossEntropyWithIds(g.constant(ld, [2, 4]), g.constant([3, -100], [2], 'int64'))]);
+  const row = Array.from(ld.subarray(0, 4));
+  const lse = Math.log(row.reduce((a, b) => a + Math.exp(b), 0));
+  close(r!.data as Float32Array, [lse - row[3]!], 1e-6, 'cross-entropy');
+});

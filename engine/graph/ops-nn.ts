@@ -1,7 +1,7 @@
 import { UserError } from '../util/errors.ts';
 import { arrayFrom, type DType } from './dtype.ts';
 import {
-  add, concat, constant, div, erf, less, mean, mul, mT, neg, reshape, rsqrt, scalar, sigmoid, slice, sub, tanh, transpose, where,
+  add, concat, constant, div, equal, erf, less, maximum, mean, mul, mT, neg, reshape, rsqrt, scalar, sigmoid, slice, sub, sum, tanh, transpose, unsqueeze, where,
 } from './ops-core.ts';
 import { broadcastShapes, normAxis, ShapeError } from './shape.ts';
 import { node, Tensor } from './tensor.ts';
@@ -341,6 +341,22 @@ export function embedding(table: Tensor, ids: Tensor): Tensor {
 /** Mean cross-entropy of `logits` [..., V] against a float one-hot / soft `target` of the same shape. */
 export function crossEntropy(logits: Tensor, target: Tensor): Tensor {
   return neg(mean(reduceLast(mul(logSoftmax(logits, -1), target))));
+}
+
+/**
+ * Mean token cross-entropy of `logits` [..., V] against integer class ids [...] (int64), like
+ * `F.cross_entropy(ignore_index=...)`: positions whose id equals `ignoreIndex` count neither in the sum nor
+ * in the mean. The one-hot is built in the graph (no [.., V] host tensor to feed).
+ */
+export function crossEntropyWithIds(logits: Tensor, ids: Tensor, ignoreIndex = -100): Tensor {
+  const V = logits.shape[logits.rank - 1];
+  if (typeof V !== 'number') throw new ShapeError(`crossEntropyWithIds: vocabulary axis of ${logits} must be static`);
+  if (ids.dtype !== 'int64') throw new ShapeError(`crossEntropyWithIds: ids ${ids} must be int64`);
+  const classes = constant(BigInt64Array.from({ length: V }, (_, i) => BigInt(i)), [V], 'int64');
+  const onehot = where(equal(unsqueeze(ids, -1), classes), scalar(1, logits.dtype), scalar(0, logits.dtype));
+  const nll = neg(reduceLast(mul(logSoftmax(logits, -1), onehot)));
+  const keep = where(equal(ids, scalar(ignoreIndex, 'int64')), scalar(0, logits.dtype), scalar(1, logits.dtype));
+  return div(sum(mul(nll, keep)), maximum(sum(keep), 1));
 }
 
 function reduceLast(x: Tensor): Tensor {
