@@ -74,3 +74,25 @@ test('a file without SD tensors names the missing tensor', async () => {
     /not a Stable Diffusion|no text encoder found/,
   );
 });
+
+test('OpenCLIP towers skip their last block only when the file stores the full tower', async () => {
+  const { inferClipTextArch } = await import('../engine/sd/arch.ts');
+  const { clipUsedLayers } = await import('../engine/models/clip-text.ts');
+  const P = 'cond_stage_model.model.';
+  const shapes = (layers: number, projection: boolean) => {
+    const m = new Map<string, number[]>([
+      [`${P}token_embedding.weight`, [49408, 1024]],
+      [`${P}positional_embedding`, [77, 1024]],
+    ]);
+    for (let i = 0; i < layers; i++) {
+      m.set(`${P}transformer.resblocks.${i}.ln_1.weight`, [1024]);
+      m.set(`${P}transformer.resblocks.${i}.mlp.c_fc.weight`, [4096, 1024]);
+    }
+    if (projection) m.set(`${P}text_projection`, [1024, 1024]);
+    return (k: string) => m.get(k);
+  };
+  // A released SD2 checkpoint: 24 blocks stored, the penultimate output used.
+  assert.equal(clipUsedLayers(inferClipTextArch(shapes(24, true))), 23);
+  // Converted from diffusers: the 23 blocks SD2 uses, no projection.
+  assert.equal(clipUsedLayers(inferClipTextArch(shapes(23, false))), 23);
+});

@@ -96,7 +96,7 @@ test('OpenCLIP fused-qkv hidden states equal the transformers layout with q/k/v 
   const ids = randomIds(arch.vocabSize, 11);
   const used = clipUsedLayers(arch);
   // diffusers' SD2 text encoder: the penultimate block is its last one.
-  const hfArch: ClipTextArch = { ...arch, layout: 'hf', layers: used };
+  const hfArch: ClipTextArch = { ...arch, layout: 'hf', layers: used, skipLastLayer: false };
   const ours = await run(open, arch, ids, 1);
   const ref = await run(asHf(open, arch.width, used), hfArch, ids, 1);
   let scale = 0;
@@ -105,7 +105,7 @@ test('OpenCLIP fused-qkv hidden states equal the transformers layout with q/k/v 
   assert.ok(maxDiff(ours, ref) < 1e-4, `openclip vs hf: ${maxDiff(ours, ref)}`);
 
   // Running every block (no penultimate rule) gives other states: the rule is observable.
-  const all = await run(asHf(open, arch.width, arch.layers), { ...arch, layout: 'hf' }, ids, 1);
+  const all = await run(asHf(open, arch.width, arch.layers), { ...arch, layout: 'hf', skipLastLayer: false }, ids, 1);
   assert.ok(maxDiff(all, ours) > 1e-2, 'the last resblock must not run');
 });
 
@@ -113,7 +113,7 @@ test('clip skip counts from the penultimate block in the OpenCLIP layout', async
   const ids = randomIds(arch.vocabSize, 12);
   const used = clipUsedLayers(arch);
   const skip2 = await run(open, arch, ids, 2);
-  const ref = await run(asHf(open, arch.width, used - 1), { ...arch, layout: 'hf', layers: used - 1 }, ids, 1);
+  const ref = await run(asHf(open, arch.width, used - 1), { ...arch, layout: 'hf', layers: used - 1, skipLastLayer: false }, ids, 1);
   assert.ok(maxDiff(skip2, ref) < 1e-4, `clip skip 2: ${maxDiff(skip2, ref)}`);
   assert.ok(maxDiff(skip2, await run(open, arch, ids, 1)) > 1e-2, 'clip skip 2 must change the states');
   await assert.rejects(run(open, arch, ids, used + 1), /clip skip must be an integer between 1 and 3/);

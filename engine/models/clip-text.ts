@@ -33,7 +33,7 @@ export function clipTextPrefix(layout: ClipTextArch['layout']): string {
 
 /** Blocks that run at clip skip 1: all of them, except OpenCLIP (SD2) towers, which stop at the penultimate one. */
 export function clipUsedLayers(arch: ClipTextArch): number {
-  return arch.layout === 'openclip' ? arch.layers - 1 : arch.layers;
+  return arch.skipLastLayer ? arch.layers - 1 : arch.layers;
 }
 
 interface LayoutNames {

@@ -36,6 +36,11 @@ export interface ClipTextArch {
   intermediate: number;
   activation: 'quick_gelu' | 'gelu';
   layerNormEps: number;
+  /**
+   * SD2 conditions on the penultimate block. A full OpenCLIP tower (with `text_projection`) stores every
+   * block, so the last is skipped; files converted from diffusers store only the blocks SD2 uses.
+   */
+  skipLastLayer: boolean;
 }
 
 export interface VaeArch {
@@ -142,6 +147,7 @@ export function inferClipTextArch(shapeOf: ShapeOf): ClipTextArch {
       intermediate: need(shapeOf, `${CLIP_HF}encoder.layers.0.mlp.fc1.weight`, 'MLP')[0],
       activation: 'quick_gelu',
       layerNormEps: 1e-5,
+      skipLastLayer: false,
     };
   }
   if (shapeOf(`${CLIP_OPEN}token_embedding.weight`)) {
@@ -156,6 +162,7 @@ export function inferClipTextArch(shapeOf: ShapeOf): ClipTextArch {
       intermediate: need(shapeOf, `${CLIP_OPEN}transformer.resblocks.0.mlp.c_fc.weight`, 'MLP')[0],
       activation: 'gelu',
       layerNormEps: 1e-5,
+      skipLastLayer: shapeOf(`${CLIP_OPEN}text_projection`) !== undefined,
     };
   }
   throw new UserError(`no text encoder found: expected '${CLIP_HF}*' (SD1) or '${CLIP_OPEN}*' (SD2) tensors`);
