@@ -30,8 +30,9 @@ function fields(p: TrainProgress) {
     epoch: `${Math.max(1, p.epoch)}/${p.epochs}`,
     loss: p.loss === undefined ? '-' : p.loss.toFixed(4),
     avg: p.lossAverage === undefined ? '-' : p.lossAverage.toFixed(4),
-    itps: p.itPerSec === undefined ? '-' : p.itPerSec >= 1 ? p.itPerSec.toFixed(2) : `${(1 / p.itPerSec).toFixed(1)}s/`,
-    eta: duration(p.etaSeconds),
+    // Below one step per second, seconds per step reads better (full-size models on a CPU).
+    speed: p.itPerSec === undefined ? '- it/s' : p.itPerSec >= 1 ? `${p.itPerSec.toFixed(2)} it/s` : `${(1 / p.itPerSec).toFixed(1)} s/it`,
+    remaining: duration(p.etaSeconds),
   };
 }
 
@@ -45,6 +46,7 @@ export async function runTraining(config: TrainConfig, opts: RunOptions): Promis
   };
   process.on('SIGINT', onSigint);
   let bar: cliProgress.SingleBar | undefined;
+  let last = { value: 0, payload: {} as Record<string, string> };
   const stopBar = () => {
     bar?.stop();
     bar = undefined;
@@ -52,7 +54,7 @@ export async function runTraining(config: TrainConfig, opts: RunOptions): Promis
   const out = (line: string) => {
     if (bar) bar.stop();
     console.log(line);
-    if (bar) bar.start(bar.getTotal(), (bar as unknown as { value: number }).value);
+    if (bar) bar.start(bar.getTotal(), last.value, last.payload);
   };
   const onEvent = (e: TrainEvent) => {
     if (e.type === 'log') {
@@ -68,12 +70,14 @@ export async function runTraining(config: TrainConfig, opts: RunOptions): Promis
       out(`sample: ${e.path}`);
     } else if (e.phase === 'caching') {
       if (e.done === e.todo) out(`latents ready (${e.todo})`);
-    } else if (e.phase === 'training' && e.step > 0 && e.loss !== undefined) {
+    } else if (e.phase !== 'training') {
+      stopBar();
+    } else if (e.step > 0 && e.loss !== undefined) {
       if (opts.progressBar) {
         if (!bar) {
           bar = new cliProgress.SingleBar(
             {
-              format: 'epoch {epoch} |{bar}| step {value}/{total} | loss {loss} (avg {avg}) | {itps} it/s | ETA {eta}',
+              format: 'epoch {epoch} |{bar}| step {value}/{total} | loss {loss} (avg {avg}) | {speed} | ETA {remaining}',
               hideCursor: true,
               stream: process.stderr,
             },
@@ -81,9 +85,10 @@ export async function runTraining(config: TrainConfig, opts: RunOptions): Promis
           );
           bar.start(e.totalSteps, e.step, fields(e));
         } else bar.update(e.step, fields(e));
+        last = { value: e.step, payload: fields(e) };
       } else {
         const f = fields(e);
-        console.log(`epoch ${f.epoch} step ${e.step}/${e.totalSteps} loss ${f.loss} avg ${f.avg} ${f.itps} it/s ETA ${f.eta}`);
+        console.log(`epoch ${f.epoch} step ${e.step}/${e.totalSteps} loss ${f.loss} avg ${f.avg} ${f.speed} ETA ${f.remaining}`);
       }
     }
   };

@@ -159,7 +159,7 @@ class Run {
   private scaling = 0.18215;
   private totalSteps = 0;
   private epochs = 0;
-  private sessionSteps = 0;
+  private readonly stepTimes: number[] = [];
   private sessionStart = 0;
   private lastStatePath?: string;
   private sampler?: TrainingSampler;
@@ -410,7 +410,6 @@ class Run {
     const repeats = trainItems.map((i) => i.repeats);
     const lossAvg = new LossAverage();
     this.sessionStart = Date.now();
-    this.sessionSteps = 0;
     const stepsBefore = this.stepper.globalStep;
     this.emit({ phase: 'training', step: stepsBefore, totalSteps: this.totalSteps, epoch: start.epoch + 1 });
 
@@ -464,9 +463,13 @@ class Run {
       report.step,
       stepScalars({ loss: report.loss, lossAverage: avg, lrs: report.lrs, gradNorm: report.gradNorm, memoryMiB: memoryMiB() }),
     );
-    this.sessionSteps++;
-    const elapsed = (Date.now() - this.sessionStart) / 1000;
-    const itPerSec = elapsed > 0 ? this.sessionSteps / elapsed : undefined;
+    // Speed over the last steps, so the first step's graph compilation does not skew the ETA for long.
+    const now = Date.now();
+    this.stepTimes.push(now);
+    if (this.stepTimes.length > 20) this.stepTimes.shift();
+    const n = this.stepTimes.length;
+    const span = n >= 2 ? (now - this.stepTimes[0]!) / 1000 : (now - this.sessionStart) / 1000;
+    const itPerSec = span > 0 ? (n >= 2 ? n - 1 : 1) / span : undefined;
     this.emit({
       phase: 'training',
       epoch: epoch + 1,
