@@ -114,9 +114,8 @@ R['div'] = (t, dy, need, f) => {
 R['pow'] = (t, dy, need, f) => {
   const [a, b] = t.inputs as [Tensor, Tensor];
   const c = g.constValue(b);
-  const da = need[0]
-    ? sumToShape(c !== undefined ? g.mul(dy, g.mul(g.pow(f(a), c - 1), c)) : g.mul(dy, g.mul(f(b), g.pow(f(a), g.sub(f(b), 1)))), a.shape)
-    : undefined;
+  const local = c === 2 ? g.mul(f(a), 2) : c !== undefined ? g.mul(g.pow(f(a), c - 1), c) : g.mul(f(b), g.pow(f(a), g.sub(f(b), 1)));
+  const da = need[0] ? sumToShape(g.mul(dy, local), a.shape) : undefined;
   const db = need[1] ? sumToShape(g.mul(dy, g.mul(f(t), g.log(f(a)))), b.shape) : undefined;
   return [da, db];
 };

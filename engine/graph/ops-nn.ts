@@ -1,7 +1,7 @@
 import { UserError } from '../util/errors.ts';
 import { arrayFrom, type DType } from './dtype.ts';
 import {
-  add, concat, constant, div, equal, erf, less, maximum, mean, mul, mT, neg, reshape, rsqrt, scalar, sigmoid, slice, sub, sum, tanh, transpose, unsqueeze, where,
+  add, concat, constant, div, equal, erf, less, maximum, mean, mul, mT, neg, pow, reshape, scalar, sigmoid, slice, sqrt, sub, sum, tanh, transpose, unsqueeze, where,
 } from './ops-core.ts';
 import { broadcastShapes, normAxis, ShapeError } from './shape.ts';
 import { node, Tensor } from './tensor.ts';
@@ -137,9 +137,10 @@ export function groupNorm(x: Tensor, groups: number, gamma?: Tensor, beta?: Tens
   return out;
 }
 
-/** RMSNorm (Llama): `x * rsqrt(mean(x^2, -1) + eps) * weight`. */
+/** RMSNorm (Llama): `x / sqrt(mean(x^2, -1) + eps) * weight`. */
 export function rmsNorm(x: Tensor, weight?: Tensor, eps = 1e-6): Tensor {
-  const y = mul(x, rsqrt(add(mean(mul(x, x), -1, true), eps)));
+  // Written as Pow/ReduceMean/Add/Sqrt/Div so ORT fuses it into SimplifiedLayerNormalization.
+  const y = div(x, sqrt(add(mean(pow(x, 2), -1, true), eps)));
   return weight ? mul(y, weight) : y;
 }
 
@@ -155,7 +156,8 @@ export function logSoftmax(x: Tensor, axis = -1): Tensor {
 
 /** GELU; `approximate: 'tanh'` is the tanh formula (PyTorch `approximate='tanh'`). */
 export function gelu(x: Tensor, approximate: 'none' | 'tanh' = 'none'): Tensor {
-  if (approximate === 'none') return mul(mul(x, 0.5), add(erf(mul(x, Math.SQRT1_2)), 1));
+  // Div by sqrt(2) (not Mul by its inverse) is the form ORT's GeluFusion recognises.
+  if (approximate === 'none') return mul(mul(x, 0.5), add(erf(div(x, Math.SQRT2)), 1));
   const inner = mul(add(x, mul(mul(mul(x, x), x), 0.044715)), Math.sqrt(2 / Math.PI));
   return mul(mul(x, 0.5), add(tanh(inner), 1));
 }
