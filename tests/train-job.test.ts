@@ -53,6 +53,24 @@ test('TrainingJob reports progress and cancels into a resumable state', async ()
   }
 });
 
+test('cancelling while latents are cached ends the job as cancelled, with nothing trained', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'train-job-cache-'));
+  try {
+    await writePatternDataset(join(dir, 'data'), 4);
+    const job = TrainingJob.start(await tinyConfig(dir, join(dir, 'data'), join(dir, 'out')), { threads: 1 });
+    job.on('progress', (p: TrainProgress) => {
+      if (p.phase === 'caching') job.cancel();
+    });
+    const r = await job.done;
+    assert.equal(job.status, 'cancelled');
+    assert.equal(r.steps, 0);
+    assert.equal(r.statePath, undefined);
+    assert.ok(!(await readdir(join(dir, 'out'))).some((n) => n.endsWith('.safetensors') || n.startsWith('state-')));
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
 test('diffusers output format, and init_lora continues from a LoRA file', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'train-init-'));
   try {

@@ -245,7 +245,15 @@ class Run {
 
     this.logger = TrainingLogger.open(logDir);
     try {
-      if (c.cache_latents) await this.cacheAll(trainItems);
+      if (c.cache_latents) {
+        try {
+          await this.cacheAll(trainItems);
+        } catch (e) {
+          if (!(e instanceof Cancelled)) throw e;
+          this.emit({ phase: 'cancelled' });
+          return this.result(undefined, logDir, true);
+        }
+      }
       const outcome = await this.loop(trainItems, valItems, position, dataset.root);
       if (outcome !== 'finished') {
         return this.result(undefined, logDir, outcome === 'cancelled');
