@@ -272,15 +272,25 @@ R['conv_transpose2d'] = (t, dy, need, f) => {
   ];
 };
 
-R['normalize'] = (t, dy, _n, f) => {
-  const x = f(t.inputs[0]!);
-  const y = f(t);
-  const axis = t.attrs['axis'] as number;
+/** dx of y = (x - mean) / sqrt(var + eps) over axes axis..end, given y and dL/dy. */
+function normalizeBackward(x: Tensor, y: Tensor, dy: Tensor, axis: number, eps: number): Tensor {
   const axes = Array.from({ length: x.rank - axis }, (_, i) => axis + i);
   const xc = g.sub(x, g.mean(x, axes, true));
-  const rstd = g.rsqrt(g.add(g.mean(g.mul(xc, xc), axes, true), t.attrs['eps'] as number));
+  const rstd = g.rsqrt(g.add(g.mean(g.mul(xc, xc), axes, true), eps));
   const inner = g.sub(g.sub(dy, g.mean(dy, axes, true)), g.mul(y, g.mean(g.mul(dy, y), axes, true)));
-  return [g.mul(inner, rstd)];
+  return g.mul(inner, rstd);
+}
+
+R['normalize'] = (t, dy, _n, f) => [normalizeBackward(f(t.inputs[0]!), f(t), dy, t.attrs['axis'] as number, t.attrs['eps'] as number)];
+R['layer_norm'] = (t, dy, need, f) => {
+  const [x, gamma, beta] = t.inputs.map(f) as [Tensor, Tensor, Tensor | undefined];
+  const eps = t.attrs['eps'] as number;
+  const xhat = g.normalize(x, x.rank - 1, eps);
+  return [
+    need[0] ? normalizeBackward(x, xhat, g.mul(dy, gamma), x.rank - 1, eps) : undefined,
+    need[1] ? sumToShape(g.mul(dy, xhat), gamma.shape) : undefined,
+    beta && need[2] ? sumToShape(dy, beta.shape) : undefined,
+  ];
 };
 R['softmax'] = (t, dy, _n, f) => {
   const y = f(t);

@@ -119,6 +119,12 @@ export function normalize(x: Tensor, axis: number, eps: number): Tensor {
 
 /** PyTorch `nn.LayerNorm` over the last `normalizedDims` axes (default 1). */
 export function layerNorm(x: Tensor, gamma?: Tensor, beta?: Tensor, eps = 1e-5, normalizedDims = 1): Tensor {
+  const D = x.shape[x.rank - 1];
+  const vec = (t?: Tensor) => !t || (t.rank === 1 && t.shape[0] === D && t.dtype === x.dtype);
+  if (normalizedDims === 1 && gamma && vec(gamma) && vec(beta)) {
+    // One primitive with the affine inside: lowers to a single LayerNormalization instead of LN + Mul + Add.
+    return node('layer_norm', beta ? [x, gamma, beta] : [x, gamma], { eps }, x.dtype, x.shape);
+  }
   let y = normalize(x, x.rank - normalizedDims, eps);
   if (gamma) y = mul(y, gamma);
   if (beta) y = add(y, beta);

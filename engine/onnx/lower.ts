@@ -247,6 +247,8 @@ export const LOWERERS: Record<string, Lowerer> = {
     const scale = cx.emit('ConstantOfShape', [cx.shape(t.shape.slice(axis))], { value: oneTensor(t.dtype, 1) });
     return cx.emit('LayerNormalization', [ins[0]!, scale], { axis: int(axis), epsilon: flt(t.attrs['eps'] as number) });
   },
+  layer_norm: (cx, t, ins) =>
+    cx.emit('LayerNormalization', ins, { axis: int(t.rank - 1), epsilon: flt(t.attrs['eps'] as number) }),
   softmax: (cx, t, ins) => cx.emit('Softmax', ins, { axis: int(t.attrs['axis'] as number) }),
   log_softmax: (cx, t, ins) => cx.emit('LogSoftmax', ins, { axis: int(t.attrs['axis'] as number) }),
   upsample_nearest: (cx, t, ins) => {
