@@ -135,6 +135,18 @@ test('the chunked attention backward is used at that size', async () => {
   assert.equal(g.topoSort([dq!]).filter((t) => t.op === 'softmax').length, 2);
 });
 
+test('grad works w.r.t. graph inputs and intermediate tensors too', async () => {
+  const x = g.input('x', 'float32', [3]);
+  const h = g.exp(x);
+  const loss = g.sum(g.mul(h, h));
+  const [dx, dh] = grad(loss, [x, h]);
+  const [a, b] = await evaluate([dx!, dh!], { x: new Float32Array([0, 0.5, 1]) });
+  [0, 0.5, 1].forEach((v, i) => {
+    assert.ok(Math.abs((b!.data as Float32Array)[i]! - 2 * Math.exp(v)) < 1e-5, 'dL/dh = 2h');
+    assert.ok(Math.abs((a!.data as Float32Array)[i]! - 2 * Math.exp(2 * v)) < 1e-4, 'dL/dx = 2h^2');
+  });
+});
+
 test('every primitive that lowers to ONNX has a gradient rule', async () => {
   const { LOWERERS } = await import('../engine/onnx/lower.ts');
   const { VJP_RULES } = await import('../engine/autodiff/rules.ts');

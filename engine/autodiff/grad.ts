@@ -8,7 +8,8 @@ export interface GradOptions {
 }
 
 /**
- * Builds the backward graph, in the same DSL, for d`loss`/d`params`. Only nodes on a path from a requested
+ * Builds the backward graph, in the same DSL, for d`loss`/d`params` (parameters, inputs or intermediate
+ * tensors). Only nodes on a path from a requested
  * parameter to the loss are differentiated: frozen weights get no gradient work of their own, yet gradients
  * still flow through the activations they produce. Nodes made inside `checkpoint(...)` are recomputed in
  * the backward pass instead of being kept from the forward pass.
@@ -45,7 +46,9 @@ function buildGrad(loss: Tensor, params: readonly Tensor[], opts: GradOptions): 
     if (!live.has(t) || t.inputs.length === 0) continue;
     const dy = total(t);
     if (!dy) continue;
-    pending.delete(t);
+    // A requested intermediate keeps its gradient for the result; the others are done with.
+    if (wanted.has(t)) pending.set(t, [dy]);
+    else pending.delete(t);
     const rule = VJP_RULES[t.op];
     if (!rule) throw new Error(`grad: no gradient rule for op ${t.op}`);
     const need = t.inputs.map((i) => live.has(i) && g.isFloat(i.dtype));
