@@ -67,8 +67,8 @@ async function blockRate(N: number, C: number, S: number) {
   const feeds: Record<string, FeedValue> = { x: rnd(N * C * S * S) };
   const fwd = await compile([loss]);
   const step = await compileTrainStep({ loss, params: [w1, w2, gw, gb] });
-  const tf = await time(() => fwd.run(feeds), 3);
-  const tb = await time(() => step.run(feeds), 3);
+  const tf = await time(() => fwd.run(feeds), 5);
+  const tb = await time(() => step.run(feeds), 5);
   const conv = convFlop(N, C, C, S, S, 3);
   // Backward of each conv is two convolutions' worth (input gradient, weight gradient).
   return {
