@@ -10,7 +10,10 @@ import { loadLora } from '../engine/lora/load.ts';
 import { alphasCumprod, SD_TRAIN_SCHEDULE } from '../engine/sampling/training-schedule.ts';
 import { LoraNetwork, downName, upName } from '../engine/train/lora-network.ts';
 import { noiseBatch } from '../engine/train/objective.ts';
-import { LoraTrainStep, buildLossGraph, type StepInputs } from '../engine/train/step-graph.ts';
+import { LoraTrainStep, buildLossGraph, transposedConvsAsConvs, type StepInputs } from '../engine/train/step-graph.ts';
+import * as g from '../engine/graph/index.ts';
+import { grad } from '../engine/autodiff/grad.ts';
+import { compile } from '../engine/runtime/session.ts';
 import { topoSort } from '../engine/graph/tensor.ts';
 import { createTrainingStepper } from '../engine/optim/index.ts';
 
@@ -114,4 +117,23 @@ test('block checkpointing puts each top-level UNet block in its own segment', ()
   };
   assert.equal(segments(false), 0);
   assert.equal(segments(true), blocks.size);
+});
+
+test('stride-1 transposed convolutions become convolutions with the same values; strided ones stay', async () => {
+  const rnd = (n: number, k: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37 + k));
+  const x = g.input('x', 'float32', [1, 3, 9, 9]);
+  const w3 = g.param('w3', [4, 3, 3, 3], rnd(108, 1));
+  const w1 = g.param('w1', [5, 4, 1, 1], rnd(20, 2));
+  const ws = g.param('ws', [2, 5, 3, 3], rnd(90, 3));
+  const y = g.conv2d(g.conv2d(g.conv2d(x, w3, undefined, { padding: 1 }), w1), ws, undefined, { stride: 2, padding: [0, 1, 1, 0] });
+  const loss = g.sum(g.mul(y, y));
+  const [dx] = grad(loss, [x]);
+  const [rewritten] = transposedConvsAsConvs([dx!]);
+  const count = (t: g.Tensor, op: string) => topoSort([t]).filter((n) => n.op === op).length;
+  assert.equal(count(dx!, 'conv_transpose2d'), 3);
+  assert.equal(count(rewritten!, 'conv_transpose2d'), 1, 'only the strided one is left');
+  const feeds = { x: rnd(243, 4) };
+  const [a] = await (await compile([dx!])).run(feeds);
+  const [b] = await (await compile([rewritten!])).run(feeds);
+  assertClose(b!.data as Float32Array, a!.data as Float32Array, { atol: 1e-4, rtol: 1e-5 }, 'dx');
 });
