@@ -42,6 +42,9 @@ export type FeedValue = AnyTypedArray | { data: AnyTypedArray; shape: readonly n
 export type ParamValues = ReadonlyMap<string, AnyTypedArray> | Readonly<Record<string, AnyTypedArray>>;
 
 const sessions = new Map<string, Promise<ort.InferenceSession>>();
+// Baked external weights stay referenced for as long as their session is cached: ORT may keep pointing into
+// them, and the graph that bound them may be dropped by its builder.
+const keepAlive = new Map<string, readonly { data: Uint8Array }[]>();
 
 function sessionOptions(o: SessionOptions): ort.InferenceSession.SessionOptions {
   const device = o.device ?? 'cpu';
@@ -74,8 +77,12 @@ export function cachedSession(
     if (externalData.length) (so as { externalData?: unknown }).externalData = externalData;
     s = ort.InferenceSession.create(bytes, so);
     if (!o.profile) {
-      s.catch(() => sessions.delete(k));
+      s.catch(() => {
+        sessions.delete(k);
+        keepAlive.delete(k);
+      });
       sessions.set(k, s);
+      if (externalData.length) keepAlive.set(k, externalData);
     }
   }
   return s;
@@ -85,6 +92,7 @@ export function cachedSession(
 export async function clearSessionCache(): Promise<void> {
   const all = [...sessions.values()];
   sessions.clear();
+  keepAlive.clear();
   for (const s of all) await (await s.catch(() => undefined))?.release();
 }
 
