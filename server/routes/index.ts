@@ -10,5 +10,6 @@ import { register as options } from './options.ts';
 import { register as models } from './models.ts';
 import { register as loras } from './loras.ts';
 import { register as info } from './info.ts';
+import { register as train } from './train.ts';
 
-export const routeModules: ((api: Api, ctx: ServerContext) => void)[] = [generate, progress, options, models, loras, info];
+export const routeModules: ((api: Api, ctx: ServerContext) => void)[] = [generate, progress, options, models, loras, info, train];

@@ -1,0 +1,213 @@
+/**
+ * A training config sent over the API → a validated TrainConfig and its loaded dataset, with every path the
+ * request names confined to the operator's roots (server/train-settings.ts).
+ *
+ * The confinement is checked on the raw request before engine/train/config.ts sees it, because that loader
+ * probes the paths it is given and names sibling files in its hints: run on an unchecked path it would tell a
+ * client what lies in any folder of the machine. Server defaults fill what a client leaves out: base_model
+ * is the selected checkpoint (or any checkpoint name from /sdapi/v1/sd-models), the tokenizer is found as
+ * for generation, output goes to a per-job folder under `<data-dir>/training`.
+ */
+import { access } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import { Document, isMap, parseDocument } from 'yaml';
+import { findTokenizerDir } from '../engine/sd/generator.ts';
+import { parseTrainConfig, trainConfigFields, trainConfigKeys, type TrainConfig } from '../engine/train/config.ts';
+import { loadDataset, type Dataset } from '../engine/train/dataset.ts';
+import { isUserError } from '../engine/util/errors.ts';
+import type { ServerContext } from './context.ts';
+import { ValidationError, type ValidationIssue } from './errors.ts';
+import { datasetRoots, isInside, type TrainingSettings } from './train-settings.ts';
+
+export interface PreparedTraining {
+  config: TrainConfig;
+  /** Config warnings, then dataset warnings. */
+  warnings: string[];
+  dataset: Dataset;
+}
+
+type Loc = (string | number)[];
+
+const OUTPUT_NAME = /^(?!\.\.?$)[^/\\:*?"<>|]+$/;
+const DEVICES = new Set(['cpu', 'cuda', 'dml', 'coreml']);
+
+function issue(loc: Loc, msg: string, type = 'value_error.train_config'): ValidationIssue {
+  return { loc: ['body', ...loc], msg, type };
+}
+
+function fail(loc: Loc, msg: string, type?: string): never {
+  throw new ValidationError([issue(loc, msg, type)]);
+}
+
+/** The folders each path key may point into; a path key not listed here is refused (fail closed). */
+function pathRoots(ctx: ServerContext, s: TrainingSettings): Record<string, { roots: string[]; what: string }> {
+  const { ckptDir, loraDir, dataDir } = ctx.layout;
+  const datasets = { roots: datasetRoots(s), what: 'the dataset folders' };
+  const training = { roots: [s.trainingDir], what: 'the training folder' };
+  return {
+    train_data_dir: datasets,
+    metadata_path: datasets,
+    base_model: { roots: [ckptDir], what: 'the checkpoint folder' },
+    tokenizer: { roots: [ckptDir, join(dirname(ckptDir), 'tokenizer'), join(dataDir, 'models', 'tokenizer')], what: 'the checkpoint and tokenizer folders' },
+    init_lora: { roots: [loraDir, s.trainingDir], what: 'the LoRA and training folders' },
+    resume_from: training,
+    output_dir: training,
+    logging_dir: training,
+    latent_cache_dir: training,
+    sample_prompts: { roots: [...datasetRoots(s), s.trainingDir], what: 'the dataset and training folders' },
+  };
+}
+
+/** Resolves a request path as the config loader will (against the data dir) and checks it stays in its roots. */
+function confine(ctx: ServerContext, key: string, value: string, rule: { roots: string[]; what: string }): string {
+  if (value.startsWith('~')) fail([key], `${key}: '~' paths are not accepted over the API; give a path relative to the data folder`);
+  const abs = resolve(ctx.layout.dataDir, value);
+  if (!rule.roots.some((r) => isInside(r, abs))) {
+    fail([key], `${key}: ${value} is outside ${rule.what} (${rule.roots.join(', ')}); the server only reads and writes there`, 'value_error.path');
+  }
+  return abs;
+}
+
+async function hasTokenizer(dir: string): Promise<boolean> {
+  const ok = (f: string) => access(join(dir, f)).then(() => true, () => false);
+  return (await ok('tokenizer.json')) || ((await ok('vocab.json')) && (await ok('merges.txt')));
+}
+
+/** The request body as a YAML document: `{yaml: "..."}` or the config itself as a JSON object. */
+function requestDocument(body: unknown): { doc: Document; text: string | null } {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) fail([], 'expected a training config as a JSON object, or {"yaml": "<config text>"}', 'type_error.dict');
+  const b = body as Record<string, unknown>;
+  if ('yaml' in b) {
+    if (typeof b['yaml'] !== 'string') fail(['yaml'], 'yaml: expected the config as a string of YAML', 'type_error.str');
+    if (Object.keys(b).length > 1) fail([], 'send either {"yaml": "..."} or the config as a JSON object, not both');
+    return { doc: parseDocument(b['yaml'], { uniqueKeys: true, prettyErrors: false }), text: b['yaml'] };
+  }
+  return { doc: new Document(b), text: null };
+}
+
+/** Splits the config loader's message into one FastAPI issue per problem, located by the key it names. */
+function configIssues(message: string, fromYaml: boolean): ValidationIssue[] {
+  const lines = message.split('\n');
+  const problems = lines.slice(1).filter((l) => l.startsWith('  ')).map((l) => l.trim());
+  if (problems.length === 0) return [issue([], message)];
+  return problems.map((p) => {
+    const text = fromYaml ? p : p.replace(/^line \d+: /, '');
+    const body = p.replace(/^line \d+: /, '');
+    const unknown = /^unknown key '([^']+)'/.exec(body);
+    const named = unknown?.[1] ?? /^([A-Za-z_]\w*(?:\[\d+\]|\.[A-Za-z_]\w*)*)[: (]/.exec(body)?.[1];
+    let loc: Loc = [];
+    if (named) {
+      const parts: Loc = [];
+      for (const m of named.matchAll(/([A-Za-z_]\w*)|\[(\d+)\]/g)) parts.push(m[1] ?? Number(m[2]));
+      if (unknown || trainConfigKeys.includes(String(parts[0]) as never)) loc = parts;
+    }
+    return issue(loc, text, unknown ? 'value_error.extra' : 'value_error.train_config');
+  });
+}
+
+/**
+ * Validates a training request. Throws ValidationError (422, `loc` = ['body', key, …]) for bad configs, paths
+ * outside the roots and dataset problems.
+ */
+export async function prepareTrainingRequest(
+  ctx: ServerContext,
+  s: TrainingSettings,
+  body: unknown,
+  opts: { jobDir: string },
+): Promise<PreparedTraining> {
+  const { doc, text } = requestDocument(body);
+  const file = join(ctx.layout.dataDir, 'train-request.yaml');
+  // Syntax errors and non-mapping documents: the loader reports them before it looks at any path.
+  if (doc.errors.length || !isMap(doc.contents)) return reportConfigError(await parseTrainConfig(text ?? doc.toString(), file).then(() => null, (e: unknown) => e), text !== null);
+  const raw = doc.toJS() as Record<string, unknown>;
+  const rules = pathRoots(ctx, s);
+
+  for (const key of trainConfigKeys) {
+    const spec = trainConfigFields[key] as { path?: string };
+    const v = raw[key];
+    if (!spec.path || typeof v !== 'string') continue;
+    const rule = rules[key];
+    if (!rule) fail([key], `${key}: paths for this key are not accepted over the API`);
+    if (key === 'base_model') {
+      const ckpt = ctx.models.findCheckpoint(v);
+      if (ckpt) {
+        doc.set(key, ckpt.path);
+        continue;
+      }
+      if (!v.includes('/') && !v.includes('\\')) {
+        const names = ctx.models.checkpoints().map((c) => c.name);
+        fail([key], `base_model: no checkpoint named '${v}' (known: ${names.length ? names.join(', ') : 'none; put one in ' + ctx.layout.ckptDir})`);
+      }
+    }
+    doc.set(key, confine(ctx, key, v, rule));
+  }
+  if (typeof raw['sample_prompts'] === 'string') doc.set('sample_prompts', confine(ctx, 'sample_prompts', raw['sample_prompts'], rules['sample_prompts']!));
+
+  // Server defaults for what the client left out.
+  if (raw['base_model'] === undefined || raw['base_model'] === null) {
+    const selected = ctx.options.get('sd_model_checkpoint');
+    const ckpt = (typeof selected === 'string' && ctx.models.findCheckpoint(selected)) || ctx.models.checkpoints()[0];
+    if (!ckpt) fail(['base_model'], `base_model: missing, and there is no checkpoint in ${ctx.layout.ckptDir} to default to`);
+    doc.set('base_model', ckpt.path);
+  }
+  const baseModel = String(doc.get('base_model'));
+  if ((raw['tokenizer'] === undefined || raw['tokenizer'] === null) && baseModel.toLowerCase().endsWith('.safetensors')) {
+    const candidates = [
+      await findTokenizerDir(baseModel).catch(() => null),
+      join(dirname(ctx.layout.ckptDir), 'tokenizer'),
+      join(ctx.layout.dataDir, 'models', 'tokenizer'),
+    ];
+    for (const c of candidates) {
+      if (c && (await hasTokenizer(c))) {
+        doc.set('tokenizer', c);
+        break;
+      }
+    }
+  }
+  if (raw['output_dir'] === undefined || raw['output_dir'] === null) doc.set('output_dir', opts.jobDir);
+  // Latents are keyed by content, crop, flip and VAE, so one cache serves every job.
+  if (raw['latent_cache_dir'] === undefined || raw['latent_cache_dir'] === null) doc.set('latent_cache_dir', join(s.trainingDir, 'latent_cache'));
+  if (raw['output_name'] === undefined && typeof raw['train_data_dir'] === 'string') {
+    const stem = basename(resolve(ctx.layout.dataDir, raw['train_data_dir']));
+    if (OUTPUT_NAME.test(stem)) doc.set('output_name', stem);
+  }
+  const device = ctx.cmdFlags['device'];
+  if (raw['device'] === undefined && typeof device === 'string' && DEVICES.has(device)) doc.set('device', device);
+
+  let parsed: { config: TrainConfig; warnings: string[] };
+  try {
+    parsed = await parseTrainConfig(doc.toString(), file);
+  } catch (e) {
+    return reportConfigError(e, text !== null);
+  }
+  const { config } = parsed;
+
+  // The loader found some paths itself (metadata.csv, a diffusers model's tokenizer); check them all again.
+  for (const [key, rule] of Object.entries(rules)) {
+    const v = (config as unknown as Record<string, unknown>)[key];
+    if (typeof v === 'string' && key !== 'sample_prompts' && !rule.roots.some((r) => isInside(r, v))) {
+      fail([key], `${key}: ${v} is outside ${rule.what}`, 'value_error.path');
+    }
+  }
+
+  let dataset: Dataset;
+  try {
+    dataset = await loadDataset(config);
+  } catch (e) {
+    if (isUserError(e)) fail(['train_data_dir'], e.message, 'value_error.dataset');
+    throw e;
+  }
+  // A metadata table may name files anywhere (`../../secret.png`); only images inside the roots are trained on.
+  const roots = datasetRoots(s);
+  const outside = dataset.items.filter((i) => !roots.some((r) => isInside(r, i.path)));
+  if (outside.length) {
+    fail(['metadata_path'], `${config.metadata_path}: names images outside the dataset folders: ${outside.slice(0, 3).map((i) => i.key).join(', ')}`, 'value_error.path');
+  }
+  return { config, warnings: [...parsed.warnings, ...dataset.warnings], dataset };
+}
+
+function reportConfigError(e: unknown, fromYaml: boolean): never {
+  if (isUserError(e)) throw new ValidationError(configIssues(e.message, fromYaml));
+  if (e) throw e;
+  throw new ValidationError([issue([], 'the training config must be a mapping of key: value pairs')]);
+}

@@ -1,0 +1,312 @@
+/**
+ * Training jobs of this server: each is one job in the shared queue (so trainings and generations run one at
+ * a time, in arrival order), observed through the trainer's events. The registry keeps, per job, its status,
+ * a config summary, the loss of every optimizer step, logs, warnings, the files written and the error.
+ *
+ * When a run finishes, its LoRA is copied into the LoRA folder and the LoRA list refreshed, so `<lora:name:1>`
+ * works in the next request. States, logs and intermediate saves stay in the job's folder under
+ * `<data-dir>/training/<id>`: a state folder holds `lora.safetensors`, which must not show up as a LoRA.
+ *
+ * Events (for socket.io, see server/train-socket.ts): `train-progress` (TrainProgressEvent) on every trainer
+ * progress report — once per optimizer step while training — and `train-log` ({id, message, time}).
+ */
+import { EventEmitter } from 'node:events';
+import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { train, type TrainProgress, type TrainResult, type TrainEvent } from '../engine/train/trainer.ts';
+import type { TrainConfig } from '../engine/train/config.ts';
+import { writeBufferAtomic } from '../engine/util/atomic-write.ts';
+import { isUserError } from '../engine/util/errors.ts';
+import type { ServerContext } from './context.ts';
+import { CancelledError, type JobContext, type JobHandle } from './queue.ts';
+import type { PreparedTraining } from './train-config.ts';
+import { isInside, trainingSettings } from './train-settings.ts';
+
+export type TrainJobStatus = 'queued' | 'running' | 'done' | 'cancelled' | 'failed';
+
+export interface LossPoint {
+  step: number;
+  epoch: number;
+  loss: number;
+  lossAverage: number | null;
+  lrs: Record<string, number>;
+  gradNorm: number | null;
+  /** Seconds since the job started running. */
+  time: number;
+}
+
+export interface TrainProgressEvent {
+  id: string;
+  phase: TrainProgress['phase'];
+  epoch: number;
+  epochs: number;
+  step: number;
+  total_steps: number;
+  loss: number | null;
+  loss_average: number | null;
+  lr: Record<string, number> | null;
+  grad_norm: number | null;
+  it_per_sec: number | null;
+  eta_seconds: number | null;
+  /** While caching latents: done / to do. */
+  cached: number | null;
+  to_cache: number | null;
+}
+
+export interface TrainJob {
+  id: string;
+  status: TrainJobStatus;
+  created_at: string;
+  started_at: string | null;
+  ended_at: string | null;
+  config: TrainConfig;
+  warnings: string[];
+  progress: TrainProgressEvent | null;
+  loss_history: LossPoint[];
+  validation: { step: number; loss: number }[];
+  logs: string[];
+  outputs: {
+    /** The finished LoRA in the LoRA folder (what `<lora:name>` loads). */
+    lora: string | null;
+    lora_name: string;
+    /** The job's folder: states, logs, intermediate saves, samples. */
+    work_dir: string;
+    log_dir: string;
+    intermediate: string[];
+    states: string[];
+    /** Give this as `resume_from` to continue the run. */
+    last_state: string | null;
+    samples: { step: number; path: string; prompt: string }[];
+  };
+  result: TrainResult | null;
+  error: string | null;
+}
+
+const MAX_LOG_LINES = 500;
+
+export function newTrainJobId(): string {
+  return `train-${randomBytes(6).toString('hex')}`;
+}
+
+function progressEvent(id: string, p: TrainProgress): TrainProgressEvent {
+  return {
+    id,
+    phase: p.phase,
+    epoch: p.epoch,
+    epochs: p.epochs,
+    step: p.step,
+    total_steps: p.totalSteps,
+    loss: p.loss ?? null,
+    loss_average: p.lossAverage ?? null,
+    lr: p.lrs ?? null,
+    grad_norm: p.gradNorm ?? null,
+    it_per_sec: p.itPerSec ?? null,
+    eta_seconds: p.etaSeconds ?? null,
+    cached: p.done ?? null,
+    to_cache: p.todo ?? null,
+  };
+}
+
+/** Short status line for A1111's `/progress` textinfo while a training runs. */
+function textinfo(job: TrainJob, p: TrainProgress): string {
+  const name = job.outputs.lora_name;
+  if (p.phase === 'caching') return `Training ${name}: caching latents ${p.done ?? 0}/${p.todo ?? 0}`;
+  if (p.phase === 'training' && p.loss !== undefined) {
+    const eta = p.etaSeconds !== undefined ? `, ETA ${Math.round(p.etaSeconds)}s` : '';
+    return `Training ${name}: epoch ${p.epoch}/${p.epochs}, step ${p.step}/${p.totalSteps}, loss ${p.loss.toFixed(4)}${eta}`;
+  }
+  return `Training ${name}: ${p.phase}`;
+}
+
+export class TrainingRegistry extends EventEmitter {
+  private readonly jobs = new Map<string, TrainJob>();
+  private readonly handles = new Map<string, JobHandle<TrainResult>>();
+
+  constructor(private readonly ctx: ServerContext) {
+    super();
+  }
+
+  /** Queues a validated training; `id` must be the one whose folder the config's output_dir defaults to. */
+  submit(id: string, prepared: PreparedTraining): TrainJob {
+    const { config } = prepared;
+    const job: TrainJob = {
+      id,
+      status: 'queued',
+      created_at: new Date().toISOString(),
+      started_at: null,
+      ended_at: null,
+      config,
+      warnings: prepared.warnings,
+      progress: null,
+      loss_history: [],
+      validation: [],
+      logs: [],
+      outputs: {
+        lora: null,
+        lora_name: config.output_name,
+        work_dir: config.output_dir,
+        log_dir: config.logging_dir,
+        intermediate: [],
+        states: [],
+        last_state: null,
+        samples: [],
+      },
+      result: null,
+      error: null,
+    };
+    this.jobs.set(id, job);
+    const handle = this.ctx.queue.submit<TrainResult>({ kind: 'train_lora', run: (c) => this.run(job, prepared, c) }, { id });
+    this.handles.set(id, handle);
+    // A job removed before it started never runs `run`; everything else settles its status there.
+    handle.promise.catch((e: unknown) => {
+      if (e instanceof CancelledError && job.status === 'queued') this.finish(job, 'cancelled', null);
+    });
+    return job;
+  }
+
+  get(id: string): TrainJob | undefined {
+    return this.jobs.get(id);
+  }
+
+  list(): TrainJob[] {
+    return [...this.jobs.values()];
+  }
+
+  /** Place in the queue (0 = next) of a waiting job, else null. */
+  queuePosition(id: string): number | null {
+    const i = this.ctx.queue.pendingIds().indexOf(id);
+    return i < 0 ? null : i;
+  }
+
+  /**
+   * A waiting job is removed; a running one stops at its next micro-batch and saves a state to resume from.
+   * Returns false when the job has already ended.
+   */
+  cancel(id: string): 'removed' | 'stopping' | false {
+    const job = this.jobs.get(id);
+    const handle = this.handles.get(id);
+    if (!job || !handle || job.ended_at) return false;
+    if (job.status === 'queued') {
+      handle.cancel();
+      this.log(job, 'removed from the queue before it started');
+      this.finish(job, 'cancelled', null);
+      return 'removed';
+    }
+    handle.cancel();
+    return 'stopping';
+  }
+
+  private finish(job: TrainJob, status: TrainJobStatus, error: string | null): void {
+    if (job.ended_at) return;
+    job.status = status;
+    job.error = error;
+    job.ended_at = new Date().toISOString();
+    this.handles.delete(job.id);
+    void this.persist(job);
+  }
+
+  /** Whether a queued or running job reads from `dir` (datasets in use cannot be deleted or replaced). */
+  usesFolder(dir: string): boolean {
+    for (const j of this.jobs.values()) {
+      if ((j.status === 'queued' || j.status === 'running') && (isInside(dir, j.config.train_data_dir) || isInside(j.config.train_data_dir, dir))) return true;
+    }
+    return false;
+  }
+
+  /** A queued or running job that will write `<output_name>.safetensors` into the LoRA folder. */
+  activeWithName(name: string): TrainJob | undefined {
+    return this.list().find((j) => (j.status === 'queued' || j.status === 'running') && j.outputs.lora_name === name);
+  }
+
+  private log(job: TrainJob, message: string): void {
+    job.logs.push(message);
+    if (job.logs.length > MAX_LOG_LINES) job.logs.splice(0, job.logs.length - MAX_LOG_LINES);
+    this.emit('train-log', { id: job.id, message, time: new Date().toISOString() });
+  }
+
+  private async run(job: TrainJob, prepared: PreparedTraining, c: JobContext): Promise<TrainResult> {
+    job.status = 'running';
+    job.started_at = new Date().toISOString();
+    const t0 = Date.now();
+    c.progress({ step: 0, total: 0, jobNo: 0, jobCount: 1, textinfo: `Training ${job.outputs.lora_name}: loading`, preview: null });
+    const onEvent = (e: TrainEvent): void => {
+      switch (e.type) {
+        case 'progress': {
+          const { type: _t, ...p } = e;
+          job.progress = progressEvent(job.id, p);
+          const last = job.loss_history.at(-1);
+          if (p.phase === 'training' && p.loss !== undefined && (!last || p.step > last.step)) {
+            job.loss_history.push({
+              step: p.step,
+              epoch: p.epoch,
+              loss: p.loss,
+              lossAverage: p.lossAverage ?? null,
+              lrs: p.lrs ?? {},
+              gradNorm: p.gradNorm ?? null,
+              time: (Date.now() - t0) / 1000,
+            });
+          }
+          if (p.phase === 'caching') c.progress({ step: p.done ?? 0, total: p.todo ?? 0, textinfo: textinfo(job, p) });
+          else c.progress({ step: p.step, total: p.totalSteps, textinfo: textinfo(job, p) });
+          this.emit('train-progress', job.progress);
+          break;
+        }
+        case 'log':
+          this.log(job, e.message);
+          break;
+        case 'saved':
+          if (e.kind === 'state') {
+            job.outputs.states.push(e.path);
+            job.outputs.last_state = e.path;
+          } else if (e.kind !== 'final') job.outputs.intermediate.push(e.path);
+          break;
+        case 'validation':
+          job.validation.push({ step: e.step, loss: e.loss });
+          break;
+        case 'sample':
+          job.outputs.samples.push({ step: e.step, path: e.path, prompt: e.prompt });
+          break;
+      }
+    };
+    try {
+      const settings = trainingSettings(this.ctx);
+      const result = await train(prepared.config, { signal: c.signal, onEvent, dataset: prepared.dataset, threads: settings.threads });
+      job.result = result;
+      if (result.statePath) job.outputs.last_state = result.statePath;
+      if (result.outputPath) {
+        const target = join(this.ctx.layout.loraDir, `${job.config.output_name}.safetensors`);
+        await writeBufferAtomic(target, await readFile(result.outputPath));
+        job.outputs.lora = target;
+        await this.ctx.loras.refresh();
+        this.log(job, `LoRA ready: ${target} (use <lora:${job.config.output_name}:1>)`);
+      }
+      this.finish(job, result.outputPath ? 'done' : 'cancelled', null);
+      return result;
+    } catch (e) {
+      if (!isUserError(e)) this.ctx.log(`training ${job.id} failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+      this.finish(job, 'failed', e instanceof Error ? e.message : String(e));
+      throw e;
+    }
+  }
+
+  /** The finished job's record beside its files, so it outlives the server process. */
+  private async persist(job: TrainJob): Promise<void> {
+    if (!job.started_at) return;
+    await writeBufferAtomic(join(job.outputs.work_dir, 'job.json'), JSON.stringify(job, null, 2) + '\n').catch((e: unknown) =>
+      this.ctx.log(`could not write ${job.outputs.work_dir}/job.json: ${(e as Error).message}`),
+    );
+  }
+}
+
+const perServer = new WeakMap<ServerContext, TrainingRegistry>();
+
+/** The one registry of this server (routes and the socket.io bridge share it). */
+export function trainingRegistry(ctx: ServerContext): TrainingRegistry {
+  let r = perServer.get(ctx);
+  if (!r) {
+    r = new TrainingRegistry(ctx);
+    perServer.set(ctx, r);
+  }
+  return r;
+}
