@@ -91,9 +91,12 @@ export function cachedSession(
 /** Releases every cached session (frees ORT memory). */
 export async function clearSessionCache(): Promise<void> {
   const all = [...sessions.values()];
+  const held = [...keepAlive.values()];
   sessions.clear();
   keepAlive.clear();
   for (const s of all) await (await s.catch(() => undefined))?.release();
+  // Only now may the external weights go.
+  held.length = 0;
 }
 
 function lookup(values: ParamValues | undefined, name: string): AnyTypedArray | undefined {
