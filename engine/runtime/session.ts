@@ -137,6 +137,8 @@ export class CompiledGraph {
     readonly feeds: readonly Tensor[],
     readonly outputs: readonly Tensor[],
     private readonly outputNames: readonly string[],
+    /** Baked external weights, referenced for the life of this graph (ORT may point into them). */
+    private readonly externalData: readonly { data: Uint8Array }[] = [],
   ) {}
 
   /**
@@ -190,7 +192,7 @@ export async function compile(outputs: readonly Tensor[], opts: SessionOptions =
   // ORT 1.30 fuses x*sigmoid(1.702x) into QuickGelu even for float64, which has no kernel; 'basic' skips fusions.
   const o = g.hasFloat64 && !opts.optimization ? { ...opts, optimization: 'basic' as const } : opts;
   const session = await cachedSession(g.key, g.bytes, o, g.externalData);
-  return new CompiledGraph(session, g.feeds, outputs, g.outputNames);
+  return new CompiledGraph(session, g.feeds, outputs, g.outputNames, g.externalData);
 }
 
 /** One-shot convenience: compile (cached) and run. */
