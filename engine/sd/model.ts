@@ -27,8 +27,8 @@ export interface LoadOptions extends Omit<SessionOptions, 'weights' | 'alwaysFee
   vae?: string;
   /**
    * How weights reach ONNX Runtime. 'inputs': fed at every run, so in-place LoRA merges apply at once.
-   * 'baked': conv kernels are baked in as in-memory external data (ORT pre-packs them), Linear weights and
-   * any weight a LoRA has touched stay fed; touching a baked weight rebuilds the sessions once.
+   * 'baked': conv kernels, biases and norms are baked in as in-memory external data (ORT pre-packs them),
+   * Linear weights and any weight a LoRA has touched stay fed; touching a baked weight rebuilds the sessions once.
    */
   weights?: 'inputs' | 'baked';
   /**
@@ -105,7 +105,7 @@ export class StableDiffusion {
       const outputs = build();
       let opts: SessionOptions = this.session;
       if (this.weightsMode === 'baked') {
-        const alwaysFeed = new Set(topoSort(outputs).filter((t) => t.op === 'param' && (t.rank !== 4 || this.fed.has(t.name!))));
+        const alwaysFeed = new Set(topoSort(outputs).filter((t) => t.op === 'param' && !this.bakes(t.name!, t.rank)));
         opts = { ...this.session, weights: 'external', alwaysFeed };
       }
       this.sessionBuilds++;
@@ -117,6 +117,14 @@ export class StableDiffusion {
   }
 
   /**
+   * Baked mode bakes conv kernels together with every bias and norm (ORT's NCHWc conv rewrite needs a
+   * constant bias too); Linear weights, the usual LoRA targets, stay fed, and so does anything a merge touched.
+   */
+  private bakes(key: string, rank: number): boolean {
+    return this.weightsMode === 'baked' && rank !== 2 && !this.fed.has(key);
+  }
+
+  /**
    * Tells the model that these weights changed in place (a LoRA merge or restore). Fed weights need nothing;
    * a baked one becomes fed from now on, and the sessions that baked it are rebuilt on next use.
    */
@@ -125,7 +133,7 @@ export class StableDiffusion {
     let rebuild = false;
     for (const k of keys) {
       const w = this.weights.get(k);
-      if (w && w.shape.length === 4 && !this.fed.has(k)) {
+      if (w && this.bakes(k, w.shape.length)) {
         this.fed.add(k);
         rebuild = true;
       }
