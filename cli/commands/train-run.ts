@@ -13,7 +13,7 @@ export interface RunOptions {
   progressBar: boolean;
   dataset?: Dataset;
   gradientCheckpointing?: boolean;
-  frozenWeights?: 'baked' | 'fed';
+  frozenWeights?: 'auto' | 'baked' | 'fed';
 }
 
 function duration(s: number | undefined): string {

@@ -18,7 +18,8 @@ export function register(program: Command): void {
     .option('--no-progress', 'print one line per step instead of a progress bar')
     .option('--gradient-checkpointing', 'recompute UNet block activations in the backward pass (less memory, slower)')
     .option('--low-memory', 'feed the frozen weights instead of baking them into the session (one copy of the UNet, slower)')
-    .action(async (opts: { config: string; dryRun?: boolean; saveFormat: string; progress: boolean; gradientCheckpointing?: boolean; lowMemory?: boolean }) => {
+    .option('--bake-weights', 'bake the frozen weights into the session even when RAM looks tight (faster, about 2 more copies of the UNet)')
+    .action(async (opts: { config: string; dryRun?: boolean; saveFormat: string; progress: boolean; gradientCheckpointing?: boolean; lowMemory?: boolean; bakeWeights?: boolean }) => {
       if (opts.saveFormat !== 'kohya' && opts.saveFormat !== 'diffusers')
         throw new UserError(`--save-format must be kohya or diffusers, got ${JSON.stringify(opts.saveFormat)}`);
       const { config, warnings } = await loadTrainConfig(opts.config);
@@ -28,7 +29,7 @@ export function register(program: Command): void {
       for (const w of dataset.warnings) console.warn(`warning: ${w}`);
       if (!opts.dryRun) {
         await runTraining(config, { saveFormat: opts.saveFormat, progressBar: opts.progress && Boolean(process.stderr.isTTY), dataset,
-          gradientCheckpointing: Boolean(opts.gradientCheckpointing), frozenWeights: opts.lowMemory ? 'fed' : 'baked' });
+          gradientCheckpointing: Boolean(opts.gradientCheckpointing), frozenWeights: opts.lowMemory ? 'fed' : opts.bakeWeights ? 'baked' : 'auto' });
         return;
       }
       console.log(dryRunReport(config, dataset));
