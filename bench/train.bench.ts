@@ -3,20 +3,21 @@
 // The synthetic checkpoint (float16, ~2 GiB) is made once under bench/scratch/ (minutes).
 // Env: LORA_SCRIPTS_BENCH_TRAIN=0 skips; LORA_SCRIPTS_BENCH_TRAIN_RES sets the image side (default 512);
 // LORA_SCRIPTS_BENCH_TRAIN_STEPS the timed steps (default 2, after one warm-up step that also compiles);
-// LORA_SCRIPTS_BENCH_TRAIN_WEIGHTS=inputs feeds the frozen weights instead of baking them;
+// LORA_SCRIPTS_BENCH_TRAIN_WEIGHTS=inputs|external feeds or bakes the frozen weights (default: the trainer's rule);
 // LORA_SCRIPTS_BENCH_TRAIN_CHECKPOINT=1 checkpoints the UNet blocks; LORA_SCRIPTS_BENCH_SD15 uses an existing SD 1.5-shaped checkpoint instead of the cached synthetic one.
 import { performance } from 'node:perf_hooks';
 import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadavg } from 'node:os';
+import { loadavg, totalmem } from 'node:os';
 import { writeSyntheticCheckpoint, SD15 } from '../engine/sd/synthetic.ts';
 import { StableDiffusion } from '../engine/sd/model.ts';
 import { defaultThreads } from '../engine/runtime/providers.ts';
 import { alphasCumprod, SD_TRAIN_SCHEDULE } from '../engine/sampling/training-schedule.ts';
 import { createTrainingStepper } from '../engine/optim/index.ts';
 import { LoraNetwork } from '../engine/train/lora-network.ts';
+import { BAKE_RAM_FACTOR } from '../engine/train/trainer.ts';
 import { drawNoise, noiseBatch } from '../engine/train/objective.ts';
 import { LoraTrainStep } from '../engine/train/step-graph.ts';
 
@@ -54,7 +55,11 @@ export async function run(): Promise<Record<string, unknown>> {
   const h = res / 8;
   const shape = { batch: 1, height: h, width: h, tokens: 77 };
   t = performance.now();
-  const weights = (process.env.LORA_SCRIPTS_BENCH_TRAIN_WEIGHTS ?? 'external') as 'inputs' | 'external';
+  // The trainer's own rule decides unless the environment says otherwise.
+  let modelBytes = 0;
+  for (const w of model.weights.values()) modelBytes += w.data.byteLength;
+  const auto = totalmem() >= BAKE_RAM_FACTOR * modelBytes ? 'external' : 'inputs';
+  const weights = (process.env.LORA_SCRIPTS_BENCH_TRAIN_WEIGHTS ?? auto) as 'inputs' | 'external';
   const checkpointBlocks = process.env.LORA_SCRIPTS_BENCH_TRAIN_CHECKPOINT === '1';
   const step = await LoraTrainStep.compile(model, network, shape, { trainTextEncoder: false, checkpointBlocks, session: { weights } });
   const compileSeconds = (performance.now() - t) / 1000;
