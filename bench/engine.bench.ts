@@ -81,6 +81,22 @@ async function blockRate(N: number, C: number, S: number) {
   };
 }
 
+/** SD 1.5's largest self-attention (64x64 latent, 8 heads of 40): ORT's fused kernel vs MatMul/Softmax/MatMul. */
+async function attentionRate() {
+  const [B, T, C, H] = [2, 4096, 320, 8];
+  const q = g.input('q', 'float32', [B, T, C]);
+  const k = g.input('k', 'float32', [B, T, C]);
+  const v = g.input('v', 'float32', [B, T, C]);
+  const y = g.multiHeadAttention(q, k, v, H);
+  const feeds = { q: rnd(B * T * C), k: rnd(B * T * C), v: rnd(B * T * C) };
+  const out: Record<string, unknown> = { shape: `[${B},${T},${C}], ${H} heads` };
+  for (const mode of ['auto', 'standard'] as const) {
+    const c = await compile([y], { attention: mode });
+    out[mode === 'auto' ? 'fusedSeconds' : 'standardSeconds'] = await time(() => c.run(feeds), 2);
+  }
+  return out;
+}
+
 /** A mid-size conv stack (about 59 MB of weights): session creation and run time with each weight mode. */
 async function weightsModes() {
   const out: Record<string, unknown> = {};
@@ -116,6 +132,7 @@ export async function run(): Promise<Record<string, unknown>> {
   const conv2dForward = await beside(async () => [await convRate(2, 320, 320, 64, 3), await convRate(2, 640, 640, 32, 3), await convRate(2, 320, 320, 64, 1)]);
   const convGroupNormSiluConvBlock = await beside(() => blockRate(2, 128, 64));
   const weights = await beside(() => weightsModes());
+  const attention = await beside(() => attentionRate());
   return {
     threads: defaultThreads(),
     // Other processes share these cores; a 1-minute load above the core count means the figures are low.
@@ -126,5 +143,6 @@ export async function run(): Promise<Record<string, unknown>> {
     conv2dForward,
     convGroupNormSiluConvBlock,
     weights,
+    attention,
   };
 }

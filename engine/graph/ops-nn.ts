@@ -255,7 +255,8 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
 
 /**
  * Multi-head attention on packed heads: q [B, T, H*D], k [B, S, H*D], v [B, S, H*Dv] -> [B, T, H*Dv].
- * One primitive, so lowering can use ORT's fused kernel (2.5-6x faster on CPU at SD sizes) and fall back to
+ * One primitive, so lowering can use ORT's fused kernel (no [B, H, T, S] score tensor: 15x less peak memory at
+ * SD sizes, same speed) and fall back to
  * MatMul/Softmax/MatMul; with a `mask` or `queryChunk` it is built from the standard ops directly.
  */
 export function multiHeadAttention(q: Tensor, k: Tensor, v: Tensor, heads: number, opts: AttentionOptions = {}): Tensor {
