@@ -12,10 +12,11 @@
  */
 import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { train, type TrainProgress, type TrainResult, type TrainEvent } from '../engine/train/trainer.ts';
 import type { TrainConfig } from '../engine/train/config.ts';
+import { stepPlan } from '../engine/train/dataset.ts';
 import { writeBufferAtomic } from '../engine/util/atomic-write.ts';
 import { isUserError } from '../engine/util/errors.ts';
 import type { ServerContext } from './context.ts';
@@ -61,6 +62,8 @@ export interface TrainJob {
   started_at: string | null;
   ended_at: string | null;
   config: TrainConfig;
+  /** Optimizer steps the dataset plan gives (before the run reports its own count). */
+  planned_steps: number;
   warnings: string[];
   progress: TrainProgressEvent | null;
   loss_history: LossPoint[];
@@ -123,8 +126,35 @@ export class TrainingRegistry extends EventEmitter {
   private readonly jobs = new Map<string, TrainJob>();
   private readonly handles = new Map<string, JobHandle<TrainResult>>();
 
+  /** Resolves once the records of earlier server runs (each job folder's `job.json`) are loaded. */
+  readonly ready: Promise<void>;
+
   constructor(private readonly ctx: ServerContext) {
     super();
+    this.ready = this.restore();
+  }
+
+  /** Jobs that ended in an earlier run of the server, oldest first; they can be inspected, not cancelled. */
+  private async restore(): Promise<void> {
+    const dir = trainingSettings(this.ctx).trainingDir;
+    const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
+    const found: TrainJob[] = [];
+    for (const e of entries) {
+      if (!e.isDirectory()) continue;
+      const text = await readFile(join(dir, e.name, 'job.json'), 'utf8').catch(() => null);
+      if (text === null) continue;
+      try {
+        const job = JSON.parse(text) as TrainJob;
+        if (typeof job.id === 'string' && job.ended_at && !this.jobs.has(job.id)) found.push(job);
+      } catch {
+        this.ctx.log(`warning: ${join(dir, e.name, 'job.json')} is not valid JSON; that job is not listed`);
+      }
+    }
+    found.sort((a, b) => (a.created_at < b.created_at ? -1 : 1));
+    const current = [...this.jobs];
+    this.jobs.clear();
+    for (const j of found) this.jobs.set(j.id, j);
+    for (const [id, j] of current) this.jobs.set(id, j);
   }
 
   /** Queues a validated training; `id` must be the one whose folder the config's output_dir defaults to. */
@@ -137,6 +167,7 @@ export class TrainingRegistry extends EventEmitter {
       started_at: null,
       ended_at: null,
       config,
+      planned_steps: stepPlan(prepared.dataset, config).totalSteps,
       warnings: prepared.warnings,
       progress: null,
       loss_history: [],

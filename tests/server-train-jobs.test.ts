@@ -156,3 +156,20 @@ test('cancel: a waiting job is removed, a running one stops with a state that a 
   assert.ok(jr.logs.some((l: string) => l.startsWith(`resumed from ${ja.outputs.last_state}`)));
   assert.ok((await stat(join(t.dataDir, 'models/Lora/disks-cancel.safetensors'))).size > 0);
 });
+
+test('a restarted server lists the jobs of its earlier run from their job.json', async () => {
+  const before = (await t.get('/sdapi/v1/train/jobs')).body as any[];
+  assert.ok(before.length >= 4);
+  const again = await startTestServer({ dataDir: t.dataDir, loadOnStart: false });
+  try {
+    const listed = (await again.get('/sdapi/v1/train/jobs')).body as any[];
+    const ran = before.filter((j) => j.started_at !== null);
+    assert.deepEqual(listed.map((j) => [j.id, j.status, j.lora]).sort(), ran.map((j) => [j.id, j.status, j.lora]).sort());
+    const done = ran.find((j) => j.status === 'done')!;
+    const d = (await again.get(`/sdapi/v1/train/jobs/${done.id}`)).body;
+    assert.deepEqual(d.loss_history, (await t.get(`/sdapi/v1/train/jobs/${done.id}`)).body.loss_history);
+    assert.equal((await again.post(`/sdapi/v1/train/jobs/${done.id}/cancel`)).status, 409);
+  } finally {
+    await again.server.close();
+  }
+});

@@ -19,7 +19,7 @@ export async function upload(
   opts: { query?: string; headers?: Record<string, string> } = {},
 ): Promise<{ status: number; body: any }> {
   const form = new FormData();
-  for (const [fileName, data, type] of files) form.append('files', new Blob([data], { type: type ?? 'application/octet-stream' }), fileName);
+  for (const [fileName, data, type] of files) form.append('files', new Blob([typeof data === 'string' ? data : new Uint8Array(data)], { type: type ?? 'application/octet-stream' }), fileName);
   const r = await fetch(`${t.server.url}/sdapi/v1/train/datasets/${name}${opts.query ? `?${opts.query}` : ''}`, { method: 'POST', body: form, headers: opts.headers });
   const text = await r.text();
   let body: unknown = text;

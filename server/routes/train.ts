@@ -41,7 +41,7 @@ function summary(ctx: ServerContext, job: TrainJob) {
     learning_rate: c.learning_rate,
     resolution: c.resolution,
     step: job.progress?.step ?? 0,
-    total_steps: job.progress?.total_steps ?? null,
+    total_steps: job.progress?.total_steps || job.planned_steps,
     loss: job.loss_history.at(-1)?.loss ?? null,
     lora: job.outputs.lora,
     error: job.error,
@@ -86,11 +86,15 @@ export function register(api: Api, ctx: ServerContext): void {
     },
   );
 
-  api.get('/sdapi/v1/train/jobs', { summary: 'Training jobs of this server run, oldest first', tag }, () => registry.list().map((j) => summary(ctx, j)));
+  api.get('/sdapi/v1/train/jobs', { summary: 'Training jobs, oldest first (those of earlier server runs from their job.json)', tag }, async () => {
+    await registry.ready;
+    return registry.list().map((j) => summary(ctx, j));
+  });
 
-  api.get('/sdapi/v1/train/jobs/:id', { summary: 'One training job: status, progress, loss per step, validation, warnings, logs, outputs, resolved config', tag }, (req) =>
-    detail(ctx, findJob(ctx, String(req.params['id']))),
-  );
+  api.get('/sdapi/v1/train/jobs/:id', { summary: 'One training job: status, progress, loss per step, validation, warnings, logs, outputs, resolved config', tag }, async (req) => {
+    await registry.ready;
+    return detail(ctx, findJob(ctx, String(req.params['id'])));
+  });
 
   api.post(
     '/sdapi/v1/train/jobs/:id/cancel',
