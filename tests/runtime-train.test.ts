@@ -130,6 +130,31 @@ test('compileTrainStep gives the same loss and gradients as grad() run by hand; 
   assert.equal(res.finite, true);
 });
 
+test('baking the frozen weights (external) leaves loss and gradients unchanged; trainable ones stay fed', async () => {
+  const r = lcg(13);
+  const x = g.input('x', 'float32', [2, 3, 6, 6]);
+  const frozen = init('frozen.conv', [4, 3, 3, 3], 27, r);
+  const down = init('lora.down', [2, 4, 1, 1], 4, r);
+  const up = init('lora.up', [4, 2, 1, 1], 2, r);
+  const h = g.conv2d(x, frozen, undefined, { padding: 1 });
+  const y = g.add(h, g.conv2d(g.conv2d(h, down), up));
+  const loss = g.mean(g.mul(y, y));
+  const xd = Float32Array.from({ length: 216 }, () => r() - 0.5);
+  const fed = await (await compileTrainStep({ loss, params: [down, up] })).run({ x: xd });
+  const bakedStep = await compileTrainStep({ loss, params: [down, up], session: { weights: 'external' } });
+  const baked = await bakedStep.run({ x: xd });
+  assert.ok(Math.abs(baked.loss - fed.loss) < 1e-6 * Math.abs(fed.loss));
+  for (const n of ['lora.down', 'lora.up']) {
+    const a = baked.grads.get(n)!;
+    const b = fed.grads.get(n)!;
+    for (let i = 0; i < a.length; i++) assert.ok(Math.abs(a[i]! - b[i]!) < 1e-5 * (1 + Math.abs(b[i]!)), `${n}[${i}]`);
+  }
+  // The trainable buffers are still read at each run: zeroing lora.up zeroes the gradient of lora.down.
+  (up.value as Float32Array).fill(0);
+  const after = await bakedStep.run({ x: xd });
+  assert.ok(after.grads.get('lora.down')!.every((v) => v === 0));
+});
+
 test('float16 step with float32 master weights matches float32 within float16 precision; CPU falls back by default', async () => {
   const r = lcg(11);
   const x = g.input('x', 'float32', [8, 16]);
