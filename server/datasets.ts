@@ -120,3 +120,21 @@ export async function deleteDataset(settings: TrainingSettings, name: string, in
   await rename(dir, trash);
   await rm(trash, { recursive: true, force: true });
 }
+
+const STAGING = /^\.(upload|replaced|deleting)-/;
+const STALE_MS = 60 * 60 * 1000;
+
+/** Removes hidden upload/replace/delete folders an interrupted server left behind (older than an hour). */
+export async function removeStaleStaging(settings: TrainingSettings, now = Date.now()): Promise<string[]> {
+  const removed: string[] = [];
+  for (const e of await readdir(settings.datasetsDir, { withFileTypes: true }).catch(() => [])) {
+    if (!e.isDirectory() || !STAGING.test(e.name)) continue;
+    const p = join(settings.datasetsDir, e.name);
+    const st = await stat(p).catch(() => null);
+    if (st && now - st.mtimeMs > STALE_MS) {
+      await rm(p, { recursive: true, force: true });
+      removed.push(p);
+    }
+  }
+  return removed;
+}

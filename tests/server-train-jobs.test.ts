@@ -157,6 +157,21 @@ test('cancel: a waiting job is removed, a running one stops with a state that a 
   assert.ok((await stat(join(t.dataDir, 'models/Lora/disks-cancel.safetensors'))).size > 0);
 });
 
+test('a run that fails reports status failed with the error, and the queue goes on', async () => {
+  // Valid as a config (the file exists), wrong at run time: the fixture LoRA has rank 4.
+  const r = await t.post('/sdapi/v1/train/jobs', tiny({ output_name: 'disks-fail', lora_rank: 8, init_lora: 'models/Lora/lora_a.safetensors' }));
+  assert.equal(r.status, 202, JSON.stringify(r.body));
+  const after = t.post('/sdapi/v1/txt2img', { ...gen, prompt: 'still works' });
+  const end = await ended(r.body.id);
+  assert.equal(end.data.status, 'error');
+  const j = (await t.get(`/sdapi/v1/train/jobs/${r.body.id}`)).body;
+  assert.equal(j.status, 'failed');
+  assert.match(j.error, /lora_rank 8/);
+  assert.equal(j.outputs.lora, null);
+  assert.equal((await after).status, 200);
+  await assert.rejects(stat(join(t.dataDir, 'models/Lora/disks-fail.safetensors')), { code: 'ENOENT' });
+});
+
 test('a restarted server lists the jobs of its earlier run from their job.json', async () => {
   const before = (await t.get('/sdapi/v1/train/jobs')).body as any[];
   assert.ok(before.length >= 4);

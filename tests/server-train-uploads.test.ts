@@ -5,13 +5,14 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, stat, utimes } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { zipSync, strToU8 } from 'fflate';
 import { startTestServer, type TestServer } from './server-fixture-backend.ts';
 import { patternFiles, patternPng, upload, type UploadFile } from './server-train-support.ts';
 import { trainingSettings } from '../server/train-settings.ts';
+import { removeStaleStaging } from '../server/datasets.ts';
 
 let t: TestServer;
 
@@ -190,6 +191,18 @@ test('size limits answer 413: per file, in total, file count, and unpacked zip s
   } finally {
     Object.assign(s, saved);
   }
+  await assertOnly(['imgs', 'ok-name_1.2', 'zipped']);
+});
+
+test('staging folders left by an interrupted server are removed once stale; fresh ones and datasets stay', async () => {
+  const old = join(datasets(), '.upload-old');
+  const fresh = join(datasets(), '.upload-fresh');
+  await mkdir(join(old, 'data'), { recursive: true });
+  await mkdir(fresh);
+  const twoHoursAgo = new Date(Date.now() - 2 * 3600_000);
+  await utimes(old, twoHoursAgo, twoHoursAgo);
+  assert.deepEqual(await removeStaleStaging(trainingSettings(t.server.ctx)), [old]);
+  await rm(fresh, { recursive: true });
   await assertOnly(['imgs', 'ok-name_1.2', 'zipped']);
 });
 

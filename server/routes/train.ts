@@ -11,7 +11,7 @@ import { stepPlan } from '../../engine/train/dataset.ts';
 import { bucketName } from '../../engine/train/buckets.ts';
 import { dryRunReport } from '../../cli/commands/train.ts';
 import type { ServerContext } from '../context.ts';
-import { listDatasets, deleteDataset } from '../datasets.ts';
+import { listDatasets, deleteDataset, removeStaleStaging } from '../datasets.ts';
 import { HttpError } from '../errors.ts';
 import { prepareTrainingRequest } from '../train-config.ts';
 import { trainingSettings } from '../train-settings.ts';
@@ -62,6 +62,10 @@ export function register(api: Api, ctx: ServerContext): void {
   const registry = trainingRegistry(ctx);
   const settings = trainingSettings(ctx);
   const tag = 'training';
+  void removeStaleStaging(settings).then(
+    (gone) => gone.length && ctx.log(`removed ${gone.length} unfinished upload folder(s) in ${settings.datasetsDir}`),
+    () => {},
+  );
 
   api.post(
     '/sdapi/v1/train/jobs',
