@@ -97,20 +97,22 @@ class StagingStorage implements StorageEngine {
     const src = file.stream;
     let size = 0;
     let settled = false;
+    let failed = false;
     const settle = (err: unknown, info?: Partial<Express.Multer.File>) => {
       if (settled) return;
       settled = true;
       cb(err, info);
     };
     const abandon = (err: unknown) => {
-      if (settled) return;
+      if (settled || failed) return;
+      failed = true;
       out.destroy();
       // Keep reading so the parser can finish the request; the bytes go nowhere.
       src.resume();
       void rm(path, { force: true }).finally(() => settle(err));
     };
     src.on('data', (chunk: Buffer) => {
-      if (settled) return;
+      if (settled || failed) return;
       size += chunk.length;
       this.total += chunk.length;
       if (this.total > this.maxTotal) return abandon(tooLarge(`upload is larger than the limit of ${this.maxTotal} bytes in total`));
@@ -122,7 +124,7 @@ class StagingStorage implements StorageEngine {
     src.on('error', abandon);
     out.on('error', abandon);
     src.on('end', () => {
-      if (!settled) out.end(() => settle(null, { path, size }));
+      if (!settled && !failed) out.end(() => settle(null, { path, size }));
     });
   }
 
