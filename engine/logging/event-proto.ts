@@ -1,4 +1,4 @@
-import { ProtoWriter } from './protobuf.ts';
+import { ProtoWriter } from '../util/protobuf.ts';
 
 /** Field numbers from tensorboard/compat/proto/event.proto and summary.proto. */
 const EVENT = { wallTime: 1, step: 2, fileVersion: 3, summary: 5 } as const;
@@ -22,7 +22,7 @@ export type SummaryValue = { tag: string; simpleValue: number } | { tag: string;
 function event(wallTime: number, step: number): ProtoWriter {
   const w = new ProtoWriter().double(EVENT.wallTime, wallTime);
   // proto3 leaves a zero scalar out; readers default it to 0.
-  if (step !== 0) w.uint(EVENT.step, step);
+  if (step !== 0) w.varint(EVENT.step, step);
   return w;
 }
 
@@ -38,9 +38,9 @@ export function encodeSummaryEvent(wallTime: number, step: number, values: reado
       value.float(VALUE.simpleValue, v.simpleValue);
     } else {
       const img = new ProtoWriter()
-        .uint(IMAGE.height, v.image.height)
-        .uint(IMAGE.width, v.image.width)
-        .uint(IMAGE.colorspace, v.image.colorspace)
+        .varint(IMAGE.height, v.image.height)
+        .varint(IMAGE.width, v.image.width)
+        .varint(IMAGE.colorspace, v.image.colorspace)
         .bytes(IMAGE.encoded, v.image.encoded);
       value.message(VALUE.image, img);
     }

@@ -1,4 +1,4 @@
-import { ProtoWriter } from './protobuf.ts';
+import { ProtoWriter } from '../util/protobuf.ts';
 
 /** ONNX TensorProto.DataType codes for the element types the engine uses. */
 export const ONNX_DTYPE = {

@@ -1,6 +1,6 @@
 /**
- * Minimal protobuf writer: just the wire types ONNX needs (varint, 64-bit-less fixed32, length-delimited).
- * Messages are built bottom-up: a nested message is encoded first, then written as bytes.
+ * Minimal protobuf writer: the wire types ONNX models and TensorBoard events need (varint, fixed32, fixed64
+ * double, length-delimited). Messages are built bottom-up: a nested message is encoded first, then written as bytes.
  */
 const utf8 = new TextEncoder();
 
@@ -59,6 +59,14 @@ export class ProtoWriter {
     this.ensure(4);
     new DataView(this.buf.buffer, this.buf.byteOffset + this.pos, 4).setFloat32(0, v, true);
     this.pos += 4;
+    return this;
+  }
+
+  double(field: number, v: number): this {
+    this.tag(field, 1);
+    this.ensure(8);
+    new DataView(this.buf.buffer, this.buf.byteOffset + this.pos, 8).setFloat64(0, v, true);
+    this.pos += 8;
     return this;
   }
 
