@@ -81,3 +81,32 @@ test('tiling makes the UNet equivariant to circular shifts (seamless textures)',
   const rolledPlain = roll(plain);
   assert.ok(plainShifted.some((v, i) => Math.abs(v - rolledPlain[i]!) > 1e-3), 'zero padding should break equivariance');
 });
+
+test('a separate VAE file (bare LDM keys) replaces the checkpoint\'s own', async () => {
+  const { mkdtemp } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const { SafetensorsFile, writeSafetensors } = await import('../engine/safetensors/index.ts');
+  const src = await SafetensorsFile.open(join(dir, 'sd-tiny.safetensors'));
+  const vae = new Map<string, { dtype: 'F16'; shape: number[]; data: Uint16Array }>();
+  const { f32ToF16 } = await import('../engine/safetensors/float.ts');
+  for (const name of src.names().filter((n) => n.startsWith('first_stage_model.'))) {
+    const data = await src.readFloat32(name);
+    // Shift the decoder's output bias by exactly 1 (exact in float16 for these magnitudes? no: compare loosely).
+    if (name === 'first_stage_model.decoder.conv_out.bias') for (let i = 0; i < data.length; i++) data[i] = data[i]! + 1;
+    vae.set(name.slice('first_stage_model.'.length), { dtype: 'F16', shape: src.info(name).shape, data: f32ToF16(data) });
+  }
+  await src.close();
+  const path = join(await mkdtemp(join(tmpdir(), 'vae-')), 'shifted.vae.safetensors');
+  await writeSafetensors(path, vae);
+  const withVae = await StableDiffusion.load(join(dir, 'sd-tiny.safetensors'), { threads: 1, vae: path });
+  const z = await golden.read('golden/inputs.safetensors', 'vae_latents');
+  const [batch, , height, width] = z.shape as [number, number, number, number];
+  const scale = withVae.arch.vae.scalingFactor;
+  const img = await withVae.decode(z.data.map((v) => v / scale), { batch, height, width });
+  const ref = await golden.read('golden/vae.safetensors', 'decode');
+  // The VAE came from the separate file: float16 storage rounds the weights, the shifted bias adds 1.
+  let meanShift = 0;
+  for (let i = 0; i < img.length; i++) meanShift += img[i]! - ref.data[i]!;
+  meanShift /= img.length;
+  assert.ok(Math.abs(meanShift - 1) < 0.02, `mean shift ${meanShift}`);
+});
