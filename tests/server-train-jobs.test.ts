@@ -9,7 +9,6 @@ import { readFile, stat } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { startTestServer, type TestServer } from './server-fixture-backend.ts';
 import { patternFiles, recordEvents, upload } from './server-train-support.ts';
-import { attachTrainingSocket } from '../server/train-socket.ts';
 
 let t: TestServer;
 let rec: Awaited<ReturnType<typeof recordEvents>>;
@@ -35,7 +34,6 @@ const gen = { steps: 3, width: 64, height: 64, seed: 3, sampler_name: 'Euler', c
 
 before(async () => {
   t = await startTestServer({ withModel: true });
-  attachTrainingSocket(t.server.ctx, t.server.io);
   rec = await recordEvents(t.server.url);
   const up = await upload(t, 'disks', await patternFiles(4));
   assert.equal(up.status, 201, JSON.stringify(up.body));
