@@ -55,7 +55,9 @@ export class SdGenerator {
 
   static async load(checkpoint: string, opts: GeneratorOptions = {}): Promise<SdGenerator> {
     const tokenizer = await loadClipTokenizer(await findTokenizerDir(checkpoint, opts.tokenizer));
-    const model = await StableDiffusion.load(checkpoint, opts);
+    // Baked conv weights run about 2.8× faster per UNet step on CPU (bench/sd.bench.ts); LoRA merges that
+    // touch them cost one session rebuild (see StableDiffusion.weightsChanged).
+    const model = await StableDiffusion.load(checkpoint, { weights: 'baked', ...opts });
     const merger = new LoraMerger(model.weights);
     const conditioner = new ClipConditioner(model, tokenizer);
     return new SdGenerator(model, tokenizer, merger, conditioner, new Pipeline(model, conditioner));
