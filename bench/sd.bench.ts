@@ -1,7 +1,8 @@
 // Stable Diffusion 1.5 at full size with random weights (made here once; nothing can be downloaded):
 // model load, one UNet step with CFG (batch 2) at 256² and 512², VAE decode at 512², peak RSS, both weight
-// modes. BENCH_SD_FULL=1 adds a 20-step Euler a 512² generation end to end. BENCH_SD_SIZES=256 limits sizes.
+// modes. BENCH_SD_FULL=1 adds a 20-step Euler a 512² generation end to end (baked mode). BENCH_SD_SIZES=256 limits sizes.
 import { existsSync, readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -36,43 +37,60 @@ async function timeIt<T>(fn: () => Promise<T>): Promise<[number, T]> {
   return [(performance.now() - t) / 1000, r];
 }
 
+/** One weight mode in this process: load, UNet steps, VAE decode, optionally a whole generation. */
+async function measureMode(ckpt: string, mode: 'baked' | 'inputs'): Promise<Record<string, unknown>> {
+  const sizes = (process.env.BENCH_SD_SIZES ?? '256,512').split(',').map(Number);
+  const [load, model] = await timeIt(() => StableDiffusion.load(ckpt, { weights: mode }));
+  const r: Record<string, unknown> = { loadSeconds: round(load), rssAfterLoadGiB: peakRssGiB() };
+  const ctx = new Float32Array(2 * 77 * 768).map((_, i) => Math.sin(i) * 0.5);
+  for (const px of sizes) {
+    const h = px / 8;
+    const x = new Float32Array(2 * 4 * h * h).map((_, i) => Math.cos(i * 0.37));
+    const dims = { batch: 2, height: h, width: h, tokens: 77 };
+    // The first call builds and optimises the session; the steady state is what sampling pays per step.
+    const [first] = await timeIt(() => model.predict(x, [500, 500], ctx, dims));
+    const [step] = await timeIt(() => model.predict(x, [400, 400], ctx, dims));
+    r[`unetCfgStep${px}`] = { firstCallSeconds: round(first), stepSeconds: round(step) };
+    console.error(`  ${mode} ${px}²: first ${first.toFixed(1)} s, step ${step.toFixed(1)} s, peak RSS ${peakRssGiB()} GiB`);
+  }
+  if (sizes.includes(512)) {
+    const z = new Float32Array(4 * 64 * 64).map((_, i) => Math.sin(i * 0.11));
+    const [firstDecode] = await timeIt(() => model.decode(z, { batch: 1, height: 64, width: 64 }));
+    const [decode] = await timeIt(() => model.decode(z, { batch: 1, height: 64, width: 64 }));
+    r.vaeDecode512 = { firstCallSeconds: round(firstDecode), seconds: round(decode) };
+    console.error(`  ${mode} VAE decode 512²: ${decode.toFixed(1)} s`);
+  }
+  if (process.env.BENCH_SD_FULL === '1' && mode === 'baked') {
+    const tok = await loadClipTokenizer(fileURLToPath(new URL('../../shared/fixtures/sd-tiny/diffusers/tokenizer', import.meta.url)));
+    const pipe = new Pipeline(model, new ClipConditioner(model, tok));
+    const [gen] = await timeIt(() => pipe.generate({ prompt: 'a photo of a cat', negativePrompt: 'blurry', seeds: [1], width: 512, height: 512, steps: 20, cfgScale: 7, sampler: 'Euler a' }));
+    r.txt2img512Euler20Seconds = round(gen);
+  }
+  r.peakRssGiB = peakRssGiB();
+  return r;
+}
+
 export async function run(): Promise<Record<string, unknown>> {
   await mkdir(scratch, { recursive: true });
   const ckpt = join(scratch, 'sd15-random-f16.safetensors');
   let writeSeconds: number | null = null;
   if (!existsSync(ckpt)) [writeSeconds] = await timeIt(() => writeSyntheticCheckpoint(ckpt, SD15, { dtype: 'F16', seed: 1 }));
-  const sizes = (process.env.BENCH_SD_SIZES ?? '256,512').split(',').map(Number);
-  const modes = (process.env.BENCH_SD_MODES ?? 'baked,inputs').split(',') as ('baked' | 'inputs')[];
+  const modes = (process.env.BENCH_SD_MODES ?? 'baked,inputs').split(',');
   const out: Record<string, unknown> = { checkpoint: 'SD 1.5 shapes, random weights, F16 on disk, float32 compute', threads: defaultThreads(), writeSeconds };
-
+  // Each mode in its own process: peak RSS is per process, and two resident SD models would not fit in 24 GiB.
   for (const mode of modes) {
-    const [load, model] = await timeIt(() => StableDiffusion.load(ckpt, { weights: mode }));
-    const r: Record<string, unknown> = { loadSeconds: round(load) };
-    const ctx = new Float32Array(2 * 77 * 768).map((_, i) => Math.sin(i) * 0.5);
-    for (const px of sizes) {
-      const h = px / 8;
-      const x = new Float32Array(2 * 4 * h * h).map((_, i) => Math.cos(i * 0.37));
-      const dims = { batch: 2, height: h, width: h, tokens: 77 };
-      // The first call builds and optimises the session; the steady state is what sampling pays per step.
-      const [first] = await timeIt(() => model.predict(x, [500, 500], ctx, dims));
-      const [step] = await timeIt(() => model.predict(x, [400, 400], ctx, dims));
-      r[`unetCfgStep${px}`] = { firstCallSeconds: round(first), stepSeconds: round(step) };
-      console.error(`  ${mode} ${px}²: first ${first.toFixed(1)} s, step ${step.toFixed(1)} s, peak RSS ${peakRssGiB()} GiB`);
-    }
-    if (sizes.includes(512)) {
-      const z = new Float32Array(4 * 64 * 64).map((_, i) => Math.sin(i * 0.11));
-      const [firstDecode] = await timeIt(() => model.decode(z, { batch: 1, height: 64, width: 64 }));
-      const [decode] = await timeIt(() => model.decode(z, { batch: 1, height: 64, width: 64 }));
-      r.vaeDecode512 = { firstCallSeconds: round(firstDecode), seconds: round(decode) };
-    }
-    if (process.env.BENCH_SD_FULL === '1' && mode === modes[0]) {
-      const tok = await loadClipTokenizer(fileURLToPath(new URL('../../shared/fixtures/sd-tiny/diffusers/tokenizer', import.meta.url)));
-      const pipe = new Pipeline(model, new ClipConditioner(model, tok));
-      const [gen] = await timeIt(() => pipe.generate({ prompt: 'a photo of a cat', negativePrompt: 'blurry', seeds: [1], width: 512, height: 512, steps: 20, cfgScale: 7, sampler: 'Euler a' }));
-      r.txt2img512Euler20Seconds = round(gen);
-    }
-    r.peakRssGiB = peakRssGiB();
-    out[mode] = r;
+    const r = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), mode, ckpt], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 24 });
+    if (r.status !== 0) throw new Error(`sd bench (${mode}) exited ${r.status ?? r.signal}`);
+    out[mode] = JSON.parse(r.stdout.trim().split('\n').pop()!);
+  }
+  const b = out.baked as Record<string, { stepSeconds?: number } | undefined> | undefined;
+  const f = out.inputs as Record<string, { stepSeconds?: number } | undefined> | undefined;
+  if (b && f) {
+    out.bakedSpeedup = Object.fromEntries(
+      Object.keys(b)
+        .filter((k) => k.startsWith('unetCfgStep') && f[k])
+        .map((k) => [k, round(f[k]!.stepSeconds! / b[k]!.stepSeconds!)]),
+    );
   }
   out.reference = {
     note: 'measured on this machine class (2 cores, fp32): PyTorch eager / stable-diffusion.cpp',
@@ -84,3 +102,9 @@ export async function run(): Promise<Record<string, unknown>> {
 }
 
 export default run;
+
+// Child process entry: `node --import tsx bench/sd.bench.ts <mode> <checkpoint>` prints one JSON line.
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const [mode, ckpt] = process.argv.slice(2) as ['baked' | 'inputs', string];
+  console.log(JSON.stringify(await measureMode(ckpt, mode)));
+}
