@@ -292,16 +292,6 @@ test('train --dry-run prints config, coverage, samples, buckets and each image p
   assert.match(r.stdout, /dry run: config and dataset are valid; nothing was trained/);
 });
 
-test('train without --dry-run validates, then says the trainer has not landed and exits non-zero', async () => {
-  const { path } = await config(join(root, 'data'));
-  const r = cli('--config', path);
-  assert.notEqual(r.status, 0);
-  const lines = r.stderr.trim().split('\n');
-  assert.match(lines.at(-1)!, /^error: config and dataset are valid, but the trainer has not landed yet/);
-  assert.ok(lines.slice(0, -1).every((l) => l.startsWith('warning: ')), r.stderr);
-  assert.equal(r.stdout, '', 'no dry-run report without --dry-run');
-});
-
 test('train --dry-run fails with the config problems or the uncaptioned images, one message, no stack', async () => {
   const bad = join(root, 'bad.yaml');
   await writeFile(bad, `train_data_dir: data\nbase_model: ${JSON.stringify(baseModel)}\nbatch_size: four\nlearning_rat: 1\n`);
