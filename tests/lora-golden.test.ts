@@ -80,6 +80,9 @@ for (const format of ['kohya', 'diffusers'] as const) {
 
 test('with conv weights baked into the sessions, merging and restoring still reach the goldens', async () => {
   const baked = await StableDiffusion.load(join(dir, 'sd-tiny.safetensors'), { threads: 1, weights: 'baked' });
+  // The text-encoder graph is built (and cached) before any weight changes.
+  const ids0 = await golden.readRaw('golden/inputs.safetensors', 'token_ids');
+  await baked.encodeText(ids0.data as BigInt64Array, ids0.shape[0]!, ids0.shape[1]!, 1);
   const m = new LoraMerger(baked.weights, { log: () => {} });
   const x = await golden.read('golden/inputs.safetensors', 'unet_latents');
   const t = await golden.readRaw('golden/inputs.safetensors', 'unet_timesteps');
@@ -113,6 +116,9 @@ test('with conv weights baked into the sessions, merging and restoring still rea
   await baked.weightsChanged(rb.changedKeys);
   const bakedEps = await baked.predict(x.data, ts, base.data, dims);
   assert.ok(baked.sessionBuilds > builds, 'touching a baked conv must rebuild the session');
+  // Graphs that did not bake the touched weight (text encoder, VAE) keep working sessions.
+  const ids = await golden.readRaw('golden/inputs.safetensors', 'token_ids');
+  await golden.expectClose(await baked.encodeText(ids.data as BigInt64Array, ids.shape[0]!, ids.shape[1]!, 1), TE, 'last_hidden_state');
   await merger.apply([{ path, te: 1, unet: 1, name: 'locon' }]);
   const fedEps = await model.predict(x.data, ts, base.data, dims);
   await merger.apply([]);

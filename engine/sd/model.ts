@@ -40,6 +40,8 @@ export interface LoadOptions extends Omit<SessionOptions, 'weights' | 'alwaysFee
 
 export class StableDiffusion {
   private readonly graphs = new Map<string, Promise<CompiledGraph>>();
+  /** Baked mode: the weights each cached graph baked in. */
+  private readonly baked = new Map<string, Set<string>>();
   /** Baked mode: weights that must stay fed because something (a LoRA merge) changes them in place. */
   private readonly fed = new Set<string>();
   /** Sessions built so far; a rebuild after a newly touched baked weight counts here. */
@@ -105,12 +107,17 @@ export class StableDiffusion {
       const outputs = build();
       let opts: SessionOptions = this.session;
       if (this.weightsMode === 'baked') {
-        const alwaysFeed = new Set(topoSort(outputs).filter((t) => t.op === 'param' && !this.bakes(t.name!, t.rank)));
+        const params = topoSort(outputs).filter((t) => t.op === 'param');
+        const alwaysFeed = new Set(params.filter((t) => !this.bakes(t.name!, t.rank)));
+        this.baked.set(key, new Set(params.filter((t) => !alwaysFeed.has(t)).map((t) => t.name!)));
         opts = { ...this.session, weights: 'external', alwaysFeed };
       }
       this.sessionBuilds++;
       g = compile(outputs, opts);
-      g.catch(() => this.graphs.delete(key));
+      g.catch(() => {
+        this.graphs.delete(key);
+        this.baked.delete(key);
+      });
       this.graphs.set(key, g);
     }
     return g;
@@ -130,20 +137,26 @@ export class StableDiffusion {
    */
   async weightsChanged(keys: Iterable<string>): Promise<void> {
     if (this.weightsMode === 'inputs') return;
-    let rebuild = false;
+    const newlyFed: string[] = [];
     for (const k of keys) {
       const w = this.weights.get(k);
       if (w && this.bakes(k, w.shape.length)) {
         this.fed.add(k);
-        rebuild = true;
+        newlyFed.push(k);
       }
     }
-    if (!rebuild) return;
-    const old = [...this.graphs.values()];
-    this.graphs.clear();
-    // The new sessions feed one more weight, so their graphs (and cache keys) differ from the old ones, and
-    // the fed set only grows: nothing will ask for an old session again, so its memory can go now.
-    for (const g of old) await (await g.catch(() => undefined))?.session.release();
+    if (newlyFed.length === 0) return;
+    // Only graphs that baked one of these weights are stale. Their rebuilt versions feed it, so their bytes
+    // (and session cache keys) differ from the old ones, and the fed set only grows: nothing will ask for an
+    // old session again, so its memory can go now. Graphs that did not bake them keep their sessions, whose
+    // keys will be asked for again.
+    for (const [key, names] of [...this.baked]) {
+      if (!newlyFed.some((k) => names.has(k))) continue;
+      const g = this.graphs.get(key);
+      this.graphs.delete(key);
+      this.baked.delete(key);
+      await (await g?.catch(() => undefined))?.session.release();
+    }
   }
 
   /** Token ids [batch, tokens] → hidden states [batch, tokens, width] (A1111's clip skip applied). */
