@@ -89,7 +89,9 @@ export function errorHandler(log: (msg: string) => void): ErrorRequestHandler {
       return;
     }
     const { status } = errorBody(err);
-    if (status >= 500) log(`error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+    // A stack only helps for bugs; an expected condition (no checkpoint, a bad file) is one line.
+    const expected = err instanceof HttpError || isUserError(err);
+    if (status >= 500) log(`error: ${err instanceof Error ? (expected ? err.message : (err.stack ?? err.message)) : String(err)}`);
     sendError(res, err);
   };
 }
