@@ -21,6 +21,8 @@ export interface EngineBackendOptions {
   fallbackTokenizerDirs?: string[];
   /** ONNX Runtime intra-op threads; default all cores. */
   threads?: number;
+  /** Feed all weights instead of baking conv weights into the sessions (less memory, a little slower). */
+  lowMemory?: boolean;
 }
 
 function request(p: GenerationParams): GenerateRequest {
@@ -107,7 +109,7 @@ export function createEngineBackend(opts: EngineBackendOptions): GenerationBacke
     async loadCheckpoint(ckpt, vae) {
       gen = null;
       current = null;
-      gen = await SdGenerator.load(ckpt.path, { vae: vae?.path, device: opts.device as Device, tokenizer: await tokenizerFor(ckpt.path), threads: opts.threads });
+      gen = await SdGenerator.load(ckpt.path, { vae: vae?.path, device: opts.device as Device, tokenizer: await tokenizerFor(ckpt.path), threads: opts.threads, ...(opts.lowMemory ? { weights: 'inputs' as const } : {}) });
       current = ckpt;
     },
     async unload() {

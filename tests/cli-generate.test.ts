@@ -73,3 +73,15 @@ test('a single-file checkpoint without a tokenizer says where to put one', async
   assert.match(r.stderr, /tokenizer/);
   assert.match(r.stderr, /vocab\.json/);
 });
+
+test('--low-memory (every weight fed) gives the same image as baked conv weights, to one 8-bit step', async () => {
+  const dir = await setup();
+  const baked = generate(dir, 'baked', 'a cube <lora:style_a:0.8>');
+  const fed = generate(dir, 'fed', 'a cube <lora:style_a:0.8>', ['--low-memory']);
+  assert.equal(fed.status, 0, fed.stderr);
+  const a = await pixels(baked.stdout.trim().split('\n').pop()!);
+  const b = await pixels(fed.stdout.trim().split('\n').pop()!);
+  let worst = 0;
+  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!));
+  assert.ok(worst <= 1, `baked and fed differ by ${worst}`);
+});
