@@ -3,17 +3,8 @@ import assert from 'node:assert/strict';
 import { GradAccumulator } from '../engine/optim/accumulate.ts';
 import { SGD } from '../engine/optim/sgd.ts';
 import { TrainingStepper } from '../engine/optim/stepper.ts';
+import { rng } from './support/random.ts';
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Least squares: loss = mean_i (x_i·w − y_i)², gradient (2/n)·Xᵀ(Xw − y), in closed form (float64). */
 function lsq(X: number[][], y: number[], w: ArrayLike<number>): { loss: number; grad: Float32Array } {

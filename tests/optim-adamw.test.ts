@@ -6,17 +6,8 @@ import { AdamW } from '../engine/optim/adamw.ts';
 import { NonFiniteError } from '../engine/optim/guard.ts';
 import type { ParamGroup } from '../engine/optim/optimizer.ts';
 import { fixturesDir } from './support/paths.ts';
+import { rng } from './support/random.ts';
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 function randn(r: () => number, n: number, scale = 1): Float32Array {
   const out = new Float32Array(n);
   for (let i = 0; i < n; i++) out[i] = scale * Math.sqrt(-2 * Math.log(1 - r())) * Math.cos(2 * Math.PI * r());

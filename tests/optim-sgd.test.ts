@@ -1,18 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { SGD } from '../engine/optim/sgd.ts';
+import { rng, uniform } from './support/random.ts';
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const uniform = (r: () => number, n: number, s = 1): Float32Array => Float32Array.from({ length: n }, () => s * (2 * r() - 1));
 
 /** torch.optim.SGD written out in float64. */
 function refSgd(

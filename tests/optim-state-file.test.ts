@@ -7,18 +7,8 @@ import { createTrainingStepper, type OptimConfig } from '../engine/optim/from-co
 import { loadOptimizerState, saveOptimizerState } from '../engine/optim/state-file.ts';
 import { isUserError } from '../engine/util/errors.ts';
 import { fixturesDir } from './support/paths.ts';
+import { rng, uniform } from './support/random.ts';
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const uniform = (r: () => number, n: number, s = 1): Float32Array => Float32Array.from({ length: n }, () => s * (2 * r() - 1));
 
 const cfg: OptimConfig = {
   optimizer: 'adamw',

@@ -5,18 +5,8 @@ import { NonFiniteError } from '../engine/optim/guard.ts';
 import { DynamicLossScaler } from '../engine/optim/loss-scale.ts';
 import { makeSchedule } from '../engine/optim/schedules.ts';
 import { TrainingStepper } from '../engine/optim/stepper.ts';
+import { rng, uniform } from './support/random.ts';
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const uniform = (r: () => number, n: number, s = 1): Float32Array => Float32Array.from({ length: n }, () => s * (2 * r() - 1));
 const scaled = (g: Float32Array, s: number): Float32Array => g.map((v) => v * s);
 
 test('loss scaling: overflow skips the step and halves the scale, clean steps grow it, updates equal unscaled training', () => {
