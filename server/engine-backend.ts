@@ -4,7 +4,8 @@
  * merger's stack items, and the pipeline's report (sampler actually used, notes) → infotext entries.
  */
 import { SdGenerator, findTokenizerDir } from '../engine/sd/generator.ts';
-import { fromRgbBytes, toRgbBytes, type GenerateHooks, type GenerateRequest } from '../engine/sd/pipeline.ts';
+import { toRgbBytes, type GenerateHooks, type GenerateRequest } from '../engine/sd/pipeline.ts';
+import { toChw } from '../engine/image/load.ts';
 import { SAMPLERS as ENGINE_SAMPLERS } from '../engine/sampling/registry.ts';
 import type { NoiseSource } from '../engine/rng/noise.ts';
 import type { Device } from '../engine/runtime/providers.ts';
@@ -85,7 +86,7 @@ export function createEngineBackend(opts: EngineBackendOptions): GenerationBacke
     const req = request(p);
     if (img2img) {
       req.img2img = {
-        images: img2img.initImages.map((im) => fromRgbBytes(im.data, im.width, im.height, im.channels)),
+        images: img2img.initImages.map((im) => toChw(im.data, im.width, im.height, false, im.channels)),
         denoisingStrength: img2img.denoisingStrength,
         mask: img2img.mask ? Float32Array.from(img2img.mask.data, (v) => v / 255) : null,
         inpaintingFill: img2img.inpaintingFill,

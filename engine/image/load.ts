@@ -78,17 +78,22 @@ export async function loadImageTensor(path: string, transform?: ImageTransform):
   return { width, height, data: toChw(pixels, width, height, transform?.flip ?? false) };
 }
 
-/** HWC uint8 → CHW float32 in [-1, 1], mirrored left-right when `flip`. */
-export function toChw(hwc: Uint8Array, width: number, height: number, flip: boolean): Float32Array {
+/**
+ * HWC uint8 → CHW float32 RGB in [-1, 1], mirrored left-right when `flip`. `channels` 1 (grey, repeated),
+ * 3 (RGB) or 4 (RGBA, alpha dropped).
+ */
+export function toChw(hwc: Uint8Array, width: number, height: number, flip: boolean, channels = 3): Float32Array {
   const plane = width * height;
   const out = new Float32Array(3 * plane);
+  const g = channels === 1 ? 0 : 1;
+  const b = channels === 1 ? 0 : 2;
   for (let y = 0; y < height; y++) {
     for (let x = 0; x < width; x++) {
-      const src = (y * width + (flip ? width - 1 - x : x)) * 3;
+      const src = (y * width + (flip ? width - 1 - x : x)) * channels;
       const dst = y * width + x;
       out[dst] = hwc[src]! / 127.5 - 1;
-      out[plane + dst] = hwc[src + 1]! / 127.5 - 1;
-      out[2 * plane + dst] = hwc[src + 2]! / 127.5 - 1;
+      out[plane + dst] = hwc[src + g]! / 127.5 - 1;
+      out[2 * plane + dst] = hwc[src + b]! / 127.5 - 1;
     }
   }
   return out;

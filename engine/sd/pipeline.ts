@@ -533,13 +533,3 @@ export function toRgbBytes(images: Float32Array, batch: number, width: number, h
   }
   return out;
 }
-
-/** 8-bit RGB (or RGBA, alpha dropped) → [3, H, W] in [-1, 1]. */
-export function fromRgbBytes(data: Uint8Array, width: number, height: number, channels: number): Float32Array {
-  const plane = width * height;
-  const out = new Float32Array(3 * plane);
-  for (let p = 0; p < plane; p++) {
-    for (let c = 0; c < 3; c++) out[c * plane + p] = (data[p * channels + (channels === 1 ? 0 : c)]! / 255) * 2 - 1;
-  }
-  return out;
-}
