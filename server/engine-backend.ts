@@ -9,8 +9,6 @@ import { toChw } from '../engine/image/load.ts';
 import { SAMPLERS as ENGINE_SAMPLERS } from '../engine/sampling/registry.ts';
 import type { NoiseSource } from '../engine/rng/noise.ts';
 import type { Device } from '../engine/runtime/providers.ts';
-import { access } from 'node:fs/promises';
-import { join } from 'node:path';
 import type { CheckpointRef, GenerationBackend, GenerationHooks, GenerationOutput, GenerationParams, Img2ImgParams, RawImage } from './backend.ts';
 
 export interface EngineBackendOptions {
@@ -68,18 +66,7 @@ export function createEngineBackend(opts: EngineBackendOptions): GenerationBacke
   let gen: SdGenerator | null = null;
   let current: CheckpointRef | null = null;
 
-  const tokenizerFor = async (path: string): Promise<string | undefined> => {
-    if (opts.tokenizer) return opts.tokenizer;
-    try {
-      return await findTokenizerDir(path);
-    } catch (e) {
-      for (const d of opts.fallbackTokenizerDirs ?? []) {
-        if (await access(join(d, 'vocab.json')).then(() => true, () => false)) return d;
-        if (await access(join(d, 'tokenizer.json')).then(() => true, () => false)) return d;
-      }
-      throw e;
-    }
-  };
+  const tokenizerFor = (path: string): Promise<string> => findTokenizerDir(path, opts.tokenizer, opts.fallbackTokenizerDirs);
 
   const run = async (p: GenerationParams, hooks: GenerationHooks, img2img?: Img2ImgParams): Promise<GenerationOutput> => {
     if (!gen) throw new Error('no checkpoint loaded');

@@ -8,7 +8,6 @@
  * is the selected checkpoint (or any checkpoint name from /sdapi/v1/sd-models), the tokenizer is found as
  * for generation, output goes to a per-job folder under `<data-dir>/training`.
  */
-import { access } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { Document, isMap, parseDocument } from 'yaml';
 import { findTokenizerDir } from '../engine/sd/generator.ts';
@@ -66,11 +65,6 @@ function confine(ctx: ServerContext, key: string, value: string, rule: { roots: 
     fail([key], `${key}: ${value} is outside ${rule.what} (${rule.roots.join(', ')}); the server only reads and writes there`, 'value_error.path');
   }
   return abs;
-}
-
-async function hasTokenizer(dir: string): Promise<boolean> {
-  const ok = (f: string) => access(join(dir, f)).then(() => true, () => false);
-  return (await ok('tokenizer.json')) || ((await ok('vocab.json')) && (await ok('merges.txt')));
 }
 
 /** The request body as a YAML document: `{yaml: "..."}` or the config itself as a JSON object. */
@@ -152,17 +146,11 @@ export async function prepareTrainingRequest(
   }
   const baseModel = String(doc.get('base_model'));
   if ((raw['tokenizer'] === undefined || raw['tokenizer'] === null) && baseModel.toLowerCase().endsWith('.safetensors')) {
-    const candidates = [
-      await findTokenizerDir(baseModel).catch(() => null),
+    const found = await findTokenizerDir(baseModel, undefined, [
       join(dirname(ctx.layout.ckptDir), 'tokenizer'),
       join(ctx.layout.dataDir, 'models', 'tokenizer'),
-    ];
-    for (const c of candidates) {
-      if (c && (await hasTokenizer(c))) {
-        doc.set('tokenizer', c);
-        break;
-      }
-    }
+    ]).catch(() => null);
+    if (found) doc.set('tokenizer', found);
   }
   if (raw['output_dir'] === undefined || raw['output_dir'] === null) doc.set('output_dir', opts.jobDir);
   // Latents are keyed by content, crop, flip and VAE, so one cache serves every job.

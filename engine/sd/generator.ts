@@ -19,15 +19,21 @@ export interface GeneratorOptions extends LoadOptions {
 
 const exists = (p: string) => access(p).then(() => true, () => false);
 
+/** Whether `dir` holds the files `loadClipTokenizer` reads: tokenizer.json, or vocab.json with merges.txt. */
+export async function hasTokenizerFiles(dir: string): Promise<boolean> {
+  return (await exists(join(dir, 'tokenizer.json'))) || ((await exists(join(dir, 'vocab.json'))) && (await exists(join(dir, 'merges.txt'))));
+}
+
 /**
  * Where the tokenizer for a checkpoint is: the explicit folder; a diffusers folder's own `tokenizer/`;
- * `tokenizer/` beside a single-file checkpoint; or `models/tokenizer` (the folder above the checkpoint folder).
+ * `tokenizer/` beside a single-file checkpoint; `models/tokenizer` (the folder above the checkpoint folder);
+ * then the caller's `fallbacks` (a server's own models/tokenizer, for checkpoints in subfolders).
  */
-export async function findTokenizerDir(checkpoint: string, explicit?: string): Promise<string> {
+export async function findTokenizerDir(checkpoint: string, explicit?: string, fallbacks: readonly string[] = []): Promise<string> {
   if (explicit) return explicit;
   const candidates = [join(checkpoint, 'tokenizer'), join(dirname(checkpoint), 'tokenizer'), join(dirname(dirname(checkpoint)), 'tokenizer')];
-  for (const c of candidates) {
-    if ((await exists(join(c, 'tokenizer.json'))) || (await exists(join(c, 'vocab.json')))) return c;
+  for (const c of [...candidates, ...fallbacks]) {
+    if (await hasTokenizerFiles(c)) return c;
   }
   throw new UserError(
     `no CLIP tokenizer found for ${checkpoint}: single-file checkpoints ship none. Put the tokenizer files ` +
