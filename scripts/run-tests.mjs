@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Runs every tests/**/*.test.ts with Node's own test runner (tsx loads TypeScript).
 // Arguments narrow the run: `npm test -- safetensors` runs the files whose path contains "safetensors".
+// A full run type-checks the project first (tsc --noEmit); TYPECHECK=1 forces it for a narrowed run.
 import { readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { spawnSync } from 'node:child_process';
@@ -22,6 +23,14 @@ const files = collect(join(root, 'tests')).filter((f) => filters.length === 0 ||
 if (files.length === 0) {
   console.error(`no test files match ${filters.join(' ')}`);
   process.exit(1);
+}
+// The whole project type-checks before any test runs, so CI catches type errors that tsx would strip silently.
+if (filters.length === 0 || process.env.TYPECHECK === '1') {
+  const tsc = spawnSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json', '--noEmit'], { cwd: root, stdio: 'inherit' });
+  if (tsc.status !== 0) {
+    console.error('type check failed');
+    process.exit(tsc.status ?? 1);
+  }
 }
 const concurrency = process.env.TEST_CONCURRENCY ?? '2';
 const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', `--test-concurrency=${concurrency}`, '--test-reporter=spec', ...files], {
