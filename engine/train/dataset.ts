@@ -7,13 +7,13 @@
  */
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join, relative, dirname, extname, basename, resolve, sep } from 'node:path';
-import { parse as parseCsv } from 'csv-parse/sync';
 import { UserError } from '../util/errors.ts';
 import type { TrainConfig } from './config.ts';
 import { BUCKET_RESO_STEP } from './config-fields.ts';
 import { IMAGE_EXTENSIONS, probeImage, verifyImage, loadImageTensor, type ImageTensor } from '../image/load.ts';
 import { makeBuckets, placeImage, batchesPerEpoch, type ImagePlacement, type Size, type Crop } from './buckets.ts';
 import { seededRandom, shuffled } from './seeded-random.ts';
+import { readCaptionTable, tableEntryPath } from './caption-table.ts';
 
 export type CaptionSource = 'metadata' | 'sidecar' | 'folder' | 'none';
 
@@ -192,54 +192,10 @@ interface MetaRow {
 
 /** Rows keyed by the image's absolute path; file_name is relative to the table's folder, as in HF imagefolder. */
 async function readMetadata(file: string, warnings: string[]): Promise<Map<string, MetaRow>> {
-  const text = (await readFile(file, 'utf8')).replace(/^\uFEFF/, '');
-  let records: Array<{ row: Record<string, unknown>; line: number }>;
-  if (extname(file).toLowerCase() === '.jsonl') {
-    records = [];
-    text.split(/\r?\n/).forEach((l, i) => {
-      if (!l.trim()) return;
-      let row: unknown;
-      try {
-        row = JSON.parse(l);
-      } catch (e) {
-        throw new UserError(`${file}: line ${i + 1} is not valid JSON: ${(e as Error).message}`);
-      }
-      if (!row || typeof row !== 'object' || Array.isArray(row)) throw new UserError(`${file}: line ${i + 1} is not a JSON object`);
-      records.push({ row: row as Record<string, unknown>, line: i + 1 });
-    });
-  } else {
-    try {
-      const rows = parseCsv(text, { columns: true, skip_empty_lines: true, info: true }) as Array<{
-        record: Record<string, string>;
-        info: { lines: number };
-      }>;
-      records = rows.map((r) => ({ row: r.record, line: r.info.lines }));
-    } catch (e) {
-      throw new UserError(`${file}: not a valid CSV table: ${(e as Error).message}`);
-    }
-  }
-  const columns = new Set(records.flatMap((r) => Object.keys(r.row)));
-  if (records.length && !columns.has('file_name'))
-    throw new UserError(`${file}: no 'file_name' column (columns: ${[...columns].join(', ')}); the first column should be file_name, as in Hugging Face imagefolder`);
-  const captionCol = columns.has('caption') ? 'caption' : columns.has('text') ? 'text' : undefined;
-  if (records.length && !captionCol)
-    throw new UserError(`${file}: no caption column; name it 'caption' or 'text' (columns: ${[...columns].join(', ')})`);
-  if (columns.has('caption') && columns.has('text')) warnings.push(`${file} has both 'caption' and 'text' columns; using 'caption'`);
-
-  const out = new Map<string, MetaRow>();
+  const table = await readCaptionTable(file);
+  warnings.push(...table.warnings);
   const base = dirname(file);
-  for (const { row, line } of records) {
-    const fileName = row.file_name;
-    if (typeof fileName !== 'string' || !fileName.trim()) throw new UserError(`${file}: row ${line} has an empty file_name`);
-    const cap = row[captionCol!];
-    if (cap !== undefined && cap !== null && typeof cap !== 'string')
-      throw new UserError(`${file}: row ${line}: ${captionCol} must be text, got ${JSON.stringify(cap)}`);
-    const abs = resolve(base, fileName.trim().replace(/\\/g, '/'));
-    const prev = out.get(abs);
-    if (prev) throw new UserError(`${file}: ${fileName} is listed twice (rows ${prev.line} and ${line}); keep one`);
-    out.set(abs, { fileName, caption: (cap ?? '').trim(), line });
-  }
-  return out;
+  return new Map(table.rows.map((r) => [tableEntryPath(base, r.fileName), { fileName: r.fileName, caption: r.caption, line: r.line }]));
 }
 
 async function findCaption(
