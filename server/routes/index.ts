@@ -11,5 +11,7 @@ import { register as models } from './models.ts';
 import { register as loras } from './loras.ts';
 import { register as info } from './info.ts';
 import { register as train } from './train.ts';
+import { register as datasetImages } from './dataset-images.ts';
+import { register as loraFiles } from './lora-files.ts';
 
-export const routeModules: ((api: Api, ctx: ServerContext) => void)[] = [generate, progress, options, models, loras, info, train];
+export const routeModules: ((api: Api, ctx: ServerContext) => void)[] = [generate, progress, options, models, loras, info, train, datasetImages, loraFiles];
