@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { resolve, join, dirname } from 'node:path';
 import express, { type Express } from 'express';
 import { Server as IoServer } from 'socket.io';
-import { basicAuthMiddleware, parseApiAuth, socketAuthOk } from './auth.ts';
+import { basicAuthMiddleware, parseApiAuth, socketUser } from './auth.ts';
 import type { GenerationBackend } from './backend.ts';
 import { CheckpointManager } from './checkpoints.ts';
 import type { Layout, ServerContext } from './context.ts';
@@ -22,6 +22,7 @@ import { LoraIndex } from './loras.ts';
 import { ModelIndex } from './models.ts';
 import { docsHtml, openApiDocument } from './openapi.ts';
 import { OptionsStore, type OptionValue } from './options.ts';
+import { originMiddleware, originRefusal, type OriginRules } from './origin.ts';
 import { PreviewCache, progressResponse } from './progress.ts';
 import { JobQueue, CancelledError, type RunningState } from './queue.ts';
 import { Api } from './routes/api.ts';
@@ -189,6 +190,9 @@ export async function createServer(opts: ServerOptions = {}): Promise<LoraScript
     next();
   });
   const corsRegex = opts.corsAllowOriginsRegex ? new RegExp(opts.corsAllowOriginsRegex) : null;
+  const originRules: OriginRules = { origins: opts.corsAllowOrigins ?? [], regex: corsRegex, loopbackOnly: /^(?:127\.|::1$|localhost$)/.test(host) };
+  // Before everything else: a page of another site must not reach any route, the static UI included.
+  app.use(originMiddleware(originRules));
   if ((opts.corsAllowOrigins?.length ?? 0) > 0 || corsRegex) app.use(corsMiddleware(opts.corsAllowOrigins ?? [], corsRegex));
   app.use(basicAuthMiddleware(creds));
   app.use(express.json({ limit: opts.maxBodyBytes ?? 64 * 1024 * 1024 }));
@@ -211,10 +215,15 @@ export async function createServer(opts: ServerOptions = {}): Promise<LoraScript
   const io = new IoServer(httpServer, {
     cors: (opts.corsAllowOrigins?.length ?? 0) > 0 || corsRegex ? { origin: [...(opts.corsAllowOrigins ?? []), ...(corsRegex ? [corsRegex] : [])], credentials: true } : undefined,
     maxHttpBufferSize: 1e6,
+    // WebSockets have no CORS: the handshake's Origin is checked here like every HTTP request's.
+    allowRequest: (req, cb) => cb(originRefusal(originRules, req.headers), originRefusal(originRules, req.headers) === null),
   });
   io.use((socket, next) => {
-    if (socketAuthOk(creds, socket.handshake.headers as Record<string, unknown>, socket.handshake.auth)) next();
-    else next(new Error('Not authenticated'));
+    const user = socketUser(creds, socket.handshake.headers as Record<string, unknown>, socket.handshake.auth);
+    if (user === null) return next(new Error('Not authenticated'));
+    // Queue events of a user's jobs go to that user's sockets only (see wireSocketEvents).
+    void socket.join(ownerRoom(user));
+    next();
   });
   wireSocketEvents(ctx, io);
   attachTrainingSocket(ctx, io);
@@ -253,8 +262,15 @@ export async function createServer(opts: ServerOptions = {}): Promise<LoraScript
   return { app, httpServer, io, ctx, url, port, close };
 }
 
+/** The socket.io room of one user's sockets (`owner:` for anonymous clients of a server without auth). */
+function ownerRoom(user: string): string {
+  return `owner:${user}`;
+}
+
 /**
- * socket.io events (server → client):
+ * socket.io events (server → client), each sent only to the sockets of the job's owner (the user who queued
+ * it; the server's own jobs, such as the checkpoint load at start, go to everyone); `pending` lists only
+ * the waiting ids the receiver may see:
  * - `progress`: the /sdapi/v1/progress body plus `id` (task id) and `pending` (waiting job ids); sent on every
  *   step; `current_image` is set every `show_progress_every_n_steps` steps when live previews are on.
  * - `job-start` {id, job}, `job-end` {id, job, status: 'done'|'interrupted'|'cancelled'|'error', error?}.
@@ -264,19 +280,22 @@ function wireSocketEvents(ctx: ServerContext, io: IoServer): void {
   const { queue } = ctx;
   // Events go out in the order they happened, even though progress events wait for a preview to render.
   let chain: Promise<void> = Promise.resolve();
-  const send = (make: () => Promise<[string, unknown]> | [string, unknown]) => {
+  const send = (owner: string | null, name: string, make: () => Promise<Record<string, unknown>> | Record<string, unknown>, withPending: boolean) => {
+    const waiting = withPending ? queue.pending() : [];
     chain = chain
       .then(async () => {
-        const [name, data] = await make();
-        io.emit(name, data);
+        const data = await make();
+        const rooms = owner === null ? [...io.of('/').adapter.rooms.keys()].filter((r) => r.startsWith('owner:')) : [ownerRoom(owner)];
+        for (const room of rooms) {
+          const user = room.slice('owner:'.length);
+          const pending = waiting.filter((w) => w.owner === null || w.owner === user).map((w) => w.id);
+          io.to(room).emit(name, withPending ? { ...data, pending } : data);
+        }
       })
       .catch(() => {});
   };
-  queue.on('queued', () => {
-    const pending = queue.pendingIds();
-    send(() => ['queue', { pending }]);
-  });
-  queue.on('start', (s: RunningState) => send(() => ['job-start', { id: s.id, job: s.kind }]));
+  queue.on('queued', (_id: string, owner: string | null) => send(owner, 'queue', () => ({}), true));
+  queue.on('start', (s: RunningState) => send(s.owner, 'job-start', () => ({ id: s.id, job: s.kind }), false));
   queue.on('progress', (s: RunningState) => {
     const every = Number(ctx.options.get('show_progress_every_n_steps'));
     const wantImage = Boolean(ctx.options.get('live_previews_enable')) && every > 0 && s.step > 0 && s.step % every === 0 && s.preview !== null;
@@ -288,12 +307,11 @@ function wireSocketEvents(ctx: ServerContext, io: IoServer): void {
     }
     // Snapshot now: the preview renders asynchronously and the job moves on meanwhile.
     const snap = { ...s };
-    const pending = queue.pendingIds();
     const now = Date.now();
-    send(async () => ['progress', { ...(await progressResponse(snap, ctx.previews, { skipCurrentImage: !wantImage, format, now })), id: snap.id, pending }]);
+    send(snap.owner, 'progress', async () => ({ ...(await progressResponse(snap, ctx.previews, { skipCurrentImage: !wantImage, format, now })), id: snap.id }), true);
   });
   queue.on('end', (s: RunningState, error: unknown) => {
     const status = error instanceof CancelledError ? 'cancelled' : error ? 'error' : s.interrupted ? 'interrupted' : 'done';
-    send(() => ['job-end', { id: s.id, job: s.kind, status, ...(error ? { error: (error as Error).message } : {}) }]);
+    send(s.owner, 'job-end', () => ({ id: s.id, job: s.kind, status, ...(error ? { error: (error as Error).message } : {}) }), false);
   });
 }

@@ -29,25 +29,42 @@ function sameSecret(a: string, b: string): boolean {
   return timingSafeEqual(da, db);
 }
 
-/** 'ok', or the A1111 401 detail for this Authorization header value. */
-export function checkBasic(creds: Credentials, header: string | undefined): 'ok' | string {
+/** The user these Basic credentials name, or the A1111 401 detail. */
+function basicUser(creds: Credentials, header: string | undefined): { user: string } | { error: string } {
   const m = /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(header ?? '');
-  if (!m) return 'Not authenticated';
+  if (!m) return { error: 'Not authenticated' };
   const decoded = Buffer.from(m[1]!, 'base64').toString('utf8');
   const i = decoded.indexOf(':');
-  if (i < 0) return 'Not authenticated';
+  if (i < 0) return { error: 'Not authenticated' };
   const user = decoded.slice(0, i);
   const pass = decoded.slice(i + 1);
   let ok = false;
   for (const [u, p] of creds) if (sameSecret(u, user) && sameSecret(p, pass)) ok = true;
-  return ok ? 'ok' : 'Incorrect username or password';
+  return ok ? { user } : { error: 'Incorrect username or password' };
 }
 
+/** 'ok', or the A1111 401 detail for this Authorization header value. */
+export function checkBasic(creds: Credentials, header: string | undefined): 'ok' | string {
+  const r = basicUser(creds, header);
+  return 'user' in r ? 'ok' : r.error;
+}
+
+/**
+ * Sets `res.locals.user` to the authenticated user name (`''` without `--api-auth`): queued work is owned
+ * by it, so one user's task ids and queue events stay theirs.
+ */
 export function basicAuthMiddleware(creds: Credentials | null): RequestHandler {
   return (req, res, next) => {
-    if (!creds) return next();
-    const r = checkBasic(creds, req.headers.authorization);
-    if (r === 'ok') return next();
+    if (!creds) {
+      res.locals['user'] = '';
+      return next();
+    }
+    const u = basicUser(creds, req.headers.authorization);
+    if ('user' in u) {
+      res.locals['user'] = u.user;
+      return next();
+    }
+    const r = u.error;
     sendError(res, new HttpError(401, r));
   };
 }
@@ -57,13 +74,21 @@ export function basicAuthMiddleware(creds: Credentials | null): RequestHandler {
  * `auth: { username, password }` (browsers cannot set headers on WebSocket upgrades).
  */
 export function socketAuthOk(creds: Credentials | null, headers: Record<string, unknown>, auth: unknown): boolean {
-  if (!creds) return true;
+  return socketUser(creds, headers, auth) !== null;
+}
+
+/** The socket's user (`''` without `--api-auth`), or null when it is not authenticated. */
+export function socketUser(creds: Credentials | null, headers: Record<string, unknown>, auth: unknown): string | null {
+  if (!creds) return '';
   const h = headers['authorization'];
-  if (typeof h === 'string' && checkBasic(creds, h) === 'ok') return true;
+  if (typeof h === 'string') {
+    const r = basicUser(creds, h);
+    if ('user' in r) return r.user;
+  }
   const a = auth as { username?: unknown; password?: unknown } | undefined;
   if (a && typeof a.username === 'string' && typeof a.password === 'string') {
-    const basic = 'Basic ' + Buffer.from(`${a.username}:${a.password}`).toString('base64');
-    return checkBasic(creds, basic) === 'ok';
+    const r = basicUser(creds, 'Basic ' + Buffer.from(`${a.username}:${a.password}`).toString('base64'));
+    if ('user' in r) return r.user;
   }
-  return false;
+  return null;
 }

@@ -163,11 +163,14 @@ export async function prepareGeneration(ctx: ServerContext, kind: GenerationKind
   return { req, initImages, mask };
 }
 
-/** Queues the generation; the handle's promise gives the A1111 response. */
-export function submitGeneration(ctx: ServerContext, kind: GenerationKind, prepared: Prepared): JobHandle<GenerationResponse> {
+/**
+ * Queues the generation for `owner` (the requesting user, see JobQueue); the handle's promise gives the
+ * A1111 response. A `force_task_id` that another waiting or running job has is refused with 409.
+ */
+export function submitGeneration(ctx: ServerContext, kind: GenerationKind, prepared: Prepared, owner: string | null = null): JobHandle<GenerationResponse> {
   const req = prepared.req;
   const id = typeof req['force_task_id'] === 'string' && req['force_task_id'] !== '' ? req['force_task_id'] : undefined;
-  return ctx.queue.submit({ kind: `scripts_${kind}`, run: (job) => runGeneration(ctx, kind, prepared, job) }, { id });
+  return ctx.queue.submit({ kind: `scripts_${kind}`, run: (job) => runGeneration(ctx, kind, prepared, job) }, { id, owner });
 }
 
 async function runGeneration(ctx: ServerContext, kind: GenerationKind, prepared: Prepared, job: JobContext): Promise<GenerationResponse> {

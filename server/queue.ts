@@ -3,11 +3,19 @@
  * (A1111's `queue_lock`). Interrupt/skip apply to the running job only, like A1111's shared state.
  *
  * Any kind of work can be queued: a `Job` is a function of a `JobContext`, through which it reports steps
- * and polls for interrupt/skip. Training (issue 7) submits its own Job kind here.
+ * and polls for interrupt/skip. Training submits its own Job kind here.
+ *
+ * Ownership is part of the contract, so that one client cannot act on another's work:
+ * - a job may carry an `owner` (the authenticated user, `''` for anonymous clients, `null` for the server's
+ *   own jobs); events carry it so transports send them only to that owner's clients (`pendingIds(owner)`);
+ * - an id chosen by the client (`force_task_id`) that is already waiting or running is refused
+ *   (`TaskIdInUseError`, 409) instead of aliasing the other job;
+ * - a `JobHandle` acts on its own entry only: cancelling it never touches another job that shares its id.
  */
 import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import type { RawImage, StopRequest } from './backend.ts';
+import { HttpError } from './errors.ts';
 
 export interface JobContext {
   readonly id: string;
@@ -30,6 +38,8 @@ export interface Job<T> {
 export interface RunningState {
   id: string;
   kind: string;
+  /** Who queued it: a user name, `''` (anonymous client) or null (the server itself). */
+  owner: string | null;
   startedAt: number;
   /** A1111 `job_timestamp`, `YYYYmmddHHMMSS`. */
   timestamp: string;
@@ -47,8 +57,23 @@ export class CancelledError extends Error {
   override name = 'CancelledError';
 }
 
+/** A client-chosen task id that another waiting or running job already has. */
+export class TaskIdInUseError extends HttpError {
+  constructor(id: string) {
+    super(409, `task id '${id}' is already queued or running; choose another force_task_id`);
+  }
+}
+
+export interface SubmitOptions {
+  /** Client-chosen id (A1111 `force_task_id`); refused while another job has it. */
+  id?: string;
+  /** See RunningState.owner; default null (the server's own work). */
+  owner?: string | null;
+}
+
 interface Entry {
   id: string;
+  owner: string | null;
   job: Job<unknown>;
   resolve: (v: unknown) => void;
   reject: (e: unknown) => void;
@@ -75,37 +100,50 @@ export function newTaskId(kind: string): string {
 }
 
 /**
- * Events: `queued` (id), `start` (RunningState), `progress` (RunningState), `end` (RunningState, error|null).
+ * Events: `queued` (id, owner), `start` (RunningState), `progress` (RunningState), `end` (RunningState, error|null).
  */
 export class JobQueue extends EventEmitter {
   private waiting: Entry[] = [];
   private running: { entry: Entry; state: RunningState; abort: AbortController } | null = null;
   private closed = false;
 
-  submit<T>(job: Job<T>, opts: { id?: string } = {}): JobHandle<T> {
+  /** Throws TaskIdInUseError when `opts.id` belongs to a waiting or running job. */
+  submit<T>(job: Job<T>, opts: SubmitOptions = {}): JobHandle<T> {
+    if (opts.id !== undefined && this.has(opts.id)) throw new TaskIdInUseError(opts.id);
     const id = opts.id ?? newTaskId(job.kind);
+    const owner = opts.owner ?? null;
     let entry!: Entry;
     const promise = new Promise<T>((resolve, reject) => {
-      entry = { id, job: job as Job<unknown>, resolve: resolve as (v: unknown) => void, reject };
+      entry = { id, owner, job: job as Job<unknown>, resolve: resolve as (v: unknown) => void, reject };
     });
     if (this.closed) entry.reject(new CancelledError('server is shutting down'));
     else {
       this.waiting.push(entry);
-      this.emit('queued', id);
+      this.emit('queued', id, owner);
       queueMicrotask(() => void this.pump());
     }
-    return { id, promise, cancel: () => this.cancel(id) };
+    return { id, promise, cancel: () => this.cancelEntry(entry) };
+  }
+
+  /** Whether a job with this id is waiting or running. */
+  has(id: string): boolean {
+    return this.running?.entry.id === id || this.waiting.some((e) => e.id === id);
   }
 
   /** Drops a waiting job, or interrupts it if it is the running one. */
   cancel(id: string): boolean {
-    const i = this.waiting.findIndex((e) => e.id === id);
+    const e = this.running?.entry.id === id ? this.running.entry : this.waiting.find((w) => w.id === id);
+    return e ? this.cancelEntry(e) : false;
+  }
+
+  private cancelEntry(entry: Entry): boolean {
+    const i = this.waiting.indexOf(entry);
     if (i >= 0) {
-      const [e] = this.waiting.splice(i, 1);
-      e!.reject(new CancelledError(`job ${id} was cancelled before it started`));
+      this.waiting.splice(i, 1);
+      entry.reject(new CancelledError(`job ${entry.id} was cancelled before it started`));
       return true;
     }
-    if (this.running?.entry.id === id) return this.interrupt();
+    if (this.running?.entry === entry) return this.interrupt();
     return false;
   }
 
@@ -128,8 +166,14 @@ export class JobQueue extends EventEmitter {
     return this.running?.state ?? null;
   }
 
-  pendingIds(): string[] {
-    return this.waiting.map((e) => e.id);
+  /** Waiting jobs with their owners, oldest first. */
+  pending(): { id: string; owner: string | null }[] {
+    return this.waiting.map((e) => ({ id: e.id, owner: e.owner }));
+  }
+
+  /** Waiting job ids, oldest first; with `owner`, only that owner's (and the server's own) jobs. */
+  pendingIds(owner?: string | null): string[] {
+    return this.waiting.filter((e) => owner === undefined || e.owner === null || e.owner === owner).map((e) => e.id);
   }
 
   /** Resolves once nothing is running or waiting. */
@@ -153,6 +197,7 @@ export class JobQueue extends EventEmitter {
     const state: RunningState = {
       id: entry.id,
       kind: entry.job.kind,
+      owner: entry.owner,
       startedAt: Date.now(),
       timestamp: timestamp(),
       step: 0,

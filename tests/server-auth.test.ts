@@ -74,7 +74,7 @@ test('socket.io needs the same credentials (header or auth payload)', async () =
   s2.close();
 });
 
-test('CORS: allowed origins get the headers, others do not', async () => {
+test('CORS: allowed origins get the headers; other origins are refused', async () => {
   const pre = await fetch(t.server.url + '/sdapi/v1/txt2img', {
     method: 'OPTIONS',
     headers: { origin: 'http://app.example', 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization,content-type' },
@@ -85,7 +85,8 @@ test('CORS: allowed origins get the headers, others do not', async () => {
   const ok = await fetch(t.server.url + '/sdapi/v1/samplers', { headers: { origin: 'http://app.example', ...basic('bob', 'pw') } });
   assert.equal(ok.headers.get('access-control-allow-origin'), 'http://app.example');
   const other = await fetch(t.server.url + '/sdapi/v1/samplers', { headers: { origin: 'http://evil.example', ...basic('bob', 'pw') } });
-  assert.equal(other.status, 200);
+  assert.equal(other.status, 403, 'a page of another origin must not drive the server');
+  assert.match((await other.json()).detail, /cross-origin request from http:\/\/evil\.example refused/);
   assert.equal(other.headers.get('access-control-allow-origin'), null);
 });
 

@@ -116,3 +116,22 @@ test('A1111 progress formula', () => {
   assert.equal(progressFraction({ jobNo: 1, jobCount: 1, step: 20, total: 20 }), 1);
   assert.equal(progressFraction({ jobNo: 0, jobCount: 0, step: 0, total: 0 }), 0);
 });
+
+test('a client-chosen id that is waiting or running is refused; a handle cancels only its own job; pending is per owner', async () => {
+  const q = new JobQueue();
+  const log: string[] = [];
+  const a = q.submit(hashJob(200, log, 'a', 2), { id: 'task(x)', owner: 'alice' });
+  const b = q.submit(hashJob(3, log, 'b'), { id: 'task(y)', owner: 'alice' });
+  const c = q.submit(hashJob(3, log, 'c'), { owner: 'bob' });
+  assert.throws(() => q.submit(hashJob(1, log, 'evil'), { id: 'task(y)', owner: 'bob' }), (e: Error & { status?: number }) => e.status === 409 && /task\(y\)/.test(e.message));
+  assert.throws(() => q.submit(hashJob(1, log, 'evil'), { id: 'task(x)', owner: 'bob' }), /already queued or running/);
+  assert.deepEqual(q.pendingIds('bob'), [c.id]);
+  assert.ok(q.pendingIds('alice').includes('task(y)') && !q.pendingIds('alice').includes(c.id));
+  c.cancel();
+  await assert.rejects(c.promise, CancelledError);
+  assert.ok(!q.pendingIds().includes(c.id) && q.pendingIds().includes('task(y)'), "bob's cancel removed his own job only");
+  assert.equal((await b.promise).done, 3);
+  assert.ok((await a.promise).done === 200);
+  // Once ended, the id is free again.
+  assert.equal((await q.submit(hashJob(2, log, 'again'), { id: 'task(y)' }).promise).done, 2);
+});

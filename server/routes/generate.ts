@@ -9,7 +9,7 @@ const example = { images: ['<base64 PNG>'], parameters: {}, info: '{"prompt": ".
 
 async function handle(ctx: ServerContext, kind: GenerationKind, body: unknown, res: Response): Promise<unknown> {
   const prepared = await prepareGeneration(ctx, kind, body);
-  const job = submitGeneration(ctx, kind, prepared);
+  const job = submitGeneration(ctx, kind, prepared, typeof res.locals['user'] === 'string' ? res.locals['user'] : '');
   // A client that goes away must not leave its job queued or running for nobody.
   const onClose = () => {
     if (!res.writableFinished) job.cancel();
