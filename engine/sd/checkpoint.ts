@@ -9,6 +9,8 @@ import { SafetensorsFile } from '../safetensors/index.ts';
 import { UserError } from '../util/errors.ts';
 import { inferSdArch, type SdArch } from './arch.ts';
 import { openDiffusersFolder, type DiffusersHints } from './diffusers-folder.ts';
+import { readSidecar, type SidecarConfig } from './sidecar.ts';
+import { applySidecar } from './sidecar-arch.ts';
 
 export interface Weight {
   shape: number[];
@@ -68,16 +70,22 @@ export class Checkpoint {
     return s;
   }
 
-  static async open(path: string, opts: { vae?: string } = {}): Promise<Checkpoint> {
+  /**
+   * `textEncoderHeads` overrides the text tower's head count, which a single file cannot record (the family
+   * rule of 64-wide heads fits every released tower, not necessarily a custom one).
+   */
+  static async open(path: string, opts: { vae?: string; textEncoderHeads?: number } = {}): Promise<Checkpoint> {
     const st = await stat(path).catch(() => {
       throw new UserError(`checkpoint not found: ${path}`);
     });
     const sources = new Map<string, Source>();
     const files: SafetensorsFile[] = [];
     let hints: DiffusersHints = {};
+    let sidecar: SidecarConfig | undefined;
     if (st.isDirectory()) {
       hints = await openDiffusersFolder(path, sources, files);
     } else {
+      sidecar = await readSidecar(path);
       refuseUnsafe(path);
       const f = await SafetensorsFile.open(path);
       files.push(f);
@@ -95,8 +103,19 @@ export class Checkpoint {
         }
       }
     }
-    const arch = applyHints(inferSdArch((k) => sources.get(k)?.shape), hints);
-    return new Checkpoint(path, arch, sources, files);
+    try {
+      let arch = applyHints(inferSdArch((k) => sources.get(k)?.shape), hints);
+      if (sidecar) arch = applySidecar(arch, sidecar);
+      if (opts.textEncoderHeads !== undefined) arch.textEncoder.heads = opts.textEncoderHeads;
+      const { width, heads } = arch.textEncoder;
+      if (!Number.isInteger(heads) || heads < 1 || width % heads !== 0) {
+        throw new UserError(`text encoder: ${width} channels do not split into ${heads} heads`);
+      }
+      return new Checkpoint(path, arch, sources, files);
+    } catch (e) {
+      await Promise.all(files.map((f) => f.close()));
+      throw e;
+    }
   }
 }
 

@@ -25,6 +25,8 @@ export function textPrefix(arch: SdArch): string {
 export interface LoadOptions extends Omit<SessionOptions, 'weights' | 'alwaysFeed'> {
   /** A separate VAE file replacing the checkpoint's own. */
   vae?: string;
+  /** The text tower's head count, for a custom single file whose tower does not follow the 64-wide rule. */
+  textEncoderHeads?: number;
   /**
    * How weights reach ONNX Runtime. 'inputs': fed at every run, so in-place LoRA merges apply at once.
    * 'baked': conv kernels, biases and norms are baked in as in-memory external data (ORT pre-packs them),
@@ -60,10 +62,10 @@ export class StableDiffusion {
   ) {}
 
   static async load(path: string, opts: LoadOptions = {}): Promise<StableDiffusion> {
-    const ck = await Checkpoint.open(path, { vae: opts.vae });
+    const ck = await Checkpoint.open(path, { vae: opts.vae, textEncoderHeads: opts.textEncoderHeads });
     try {
       const weights = await ck.readAll(['model.diffusion_model.', 'first_stage_model.', 'cond_stage_model.']);
-      const { vae: _vae, weights: mode, prediction, ...session } = opts;
+      const { vae: _vae, textEncoderHeads: _heads, weights: mode, prediction, ...session } = opts;
       const model = new StableDiffusion(path, ck.arch, weights, session, mode ?? 'inputs');
       const d = await model.decidePrediction(prediction ?? 'auto', (await stat(path)).isDirectory());
       model.prediction = d.prediction;

@@ -4,9 +4,9 @@
  * for SD2 without one, from a test forward pass. Diffusers folders state it in their scheduler config.
  */
 import { readFile, stat } from 'node:fs/promises';
-import { extname, join } from 'node:path';
-import { parse } from 'yaml';
+import { join } from 'node:path';
 import { UserError } from '../util/errors.ts';
+import { readSidecar, sidecarYamlPath } from './sidecar.ts';
 
 export type Prediction = 'epsilon' | 'v_prediction';
 
@@ -25,24 +25,7 @@ export function parsePrediction(value: unknown, where: string): Prediction {
 
 const isFile = (p: string) => stat(p).then((s) => s.isFile(), () => false);
 
-/** A1111's per-checkpoint config: the checkpoint's path with its extension replaced by `.yaml`. */
-export function sidecarYamlPath(checkpoint: string): string {
-  const ext = extname(checkpoint);
-  return (ext ? checkpoint.slice(0, -ext.length) : checkpoint) + '.yaml';
-}
-
-async function fromLdmYaml(path: string): Promise<PredictionDecision> {
-  let doc: unknown;
-  try {
-    doc = parse(await readFile(path, 'utf8'));
-  } catch (e) {
-    throw new UserError(`${path}: not valid YAML (${(e as Error).message})`);
-  }
-  const params = (doc as { model?: { params?: Record<string, unknown> } } | null)?.model?.params;
-  // LDM's DDPM defaults to eps when the config leaves parameterization out.
-  const value = params?.parameterization ?? 'eps';
-  return { prediction: parsePrediction(value, `${path}: model.params.parameterization`), source: path };
-}
+export { sidecarYamlPath };
 
 async function fromSchedulerConfig(path: string): Promise<PredictionDecision | undefined> {
   let cfg: { prediction_type?: unknown };
@@ -57,9 +40,11 @@ async function fromSchedulerConfig(path: string): Promise<PredictionDecision | u
 
 /** The prediction type a checkpoint's own files declare, if any: its sidecar YAML, or a diffusers scheduler config. */
 export async function declaredPrediction(checkpoint: string, isFolder: boolean): Promise<PredictionDecision | undefined> {
-  const yaml = sidecarYamlPath(checkpoint);
-  if (!isFolder && (await isFile(yaml))) return fromLdmYaml(yaml);
-  if (isFolder) {
+  if (!isFolder) {
+    const sidecar = await readSidecar(checkpoint);
+    // LDM's DDPM defaults to eps when the config leaves parameterization out.
+    if (sidecar) return { prediction: sidecar.prediction ?? 'epsilon', source: sidecar.path };
+  } else {
     const sched = join(checkpoint, 'scheduler', 'scheduler_config.json');
     if (await isFile(sched)) return fromSchedulerConfig(sched);
   }
