@@ -9,9 +9,13 @@
  * the last resblock never runs (diffusers' conversions drop it, leaving 23 of ViT-H's 24). `clipSkip` then
  * stops `clipSkip - 1` further blocks early, the final LayerNorm applied to whatever block ended the run,
  * as A1111's clip skip does for SD1 and kohya's `--clip_skip` does for both.
+ *
+ * SDXL (`clipTextHidden`) uses its towers differently: the context is a hidden state with NO final LayerNorm
+ * (`hidden_states[-2]`, sgm's `layer: penultimate` / `layer_idx`), and the OpenCLIP tower also returns its
+ * pooled output: the final-LayerNormed last block at the first end token, through `text_projection`.
  */
-import { add, input, slice } from '../graph/ops-core.ts';
-import { attention, embedding, gelu, linear, mergeHeads, quickGelu, splitHeads } from '../graph/ops-nn.ts';
+import { add, input, reshape, slice } from '../graph/ops-core.ts';
+import { attention, embedding, gelu, linear, matmul, mergeHeads, quickGelu, splitHeads } from '../graph/ops-nn.ts';
 import type { Tensor } from '../graph/tensor.ts';
 import type { ClipTextArch } from '../sd/arch.ts';
 import { UserError } from '../util/errors.ts';
@@ -84,19 +88,10 @@ function fusedQkv(ctx: ModuleContext, key: string, h: Tensor, width: number): [T
   return [slice(qkv, last, 0, width), slice(qkv, last, width, 2 * width), slice(qkv, last, 2 * width, 3 * width)];
 }
 
-export function clipTextEncoder(ctx: ModuleContext, arch: ClipTextArch, opts: ClipTextOptions): { ids: Tensor; hidden: Tensor } {
-  const { batch: B, tokens: T } = opts;
-  const N = clipUsedLayers(arch);
-  const skip = opts.clipSkip ?? 1;
-  if (!(Number.isInteger(skip) && skip >= 1 && skip <= N)) {
-    throw new UserError(`clip skip must be an integer between 1 and ${N}, got ${skip}`);
-  }
-  const names = layoutNames(arch.layout, opts.prefix ?? clipTextPrefix(arch.layout));
-  const ids = input('input_ids', 'int64', [B, T]);
-  const pos = slice(ctx.p(names.positionEmbedding), 0, 0, T);
-  let x = add(embedding(ctx.p(names.tokenEmbedding), ids), pos);
+/** Token and position embeddings, then blocks [0, count). */
+function runBlocks(ctx: ModuleContext, arch: ClipTextArch, names: LayoutNames, x: Tensor, from: number, to: number): Tensor {
   const act = arch.activation === 'gelu' ? (t: Tensor) => gelu(t) : quickGelu;
-  for (let i = 0; i < N - (skip - 1); i++) {
+  for (let i = from; i < to; i++) {
     const n = names.block(i);
     const h = layerNormLayer(ctx, n.norm1, x, arch.layerNormEps);
     const [q, k, v] = 'fused' in n.qkv
@@ -107,6 +102,65 @@ export function clipTextEncoder(ctx: ModuleContext, arch: ClipTextArch, opts: Cl
     const m = layerNormLayer(ctx, n.norm2, x, arch.layerNormEps);
     x = add(x, dense(ctx, n.fc2, act(dense(ctx, n.fc1, m))));
   }
+  return x;
+}
+
+function embed(ctx: ModuleContext, names: LayoutNames, ids: Tensor, T: number): Tensor {
+  const pos = slice(ctx.p(names.positionEmbedding), 0, 0, T);
+  return add(embedding(ctx.p(names.tokenEmbedding), ids), pos);
+}
+
+export function clipTextEncoder(ctx: ModuleContext, arch: ClipTextArch, opts: ClipTextOptions): { ids: Tensor; hidden: Tensor } {
+  const { batch: B, tokens: T } = opts;
+  const N = clipUsedLayers(arch);
+  const skip = opts.clipSkip ?? 1;
+  if (!(Number.isInteger(skip) && skip >= 1 && skip <= N)) {
+    throw new UserError(`clip skip must be an integer between 1 and ${N}, got ${skip}`);
+  }
+  const names = layoutNames(arch.layout, opts.prefix ?? arch.prefix ?? clipTextPrefix(arch.layout));
+  const ids = input('input_ids', 'int64', [B, T]);
+  const x = runBlocks(ctx, arch, names, embed(ctx, names, ids, T), 0, N - (skip - 1));
   const hidden = layerNormLayer(ctx, names.finalNorm, x, arch.layerNormEps);
   return { ids, hidden };
+}
+
+export interface ClipHiddenOptions {
+  batch: number;
+  tokens: number;
+  /** Which hidden state: `hidden_states[-fromEnd]` (1 = the last block's output, 2 = the penultimate). No final LayerNorm. */
+  fromEnd: number;
+  /** Also the pooled projection; the graph then takes `eos_onehot` [batch, 1, tokens] marking each row's first end token. */
+  pooled?: boolean;
+}
+
+/** SDXL's use of a CLIP tower (see the file comment): a raw hidden state, and optionally the pooled projection. */
+export function clipTextHidden(ctx: ModuleContext, arch: ClipTextArch, opts: ClipHiddenOptions): { ids: Tensor; hidden: Tensor; eos?: Tensor; pooled?: Tensor } {
+  const { batch: B, tokens: T, fromEnd } = opts;
+  const N = arch.layers;
+  if (!(Number.isInteger(fromEnd) && fromEnd >= 1 && fromEnd <= N)) {
+    throw new UserError(`clip skip must be an integer between 1 and ${N}, got ${fromEnd}`);
+  }
+  const names = layoutNames(arch.layout, arch.prefix ?? clipTextPrefix(arch.layout));
+  const ids = input('input_ids', 'int64', [B, T]);
+  const hidden = runBlocks(ctx, arch, names, embed(ctx, names, ids, T), 0, N - (fromEnd - 1));
+  if (!opts.pooled) return { ids, hidden };
+  if (!arch.projection) throw new UserError('this text encoder has no text_projection, so it has no pooled output');
+  const last = layerNormLayer(ctx, names.finalNorm, fromEnd === 1 ? hidden : runBlocks(ctx, arch, names, hidden, N - (fromEnd - 1), N), arch.layerNormEps);
+  // The end token's row, picked by a one-hot matmul (its position is found on the host: the first maximal id).
+  const eos = input('eos_onehot', 'float32', [B, 1, T]);
+  const atEos = reshape(matmul(eos, last), [B, arch.width]);
+  const p = ctx.p(arch.projection.key);
+  const pooled = arch.projection.transposed ? matmul(atEos, p) : linear(atEos, p);
+  return { ids, hidden, eos, pooled };
+}
+
+/** One-hot rows [batch, 1, tokens] at each row's first end token: the position of the first maximal id, as CLIP's argmax pooling. */
+export function eosOneHot(ids: ArrayLike<bigint | number>, batch: number, tokens: number): Float32Array {
+  const out = new Float32Array(batch * tokens);
+  for (let b = 0; b < batch; b++) {
+    let best = 0;
+    for (let t = 1; t < tokens; t++) if (Number(ids[b * tokens + t]!) > Number(ids[b * tokens + best]!)) best = t;
+    out[b * tokens + best] = 1;
+  }
+  return out;
 }

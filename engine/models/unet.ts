@@ -9,6 +9,10 @@
  *   out           GroupNorm, SiLU, conv
  *
  * ResBlocks take the timestep embedding; SpatialTransformers take the text context (cross-attention).
+ *
+ * SDXL (Podell et al. 2023) adds `label_emb`: an MLP over the pooled text embedding and Fourier features of
+ * the image's original size, crop and target size (`sizeConditionVector`), summed into the timestep embedding.
+ * Its other differences are sizes the checkpoint shows: no attention at the first level, deeper transformers.
  */
 import { add, concat, input, mul, reshape, split, transpose } from '../graph/ops-core.ts';
 import { attention, gelu, mergeHeads, silu, splitHeads, upsampleNearest, dropout } from '../graph/ops-nn.ts';
@@ -39,6 +43,26 @@ export function timestepFeatures(timesteps: ArrayLike<number>, dim: number): Flo
       out[b * dim + i] = Math.cos(ang);
       out[b * dim + half + i] = Math.sin(ang);
     }
+  }
+  return out;
+}
+
+/**
+ * SDXL's `label_emb` input [B, pooledDim + 6·sizeEmbedDim]: each row's pooled text embedding, then the
+ * sinusoids of its six size numbers [original h, w, crop top, left, target h, w] (sgm's
+ * `ConcatTimestepEmbedderND`, the same [cos | sin] features as timesteps), in that order.
+ */
+export function sizeConditionVector(pooled: Float32Array, sizes: ArrayLike<number>, adm: NonNullable<UnetArch['adm']>): Float32Array {
+  const B = sizes.length / adm.sizeConditions;
+  if (!Number.isInteger(B) || pooled.length !== B * adm.pooledDim) {
+    throw new Error(`size conditioning: ${pooled.length} pooled values and ${sizes.length} sizes do not make whole rows of ${adm.pooledDim} and ${adm.sizeConditions}`);
+  }
+  const out = new Float32Array(B * adm.inChannels);
+  const fourier = timestepFeatures(sizes, adm.sizeEmbedDim);
+  const perRow = adm.sizeConditions * adm.sizeEmbedDim;
+  for (let b = 0; b < B; b++) {
+    out.set(pooled.subarray(b * adm.pooledDim, (b + 1) * adm.pooledDim), b * adm.inChannels);
+    out.set(fourier.subarray(b * perRow, (b + 1) * perRow), b * adm.inChannels + adm.pooledDim);
   }
   return out;
 }
@@ -94,6 +118,8 @@ export interface UnetGraph {
   tEmb: Tensor;
   /** Text context [B, tokens, contextDim]. */
   context: Tensor;
+  /** SDXL: `label_emb`'s input [B, adm.inChannels], from `sizeConditionVector`. */
+  y?: Tensor;
   /** Predicted noise (or v) [B, outChannels, H, W]. */
   out: Tensor;
 }
@@ -103,7 +129,9 @@ export function unet(ctx: ModuleContext, arch: UnetArch, opts: UnetOptions): Une
   const x = input('x', 'float32', [B, arch.inChannels, opts.height, opts.width]);
   const tEmb = input('t_emb', 'float32', [B, arch.modelChannels]);
   const context = input('context', 'float32', [B, opts.contextTokens, arch.contextDim]);
-  const emb = dense(ctx, `${P}time_embed.2`, silu(dense(ctx, `${P}time_embed.0`, tEmb)));
+  let emb = dense(ctx, `${P}time_embed.2`, silu(dense(ctx, `${P}time_embed.0`, tEmb)));
+  const y = arch.adm ? input('y', 'float32', [B, arch.adm.inChannels]) : undefined;
+  if (y) emb = add(emb, dense(ctx, `${P}label_emb.0.2`, silu(dense(ctx, `${P}label_emb.0.0`, y))));
 
   const levels = arch.channelMult.length;
   let h = conv(ctx, `${P}input_blocks.0.0`, x, { padding: 1 });
@@ -138,5 +166,5 @@ export function unet(ctx: ModuleContext, arch: UnetArch, opts: UnetOptions): Une
     }
   }
   const out = conv(ctx, `${P}out.2`, silu(groupNormLayer(ctx, `${P}out.0`, h, arch.normGroups, arch.normEps)), { padding: 1 });
-  return { x, tEmb, context, out };
+  return { x, tEmb, context, out, ...(y ? { y } : {}) };
 }

@@ -1,7 +1,7 @@
 /**
- * Architecture of an SD 1.x / 2.x checkpoint, inferred from its tensor names and shapes (LDM key layout),
- * so that any checkpoint loads without a config file: the shapes say channels, levels, depths and widths.
- * Only head counts are not visible in shapes; they follow the released families' rules (see `unetHeads`).
+ * Architecture of an SD 1.x / 2.x / SDXL checkpoint, inferred from its tensor names and shapes (LDM / SGM key
+ * layout), so that any checkpoint loads without a config file: the shapes say channels, levels, depths and
+ * widths. Only head counts are not visible in shapes; they follow the released families' rules (see `unetHeads`).
  */
 import { UserError } from '../util/errors.ts';
 
@@ -23,6 +23,11 @@ export interface UnetArch {
   timeEmbedDim: number;
   normGroups: number;
   normEps: number;
+  /**
+   * SDXL's additional conditioning (`label_emb`, diffusers' `add_embedding` "text_time"): its input is the
+   * pooled text embedding followed by `sizeConditions` Fourier features of `sizeEmbedDim` each.
+   */
+  adm?: { inChannels: number; pooledDim: number; sizeEmbedDim: number; sizeConditions: number };
 }
 
 export interface ClipTextArch {
@@ -41,6 +46,13 @@ export interface ClipTextArch {
    * block, so the last is skipped; files converted from diffusers store only the blocks SD2 uses.
    */
   skipLastLayer: boolean;
+  /** Where the tower's keys start; default `clipTextPrefix(layout)` (SD 1.x / 2.x). */
+  prefix?: string;
+  /**
+   * SDXL's OpenCLIP tower: the pooled projection, `text_projection` [width, dim] (OpenCLIP, x @ P) or
+   * `text_projection.weight` [dim, width] (transformers Linear).
+   */
+  projection?: { key: string; transposed: boolean; dim: number };
 }
 
 export interface VaeArch {
@@ -54,18 +66,33 @@ export interface VaeArch {
   scalingFactor: number;
 }
 
+export type SdFamily = 'sd1' | 'sd2' | 'sdxl';
+
 export interface SdArch {
-  family: 'sd1' | 'sd2';
+  family: SdFamily;
   unet: UnetArch;
+  /** SD 1.x's CLIP ViT-L, SD 2.x's OpenCLIP ViT-H, SDXL's CLIP ViT-L (its `text_encoder`). */
   textEncoder: ClipTextArch;
+  /** SDXL only: the OpenCLIP ViT-bigG tower (`text_encoder_2`), whose pooled output feeds `label_emb`. */
+  textEncoder2?: ClipTextArch;
   vae: VaeArch;
 }
+
+/** Where SGM (SDXL) single files and this loader's diffusers mapping keep SDXL's two text encoders. */
+export const SDXL_TEXT = {
+  /** CLIP ViT-L, transformers layout. */
+  te1: 'conditioner.embedders.0.transformer.',
+  /** OpenCLIP bigG as stored in SGM single files. */
+  te2OpenClip: 'conditioner.embedders.1.model.',
+  /** The same tower from a diffusers folder (`text_encoder_2`, CLIPTextModelWithProjection), transformers layout. */
+  te2Hf: 'conditioner.embedders.1.transformer.',
+} as const;
 
 export type ShapeOf = (key: string) => number[] | undefined;
 
 const UNET = 'model.diffusion_model.';
 const VAE = 'first_stage_model.';
-const CLIP_HF = 'cond_stage_model.transformer.text_model.';
+const LDM_TEXT_HF = 'cond_stage_model.transformer.';
 const CLIP_OPEN = 'cond_stage_model.model.';
 
 function need(shapeOf: ShapeOf, key: string, what: string): number[] {
@@ -80,7 +107,7 @@ function countIndices(shapeOf: ShapeOf, prefix: (i: number) => string, probe: st
   return n;
 }
 
-export function inferUnetArch(shapeOf: ShapeOf, family: 'sd1' | 'sd2'): UnetArch {
+export function inferUnetArch(shapeOf: ShapeOf, family: SdFamily): UnetArch {
   const convIn = need(shapeOf, `${UNET}input_blocks.0.0.weight`, 'UNet conv_in');
   const modelChannels = convIn[0];
   const inChannels = convIn[1];
@@ -117,8 +144,8 @@ export function inferUnetArch(shapeOf: ShapeOf, family: 'sd1' | 'sd2'): UnetArch
     transformerDepth: levels.map((l) => l[0].depth),
     contextDim: toK[1],
     useLinearProjection,
-    // SD1 configs fix 8 heads at every level; SD2 fixes a 64-wide head.
-    heads: family === 'sd2' ? { headDim: 64 } : { numHeads: levels.map(() => 8) },
+    // SD1 configs fix 8 heads at every level; SD2 and SDXL fix a 64-wide head.
+    heads: family === 'sd1' ? { numHeads: levels.map(() => 8) } : { headDim: 64 },
     timeEmbedDim: need(shapeOf, `${UNET}time_embed.0.weight`, 'time embedding')[0],
     normGroups: 32,
     normEps: 1e-5,
@@ -133,39 +160,50 @@ function findFirst(shapeOf: ShapeOf, keys: string[]): number[] {
   throw new UserError(`not a Stable Diffusion UNet: none of ${keys.map((k) => `'${k}'`).join(', ')} found`);
 }
 
-export function inferClipTextArch(shapeOf: ShapeOf): ClipTextArch {
-  if (shapeOf(`${CLIP_HF}embeddings.token_embedding.weight`)) {
-    const [vocabSize, width] = shapeOf(`${CLIP_HF}embeddings.token_embedding.weight`)!;
-    const layers = countIndices(shapeOf, (i) => `${CLIP_HF}encoder.layers.${i}.`, 'layer_norm1.weight');
+/**
+ * A CLIP text tower under either prefix: transformers layout under `hfPrefix` + `text_model.`, OpenCLIP layout
+ * under `openPrefix`. Defaults: where SD 1.x and SD 2.x single files keep theirs.
+ */
+export function inferClipTextArch(shapeOf: ShapeOf, hfPrefix: string = LDM_TEXT_HF, openPrefix: string = CLIP_OPEN): ClipTextArch {
+  const H = `${hfPrefix}text_model.`;
+  if (shapeOf(`${H}embeddings.token_embedding.weight`)) {
+    const [vocabSize, width] = shapeOf(`${H}embeddings.token_embedding.weight`)!;
+    const layers = countIndices(shapeOf, (i) => `${H}encoder.layers.${i}.`, 'layer_norm1.weight');
+    const proj = shapeOf(`${hfPrefix}text_projection.weight`);
     return {
       layout: 'hf',
       vocabSize,
-      maxPositions: need(shapeOf, `${CLIP_HF}embeddings.position_embedding.weight`, 'position embedding')[0],
+      maxPositions: need(shapeOf, `${H}embeddings.position_embedding.weight`, 'position embedding')[0],
       width,
       layers,
       heads: clipHeads(width),
-      intermediate: need(shapeOf, `${CLIP_HF}encoder.layers.0.mlp.fc1.weight`, 'MLP')[0],
+      intermediate: need(shapeOf, `${H}encoder.layers.0.mlp.fc1.weight`, 'MLP')[0],
       activation: 'quick_gelu',
       layerNormEps: 1e-5,
       skipLastLayer: false,
+      ...(hfPrefix === LDM_TEXT_HF ? {} : { prefix: H }),
+      ...(proj ? { projection: { key: `${hfPrefix}text_projection.weight`, transposed: false, dim: proj[0]! } } : {}),
     };
   }
-  if (shapeOf(`${CLIP_OPEN}token_embedding.weight`)) {
-    const [vocabSize, width] = shapeOf(`${CLIP_OPEN}token_embedding.weight`)!;
+  if (shapeOf(`${openPrefix}token_embedding.weight`)) {
+    const [vocabSize, width] = shapeOf(`${openPrefix}token_embedding.weight`)!;
+    const proj = shapeOf(`${openPrefix}text_projection`);
     return {
       layout: 'openclip',
       vocabSize,
-      maxPositions: need(shapeOf, `${CLIP_OPEN}positional_embedding`, 'position embedding')[0],
+      maxPositions: need(shapeOf, `${openPrefix}positional_embedding`, 'position embedding')[0],
       width,
-      layers: countIndices(shapeOf, (i) => `${CLIP_OPEN}transformer.resblocks.${i}.`, 'ln_1.weight'),
+      layers: countIndices(shapeOf, (i) => `${openPrefix}transformer.resblocks.${i}.`, 'ln_1.weight'),
       heads: clipHeads(width),
-      intermediate: need(shapeOf, `${CLIP_OPEN}transformer.resblocks.0.mlp.c_fc.weight`, 'MLP')[0],
+      intermediate: need(shapeOf, `${openPrefix}transformer.resblocks.0.mlp.c_fc.weight`, 'MLP')[0],
       activation: 'gelu',
       layerNormEps: 1e-5,
-      skipLastLayer: shapeOf(`${CLIP_OPEN}text_projection`) !== undefined,
+      skipLastLayer: proj !== undefined,
+      ...(openPrefix === CLIP_OPEN ? {} : { prefix: openPrefix }),
+      ...(proj ? { projection: { key: `${openPrefix}text_projection`, transposed: true, dim: proj[1]! } } : {}),
     };
   }
-  throw new UserError(`no text encoder found: expected '${CLIP_HF}*' (SD1) or '${CLIP_OPEN}*' (SD2) tensors`);
+  throw new UserError(`no text encoder found: expected '${H}*' (CLIP) or '${openPrefix}*' (OpenCLIP) tensors`);
 }
 
 /**
@@ -207,7 +245,45 @@ export function unetHeadsAt(arch: UnetArch, level: number): number {
   return heads;
 }
 
+/** SDXL: SGM's conditioner holds the two towers; a refiner (OpenCLIP only, aesthetic score) is not supported. */
+function isSdxl(shapeOf: ShapeOf): boolean {
+  return shapeOf(`${SDXL_TEXT.te1}text_model.embeddings.token_embedding.weight`) !== undefined;
+}
+
+function inferSdxlArch(shapeOf: ShapeOf): SdArch {
+  const textEncoder = inferClipTextArch(shapeOf, SDXL_TEXT.te1, '\u0000');
+  const te2 = shapeOf(`${SDXL_TEXT.te2OpenClip}token_embedding.weight`)
+    ? inferClipTextArch(shapeOf, '\u0000', SDXL_TEXT.te2OpenClip)
+    : inferClipTextArch(shapeOf, SDXL_TEXT.te2Hf, '\u0000');
+  // SDXL conditions on both towers' penultimate layers; the last block of the second still runs for the pooled output.
+  te2.skipLastLayer = false;
+  if (!te2.projection) throw new UserError(`SDXL checkpoint: the second text encoder has no text_projection (its pooled output feeds the UNet)`);
+  const unet = inferUnetArch(shapeOf, 'sdxl');
+  const label = need(shapeOf, `${UNET}label_emb.0.0.weight`, 'SDXL label_emb (size and pooled-text conditioning)');
+  const pooledDim = te2.projection.dim;
+  // Base SDXL embeds six size numbers (original h/w, crop top/left, target h/w); a refiner five (with an aesthetic score).
+  const sizeConditions = 6;
+  const sizeEmbedDim = (label[1]! - pooledDim) / sizeConditions;
+  if (!Number.isInteger(sizeEmbedDim) || sizeEmbedDim <= 0 || sizeEmbedDim % 2 !== 0) {
+    throw new UserError(`unsupported SDXL UNet: label_emb takes ${label[1]} features, which is not the pooled width ${pooledDim} + 6 size embeddings (an SDXL refiner?)`);
+  }
+  unet.adm = { inChannels: label[1]!, pooledDim, sizeEmbedDim, sizeConditions };
+  if (unet.contextDim !== textEncoder.width + te2.width) {
+    throw new UserError(`SDXL checkpoint: cross-attention width ${unet.contextDim} is not the sum of the text encoders' widths (${textEncoder.width} + ${te2.width})`);
+  }
+  const vae = inferVaeArch(shapeOf);
+  vae.scalingFactor = SDXL_VAE_SCALE;
+  return { family: 'sdxl', unet, textEncoder, textEncoder2: te2, vae };
+}
+
+/** SDXL's VAE latent scale (sgm `scale_factor`, diffusers `scaling_factor`). */
+export const SDXL_VAE_SCALE = 0.13025;
+
 export function inferSdArch(shapeOf: ShapeOf): SdArch {
+  if (shapeOf('conditioner.embedders.0.model.token_embedding.weight') && !isSdxl(shapeOf)) {
+    throw new UserError('this is an SDXL refiner checkpoint (one OpenCLIP text encoder, aesthetic-score conditioning), which lora-scripts does not run; use an SDXL base checkpoint');
+  }
+  if (isSdxl(shapeOf)) return inferSdxlArch(shapeOf);
   const textEncoder = inferClipTextArch(shapeOf);
   const family = textEncoder.layout === 'openclip' ? 'sd2' : 'sd1';
   return { family, unet: inferUnetArch(shapeOf, family), textEncoder, vae: inferVaeArch(shapeOf) };

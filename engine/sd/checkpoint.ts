@@ -9,6 +9,7 @@ import { SafetensorsFile } from '../safetensors/index.ts';
 import { UserError } from '../util/errors.ts';
 import { inferSdArch, type SdArch } from './arch.ts';
 import { openDiffusersFolder, type DiffusersHints } from './diffusers-folder.ts';
+import { diffusersToLdmTarget, inferVaeLayout, ldmShapeFor } from './keymap.ts';
 import { readSidecar, type SidecarConfig } from './sidecar.ts';
 import { applySidecar } from './sidecar-arch.ts';
 
@@ -32,6 +33,8 @@ export class Checkpoint {
     readonly arch: SdArch,
     private readonly sources: Map<string, Source>,
     private readonly files: SafetensorsFile[],
+    /** Tensors of a diffusers folder's weight files that have no place in the models ("part: name"). */
+    readonly unmapped: string[] = [],
   ) {}
 
   keys(): string[] {
@@ -95,8 +98,16 @@ export class Checkpoint {
       refuseUnsafe(opts.vae);
       const f = await SafetensorsFile.open(opts.vae);
       files.push(f);
-      // A standalone VAE file has bare LDM VAE keys (encoder.*, decoder.*, quant_conv.*) or the full prefix.
+      // A standalone VAE file has bare LDM VAE keys (encoder.*, decoder.*, quant_conv.*), the full prefix, or
+      // diffusers names (e.g. the SDXL fp16-fix VAE as published: `decoder.up_blocks.*`).
+      const diffusers = f.names().some((n) => /^(encoder\.down_blocks|decoder\.up_blocks)\./.test(n));
+      const layout = diffusers ? inferVaeLayout(f.names()) : undefined;
       for (const info of f.tensors.values()) {
+        if (layout) {
+          const t = diffusersToLdmTarget('vae', info.name, layout);
+          if (t) sources.set(t.key, { file: f, key: info.name, shape: ldmShapeFor(t, info.shape) });
+          continue;
+        }
         const k = info.name.startsWith('first_stage_model.') ? info.name : `first_stage_model.${info.name}`;
         if (/^first_stage_model\.(encoder|decoder|quant_conv|post_quant_conv)\./.test(k)) {
           sources.set(k, { file: f, key: info.name, shape: info.shape });
@@ -111,7 +122,7 @@ export class Checkpoint {
       if (!Number.isInteger(heads) || heads < 1 || width % heads !== 0) {
         throw new UserError(`text encoder: ${width} channels do not split into ${heads} heads`);
       }
-      return new Checkpoint(path, arch, sources, files);
+      return new Checkpoint(path, arch, sources, files, hints.unmapped);
     } catch (e) {
       await Promise.all(files.map((f) => f.close()));
       throw e;
@@ -157,9 +168,15 @@ function applyHints(arch: SdArch, h: DiffusersHints): SdArch {
   if (h.textHeads !== undefined) arch.textEncoder.heads = h.textHeads;
   if (h.textActivation) {
     arch.textEncoder.activation = h.textActivation;
-    if (h.textActivation === 'gelu') arch.family = 'sd2';
+    if (h.textActivation === 'gelu' && arch.family === 'sd1') arch.family = 'sd2';
   }
   if (h.textLayerNormEps !== undefined) arch.textEncoder.layerNormEps = h.textLayerNormEps;
+  const te2 = arch.textEncoder2;
+  if (te2) {
+    if (h.text2Heads !== undefined) te2.heads = h.text2Heads;
+    if (h.text2Activation) te2.activation = h.text2Activation;
+    if (h.text2LayerNormEps !== undefined) te2.layerNormEps = h.text2LayerNormEps;
+  }
   if (h.vaeScalingFactor !== undefined) arch.vae.scalingFactor = h.vaeScalingFactor;
   if (arch.family === 'sd2' && h.unetHeads === undefined) arch.unet.heads = { headDim: 64 };
   return arch;

@@ -2,11 +2,14 @@
  * A diffusers pipeline folder (`unet/`, `vae/`, `text_encoder/`, `tokenizer/`), renamed into LDM keys so the
  * models see one layout. The text encoder stays in the transformers layout under
  * `cond_stage_model.transformer.text_model.*` (for SD2 too: diffusers stores SD2's OpenCLIP as a CLIPTextModel).
+ * An SDXL folder (with `text_encoder_2/`) keeps both encoders where SGM files have them, in the transformers
+ * layout: `conditioner.embedders.0.transformer.*` and `conditioner.embedders.1.transformer.*`.
  */
 import { readFile, access } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SafetensorsFile } from '../safetensors/index.ts';
 import { UserError } from '../util/errors.ts';
+import { SDXL_TEXT } from './arch.ts';
 import { diffusersToLdmTarget, inferUnetLayout, inferVaeLayout, ldmShapeFor } from './keymap.ts';
 
 interface Source {
@@ -24,6 +27,12 @@ export interface DiffusersHints {
   textLayerNormEps?: number;
   vaeScalingFactor?: number;
   normEps?: number;
+  /** SDXL's second text encoder (`text_encoder_2/config.json`). */
+  text2Heads?: number;
+  text2Activation?: 'quick_gelu' | 'gelu';
+  text2LayerNormEps?: number;
+  /** Weight files' tensors that map to nothing the models use ("file: name"). */
+  unmapped?: string[];
 }
 
 async function firstExisting(dir: string, names: string[]): Promise<string | undefined> {
@@ -48,6 +57,7 @@ const WEIGHT_NAMES = {
   unet: ['diffusion_pytorch_model.safetensors', 'diffusion_pytorch_model.fp16.safetensors'],
   vae: ['diffusion_pytorch_model.safetensors', 'diffusion_pytorch_model.fp16.safetensors'],
   text_encoder: ['model.safetensors', 'model.fp16.safetensors'],
+  text_encoder_2: ['model.safetensors', 'model.fp16.safetensors'],
 } as const;
 
 export async function openDiffusersFolder(
@@ -70,11 +80,13 @@ export async function openDiffusersFolder(
     return f;
   };
 
+  const unmapped: string[] = [];
   const unet = await open('unet');
   const unetLayout = inferUnetLayout(unet.names());
   for (const info of unet.tensors.values()) {
     const t = diffusersToLdmTarget('unet', info.name, unetLayout);
     if (t) sources.set(t.key, { file: unet, key: info.name, shape: ldmShapeFor(t, info.shape) });
+    else unmapped.push(`unet: ${info.name}`);
   }
 
   const vae = await open('vae');
@@ -82,17 +94,22 @@ export async function openDiffusersFolder(
   for (const info of vae.tensors.values()) {
     const t = diffusersToLdmTarget('vae', info.name, vaeLayout);
     if (t) sources.set(t.key, { file: vae, key: info.name, shape: ldmShapeFor(t, info.shape) });
+    else unmapped.push(`vae: ${info.name}`);
   }
 
-  const te = await open('text_encoder');
-  for (const info of te.tensors.values()) {
-    // transformers 5 saves CLIPTextModel without the `text_model.` prefix; both layouts occur.
-    const rest = info.name.startsWith('text_model.') ? info.name : `text_model.${info.name}`;
-    if (rest.endsWith('position_ids')) continue;
-    sources.set(`cond_stage_model.transformer.${rest}`, { file: te, key: info.name, shape: info.shape });
-  }
+  const sdxl = await firstExisting(join(dir, 'text_encoder_2'), [...WEIGHT_NAMES.text_encoder_2]) !== undefined;
+  const addTextEncoder = (f: SafetensorsFile, prefix: string) => {
+    for (const info of f.tensors.values()) {
+      // transformers 5 saves CLIPTextModel without the `text_model.` prefix; both layouts occur.
+      const rest = info.name.startsWith('text_model.') || info.name.startsWith('text_projection.') ? info.name : `text_model.${info.name}`;
+      if (rest.endsWith('position_ids')) continue;
+      sources.set(`${prefix}${rest}`, { file: f, key: info.name, shape: info.shape });
+    }
+  };
+  addTextEncoder(await open('text_encoder'), sdxl ? SDXL_TEXT.te1 : 'cond_stage_model.transformer.');
+  if (sdxl) addTextEncoder(await open('text_encoder_2'), SDXL_TEXT.te2Hf);
 
-  const hints: DiffusersHints = {};
+  const hints: DiffusersHints = unmapped.length > 0 ? { unmapped } : {};
   const unetCfg = await readJson(join(dir, 'unet', 'config.json'));
   if (unetCfg) {
     // diffusers keeps SD1's historical name: `attention_head_dim` holds the head count unless
@@ -106,6 +123,12 @@ export async function openDiffusersFolder(
     if (typeof teCfg.num_attention_heads === 'number') hints.textHeads = teCfg.num_attention_heads;
     if (teCfg.hidden_act === 'gelu' || teCfg.hidden_act === 'quick_gelu') hints.textActivation = teCfg.hidden_act;
     if (typeof teCfg.layer_norm_eps === 'number') hints.textLayerNormEps = teCfg.layer_norm_eps;
+  }
+  const te2Cfg = sdxl ? await readJson(join(dir, 'text_encoder_2', 'config.json')) : undefined;
+  if (te2Cfg) {
+    if (typeof te2Cfg.num_attention_heads === 'number') hints.text2Heads = te2Cfg.num_attention_heads;
+    if (te2Cfg.hidden_act === 'gelu' || te2Cfg.hidden_act === 'quick_gelu') hints.text2Activation = te2Cfg.hidden_act;
+    if (typeof te2Cfg.layer_norm_eps === 'number') hints.text2LayerNormEps = te2Cfg.layer_norm_eps;
   }
   const vaeCfg = await readJson(join(dir, 'vae', 'config.json'));
   if (vaeCfg && typeof vaeCfg.scaling_factor === 'number') hints.vaeScalingFactor = vaeCfg.scaling_factor;

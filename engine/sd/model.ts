@@ -6,12 +6,13 @@
 import { stat } from 'node:fs/promises';
 import { topoSort, type Tensor } from '../graph/tensor.ts';
 import { compile, type CompiledGraph, type SessionOptions } from '../runtime/session.ts';
-import { clipTextEncoder, clipTextPrefix } from '../models/clip-text.ts';
+import { clipTextEncoder, clipTextHidden, clipTextPrefix, eosOneHot } from '../models/clip-text.ts';
 import { weightContext, type ModuleContext } from '../models/layers.ts';
-import { timestepFeatures, unet } from '../models/unet.ts';
+import { sizeConditionVector, timestepFeatures, unet } from '../models/unet.ts';
 import { vaeDecoder, vaeEncoder } from '../models/vae.ts';
 import type { SdArch } from './arch.ts';
 import { Checkpoint, type WeightMap } from './checkpoint.ts';
+import { refuseUnusedWeights, unusedWeights } from './used-weights.ts';
 import { declaredPrediction, parsePrediction, probeSaysV, V_PROBE, type Prediction, type PredictionDecision } from './prediction.ts';
 
 /** Where SD1 (and diffusers-folder SD2) text encoders live; SD2 single files use `textPrefix(arch)`. */
@@ -19,7 +20,15 @@ export const TEXT_PREFIX = clipTextPrefix('hf');
 
 /** Key prefix of this checkpoint's text encoder (its layout decides: OpenCLIP towers sit under `cond_stage_model.model.`). */
 export function textPrefix(arch: SdArch): string {
-  return clipTextPrefix(arch.textEncoder.layout);
+  return arch.textEncoder.prefix ?? clipTextPrefix(arch.textEncoder.layout);
+}
+
+/** SDXL's per-image conditioning besides the text context: the pooled text embedding and the six size numbers. */
+export interface AddedConditions {
+  /** [batch, pooledDim] */
+  pooled: Float32Array;
+  /** [batch, 6]: original h, w, crop top, left, target h, w. */
+  sizes: ArrayLike<number>;
 }
 
 export interface LoadOptions extends Omit<SessionOptions, 'weights' | 'alwaysFeed'> {
@@ -64,7 +73,8 @@ export class StableDiffusion {
   static async load(path: string, opts: LoadOptions = {}): Promise<StableDiffusion> {
     const ck = await Checkpoint.open(path, { vae: opts.vae, textEncoderHeads: opts.textEncoderHeads });
     try {
-      const weights = await ck.readAll(['model.diffusion_model.', 'first_stage_model.', 'cond_stage_model.']);
+      refuseUnusedWeights(path, ck.arch, [...unusedWeights(ck.arch, ck.keys(), (k) => (ck.has(k) ? ck.shape(k) : undefined)), ...ck.unmapped]);
+      const weights = await ck.readAll(['model.diffusion_model.', 'first_stage_model.', 'cond_stage_model.', 'conditioner.']);
       const { vae: _vae, textEncoderHeads: _heads, weights: mode, prediction, ...session } = opts;
       const model = new StableDiffusion(path, ck.arch, weights, session, mode ?? 'inputs');
       const d = await model.decidePrediction(prediction ?? 'auto', (await stat(path)).isDirectory());
@@ -170,13 +180,40 @@ export class StableDiffusion {
     return out!.data as Float32Array;
   }
 
-  /** One UNet evaluation: latents [batch, C, h, w], one timestep per row, context [batch, tokens, dim]. */
-  async predict(x: Float32Array, timesteps: ArrayLike<number>, context: Float32Array, dims: { batch: number; height: number; width: number; tokens: number; tiling?: boolean }): Promise<Float32Array> {
+  /**
+   * SDXL's two text encoders on the same tokens (each with its own padding): the CLIP ViT-L hidden state
+   * `hidden_states[-clipLFromEnd]` [batch, tokens, w1], the OpenCLIP penultimate one [batch, tokens, w2],
+   * and the pooled OpenCLIP projection [batch, pooledDim]. No final LayerNorm on the hidden states.
+   */
+  async encodeTextSdxl(ids1: BigInt64Array, ids2: BigInt64Array, batch: number, tokens: number, clipLFromEnd = 2): Promise<{ hidden1: Float32Array; hidden2: Float32Array; pooled: Float32Array }> {
+    const te2 = this.arch.textEncoder2;
+    if (!te2) throw new Error('encodeTextSdxl: not an SDXL model');
+    const g1 = await this.graph(`sdxl-te1:${batch}:${tokens}:${clipLFromEnd}`, () => [
+      clipTextHidden(this.context(), this.arch.textEncoder, { batch, tokens, fromEnd: clipLFromEnd }).hidden,
+    ]);
+    const g2 = await this.graph(`sdxl-te2:${batch}:${tokens}`, () => {
+      const r = clipTextHidden(this.context(), te2, { batch, tokens, fromEnd: 2, pooled: true });
+      return [r.hidden, r.pooled!];
+    });
+    const [hidden1] = await g1.run({ input_ids: ids1 });
+    const [hidden2, pooled] = await g2.run({ input_ids: ids2, eos_onehot: eosOneHot(ids2, batch, tokens) });
+    return { hidden1: hidden1!.data as Float32Array, hidden2: hidden2!.data as Float32Array, pooled: pooled!.data as Float32Array };
+  }
+
+  /**
+   * One UNet evaluation: latents [batch, C, h, w], one timestep per row, context [batch, tokens, dim];
+   * SDXL also takes each row's pooled text embedding and size numbers (`added`).
+   */
+  async predict(x: Float32Array, timesteps: ArrayLike<number>, context: Float32Array, dims: { batch: number; height: number; width: number; tokens: number; tiling?: boolean }, added?: AddedConditions): Promise<Float32Array> {
     const { batch, height, width, tokens, tiling } = dims;
+    const adm = this.arch.unet.adm;
+    if (adm && !added) throw new Error('predict: an SDXL UNet needs the pooled text embedding and size conditioning');
     const g = await this.graph(`unet:${batch}:${height}:${width}:${tokens}:${!!tiling}`, () => [
       unet(this.context({ tiling }), this.arch.unet, { batch, height, width, contextTokens: tokens }).out,
     ]);
-    const [out] = await g.run({ x, t_emb: timestepFeatures(timesteps, this.arch.unet.modelChannels), context });
+    const feeds: Record<string, Float32Array> = { x, t_emb: timestepFeatures(timesteps, this.arch.unet.modelChannels), context };
+    if (adm) feeds.y = sizeConditionVector(added!.pooled, added!.sizes, adm);
+    const [out] = await g.run(feeds);
     return out!.data as Float32Array;
   }
 

@@ -1,0 +1,83 @@
+import { test, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { fixturesDir } from './support/paths.ts';
+import { Goldens } from './support/golden.ts';
+import { StableDiffusion } from '../engine/sd/model.ts';
+import { sizeConditionVector, timestepFeatures } from '../engine/models/unet.ts';
+
+// SDXL against diffusers: both text encoders (penultimate hidden states, pooled projection, the concatenated
+// context), the size-conditioning sinusoids, UNet eps and the VAE, from the diffusers folder and the SGM
+// single file (its UNet heads from the sidecar yaml beside it).
+
+const dir = join(fixturesDir, 'sdxl-tiny');
+let golden: Goldens;
+let models: { name: string; m: StableDiffusion }[];
+
+before(async () => {
+  golden = await Goldens.open(dir);
+  models = [{ name: 'diffusers folder', m: await StableDiffusion.load(join(dir, 'diffusers'), { threads: 1 }) }];
+});
+
+async function ids(key: string) {
+  const t = await golden.readRaw('golden/inputs.safetensors', key);
+  return { ids: t.data as BigInt64Array, batch: t.shape[0]!, tokens: t.shape[1]! };
+}
+
+test('SDXL checkpoints are recognised with both text encoders and size conditioning', () => {
+  for (const { name, m } of models) {
+    assert.equal(m.arch.family, 'sdxl', name);
+    const te2 = m.arch.textEncoder2!;
+    assert.ok(te2, `${name}: second text encoder`);
+    assert.equal(m.arch.unet.contextDim, m.arch.textEncoder.width + te2.width, name);
+    assert.equal(m.arch.unet.adm!.pooledDim, te2.projection!.dim, name);
+    const cfg = golden.manifest.config as { vae_scaling_factor: number };
+    assert.equal(m.arch.vae.scalingFactor, cfg.vae_scaling_factor, name);
+  }
+});
+
+test('SDXL text encoders: penultimate hidden states, pooled projection and context match transformers', async () => {
+  const a = await ids('token_ids_te1');
+  const b = await ids('token_ids_te2');
+  const file = 'golden/text_encoders.safetensors';
+  for (const { m } of models) {
+    const r = await m.encodeTextSdxl(a.ids, b.ids, a.batch, a.tokens);
+    await golden.expectClose(r.hidden1, file, 'te1_penultimate');
+    await golden.expectClose(r.hidden2, file, 'te2_penultimate');
+    await golden.expectClose(r.pooled, file, 'text_embeds');
+  }
+});
+
+test('size conditioning sinusoids and eps match diffusers', async () => {
+  const timeIds = await golden.read('golden/inputs.safetensors', 'unet_time_ids');
+  const [B] = timeIds.shape as [number, number];
+  const m = models[0]!.m;
+  const adm = m.arch.unet.adm!;
+  const fourier = timestepFeatures(timeIds.data, adm.sizeEmbedDim);
+  await golden.expectClose(fourier, 'golden/unet.safetensors', 'time_ids_embedding');
+  const pooled = await golden.read('golden/text_encoders.safetensors', 'text_embeds');
+  const y = sizeConditionVector(pooled.data, timeIds.data, adm);
+  assert.equal(y.length, B * adm.inChannels);
+
+  const x = await golden.read('golden/inputs.safetensors', 'unet_latents');
+  const t = await golden.readRaw('golden/inputs.safetensors', 'unet_timesteps');
+  const ctx = await golden.read('golden/text_encoders.safetensors', 'context');
+  const [batch, , height, width] = x.shape as [number, number, number, number];
+  const timesteps = Array.from(t.data as BigInt64Array, Number);
+  for (const { m: model } of models) {
+    const eps = await model.predict(x.data, timesteps, ctx.data, { batch, height, width, tokens: ctx.shape[1]! }, { pooled: pooled.data, sizes: timeIds.data });
+    await golden.expectClose(eps, 'golden/unet.safetensors', 'eps_base');
+  }
+});
+
+test('SDXL VAE decode and encode match diffusers', async () => {
+  const z = await golden.read('golden/inputs.safetensors', 'vae_latents');
+  const image = await golden.read('golden/inputs.safetensors', 'vae_image');
+  for (const { m } of models) {
+    const scale = m.arch.vae.scalingFactor;
+    const [batch, , height, width] = z.shape as [number, number, number, number];
+    await golden.expectClose(await m.decode(z.data.map((v) => v / scale), { batch, height, width }), 'golden/vae.safetensors', 'decode');
+    const [ib, , ih, iw] = image.shape as [number, number, number, number];
+    await golden.expectClose(await m.encode(image.data, { batch: ib, height: ih, width: iw }), 'golden/vae.safetensors', 'encode_mean');
+  }
+});
