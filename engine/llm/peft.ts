@@ -124,6 +124,23 @@ export async function mergeAdapters(weights: WeightMap, stack: readonly AdapterS
   }
 }
 
+/**
+ * The weights an adapter stack changes, merged into copies of the base buffers (the base stays pristine):
+ * feed them as parameter overrides to run the stack without touching the shared model.
+ */
+export async function adapterWeights(base: WeightMap, stack: readonly AdapterStackItem[]): Promise<Map<string, Float32Array>> {
+  const copies: WeightMap = new Map();
+  for (const { adapter } of stack)
+    for (const m of adapter.modules) {
+      const key = `${m.module}.weight`;
+      const w = base.get(key);
+      if (w && !copies.has(key)) copies.set(key, { shape: w.shape, data: w.data.slice() });
+      if (!w) throw new UserError(`adapter ${adapter.path}: module '${m.module}' is not in the base model`);
+    }
+  await mergeAdapters(copies, stack);
+  return new Map([...copies].map(([k, t]) => [k, t.data]));
+}
+
 export interface AdapterToWrite {
   rank: number;
   alpha: number;
