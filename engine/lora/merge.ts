@@ -9,7 +9,9 @@ import { resolve } from 'node:path';
 import { totalmem } from 'node:os';
 import { applyStack, type ApplyReport } from './apply.ts';
 import { loadLora, loraFileOf } from './load.ts';
+import { refuseWrongFamily } from './family.ts';
 import { TargetIndex } from './targets.ts';
+import type { SdFamily } from '../sd/arch.ts';
 import type { ParsedLora, WeightMap } from './types.ts';
 
 export interface StackItem {
@@ -46,6 +48,8 @@ export interface LoraMergerOptions {
   index?: TargetIndex;
   /** See ApplyOptions.ortMinElements. */
   ortMinElements?: number;
+  /** The model's family: LoRAs declaring another one are refused (see `refuseWrongFamily`). */
+  family?: SdFamily;
 }
 
 interface CachedStack {
@@ -75,6 +79,7 @@ export class LoraMerger {
   private readonly loraCacheBytes: number;
   private readonly log: (message: string) => void;
   private readonly ortMinElements: number | undefined;
+  private readonly family: SdFamily | undefined;
   private queue: Promise<unknown> = Promise.resolve();
   readonly stats = { hits: 0, misses: 0 };
 
@@ -87,6 +92,7 @@ export class LoraMerger {
     this.loraCacheBytes = options.loraCacheBytes ?? Math.floor(totalmem() / 16);
     this.log = options.log ?? ((m) => console.warn(m));
     this.ortMinElements = options.ortMinElements;
+    this.family = options.family;
   }
 
   /** Makes `stack` the active one. Calls are serialised; each sees the previous one finished. */
@@ -202,6 +208,7 @@ export class LoraMerger {
     const active = stack.filter((s) => s.te !== 0 || s.unet !== 0);
     const loaded = [];
     for (const s of active) loaded.push({ lora: await this.loraOf(s.path), name: s.name ?? s.path, te: s.te, unet: s.unet, dyn: s.dyn });
+    if (this.family) for (const l of loaded) refuseWrongFamily(l.lora, l.name, this.family);
 
     const before = new Set(this.dirty);
     this.restoreDirty();

@@ -4,6 +4,7 @@
  * kohya's flattened form, so kohya names never need their `_` turned back into `.` to be found, and a name
  * the model does not have is simply absent.
  */
+import { SDXL_TEXT } from '../sd/arch.ts';
 import { inferUnetLayout, ldmToDiffusers, LDM_PREFIX, type UnetLayout } from '../sd/keymap.ts';
 import type { LoraPart } from './names.ts';
 import type { LoraModule, ParsedLora } from './types.ts';
@@ -36,8 +37,10 @@ function openclipNames(rel: string, shape: number[] | undefined): { name: string
 const TEXT_ENCODERS: { prefix: string; part: LoraPart; layout: 'hf' | 'openclip' }[] = [
   { prefix: LDM_PREFIX.text_encoder, part: 'te', layout: 'hf' },
   { prefix: LDM_PREFIX.text_encoder_openclip, part: 'te', layout: 'openclip' },
-  { prefix: 'conditioner.embedders.0.transformer.', part: 'te', layout: 'hf' },
-  { prefix: 'conditioner.embedders.1.model.', part: 'te2', layout: 'openclip' },
+  { prefix: SDXL_TEXT.te1, part: 'te', layout: 'hf' },
+  { prefix: SDXL_TEXT.te2OpenClip, part: 'te2', layout: 'openclip' },
+  // SDXL from a diffusers folder: the OpenCLIP tower in the transformers layout.
+  { prefix: SDXL_TEXT.te2Hf, part: 'te2', layout: 'hf' },
 ];
 
 export class TargetIndex {
