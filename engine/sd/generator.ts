@@ -3,9 +3,11 @@
  * pipeline. Both the CLI and the server's backend drive generation through this, so a LoRA stack is merged the
  * same way everywhere: W' = W + Σ mᵢ·(αᵢ/rᵢ)·ΔWᵢ, applied in place before sampling, restored on the next change.
  */
+import { access } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { LoraMerger, type MergeResult, type StackItem } from '../lora/merge.ts';
-import { BUNDLED_CLIP_TOKENIZER, hasTokenizerFiles, loadClipTokenizer, type ClipTokenizer } from '../text/tokenizer.ts';
+import { loadClipTokenizer, type ClipTokenizer } from '../text/tokenizer.ts';
+import { UserError } from '../util/errors.ts';
 import { ClipConditioner } from './conditioning.ts';
 import { StableDiffusion, type LoadOptions } from './model.ts';
 import { Pipeline, type GenerateHooks, type GenerateRequest, type GenerateResult } from './pipeline.ts';
@@ -15,13 +17,17 @@ export interface GeneratorOptions extends LoadOptions {
   tokenizer?: string;
 }
 
-export { hasTokenizerFiles };
+const exists = (p: string) => access(p).then(() => true, () => false);
+
+/** Whether `dir` holds the files `loadClipTokenizer` reads: tokenizer.json, or vocab.json with merges.txt. */
+export async function hasTokenizerFiles(dir: string): Promise<boolean> {
+  return (await exists(join(dir, 'tokenizer.json'))) || ((await exists(join(dir, 'vocab.json'))) && (await exists(join(dir, 'merges.txt'))));
+}
 
 /**
  * Where the tokenizer for a checkpoint is: the explicit folder; a diffusers folder's own `tokenizer/`;
  * `tokenizer/` beside a single-file checkpoint; `models/tokenizer` (the folder above the checkpoint folder);
- * the caller's `fallbacks` (a server's own models/tokenizer, for checkpoints in subfolders); else the CLIP
- * vocabulary that ships with the project, which every SD 1.x / 2.x / SDXL text encoder uses.
+ * then the caller's `fallbacks` (a server's own models/tokenizer, for checkpoints in subfolders).
  */
 export async function findTokenizerDir(checkpoint: string, explicit?: string, fallbacks: readonly string[] = []): Promise<string> {
   if (explicit) return explicit;
@@ -29,7 +35,11 @@ export async function findTokenizerDir(checkpoint: string, explicit?: string, fa
   for (const c of [...candidates, ...fallbacks]) {
     if (await hasTokenizerFiles(c)) return c;
   }
-  return BUNDLED_CLIP_TOKENIZER;
+  throw new UserError(
+    `no CLIP tokenizer found for ${checkpoint}: single-file checkpoints ship none. Put the tokenizer files ` +
+      `(for SD 1.x those of openai/clip-vit-large-patch14: vocab.json, merges.txt, tokenizer_config.json) into ` +
+      `${candidates[2]} (shared by every checkpoint in that folder) or ${candidates[1]}, or pass --tokenizer <folder>.`,
+  );
 }
 
 export interface GenerateWithLoras extends GenerateRequest {
@@ -54,7 +64,6 @@ export class SdGenerator {
     // Baked conv weights run about 2.8× faster per UNet step on CPU (bench/sd.bench.ts); LoRA merges that
     // touch them cost one session rebuild (see StableDiffusion.weightsChanged).
     const model = await StableDiffusion.load(checkpoint, { weights: 'baked', ...opts });
-    tokenizer.checkFits(model.arch.textEncoder.vocabSize, checkpoint);
     const merger = new LoraMerger(model.weights, { family: model.arch.family });
     const conditioner = new ClipConditioner(model, tokenizer);
     return new SdGenerator(model, tokenizer, merger, conditioner, new Pipeline(model, conditioner));
