@@ -309,6 +309,9 @@ export class TrainingRegistry extends EventEmitter {
         const target = join(this.ctx.layout.loraDir, `${job.config.output_name}.safetensors`);
         await writeBufferAtomic(target, await readFile(result.outputPath));
         job.outputs.lora = target;
+        // A1111's cards (and the browser UI's picker) show <name>.preview.png: the run's last sample image.
+        const sample = job.outputs.samples.at(-1)?.path;
+        if (sample) await readFile(sample).then((png) => writeBufferAtomic(join(this.ctx.layout.loraDir, `${job.config.output_name}.preview.png`), png)).catch(() => {});
         await this.ctx.loras.refresh();
         this.log(job, `LoRA ready: ${target} (use <lora:${job.config.output_name}:1>)`);
       }
