@@ -7,6 +7,8 @@ import { register as generate } from './commands/generate.ts';
 import { register as merge } from './commands/merge.ts';
 import { register as convert } from './commands/convert.ts';
 import { register as inspect } from './commands/inspect.ts';
+import { register as worker } from './commands/worker.ts';
+import { register as chat } from './commands/chat.ts';
 
 const program = new Command('lora-scripts')
   .description('LoRA training and an A1111-compatible generation server for Stable Diffusion, on Node.js')
@@ -14,7 +16,7 @@ const program = new Command('lora-scripts')
   .showHelpAfterError()
   .exitOverride();
 
-for (const reg of [serve, train, label, generate, merge, convert, inspect]) reg(program);
+for (const reg of [serve, worker, train, label, generate, merge, convert, inspect, chat]) reg(program);
 
 try {
   await program.parseAsync(process.argv);
