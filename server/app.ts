@@ -13,7 +13,7 @@ import { Server as IoServer } from 'socket.io';
 import { basicAuthMiddleware, parseApiAuth, socketUser } from './auth.ts';
 import type { GenerationBackend } from './backend.ts';
 import { CheckpointManager } from './checkpoints.ts';
-import type { Layout, ServerContext } from './context.ts';
+import type { Layout, ServerContext, WorkQueue } from './context.ts';
 import { createEngineBackend } from './engine-backend.ts';
 import { errorHandler } from './errors.ts';
 import { HashCache } from './hashes.ts';
@@ -57,6 +57,8 @@ export interface ServerOptions {
   lowMemory?: boolean;
   /** Replaces the default (engine) backend. */
   backend?: GenerationBackend;
+  /** Replaces the in-process job queue (an API front passes its Redis queue, see server/distributed/). */
+  queue?: WorkQueue;
   /** Request body limit in bytes (default 64 MiB). */
   maxBodyBytes?: number;
   /** Largest image accepted, in pixels (default 64 Mpx). */
@@ -135,7 +137,7 @@ export async function createServer(opts: ServerOptions = {}): Promise<LoraScript
       fallbackTokenizerDirs: [join(dirname(layout.ckptDir), 'tokenizer'), join(layout.dataDir, 'models/tokenizer')],
       lowMemory: opts.lowMemory,
     });
-  const queue = new JobQueue();
+  const queue = opts.queue ?? new JobQueue();
   const checkpoints = new CheckpointManager(backend, models, options, log);
   const maxPixels = opts.maxImagePixels ?? 64 * 1024 * 1024;
   const host = opts.host ?? (opts.listen ? '0.0.0.0' : '127.0.0.1');

@@ -1,4 +1,5 @@
 /** Everything a route module needs, built once by `createServer` and passed to each `register(router, ctx)`. */
+import type { EventEmitter } from 'node:events';
 import type { GenerationBackend } from './backend.ts';
 import type { CheckpointManager } from './checkpoints.ts';
 import type { ImagePolicy } from './images.ts';
@@ -7,6 +8,9 @@ import type { ModelIndex } from './models.ts';
 import type { OptionsStore } from './options.ts';
 import type { PreviewCache } from './progress.ts';
 import type { JobQueue } from './queue.ts';
+
+/** The public members of the in-process JobQueue; the Redis front (server/distributed/front-queue.ts) has the same. */
+export type WorkQueue = { [K in Exclude<keyof JobQueue, keyof EventEmitter>]: JobQueue[K] } & Pick<EventEmitter, 'on' | 'off' | 'once' | 'emit'>;
 
 export interface Layout {
   dataDir: string;
@@ -29,7 +33,7 @@ export interface ServerContext {
   models: ModelIndex;
   loras: LoraIndex;
   checkpoints: CheckpointManager;
-  queue: JobQueue;
+  queue: WorkQueue;
   previews: PreviewCache;
   imagePolicy(): ImagePolicy;
   /** `/sdapi/v1/cmd-flags` (secrets redacted). */

@@ -21,6 +21,8 @@ import { SAMPLERS, SCHEDULERS, resolveSampler } from './samplers.ts';
 import { fieldsSet, validateModel } from './schema.ts';
 import { applyStyle, readStyles } from './styles.ts';
 import { planHires, upscaleForHires } from './hires.ts';
+import type { RemoteJob } from './distributed/front-queue.ts';
+import { remoteGeneration } from './distributed/generation-work.ts';
 
 export type GenerationKind = 'txt2img' | 'img2img';
 
@@ -128,7 +130,7 @@ async function saveImage(dir: string, label: string, ext: string, bytes: Buffer)
   return path;
 }
 
-interface Prepared {
+export interface Prepared {
   req: Req;
   initImages: RawImage[];
   mask: RawImage | null;
@@ -170,10 +172,12 @@ export async function prepareGeneration(ctx: ServerContext, kind: GenerationKind
 export function submitGeneration(ctx: ServerContext, kind: GenerationKind, prepared: Prepared, owner: string | null = null): JobHandle<GenerationResponse> {
   const req = prepared.req;
   const id = typeof req['force_task_id'] === 'string' && req['force_task_id'] !== '' ? req['force_task_id'] : undefined;
-  return ctx.queue.submit({ kind: `scripts_${kind}`, run: (job) => runGeneration(ctx, kind, prepared, job) }, { id, owner });
+  const work: RemoteJob<GenerationResponse> = { kind: `scripts_${kind}`, run: (job) => runGeneration(ctx, kind, prepared, job), remote: remoteGeneration(kind, prepared) };
+  return ctx.queue.submit(work, { id, owner });
 }
 
-async function runGeneration(ctx: ServerContext, kind: GenerationKind, prepared: Prepared, job: JobContext): Promise<GenerationResponse> {
+/** Runs one generation inside a queue job: in this process, or on a worker (server/distributed/handlers.ts). */
+export async function runGeneration(ctx: ServerContext, kind: GenerationKind, prepared: Prepared, job: JobContext): Promise<GenerationResponse> {
   const { req, initImages, mask } = prepared;
   const notes: string[] = [];
   const opts = effectiveOptions(ctx, req, notes);

@@ -16,6 +16,7 @@ interface ServeFlags {
   lowMemory?: boolean;
   apiEnableRequests?: boolean;
   maxBodyMb: string;
+  queue?: string;
 }
 
 export function register(program: Command): void {
@@ -36,13 +37,16 @@ export function register(program: Command): void {
     .option('--tokenizer-dir <dir>', 'CLIP tokenizer folder for single-file checkpoints (default: beside the checkpoint, then models/tokenizer)')
     .option('--api-enable-requests', 'accept http(s) image URLs in requests (never to loopback or private addresses)')
     .option('--max-body-mb <n>', 'request body size limit in MiB', '64')
+    .option('--queue <redis-url>', 'be an API front: queue every generation and training in Redis (redis://[user:pass@]host:port[/db], rediss:// for TLS) for `lora-scripts worker` processes to run (docs/distributed.md)')
     .action(async (f: ServeFlags) => {
       const port = Number(f.port);
       if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UserError(`--port: '${f.port}' is not a port number`);
       const maxBodyMb = Number(f.maxBodyMb);
       if (!Number.isFinite(maxBodyMb) || maxBodyMb <= 0) throw new UserError(`--max-body-mb: '${f.maxBodyMb}' is not a positive number`);
       const { createServer } = await import('../../server/app.ts');
+      const front = f.queue ? await connectFront(f.queue) : null;
       const server = await createServer({
+        ...(front ? { queue: front.queue, backend: front.backend } : {}),
         listen: f.listen,
         port,
         apiAuth: f.apiAuth ?? null,
@@ -58,7 +62,9 @@ export function register(program: Command): void {
         apiEnableRequests: f.apiEnableRequests,
         maxBodyBytes: Math.round(maxBodyMb * 1024 * 1024),
       });
+      front?.queue.bind(server.ctx);
       console.log(`lora-scripts API on ${server.url}  (docs: ${server.url}/docs)`);
+      if (front) console.log(`API front: jobs go to the workers through ${front.display}`);
       const stop = () => {
         console.log('shutting down');
         void server.close().then(() => process.exit(0));
@@ -66,4 +72,13 @@ export function register(program: Command): void {
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
     });
+}
+
+/** The Redis queue and stand-in backend of an API front. */
+async function connectFront(url: string) {
+  const { parseRedisUrl } = await import('../../server/distributed/redis-url.ts');
+  const { RedisFrontQueue } = await import('../../server/distributed/front-queue.ts');
+  const { frontBackend } = await import('../../server/distributed/front-backend.ts');
+  const target = parseRedisUrl(url);
+  return { queue: await RedisFrontQueue.connect({ target }), backend: frontBackend(target.display), display: target.display };
 }
