@@ -7,6 +7,7 @@ import { fixturesDir } from './support/paths.ts';
 import { Goldens } from './support/golden.ts';
 import { StableDiffusion } from '../engine/sd/model.ts';
 import { LoraMerger, type StackItem } from '../engine/lora/merge.ts';
+import { concatFeatures } from '../engine/sd/conditioning.ts';
 
 const dir = join(fixturesDir, 'sdxl-tiny');
 let golden: Goldens;
@@ -37,7 +38,7 @@ async function outputs() {
   const basePooled = await golden.read(TE, 'text_embeds');
   const [, , height, width] = x.shape as number[];
   const te = await model.encodeTextSdxl(ids1.data as BigInt64Array, ids2.data as BigInt64Array, batch, tokens);
-  const context = concatLast(te.hidden1, te.hidden2, batch * tokens);
+  const context = concatFeatures(te.hidden1, te.hidden2, batch * tokens);
   const dims = { batch, height: height!, width: width!, tokens };
   const ts = Array.from(t.data as BigInt64Array, Number);
   return {
@@ -46,17 +47,6 @@ async function outputs() {
     epsUnetOnly: await model.predict(x.data, ts, baseCtx.data, dims, { pooled: basePooled.data, sizes }),
     eps: await model.predict(x.data, ts, context, dims, { pooled: te.pooled, sizes }),
   };
-}
-
-function concatLast(a: Float32Array, b: Float32Array, rows: number): Float32Array {
-  const wa = a.length / rows;
-  const wb = b.length / rows;
-  const out = new Float32Array(rows * (wa + wb));
-  for (let r = 0; r < rows; r++) {
-    out.set(a.subarray(r * wa, (r + 1) * wa), r * (wa + wb));
-    out.set(b.subarray(r * wb, (r + 1) * wb), r * (wa + wb) + wa);
-  }
-  return out;
 }
 
 async function check(stack: StackItem[], suffix: string) {

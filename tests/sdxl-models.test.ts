@@ -4,7 +4,9 @@ import { join } from 'node:path';
 import { fixturesDir } from './support/paths.ts';
 import { Goldens } from './support/golden.ts';
 import { StableDiffusion } from '../engine/sd/model.ts';
-import { sizeConditionVector, timestepFeatures } from '../engine/models/unet.ts';
+import { labelEmbedding, sizeConditionVector, timestepFeatures } from '../engine/models/unet.ts';
+import { input } from '../engine/graph/ops-core.ts';
+import { evaluate } from '../engine/runtime/session.ts';
 
 // SDXL against diffusers: both text encoders (penultimate hidden states, pooled projection, the concatenated
 // context), the size-conditioning sinusoids, UNet eps and the VAE, from the diffusers folder and the SGM
@@ -58,6 +60,11 @@ test('size conditioning sinusoids and eps match diffusers', async () => {
   const pooled = await golden.read('golden/text_encoders.safetensors', 'text_embeds');
   const y = sizeConditionVector(pooled.data, timeIds.data, adm);
   assert.equal(y.length, B * adm.inChannels);
+  // The UNet's eps barely depends on this embedding in the tiny model, so it is checked on its own.
+  for (const { m: model } of models) {
+    const [added] = await evaluate([labelEmbedding(model.context(), input('y', 'float32', [B, adm.inChannels]))], { y }, { threads: 1 });
+    await golden.expectClose(added!.data as Float32Array, 'golden/unet.safetensors', 'add_embedding');
+  }
 
   const x = await golden.read('golden/inputs.safetensors', 'unet_latents');
   const t = await golden.readRaw('golden/inputs.safetensors', 'unet_timesteps');

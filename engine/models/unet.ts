@@ -124,6 +124,11 @@ export interface UnetGraph {
   out: Tensor;
 }
 
+/** SDXL's `label_emb` (diffusers' `add_embedding`): Linear, SiLU, Linear over `sizeConditionVector`'s rows. */
+export function labelEmbedding(ctx: ModuleContext, y: Tensor): Tensor {
+  return dense(ctx, `${P}label_emb.0.2`, silu(dense(ctx, `${P}label_emb.0.0`, y)));
+}
+
 export function unet(ctx: ModuleContext, arch: UnetArch, opts: UnetOptions): UnetGraph {
   const B = opts.batch;
   const x = input('x', 'float32', [B, arch.inChannels, opts.height, opts.width]);
@@ -131,7 +136,7 @@ export function unet(ctx: ModuleContext, arch: UnetArch, opts: UnetOptions): Une
   const context = input('context', 'float32', [B, opts.contextTokens, arch.contextDim]);
   let emb = dense(ctx, `${P}time_embed.2`, silu(dense(ctx, `${P}time_embed.0`, tEmb)));
   const y = arch.adm ? input('y', 'float32', [B, arch.adm.inChannels]) : undefined;
-  if (y) emb = add(emb, dense(ctx, `${P}label_emb.0.2`, silu(dense(ctx, `${P}label_emb.0.0`, y))));
+  if (y) emb = add(emb, labelEmbedding(ctx, y));
 
   const levels = arch.channelMult.length;
   let h = conv(ctx, `${P}input_blocks.0.0`, x, { padding: 1 });

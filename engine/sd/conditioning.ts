@@ -5,6 +5,12 @@
  * SD 2.x follows A1111's OpenCLIP wrapper (`FrozenOpenCLIPEmbedderWithCustomWords`): ids after the first end
  * token are 0 whatever the tokenizer files say, and clip skip has no effect (the wrapper always takes the
  * penultimate layer and leaves `CLIP_stop_at_last_layers` unused).
+ *
+ * SDXL follows A1111's `sd_models_xl` and its two wrappers: the same chunks go through both encoders (the
+ * OpenCLIP one padded with 0), each encoder's output gets the emphasis separately (its own mean restored),
+ * the two are concatenated per token, and the pooled embedding is the OpenCLIP tower's for the first chunk.
+ * An empty negative prompt is all zeros, context and pooled (sgm's `force_zero_embeddings`). The CLIP ViT-L
+ * tower is read at its penultimate layer unless `sdxl_clip_l_skip` lets clip skip choose.
  */
 import { chunkPrompt, type ChunkOptions } from '../text/chunker.ts';
 import { applyEmphasis } from '../text/emphasis.ts';
@@ -16,10 +22,21 @@ export interface Conditioning {
   data: Float32Array;
   /** 77 × the number of chunks. */
   tokens: number;
+  /** SDXL: the pooled text embedding [pooledDim] that joins the size conditioning. */
+  pooled?: Float32Array;
+}
+
+export interface EncodeOptions {
+  /** The prompt is a negative prompt (SDXL zeroes an empty one). */
+  negative?: boolean;
+  /** A1111 option `sdxl_clip_l_skip`: clip skip applies to SDXL's CLIP ViT-L tower (default: always its penultimate layer). */
+  sdxlClipLSkip?: boolean;
 }
 
 export interface Conditioner {
-  encode(prompt: string, clipSkip: number): Promise<Conditioning>;
+  encode(prompt: string, clipSkip: number, opts?: EncodeOptions): Promise<Conditioning>;
+  /** Drops cached contexts: needed when the text encoders' weights change (a LoRA stack switch). */
+  clear?(): void;
 }
 
 /** SD 2.x's padding id (A1111's OpenCLIP wrapper sets `id_pad = 0`, the tokenizer's "!"). */
@@ -64,13 +81,84 @@ export class ClipConditioner implements Conditioner {
     }
     const out = { data, tokens: chunks.length * T };
     // Prompts repeat across batches and n_iter; a small cache spares the text encoder.
-    if (this.cache.size > 64) this.cache.delete(this.cache.keys().next().value!);
-    this.cache.set(key, out);
+    remember(this.cache, key, out);
     return out;
   }
 
-  /** Drops cached contexts: needed when the text encoder's weights change (a LoRA stack switch). */
   clear(): void {
     this.cache.clear();
   }
+}
+
+function remember(cache: Map<string, Conditioning>, key: string, value: Conditioning): void {
+  if (cache.size > 64) cache.delete(cache.keys().next().value!);
+  cache.set(key, value);
+}
+
+/** SDXL's CLIP ViT-L layer by default: sgm's `layer: hidden, layer_idx: -2`. */
+const SDXL_CLIP_L_FROM_END = 2;
+
+export class SdxlConditioner implements Conditioner {
+  private readonly cache = new Map<string, Conditioning>();
+  private readonly tokenizer2: ClipTokenizer;
+
+  constructor(
+    private readonly model: StableDiffusion,
+    private readonly tokenizer: ClipTokenizer,
+    private readonly opts: ChunkOptions = {},
+  ) {
+    // A1111 pads the OpenCLIP tower's chunks with 0 after the end token, as SD 2.x.
+    this.tokenizer2 = tokenizer.pad !== SD2_PAD_ID ? withPad(tokenizer, SD2_PAD_ID) : tokenizer;
+  }
+
+  async encode(prompt: string, clipSkip: number, o: EncodeOptions = {}): Promise<Conditioning> {
+    const fromEnd = o.sdxlClipLSkip ? clipSkip : SDXL_CLIP_L_FROM_END;
+    const zero = !!o.negative && prompt === '';
+    const key = `${fromEnd}\u0000${zero}\u0000${prompt}`;
+    const hit = this.cache.get(key);
+    if (hit) return hit;
+    const te1 = this.model.arch.textEncoder;
+    const te2 = this.model.arch.textEncoder2!;
+    const chunks1 = chunkPrompt(this.tokenizer, prompt, this.opts);
+    const chunks2 = chunkPrompt(this.tokenizer2, prompt, this.opts);
+    const T = chunks1[0]!.ids.length;
+    const [w1, w2] = [te1.width, te2.width];
+    const dim = w1 + w2;
+    const data = new Float32Array(chunks1.length * T * dim);
+    let pooled: Float32Array = new Float32Array(te2.projection!.dim);
+    if (!zero) {
+      for (const [i, c] of chunks1.entries()) {
+        const c2 = chunks2[i]!;
+        const r = await this.model.encodeTextSdxl(BigInt64Array.from(c.ids, BigInt), BigInt64Array.from(c2.ids, BigInt), 1, T, fromEnd);
+        const h1 = applyEmphasis(r.hidden1, [T, w1], c.multipliers, this.opts.emphasis);
+        const h2 = applyEmphasis(r.hidden2, [T, w2], c2.multipliers, this.opts.emphasis);
+        data.set(concatFeatures(h1, h2, T), i * T * dim);
+        if (i === 0) pooled = r.pooled;
+      }
+    }
+    const out = { data, tokens: chunks1.length * T, pooled };
+    remember(this.cache, key, out);
+    return out;
+  }
+
+  clear(): void {
+    this.cache.clear();
+  }
+}
+
+/** Per row, `a`'s features then `b`'s: SDXL's context is the two encoders' hidden states side by side. */
+export function concatFeatures(a: Float32Array, b: Float32Array, rows: number): Float32Array {
+  const wa = a.length / rows;
+  const wb = b.length / rows;
+  const out = new Float32Array(rows * (wa + wb));
+  for (let r = 0; r < rows; r++) {
+    out.set(a.subarray(r * wa, (r + 1) * wa), r * (wa + wb));
+    out.set(b.subarray(r * wb, (r + 1) * wb), r * (wa + wb) + wa);
+  }
+  return out;
+}
+
+/** The conditioner for this model's family. */
+export function conditionerFor(model: StableDiffusion, tokenizer: ClipTokenizer, opts: ChunkOptions = {}): Conditioner {
+  return model.arch.family === 'sdxl' ? new SdxlConditioner(model, tokenizer, opts) : new ClipConditioner(model, tokenizer, opts);
 }

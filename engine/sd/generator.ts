@@ -8,7 +8,7 @@ import { dirname, join } from 'node:path';
 import { LoraMerger, type MergeResult, type StackItem } from '../lora/merge.ts';
 import { loadClipTokenizer, type ClipTokenizer } from '../text/tokenizer.ts';
 import { UserError } from '../util/errors.ts';
-import { ClipConditioner } from './conditioning.ts';
+import { conditionerFor, type Conditioner } from './conditioning.ts';
 import { StableDiffusion, type LoadOptions } from './model.ts';
 import { Pipeline, type GenerateHooks, type GenerateRequest, type GenerateResult } from './pipeline.ts';
 
@@ -55,7 +55,7 @@ export class SdGenerator {
     readonly model: StableDiffusion,
     readonly tokenizer: ClipTokenizer,
     readonly merger: LoraMerger,
-    private readonly conditioner: ClipConditioner,
+    private readonly conditioner: Conditioner,
     readonly pipeline: Pipeline,
   ) {}
 
@@ -65,7 +65,7 @@ export class SdGenerator {
     // touch them cost one session rebuild (see StableDiffusion.weightsChanged).
     const model = await StableDiffusion.load(checkpoint, { weights: 'baked', ...opts });
     const merger = new LoraMerger(model.weights, { family: model.arch.family });
-    const conditioner = new ClipConditioner(model, tokenizer);
+    const conditioner = conditionerFor(model, tokenizer);
     return new SdGenerator(model, tokenizer, merger, conditioner, new Pipeline(model, conditioner));
   }
 
@@ -73,7 +73,7 @@ export class SdGenerator {
   async generate(req: GenerateWithLoras, hooks: GenerateHooks = {}): Promise<GeneratorResult> {
     const lora = await this.merger.apply(req.loras ?? []);
     await this.model.weightsChanged(lora.changedKeys);
-    if (lora.changedKeys.some((k) => k.startsWith('cond_stage_model.'))) this.conditioner.clear();
+    if (lora.changedKeys.some((k) => k.startsWith('cond_stage_model.') || k.startsWith('conditioner.'))) this.conditioner.clear?.();
     const out = await this.pipeline.generate(req, hooks);
     const notes = [...out.notes];
     for (const l of lora.loras) {

@@ -45,6 +45,14 @@ export interface GenerateRequest {
   hires?: HiresOptions;
   /** What the UNet predicts; default: the model's own (`StableDiffusion.prediction`). */
   prediction?: Prediction;
+  /**
+   * SDXL size conditioning, as A1111: original size = target size = the size being sampled; the crop from
+   * its options `sdxl_crop_top` / `sdxl_crop_left` (default 0). The negative prompt gets the same sizes.
+   */
+  sdxlCropTop?: number;
+  sdxlCropLeft?: number;
+  /** A1111 option `sdxl_clip_l_skip`: clip skip also applies to SDXL's CLIP ViT-L tower. */
+  sdxlClipLSkip?: boolean;
 }
 
 export interface HiresOptions {
@@ -220,9 +228,17 @@ export class Pipeline {
     // Conditioning for every distinct prompt text the schedules reach, encoded once each.
     const [posSched, negSched] = getPromptSchedules([r.prompt, r.negativePrompt], p.steps) as [ScheduledPrompt[], ScheduledPrompt[]];
     const conds = new Map<string, Conditioning>();
-    for (const s of [...posSched, ...negSched]) {
-      if (!conds.has(s.prompt)) conds.set(s.prompt, await this.conditioner.encode(s.prompt, clipSkip));
+    const condKey = (negative: boolean, prompt: string) => `${negative ? '-' : '+'}${prompt}`;
+    for (const [negative, sched] of [[false, posSched], [true, negSched]] as const) {
+      for (const s of sched) {
+        const k = condKey(negative, s.prompt);
+        if (!conds.has(k)) conds.set(k, await this.conditioner.encode(s.prompt, clipSkip, { negative, sdxlClipLSkip: r.sdxlClipLSkip }));
+      }
     }
+    // SDXL: [original h, w, crop top, left, target h, w] for every row of the batch.
+    const sizes = this.model.arch.unet.adm
+      ? Array.from({ length: B }, () => [p.height, p.width, r.sdxlCropTop ?? 0, r.sdxlCropLeft ?? 0, p.height, p.width]).flat()
+      : undefined;
 
     const noise = new BatchNoise({
       source: r.randnSource ?? 'GPU',
@@ -253,16 +269,16 @@ export class Pipeline {
     const eps: EpsModel = async (unetInput, t, call) => {
       const stop = hooks.shouldStop?.();
       if (stop) throw new Stop(stop, stepLatent.x);
-      const cond = conds.get(promptAtStep(posSched, call.index))!;
-      const uncond = conds.get(promptAtStep(negSched, call.index))!;
-      let guided = await this.guidedEps(unetInput, t, cond, uncond, r.cfgScale, { batch: B, height: h, width: w, tiling: !!r.tiling });
+      const cond = conds.get(condKey(false, promptAtStep(posSched, call.index)))!;
+      const uncond = conds.get(condKey(true, promptAtStep(negSched, call.index)))!;
+      let guided = await this.guidedEps(unetInput, t, cond, uncond, r.cfgScale, { batch: B, height: h, width: w, tiling: !!r.tiling, sizes });
       if (keep && init) guided = maskPrediction(guided, prediction, unetInput, init, keep, call.sigma);
       return guided;
     };
 
     const onStep: StepCallback = (info) => {
       stepLatent.x = info.x;
-      hooks.onStep?.(info.index + 1, info.total, () => cheapPreview(info.denoised, B, C, h, w));
+      hooks.onStep?.(info.index + 1, info.total, () => cheapPreview(info.denoised, B, C, h, w, this.model.arch.family === 'sdxl'));
     };
 
     try {
@@ -291,15 +307,19 @@ export class Pipeline {
     }
   }
 
-  /** eps_uncond + cfg · (eps_cond − eps_uncond), batching both halves into one UNet call when their lengths agree. */
-  private async guidedEps(
+  /**
+   * eps_uncond + cfg · (eps_cond − eps_uncond), batching both halves into one UNet call when their lengths agree.
+   * `sizes` (SDXL): each row's six size numbers, used for both halves as A1111 does.
+   */
+  async guidedEps(
     x: Float32Array,
     t: number,
     cond: Conditioning,
     uncond: Conditioning,
     cfg: number,
-    d: { batch: number; height: number; width: number; tiling: boolean },
+    dims: { batch: number; height: number; width: number; tiling: boolean; sizes?: number[] },
   ): Promise<Float32Array> {
+    const { sizes, ...d } = dims;
     const B = d.batch;
     const dim = this.model.arch.unet.contextDim;
     const repeat = (c: Conditioning) => {
@@ -307,7 +327,17 @@ export class Pipeline {
       for (let b = 0; b < B; b++) out.set(c.data, b * c.tokens * dim);
       return out;
     };
-    if (cfg === 1) return this.model.predict(x, Array(B).fill(t), repeat(cond), { ...d, tokens: cond.tokens });
+    // SDXL's pooled embedding per row, with the rows' size numbers.
+    const added = (...cs: Conditioning[]) => {
+      if (!sizes) return undefined;
+      const P = cs[0]!.pooled!.length;
+      const pooled = new Float32Array(cs.length * B * P);
+      cs.forEach((c, i) => {
+        for (let b = 0; b < B; b++) pooled.set(c.pooled!, (i * B + b) * P);
+      });
+      return { pooled, sizes: cs.flatMap(() => sizes) };
+    };
+    if (cfg === 1) return this.model.predict(x, Array(B).fill(t), repeat(cond), { ...d, tokens: cond.tokens }, added(cond));
     let ec: Float32Array;
     let eu: Float32Array;
     if (cond.tokens === uncond.tokens) {
@@ -317,13 +347,13 @@ export class Pipeline {
       const ctx = new Float32Array(2 * B * cond.tokens * dim);
       ctx.set(repeat(cond), 0);
       ctx.set(repeat(uncond), B * cond.tokens * dim);
-      const both = await this.model.predict(xx, Array(2 * B).fill(t), ctx, { ...d, batch: 2 * B, tokens: cond.tokens });
+      const both = await this.model.predict(xx, Array(2 * B).fill(t), ctx, { ...d, batch: 2 * B, tokens: cond.tokens }, added(cond, uncond));
       ec = both.subarray(0, x.length);
       eu = both.subarray(x.length);
     } else {
       // Different chunk counts: two calls, as A1111 does unless pad_cond_uncond is set.
-      ec = await this.model.predict(x, Array(B).fill(t), repeat(cond), { ...d, tokens: cond.tokens });
-      eu = await this.model.predict(x, Array(B).fill(t), repeat(uncond), { ...d, tokens: uncond.tokens });
+      ec = await this.model.predict(x, Array(B).fill(t), repeat(cond), { ...d, tokens: cond.tokens }, added(cond));
+      eu = await this.model.predict(x, Array(B).fill(t), repeat(uncond), { ...d, tokens: uncond.tokens }, added(uncond));
     }
     const out = new Float32Array(x.length);
     for (let i = 0; i < out.length; i++) out[i] = eu[i]! + cfg * (ec[i]! - eu[i]!);
@@ -503,13 +533,21 @@ const LATENT_RGB = [
   [-0.158, 0.189, 0.264],
   [-0.184, -0.271, -0.473],
 ];
+/** A1111's coefficients for SDXL's latent space (`sd_vae_approx.cheap_approximation`). */
+const LATENT_RGB_SDXL = [
+  [0.3448, 0.4168, 0.4395],
+  [-0.1953, -0.029, 0.025],
+  [0.1074, 0.0886, -0.0163],
+  [-0.373, -0.2499, -0.2088],
+];
 
-export function cheapPreview(latent: Float32Array, _B: number, C: number, h: number, w: number): PreviewImage {
+export function cheapPreview(latent: Float32Array, _B: number, C: number, h: number, w: number, sdxl = false): PreviewImage {
+  const coeffs = sdxl ? LATENT_RGB_SDXL : LATENT_RGB;
   const data = new Uint8Array(h * w * 3);
   for (let p = 0; p < h * w; p++) {
     for (let c = 0; c < 3; c++) {
       let v = 0;
-      for (let l = 0; l < Math.min(C, 4); l++) v += latent[l * h * w + p]! * LATENT_RGB[l]![c]!;
+      for (let l = 0; l < Math.min(C, 4); l++) v += latent[l * h * w + p]! * coeffs[l]![c]!;
       data[p * 3 + c] = Math.max(0, Math.min(255, Math.round((v + 1) * 127.5)));
     }
   }
