@@ -13,6 +13,8 @@ const dir = join(fixturesDir, 'sdxl-tiny');
 let golden: Goldens;
 let model: StableDiffusion;
 let merger: LoraMerger;
+let folder: { model: StableDiffusion; merger: LoraMerger };
+let single: { model: StableDiffusion; merger: LoraMerger };
 const TE = 'golden/text_encoders.safetensors';
 const UNET = 'golden/unet.safetensors';
 
@@ -23,8 +25,14 @@ const files = {
 
 before(async () => {
   golden = await Goldens.open(dir);
-  model = await StableDiffusion.load(join(dir, 'diffusers'), { threads: 1 });
-  merger = new LoraMerger(model.weights, { log: () => {} });
+  const open = async (path: string) => {
+    const m = await StableDiffusion.load(path, { threads: 1 });
+    return { model: m, merger: new LoraMerger(m.weights, { log: () => {} }) };
+  };
+  folder = await open(join(dir, 'diffusers'));
+  // The SGM file keeps text_encoder_2 in OpenCLIP form: its q/k/v LoRAs patch row slices of in_proj_weight.
+  single = await open(join(dir, 'sdxl-tiny.safetensors'));
+  ({ model, merger } = folder);
 });
 
 async function outputs() {
@@ -64,12 +72,16 @@ async function check(stack: StackItem[], suffix: string) {
   await golden.expectClose(o.eps, UNET, `eps_${suffix}`);
 }
 
-for (const format of ['kohya', 'diffusers'] as const) {
-  test(`SDXL ${format} LoRA A at 1.0 matches diffusers (UNet, text_encoder, text_encoder_2)`, async () => {
+for (const [format, where] of [['kohya', 'single'], ['kohya', 'folder'], ['diffusers', 'folder'], ['diffusers', 'single']] as const) {
+  test(`SDXL ${format} LoRA A at 1.0 matches diffusers (UNet, text_encoder, text_encoder_2), ${where === 'single' ? 'SGM single file' : 'diffusers folder'}`, async () => {
+    ({ model, merger } = where === 'single' ? single : folder);
     await check([{ path: files[format].a, te: 1, unet: 1, name: 'a' }], 'lora_a_x1');
+    await merger.apply([]);
   });
 
-  test(`SDXL ${format} LoRA A×m + B×m stack matches, and restoring gives the base model back`, async () => {
+  if (where === 'single' && format === 'diffusers') continue;
+  test(`SDXL ${format} LoRA A×m + B×m stack matches, and restoring gives the base model back (${where})`, async () => {
+    ({ model, merger } = where === 'single' ? single : folder);
     const m = golden.manifest.config.multipliers_for_lora_a_b as { a: number; b: number };
     await check(
       [
@@ -86,6 +98,7 @@ for (const format of ['kohya', 'diffusers'] as const) {
 }
 
 test('a LoRA for another family is refused naming both, and the weights stay the base model', async () => {
+  ({ model, merger } = folder);
   const familyMerger = new LoraMerger(model.weights, { family: model.arch.family, log: () => {} });
   const sd1Lora = join(fixturesDir, 'sd-tiny', 'lora-kohya', 'lora_a.safetensors');
   await assert.rejects(familyMerger.apply([{ path: sd1Lora, te: 1, unet: 1, name: 'sd1_style' }]), /'sd1_style' is made for SD 1\.x, but the loaded checkpoint is SDXL/);

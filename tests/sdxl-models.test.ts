@@ -18,7 +18,10 @@ let models: { name: string; m: StableDiffusion }[];
 
 before(async () => {
   golden = await Goldens.open(dir);
-  models = [{ name: 'diffusers folder', m: await StableDiffusion.load(join(dir, 'diffusers'), { threads: 1 }) }];
+  models = [
+    { name: 'diffusers folder', m: await StableDiffusion.load(join(dir, 'diffusers'), { threads: 1 }) },
+    { name: 'SGM single file', m: await StableDiffusion.load(join(dir, 'sdxl-tiny.safetensors'), { threads: 1 }) },
+  ];
 });
 
 async function ids(key: string) {
@@ -86,5 +89,48 @@ test('SDXL VAE decode and encode match diffusers', async () => {
     await golden.expectClose(await m.decode(z.data.map((v) => v / scale), { batch, height, width }), 'golden/vae.safetensors', 'decode');
     const [ib, , ih, iw] = image.shape as [number, number, number, number];
     await golden.expectClose(await m.encode(image.data, { batch: ib, height: ih, width: iw }), 'golden/vae.safetensors', 'encode_mean');
+  }
+});
+
+test('a checkpoint with tensors the networks would not read is refused, naming them; an fp16 file loads', async () => {
+  const { mkdtemp, copyFile, rm } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const { SafetensorsFile, writeSafetensors } = await import('../engine/safetensors/index.ts');
+  const { f32ToF16 } = await import('../engine/safetensors/float.ts');
+  const tmp = await mkdtemp(join(tmpdir(), 'sdxl-extra-'));
+  try {
+    const src = await SafetensorsFile.open(join(dir, 'sdxl-tiny.safetensors'));
+    const f32 = new Map<string, { dtype: 'F32'; shape: number[]; data: Float32Array }>();
+    const f16 = new Map<string, { dtype: 'F16'; shape: number[]; data: Uint16Array }>();
+    for (const name of src.names()) {
+      const data = await src.readFloat32(name);
+      f32.set(name, { dtype: 'F32', shape: src.info(name).shape, data });
+      f16.set(name, { dtype: 'F16', shape: src.info(name).shape, data: f32ToF16(data) });
+    }
+    await src.close();
+    // A block this loader does not build (as a refiner's or a future family's would be) must not be dropped silently.
+    f32.set('model.diffusion_model.extra_embed.weight', { dtype: 'F32', shape: [4, 4], data: new Float32Array(16) });
+    f32.set('conditioner.embedders.2.model.proj', { dtype: 'F32', shape: [2], data: new Float32Array(2) });
+    await writeSafetensors(join(tmp, 'extra.safetensors'), f32);
+    await copyFile(join(dir, 'sdxl-tiny.yaml'), join(tmp, 'extra.yaml'));
+    await assert.rejects(
+      StableDiffusion.load(join(tmp, 'extra.safetensors'), { threads: 1 }),
+      (e: Error) => /2 tensor\(s\)/.test(e.message) && e.message.includes("'model.diffusion_model.extra_embed.weight'") && e.message.includes("'conditioner.embedders.2.model.proj'"),
+    );
+
+    await writeSafetensors(join(tmp, 'half.safetensors'), f16);
+    await copyFile(join(dir, 'sdxl-tiny.yaml'), join(tmp, 'half.yaml'));
+    const half = await StableDiffusion.load(join(tmp, 'half.safetensors'), { threads: 1 });
+    assert.equal(half.arch.family, 'sdxl');
+    const a = await ids('token_ids_te1');
+    const b = await ids('token_ids_te2');
+    const r = await half.encodeTextSdxl(a.ids, b.ids, a.batch, a.tokens);
+    // float16 weights: the golden within a loose bound (rounding of the weights, not the maths, differs).
+    const ref = await golden.read('golden/text_encoders.safetensors', 'text_embeds');
+    let worst = 0;
+    for (let i = 0; i < ref.data.length; i++) worst = Math.max(worst, Math.abs(r.pooled[i]! - ref.data[i]!));
+    assert.ok(worst < 2e-2, `fp16 pooled embedding off by ${worst}`);
+  } finally {
+    await rm(tmp, { recursive: true, force: true });
   }
 });
