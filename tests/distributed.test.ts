@@ -169,3 +169,70 @@ test('errors caused by the request answer the same status and body as the single
   assert.equal(d.status, s.status);
   assert.deepEqual(d.body, s.body);
 });
+
+/** Polls the front's /progress until `ok` holds for it. */
+async function progressUntil(ok: (p: any) => boolean, ms = 60_000): Promise<any> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const p = (await call(frontUrl, '/sdapi/v1/progress')).body;
+    if (ok(p)) return p;
+    if (Date.now() > end) throw new Error(`progress never matched: ${JSON.stringify(p)}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+test('progress with a live preview, socket.io events and interrupt reach the job on its worker', async () => {
+  const { io } = await import('socket.io-client');
+  const socket = io(frontUrl, { transports: ['websocket'], forceNew: true });
+  const events: { name: string; data: any }[] = [];
+  socket.onAny((name: string, data: unknown) => events.push({ name, data }));
+  await new Promise<void>((r) => socket.once('connect', () => r()));
+  try {
+    const body = { prompt: 'a lighthouse', seed: 21, subseed: 7, steps: 60, width: 64, height: 64, sampler_name: 'Euler', force_task_id: 'task(interrupt-me)' };
+    const answer = call(frontUrl, '/sdapi/v1/txt2img', body);
+    // show_progress_every_n_steps is 10: the worker renders a preview at step 10 and sends it with the step.
+    const p = await progressUntil((x) => x.state.job === 'scripts_txt2img' && x.state.sampling_step >= 10 && x.current_image !== null);
+    assert.equal(p.state.sampling_steps, 60);
+    assert.ok(p.progress > 0 && p.progress < 1);
+    // The engine's preview is the cheap latent approximation (one pixel per latent), as in the single process.
+    const png = await sharp(Buffer.from(p.current_image, 'base64')).metadata();
+    assert.equal(png.format, 'png');
+    assert.ok(png.width! > 0 && png.width! <= 64 && png.height! > 0 && png.height! <= 64);
+    assert.deepEqual((await call(frontUrl, '/sdapi/v1/interrupt', {})).body, {});
+    const r = await answer;
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    const full = await single.post('/sdapi/v1/txt2img', { ...body, force_task_id: undefined });
+    assert.notEqual(r.body.images[0], full.body.images[0], 'the interrupted job returned its partly denoised image, not the finished one');
+    const idle = await progressUntil((x) => x.state.job === '');
+    assert.equal(idle.progress, 0);
+    const mine = events.filter((e) => e.data?.id === 'task(interrupt-me)');
+    assert.ok(mine.some((e) => e.name === 'job-start'), JSON.stringify(events.map((e) => e.name)));
+    assert.ok(mine.some((e) => e.name === 'progress' && e.data.state.sampling_step >= 1));
+    const end = mine.find((e) => e.name === 'job-end');
+    assert.equal(end?.data.status, 'interrupted');
+  } finally {
+    socket.close();
+  }
+});
+
+test('a worker killed with SIGKILL mid-job: after the stall timeout the other worker runs the job, and the answer is the same', async () => {
+  const body = { prompt: 'a red boat <lora:lora_a:0.6>', seed: 31, subseed: 7, steps: 40, width: 64, height: 64, sampler_name: 'Euler a', force_task_id: 'task(kill-its-worker)' };
+  const answer = call(frontUrl, '/sdapi/v1/txt2img', body);
+  const started = /job task\(kill-its-worker\) \(scripts_txt2img\) started/;
+  const victim = await Promise.any(workers.filter((w) => w.child.exitCode === null).map((w) => w.waitFor(started).then(() => w)));
+  // Only this job has 40 steps: kill once it is under way.
+  await progressUntil((x) => x.state.sampling_steps === 40 && x.state.sampling_step >= 2);
+  assert.ok(victim, 'one of the workers runs the job');
+  const killedAt = Date.now();
+  await victim.stop();
+  const r = await answer;
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  const rescuer = workers.find((w) => w !== victim && w.out.includes('job task(kill-its-worker) done'));
+  assert.ok(rescuer, `another worker finished the job:\n${workers.map((w) => `${w.name}: ${w.out}`).join('\n')}`);
+  assert.ok(Date.now() - killedAt >= 1500, 'the job waited for the stall timeout');
+  const s = await single.post('/sdapi/v1/txt2img', body);
+  assert.deepEqual(comparable(r.body), comparable(s.body));
+  // Two workers again for what follows.
+  const replacement = startWorker();
+  await replacement.waitFor(/worker w\d+ on/);
+});
