@@ -48,6 +48,10 @@ function request(p: GenerationParams): GenerateRequest {
     randnSource: p.randnSource as NoiseSource,
     etaNoiseSeedDelta: p.etaNoiseSeedDelta,
     tiling: p.tiling,
+    // SDXL's size conditioning and CLIP-L layer (A1111 options; other families ignore them).
+    sdxlCropTop: Number(p.options['sdxl_crop_top'] ?? 0),
+    sdxlCropLeft: Number(p.options['sdxl_crop_left'] ?? 0),
+    sdxlClipLSkip: p.options['sdxl_clip_l_skip'] === true,
   };
 }
 
