@@ -6,7 +6,7 @@
 import { timingSafeEqual, createHash } from 'node:crypto';
 import type { RequestHandler } from 'express';
 import { UserError } from '../engine/util/errors.ts';
-import { HttpError, sendError } from './errors.ts';
+import { HttpError, errorBody, sendError } from './errors.ts';
 
 export type Credentials = Map<string, string>;
 
@@ -65,6 +65,12 @@ export function basicAuthMiddleware(creds: Credentials | null): RequestHandler {
       return next();
     }
     const r = u.error;
+    // A page that asks for the credentials itself (the browser UI) says so with X-Requested-With; without
+    // the WWW-Authenticate challenge the browser shows no login dialog of its own over the page's.
+    if (req.headers['x-requested-with'] === 'XMLHttpRequest') {
+      res.status(401).json(errorBody(new HttpError(401, r)).body);
+      return;
+    }
     sendError(res, new HttpError(401, r));
   };
 }

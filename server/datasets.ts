@@ -36,7 +36,7 @@ export function checkDatasetName(name: string): string {
   return name;
 }
 
-async function findTable(dir: string): Promise<string | null> {
+export async function findTable(dir: string): Promise<string | null> {
   for (const n of ['metadata.csv', 'metadata.jsonl']) {
     const s = await stat(join(dir, n)).catch(() => null);
     if (s?.isFile()) return join(dir, n);

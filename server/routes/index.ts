@@ -13,5 +13,9 @@ import { register as info } from './info.ts';
 import { register as train } from './train.ts';
 import { register as datasetImages } from './dataset-images.ts';
 import { register as loraFiles } from './lora-files.ts';
+import { register as loraUpload } from './lora-upload.ts';
+import { register as trainSchema } from './train-schema.ts';
+import { register as trainFiles } from './train-files.ts';
+import { register as datasetCaptions } from './dataset-captions.ts';
 
-export const routeModules: ((api: Api, ctx: ServerContext) => void)[] = [generate, progress, options, models, loras, info, train, datasetImages, loraFiles];
+export const routeModules: ((api: Api, ctx: ServerContext) => void)[] = [generate, progress, options, models, loras, info, train, datasetImages, loraFiles, loraUpload, trainSchema, trainFiles, datasetCaptions];

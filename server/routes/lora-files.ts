@@ -12,6 +12,13 @@ import type { Api } from './api.ts';
 
 const PREVIEW_EXTS = ['.preview.png', '.preview.jpg', '.preview.jpeg', '.preview.webp', '.png', '.jpg', '.jpeg', '.webp'];
 
+/** The preview image beside a LoRA file, or null. */
+export async function previewOf(loraPath: string): Promise<string | null> {
+  const stem = join(dirname(loraPath), basename(loraPath, extname(loraPath)));
+  for (const ext of PREVIEW_EXTS) if ((await stat(stem + ext).catch(() => null))?.isFile()) return stem + ext;
+  return null;
+}
+
 function send(res: Response, file: string, download: boolean): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     const opts = { headers: { 'Cache-Control': 'no-cache' } };
@@ -37,13 +44,9 @@ export function register(api: Api, ctx: ServerContext): void {
 
   api.get('/sdapi/v1/loras/:name/preview', { summary: "A LoRA's preview image, if one lies beside it", tag }, async (req, res) => {
     const e = entry(String(req.params['name']));
-    const stem = join(dirname(e.path), basename(e.path, extname(e.path)));
-    for (const ext of PREVIEW_EXTS) {
-      if ((await stat(stem + ext).catch(() => null))?.isFile()) {
-        await send(res, stem + ext, false);
-        return undefined;
-      }
-    }
-    throw new HttpError(404, `LoRA '${e.name}' has no preview image`);
+    const preview = await previewOf(e.path);
+    if (!preview) throw new HttpError(404, `LoRA '${e.name}' has no preview image`);
+    await send(res, preview, false);
+    return undefined;
   });
 }
