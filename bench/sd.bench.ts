@@ -11,7 +11,7 @@ import { SD15, writeSyntheticCheckpoint } from '../engine/sd/synthetic.ts';
 import { StableDiffusion } from '../engine/sd/model.ts';
 import { Pipeline } from '../engine/sd/pipeline.ts';
 import { ClipConditioner } from '../engine/sd/conditioning.ts';
-import { loadClipTokenizer } from '../engine/text/tokenizer.ts';
+import { BUNDLED_CLIP_TOKENIZER, loadClipTokenizer } from '../engine/text/tokenizer.ts';
 import { defaultThreads } from '../engine/runtime/providers.ts';
 
 export const name = 'sd';
@@ -61,7 +61,8 @@ async function measureMode(ckpt: string, mode: 'baked' | 'inputs'): Promise<Reco
     console.error(`  ${mode} VAE decode 512²: ${decode.toFixed(1)} s`);
   }
   if (process.env.BENCH_SD_FULL === '1' && mode === 'baked') {
-    const tok = await loadClipTokenizer(fileURLToPath(new URL('../../shared/fixtures/sd-tiny/diffusers/tokenizer', import.meta.url)));
+    // SD 1.5's own vocabulary, as shipped with the project.
+    const tok = await loadClipTokenizer(BUNDLED_CLIP_TOKENIZER);
     const pipe = new Pipeline(model, new ClipConditioner(model, tok));
     const [gen] = await timeIt(() => pipe.generate({ prompt: 'a photo of a cat', negativePrompt: 'blurry', seeds: [1], width: 512, height: 512, steps: 20, cfgScale: 7, sampler: 'Euler a' }));
     r.txt2img512Euler20Seconds = round(gen);

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { loadTrainConfig, trainConfigKeys, trainConfigFields } from '../engine/train/config.ts';
 import { UserError } from '../engine/util/errors.ts';
+import { BUNDLED_CLIP_TOKENIZER } from '../engine/text/tokenizer.ts';
 import { fixturesDir } from './support/paths.ts';
 
 const diffusersModel = join(fixturesDir, 'sd-tiny/diffusers');
@@ -136,12 +137,12 @@ test('missing files name the key and the resolved path, and suggest a near name'
   });
 });
 
-test('a single-file base model needs a tokenizer folder; a real one is accepted', async () => {
+test('a single-file base model takes the bundled CLIP vocabulary unless a tokenizer folder is given', async () => {
   await withDir(async (dir) => {
     const base = `train_data_dir: data\nbase_model: '${singleFile}'\n`;
-    assert.match(await problems(await write(dir, '', base)), /tokenizer: .*sd-tiny\.safetensors ships no tokenizer; set tokenizer:/);
+    assert.equal((await loadTrainConfig(await write(dir, '', base))).config.tokenizer, BUNDLED_CLIP_TOKENIZER);
     await mkdir(join(dir, 'emptytok'));
-    assert.match(await problems(await write(dir, 'tokenizer: emptytok\n', base)), /has neither tokenizer\.json nor vocab\.json \+ merges\.txt/);
+    assert.match(await problems(await write(dir, 'tokenizer: emptytok\n', base)), /has neither tokenizer\.json, vocab\.json \+ merges\.txt nor bpe_simple/);
     const { config } = await loadTrainConfig(await write(dir, `tokenizer: '${join(diffusersModel, 'tokenizer')}'\n`, base));
     assert.equal(config.base_model, singleFile);
     await writeFile(join(dir, 'model.ckpt'), 'not really');

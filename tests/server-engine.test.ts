@@ -108,7 +108,7 @@ test('img2img with a mask runs on the fixture model', async () => {
   assert.match(JSON.parse(r.body.info).infotexts[0], /Denoising strength: 0\.6/);
 });
 
-test('a checkpoint that cannot load (no tokenizer beside it) answers 500 RuntimeError naming the cause', async () => {
+test('a checkpoint that cannot load (no tokenizer beside it for its custom vocabulary) answers 500 RuntimeError naming the cause', async () => {
   const { mkdtemp, mkdir, symlink, rm } = await import('node:fs/promises');
   const { tmpdir } = await import('node:os');
   const dir = await mkdtemp(join(tmpdir(), 'lora-scripts-notok-'));
@@ -119,7 +119,7 @@ test('a checkpoint that cannot load (no tokenizer beside it) answers 500 Runtime
     const r = await s.post('/sdapi/v1/txt2img', { ...base, prompt: 'x' });
     assert.equal(r.status, 500);
     assert.equal(r.body.error, 'RuntimeError');
-    assert.match(r.body.errors, /could not load checkpoint sd-tiny\.safetensors: .*no CLIP tokenizer found/);
+    assert.match(r.body.errors, /could not load checkpoint sd-tiny\.safetensors: .*token embeddings.*own tokenizer/);
   } finally {
     await s.close();
     await rm(dir, { recursive: true, force: true });

@@ -43,7 +43,7 @@ test('vocab.json + merges.txt alone give the same ids', async () => {
 
 test('a diffusers model folder is searched for its tokenizer/ subfolder', async () => {
   const t = await loadClipTokenizer(join(fixturesDir, 'sd-tiny', 'diffusers'));
-  assert.deepEqual(t.encode('a photo of a cat'), goldens[0]!.ids.slice(1, -1));
+  assert.deepEqual(t.encode(goldens[0]!.prompt), goldens[0]!.ids.slice(1, -1));
 });
 
 test('no tokenizer: a UserError that says which files to put where', async () => {

@@ -50,7 +50,7 @@ export function register(program: Command): void {
     .option('--batch-size <n>', 'images per batch', '1')
     .option('--clip-skip <n>', 'A1111 "Clip skip"', '1')
     .option('--lora-dir <dir>', 'LoRA folder for <lora:…> tags', 'models/Lora')
-    .option('--tokenizer <dir>', 'CLIP tokenizer folder (single-file checkpoints ship none)')
+    .option('--tokenizer <dir>', 'CLIP tokenizer folder (default: beside the checkpoint, then models/tokenizer, then the bundled CLIP vocabulary)')
     .option('--vae <file>', 'a separate VAE .safetensors')
     .option('--out-dir <dir>', 'where PNGs go', 'outputs/txt2img-images')
     .option('--tiling', 'seamless tiling')

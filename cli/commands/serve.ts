@@ -34,7 +34,7 @@ export function register(program: Command): void {
     .option('--vae-dir <dir>', 'VAE folder (default: <data-dir>/models/VAE)')
     .option('--low-memory', 'feed every weight to ONNX Runtime instead of baking conv weights (≈ 5 GiB less for SD 1.5, a little slower)')
     .option('--device <name>', 'ONNX Runtime device: cpu, cuda, dml, coreml', 'cpu')
-    .option('--tokenizer-dir <dir>', 'CLIP tokenizer folder for single-file checkpoints (default: beside the checkpoint, then models/tokenizer)')
+    .option('--tokenizer-dir <dir>', 'CLIP tokenizer folder for single-file checkpoints (default: beside the checkpoint, then models/tokenizer, then the bundled CLIP vocabulary)')
     .option('--api-enable-requests', 'accept http(s) image URLs in requests (never to loopback or private addresses)')
     .option('--max-body-mb <n>', 'request body size limit in MiB', '64')
     .option('--queue <redis-url>', 'be an API front: queue every generation and training in Redis (redis://[user:pass@]host:port[/db], rediss:// for TLS) for `lora-scripts worker` processes to run (docs/distributed.md)')

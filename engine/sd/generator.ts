@@ -3,11 +3,9 @@
  * pipeline. Both the CLI and the server's backend drive generation through this, so a LoRA stack is merged the
  * same way everywhere: W' = W + Σ mᵢ·(αᵢ/rᵢ)·ΔWᵢ, applied in place before sampling, restored on the next change.
  */
-import { access } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { LoraMerger, type MergeResult, type StackItem } from '../lora/merge.ts';
-import { loadClipTokenizer, type ClipTokenizer } from '../text/tokenizer.ts';
-import { UserError } from '../util/errors.ts';
+import { BUNDLED_CLIP_TOKENIZER, hasTokenizerFiles, loadClipTokenizer, type ClipTokenizer } from '../text/tokenizer.ts';
 import { conditionerFor, type Conditioner } from './conditioning.ts';
 import { StableDiffusion, type LoadOptions } from './model.ts';
 import { Pipeline, type GenerateHooks, type GenerateRequest, type GenerateResult } from './pipeline.ts';
@@ -17,17 +15,13 @@ export interface GeneratorOptions extends LoadOptions {
   tokenizer?: string;
 }
 
-const exists = (p: string) => access(p).then(() => true, () => false);
-
-/** Whether `dir` holds the files `loadClipTokenizer` reads: tokenizer.json, or vocab.json with merges.txt. */
-export async function hasTokenizerFiles(dir: string): Promise<boolean> {
-  return (await exists(join(dir, 'tokenizer.json'))) || ((await exists(join(dir, 'vocab.json'))) && (await exists(join(dir, 'merges.txt'))));
-}
+export { hasTokenizerFiles };
 
 /**
  * Where the tokenizer for a checkpoint is: the explicit folder; a diffusers folder's own `tokenizer/`;
  * `tokenizer/` beside a single-file checkpoint; `models/tokenizer` (the folder above the checkpoint folder);
- * then the caller's `fallbacks` (a server's own models/tokenizer, for checkpoints in subfolders).
+ * the caller's `fallbacks` (a server's own models/tokenizer, for checkpoints in subfolders); else the CLIP
+ * vocabulary that ships with the project, which every SD 1.x / 2.x / SDXL text encoder uses.
  */
 export async function findTokenizerDir(checkpoint: string, explicit?: string, fallbacks: readonly string[] = []): Promise<string> {
   if (explicit) return explicit;
@@ -35,11 +29,7 @@ export async function findTokenizerDir(checkpoint: string, explicit?: string, fa
   for (const c of [...candidates, ...fallbacks]) {
     if (await hasTokenizerFiles(c)) return c;
   }
-  throw new UserError(
-    `no CLIP tokenizer found for ${checkpoint}: single-file checkpoints ship none. Put the tokenizer files ` +
-      `(for SD 1.x those of openai/clip-vit-large-patch14: vocab.json, merges.txt, tokenizer_config.json) into ` +
-      `${candidates[2]} (shared by every checkpoint in that folder) or ${candidates[1]}, or pass --tokenizer <folder>.`,
-  );
+  return BUNDLED_CLIP_TOKENIZER;
 }
 
 export interface GenerateWithLoras extends GenerateRequest {
@@ -64,6 +54,7 @@ export class SdGenerator {
     // Baked conv weights run about 2.8× faster per UNet step on CPU (bench/sd.bench.ts); LoRA merges that
     // touch them cost one session rebuild (see StableDiffusion.weightsChanged).
     const model = await StableDiffusion.load(checkpoint, { weights: 'baked', ...opts });
+    tokenizer.checkFits(model.arch.textEncoder.vocabSize, checkpoint);
     const merger = new LoraMerger(model.weights, { family: model.arch.family });
     const conditioner = conditionerFor(model, tokenizer);
     return new SdGenerator(model, tokenizer, merger, conditioner, new Pipeline(model, conditioner));

@@ -1,19 +1,35 @@
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { gunzipSync } from 'node:zlib';
 import { UserError } from '../util/errors.ts';
-import { bytesToSymbols } from './byte-unicode.ts';
+import { BYTE_TO_UNICODE, bytesToSymbols } from './byte-unicode.ts';
+import { cleanClipText } from './clip-clean.ts';
 
 /**
- * CLIP's BPE tokenizer, giving the same ids as transformers' CLIPTokenizer / CLIPTokenizerFast:
- * NFC, runs of whitespace to one space, lower case; split into words with CLIP's pattern; each word's
- * UTF-8 bytes go through the byte-to-unicode alphabet, its last symbol gets `</w>`, then merges apply in
- * rank order. Reads `tokenizer.json`, or `vocab.json` + `merges.txt`.
+ * CLIP's BPE tokenizer, giving the ids of OpenAI CLIP / open_clip's `SimpleTokenizer`: CLIP's text cleaning
+ * (`cleanClipText`); split into words with CLIP's pattern; each word's UTF-8 bytes go through the
+ * byte-to-unicode alphabet, its last symbol gets `</w>`, then merges apply in rank order. Reads
+ * `tokenizer.json`, `vocab.json` + `merges.txt`, or CLIP's own `bpe_simple_vocab_16e6.txt.gz`; the project
+ * ships the last (`BUNDLED_CLIP_TOKENIZER`), so single-file checkpoints need no download.
  */
 
-// `\s` of the reference (Oniguruma / Python) is Unicode White_Space, which JavaScript's `\s` is not quite.
-const WORD_PATTERN =
-  /<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\p{White_Space}\p{L}\p{N}]+/gu;
 const END_OF_WORD = '</w>';
+/** CLIP's own merges file, as OpenAI CLIP and open_clip ship it. */
+export const CLIP_BPE_GZ = 'bpe_simple_vocab_16e6.txt.gz';
+/** The CLIP vocabulary this project ships (MIT; its license sits beside it). */
+export const BUNDLED_CLIP_TOKENIZER = fileURLToPath(new URL('./clip-bpe', import.meta.url));
+
+const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/** CLIP's word pattern; the special-token strings come first so they stay whole. */
+function wordPattern(specials: string[]): RegExp {
+  // `\s` of the reference (Python `regex`) is Unicode White_Space, which JavaScript's `\s` is not quite.
+  return new RegExp(
+    [...specials.map(escapeRegExp), "'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}]+|[\\p{N}]|[^\\p{White_Space}\\p{L}\\p{N}]+"].join('|'),
+    'gu',
+  );
+}
 
 export interface ClipTokenizerFiles {
   vocab: Record<string, number>;
@@ -23,6 +39,12 @@ export interface ClipTokenizerFiles {
   eosToken?: string;
   padToken?: string;
   unkToken?: string;
+  /**
+   * The strings that stand for the start / end token when they appear in a prompt. Default: the tokens'
+   * own names (transformers). open_clip's are `<start_of_text>` / `<end_of_text>`, and it splits
+   * `<|startoftext|>` like any other text.
+   */
+  textSpecials?: { bos: string; eos: string };
 }
 
 export class ClipTokenizer {
@@ -34,6 +56,7 @@ export class ClipTokenizer {
   private readonly vocab: Map<string, number>;
   private readonly ranks = new Map<string, number>();
   private readonly specials = new Map<string, number>();
+  private readonly pattern: RegExp;
   private readonly cache = new Map<string, number[]>();
 
   constructor(files: ClipTokenizerFiles) {
@@ -53,8 +76,10 @@ export class ClipTokenizer {
     this.eos = id(eosToken, 'end');
     this.pad = id(files.padToken ?? eosToken, 'padding');
     this.unk = id(files.unkToken ?? eosToken, 'unknown');
-    this.specials.set(bosToken, this.bos);
-    this.specials.set(eosToken, this.eos);
+    const inText = files.textSpecials ?? { bos: bosToken, eos: eosToken };
+    this.specials.set(inText.bos, this.bos);
+    this.specials.set(inText.eos, this.eos);
+    this.pattern = wordPattern([inText.bos, inText.eos]);
   }
 
   /** Id of a vocabulary entry, e.g. `',</w>'`; undefined when absent. */
@@ -66,11 +91,24 @@ export class ClipTokenizer {
     return this.vocab.size;
   }
 
+  /**
+   * Refuses a text encoder whose embedding table is smaller than this vocabulary (its ids would index past
+   * it): the sign of a custom model that needs its own tokenizer files.
+   */
+  checkFits(embeddingRows: number, model: string): void {
+    let maxId = 0;
+    for (const id of this.vocab.values()) maxId = Math.max(maxId, id);
+    if (maxId < embeddingRows) return;
+    throw new UserError(
+      `the CLIP tokenizer has ids up to ${maxId}, but the text encoder of ${model} has only ${embeddingRows} token embeddings: ` +
+        `this model needs its own tokenizer files (tokenizer.json, or vocab.json + merges.txt); pass their folder as the tokenizer`,
+    );
+  }
+
   /** Token ids of `text`, without start/end tokens and without truncation. */
   encode(text: string): number[] {
-    const clean = text.normalize('NFC').replace(/\p{White_Space}+/gu, ' ').toLowerCase();
     const out: number[] = [];
-    for (const m of clean.matchAll(WORD_PATTERN)) {
+    for (const m of cleanClipText(text).matchAll(this.pattern)) {
       const word = m[0];
       const special = this.specials.get(word);
       if (special !== undefined) {
@@ -163,17 +201,61 @@ function parseMergeLines(text: string, path: string): Array<[string, string]> {
   return out;
 }
 
+/** CLIP uses the first 49152 − 256 − 2 merges of its file: 256 byte symbols, 256 with `</w>`, the merges and 2 specials make 49408 ids. */
+const CLIP_MERGES = 49152 - 256 - 2;
+
+/**
+ * CLIP's tokenizer from its own merges file: ids 0–255 are the byte symbols in byte-to-unicode table order
+ * (the printable bytes first, then the rest), 256–511 the same with `</w>`, then one token per merge in rank
+ * order, then the start and end tokens.
+ */
+export async function loadClipBpeGz(path: string): Promise<ClipTokenizer> {
+  let lines: string[];
+  try {
+    lines = gunzipSync(await readFile(path)).toString('utf8').split('\n');
+  } catch (e) {
+    throw new UserError(`${path}: not a gzip'd CLIP merges file (${(e as Error).message})`, { cause: e });
+  }
+  if (!lines[0]?.includes('#version') || lines.length <= CLIP_MERGES) {
+    throw new UserError(`${path}: expected CLIP's merges file (a '#version' header line and at least ${CLIP_MERGES} merges)`);
+  }
+  const merges = lines.slice(1, CLIP_MERGES + 1).map((line, i): [string, string] => {
+    const parts = line.split(' ');
+    if (parts.length !== 2) throw new UserError(`${path} line ${i + 2}: expected two symbols, got ${JSON.stringify(line)}`);
+    return [parts[0]!, parts[1]!];
+  });
+  const printable = BYTE_TO_UNICODE.filter((c) => c.charCodeAt(0) < 256);
+  const rest = BYTE_TO_UNICODE.filter((c) => c.charCodeAt(0) >= 256);
+  const symbols = [...printable, ...rest];
+  const tokens = [...symbols, ...symbols.map((s) => s + END_OF_WORD), ...merges.map(([a, b]) => a + b), '<|startoftext|>', '<|endoftext|>'];
+  const vocab: Record<string, number> = {};
+  tokens.forEach((t, i) => (vocab[t] = i));
+  return new ClipTokenizer({ vocab, merges, textSpecials: { bos: '<start_of_text>', eos: '<end_of_text>' } });
+}
+
+/** Whether `dir` holds files `loadClipTokenizer` reads. */
+export async function hasTokenizerFiles(dir: string): Promise<boolean> {
+  return (
+    (await exists(join(dir, 'tokenizer.json'))) ||
+    ((await exists(join(dir, 'vocab.json'))) && (await exists(join(dir, 'merges.txt')))) ||
+    (await exists(join(dir, CLIP_BPE_GZ)))
+  );
+}
+
 /**
  * Loads a CLIP tokenizer from `dir` (or from `dir/tokenizer`, a diffusers model folder):
- * `tokenizer.json` if present, else `vocab.json` + `merges.txt`; special tokens from
- * `tokenizer_config.json` / `special_tokens_map.json` when present.
+ * `tokenizer.json` if present, else `vocab.json` + `merges.txt`, else `bpe_simple_vocab_16e6.txt.gz`;
+ * special tokens from `tokenizer_config.json` / `special_tokens_map.json` when present.
  */
 export async function loadClipTokenizer(dir: string): Promise<ClipTokenizer> {
   const candidates = [dir, join(dir, 'tokenizer')];
   for (const d of candidates) {
     const hasJson = await exists(join(d, 'tokenizer.json'));
     const hasPair = (await exists(join(d, 'vocab.json'))) && (await exists(join(d, 'merges.txt')));
-    if (!hasJson && !hasPair) continue;
+    if (!hasJson && !hasPair) {
+      if (await exists(join(d, CLIP_BPE_GZ))) return loadClipBpeGz(join(d, CLIP_BPE_GZ));
+      continue;
+    }
     const special = await readSpecialTokens(d);
     if (hasJson) return new ClipTokenizer({ ...(await readTokenizerJson(join(d, 'tokenizer.json'))), ...special });
     const vocabPath = join(d, 'vocab.json');
@@ -184,9 +266,8 @@ export async function loadClipTokenizer(dir: string): Promise<ClipTokenizer> {
     return new ClipTokenizer({ vocab: vocab as Record<string, number>, merges, ...special });
   }
   throw new UserError(
-    `no CLIP tokenizer in ${dir}: expected tokenizer.json, or vocab.json and merges.txt (there or in ${join(dir, 'tokenizer')}). ` +
-      `Single-file checkpoints ship no tokenizer; put the CLIP tokenizer files (for SD 1.x those of openai/clip-vit-large-patch14: ` +
-      `vocab.json, merges.txt, tokenizer_config.json) into ${dir}.`,
+    `no CLIP tokenizer in ${dir}: expected tokenizer.json, vocab.json and merges.txt, or ${CLIP_BPE_GZ} (there or in ${join(dir, 'tokenizer')}). ` +
+      `Leave the tokenizer unset to use the CLIP vocabulary that ships with lora-scripts.`,
     { status: 400 },
   );
 }

@@ -165,7 +165,7 @@ export const trainConfigFields = {
     expect: 'a path to a tokenizer folder, or null',
     group: 'Model',
     path: 'dir',
-    doc: "CLIP tokenizer folder (tokenizer.json, or vocab.json + merges.txt). null: the base model's `tokenizer/` folder. Required when base_model is a single file, which ships none.",
+    doc: "CLIP tokenizer folder (tokenizer.json, or vocab.json + merges.txt). null: a diffusers base model's own `tokenizer/` folder, else the CLIP vocabulary that ships with lora-scripts (what every SD 1.x / 2.x text encoder uses).",
   },
   prediction_type: oneOf(
     ['epsilon', 'v_prediction'],

@@ -9,6 +9,7 @@ import { homedir } from 'node:os';
 import type { z } from 'zod';
 import { parseDocument, LineCounter, isMap, isSeq, isScalar, isPair, type Document } from 'yaml';
 import { UserError } from '../util/errors.ts';
+import { BUNDLED_CLIP_TOKENIZER, CLIP_BPE_GZ, hasTokenizerFiles } from '../text/tokenizer.ts';
 import {
   trainConfigFields,
   trainConfigKeys,
@@ -387,19 +388,12 @@ async function resolvePaths(c: TrainConfig, baseDir: string, src: Source, proble
 
   const cfgRaw = cfg as Record<string, unknown>;
   if (cfgRaw.tokenizer === null) {
+    // A diffusers model's own tokenizer, else the CLIP vocabulary that ships with the project.
     const own = join(c.base_model, 'tokenizer');
-    if (baseKind === 'dir' && (await kindOf(own)) === 'dir') c.tokenizer = own;
-    else
-      problems.push(
-        `${lineOf(src, ['base_model'])}tokenizer: ${c.base_model} ships no tokenizer; set tokenizer: to a CLIP tokenizer folder ` +
-          `(tokenizer.json, or vocab.json + merges.txt), such as the tokenizer/ folder of a diffusers SD 1.x model`,
-      );
+    c.tokenizer = baseKind === 'dir' && (await hasTokenizerFiles(own)) ? own : BUNDLED_CLIP_TOKENIZER;
   }
-  if (typeof c.tokenizer === 'string' && !problems.length) {
-    const has = async (n: string) => (await kindOf(join(c.tokenizer, n))) === 'file';
-    if (!(await has('tokenizer.json')) && !((await has('vocab.json')) && (await has('merges.txt'))))
-      problems.push(`${lineOf(src, ['tokenizer'])}tokenizer: ${c.tokenizer} has neither tokenizer.json nor vocab.json + merges.txt`);
-  }
+  if (typeof c.tokenizer === 'string' && !problems.length && !(await hasTokenizerFiles(c.tokenizer)))
+    problems.push(`${lineOf(src, ['tokenizer'])}tokenizer: ${c.tokenizer} has neither tokenizer.json, vocab.json + merges.txt nor ${CLIP_BPE_GZ}`);
 
   if (c.init_lora !== null && extname(c.init_lora).toLowerCase() !== '.safetensors')
     problems.push(`${lineOf(src, ['init_lora'])}init_lora: expected a LoRA .safetensors file, got ${c.init_lora}`);

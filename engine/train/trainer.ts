@@ -204,6 +204,7 @@ class Run {
     this.model = await StableDiffusion.load(c.base_model, session);
     this.scaling = this.model.arch.vae.scalingFactor;
     this.tokenizer = await loadClipTokenizer(c.tokenizer);
+    this.tokenizer.checkFits(this.model.arch.textEncoder.vocabSize, c.base_model);
     const dataset = this.opts.dataset ?? (await loadDataset(c));
     if (!this.opts.dataset) for (const w of dataset.warnings) this.log(`warning: ${w}`);
     const cov = dataset.coverage;
