@@ -175,7 +175,7 @@ test('rules across keys', async () => {
     const msg = await problems(
       await write(
         dir,
-        'resolution: 512\nmin_bucket_reso: 576\nmax_bucket_reso: 1024\nlr_warmup_steps: 10\nrandom_crop: true\ninit_lora: l.safetensors\nresume_from: l.safetensors\n',
+        'resolution: 512\nmin_bucket_reso: 576\nmax_bucket_reso: 1024\nlr_scheduler: constant\nlr_warmup_steps: 10\nrandom_crop: true\ncache_latents: true\ninit_lora: l.safetensors\nresume_from: l.safetensors\n',
       ),
     );
     assert.match(msg, /resolution \(512\) must lie between min_bucket_reso \(576\) and max_bucket_reso \(1024\)/);
@@ -189,6 +189,36 @@ test('rules across keys', async () => {
     assert.match(warnings.join('\n'), /keep_tokens has no effect/);
     assert.match(warnings.join('\n'), /text_encoder_lr is ignored/);
     assert.match(warnings.join('\n'), /sample_prompts is empty/);
+  });
+});
+
+test('keys the user left out follow the keys they wrote, so a written key never fails against a default', async () => {
+  await withDir(async (dir) => {
+    const load = async (yaml: string) => (await loadTrainConfig(await write(dir, yaml))).config;
+    const defaults = await load('');
+    assert.ok(defaults.min_bucket_reso <= defaults.resolution && defaults.resolution <= defaults.max_bucket_reso);
+    // A resolution below the default smallest bucket, and one above the default largest.
+    const small = await load(`resolution: ${defaults.min_bucket_reso / 4}\n`);
+    assert.equal(small.resolution, defaults.min_bucket_reso / 4);
+    assert.equal(small.min_bucket_reso, small.resolution);
+    assert.equal(small.max_bucket_reso, defaults.max_bucket_reso);
+    const large = await load(`resolution: ${defaults.max_bucket_reso * 2}\n`);
+    assert.equal(large.max_bucket_reso, large.resolution);
+    assert.equal(large.min_bucket_reso, defaults.min_bucket_reso);
+    // Written bucket limits pull an unwritten resolution inside them, and the other limit along.
+    const minOnly = await load(`min_bucket_reso: ${defaults.resolution * 2}\n`);
+    assert.equal(minOnly.resolution, defaults.resolution * 2);
+    assert.ok(minOnly.max_bucket_reso >= minOnly.resolution);
+    const maxOnly = await load(`max_bucket_reso: ${defaults.min_bucket_reso / 2}\n`);
+    assert.equal(maxOnly.resolution, defaults.min_bucket_reso / 2);
+    assert.equal(maxOnly.min_bucket_reso, maxOnly.resolution);
+    // The bucket rule still holds between written keys.
+    assert.match(await problems(await write(dir, `resolution: ${defaults.min_bucket_reso / 4}\nmin_bucket_reso: ${defaults.min_bucket_reso}\n`)), /must lie between min_bucket_reso/);
+    // A warmup picks the schedule with one; a random crop turns latent caching off.
+    assert.equal((await load('lr_warmup_steps: 10\n')).lr_scheduler, 'constant_with_warmup');
+    assert.equal((await load('lr_scheduler: cosine\nlr_warmup_steps: 10\n')).lr_scheduler, 'cosine');
+    assert.equal((await load('random_crop: true\n')).cache_latents, false);
+    assert.equal(defaults.cache_latents, true);
   });
 });
 

@@ -245,7 +245,7 @@ export const trainConfigFields = {
     ['constant', 'constant_with_warmup', 'linear', 'cosine', 'cosine_with_restarts', 'polynomial'],
     'constant',
     'Optimization',
-    'Learning-rate schedule over the optimizer steps. Plain `constant` takes no warmup; use `constant_with_warmup`.',
+    'Learning-rate schedule over the optimizer steps. Plain `constant` takes no warmup; use `constant_with_warmup` (left unset with a warmup, it is).',
   ),
   lr_warmup_steps: {
     schema: z.number().min(0).refine((v) => v < 1 || Number.isInteger(v)),
@@ -320,14 +320,14 @@ export const trainConfigFields = {
     default: 256,
     expect: `an integer ≥ ${BUCKET_STEP} that is a multiple of ${BUCKET_STEP}`,
     group: 'Images and buckets',
-    doc: 'Smallest bucket side (kohya default 256).',
+    doc: 'Smallest bucket side (kohya default 256; left unset, never above resolution).',
   },
   max_bucket_reso: {
     schema: int(BUCKET_STEP).multipleOf(BUCKET_STEP),
     default: 1024,
     expect: `an integer ≥ ${BUCKET_STEP} that is a multiple of ${BUCKET_STEP}`,
     group: 'Images and buckets',
-    doc: 'Largest bucket side (kohya default 1024).',
+    doc: 'Largest bucket side (kohya default 1024; left unset, never below resolution).',
   },
   random_crop: flag(
     false,
@@ -354,7 +354,7 @@ export const trainConfigFields = {
   cache_latents: flag(
     true,
     'Caching',
-    'Encode each image with the VAE once and keep the latents on disk, keyed by file content, bucket, crop, flip and VAE.',
+    'Encode each image with the VAE once and keep the latents on disk, keyed by file content, bucket, crop, flip and VAE. Left unset, off with random_crop.',
   ),
   latent_cache_dir: {
     schema: str().nullable(),

@@ -23,6 +23,7 @@ import {
   type SamplePrompt,
 } from './config-fields.ts';
 import { closest } from './suggest.ts';
+import { applyImpliedDefaults } from './implied-defaults.ts';
 
 export type { TrainConfig, SamplePrompt } from './config-fields.ts';
 export { trainConfigFields, trainConfigKeys } from './config-fields.ts';
@@ -67,6 +68,7 @@ export async function parseTrainConfig(text: string, file: string): Promise<{ co
   if (!parsed.success || problems.length) throw configError(file, problems);
   const config = { ...(parsed.data as Record<string, unknown>) } as unknown as TrainConfig;
   config.sample_prompts = prompts;
+  applyImpliedDefaults(config, rawMap);
   checkCombinations(config, rawMap, src, problems, warnings);
   await resolvePaths(config, baseDir, src, problems);
   if (problems.length) throw configError(file, problems);
