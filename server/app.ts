@@ -28,6 +28,7 @@ import { JobQueue, CancelledError, type RunningState } from './queue.ts';
 import { Api } from './routes/api.ts';
 import { routeModules } from './routes/index.ts';
 import { attachTrainingSocket } from './train-socket.ts';
+import { attachLabelSocket } from './labelling.ts';
 
 export const VERSION = 'lora-scripts v0.1.0';
 
@@ -229,6 +230,7 @@ export async function createServer(opts: ServerOptions = {}): Promise<LoraScript
   });
   wireSocketEvents(ctx, io);
   attachTrainingSocket(ctx, io);
+  attachLabelSocket(ctx, io);
 
   if (models.checkpoints().length === 0) {
     log(`No checkpoint found in ${layout.ckptDir}: the server runs, but txt2img/img2img answer an error until one is added (then POST /sdapi/v1/refresh-checkpoints).`);

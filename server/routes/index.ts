@@ -17,5 +17,6 @@ import { register as loraUpload } from './lora-upload.ts';
 import { register as trainSchema } from './train-schema.ts';
 import { register as trainFiles } from './train-files.ts';
 import { register as datasetCaptions } from './dataset-captions.ts';
+import { register as label } from './label.ts';
 
-export const routeModules: ((api: Api, ctx: ServerContext) => void)[] = [generate, progress, options, models, loras, info, train, datasetImages, loraFiles, loraUpload, trainSchema, trainFiles, datasetCaptions];
+export const routeModules: ((api: Api, ctx: ServerContext) => void)[] = [generate, progress, options, models, loras, info, train, datasetImages, loraFiles, loraUpload, trainSchema, trainFiles, datasetCaptions, label];
