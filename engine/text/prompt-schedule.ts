@@ -6,8 +6,122 @@
  *
  * The prompt is parsed by a port of lark's Earley parser (schedule-grammar.ts), because whether a bracket
  * at the top level is syntax or literal text depends on lark's ambiguity resolution.
+ *
+ * Earley parsing of this grammar grows like the cube of the prompt length. Prompts whose brackets all pair
+ * up are therefore parsed in groups no construct can span (see `independentGroups`), linear in the number
+ * of groups; the whole prompt is parsed at once only when a group needs stray brackets, because lark's
+ * choice for those depends on what surrounds them. A parse over the parser's work budget (brackets nested
+ * or left open hundreds deep) is refused with PromptTooComplexError rather than stalling the process.
  */
-import { GrammarError, parseScheduleGrammar, type ParseTree, type Token } from './schedule-grammar.ts';
+import { DEFAULT_MAX_PARSE_WORK, GrammarError, ParseBudget, matchTerminal, parseScheduleGrammar, type ParseTree, type Token } from './schedule-grammar.ts';
+
+/**
+ * Cut points where no construct can span: every construct (`[…]`, `(…)`) holds a balanced bracket sequence,
+ * so with d(x) = opening minus closing brackets (escaped ones skipped) before x, a construct opened at p < b
+ * that is still open at b has d(b) > d(p). Where d(b) is the lowest value so far nothing is open across b,
+ * and the prompt parses iff every group does.
+ */
+export function independentGroups(text: string): string[] {
+  const groups: string[] = [];
+  let depth = 0;
+  let low = 0;
+  let from = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '\\' && i + 1 < text.length && text[i + 1] !== '\n') {
+      i++;
+      continue;
+    }
+    if ((c === '[' || c === '(') && depth <= low && i > from) {
+      groups.push(text.slice(from, i));
+      from = i;
+    }
+    if (c === '[' || c === '(') depth++;
+    else if (c === ']' || c === ')') depth--;
+    if (depth < low) low = depth;
+  }
+  groups.push(text.slice(from));
+  return groups;
+}
+
+/**
+ * A group without square brackets whose parentheses all pair up, with at most one `:` per pair and none
+ * outside: it reads as emphasis and text only, without stray brackets, so it needs no parse.
+ */
+function isPlainGroup(g: string): boolean {
+  if (/[[\]|]/.test(g)) return false;
+  const colons = [0];
+  for (let i = 0; i < g.length; i++) {
+    const c = g[i];
+    if (c === '\\') {
+      if (i + 1 >= g.length || g[i + 1] === '\n') return false;
+      i++;
+    } else if (c === '(') colons.push(0);
+    else if (c === ')') {
+      if (colons.length === 1) return false;
+      colons.pop();
+    } else if (c === ':' && ++colons[colons.length - 1]! > (colons.length === 1 ? 0 : 1)) return false;
+  }
+  return colons.length === 1;
+}
+
+/** Text with no syntax character and no escape: one PLAIN/WHITESPACE run in any reading. */
+const PLAIN_RUN = /^[^\\[\]():|]*$/;
+
+/**
+ * `[from:to:when]`, `[to:when]`, `[a|b|…]` or `[text]` of plain text, then plain text: the forms that make up
+ * nearly every group. Each has exactly one reading without stray brackets, so its nodes are written down
+ * directly instead of running the Earley parser (the seeded comparison test checks this against it).
+ */
+function simpleGroup(g: string): Node[] | null {
+  if (g[0] !== '[') return null;
+  const close = g.indexOf(']');
+  if (close < 0 || !PLAIN_RUN.test(g.slice(close + 1))) return null;
+  const inner = g.slice(1, close);
+  const tail: Node[] = close + 1 < g.length ? [{ kind: 'text', text: g.slice(close + 1) }] : [];
+  if (/[[(\\)]/.test(inner)) return null;
+  const text = (t: string): Node[] => (t === '' ? [] : [{ kind: 'text', text: t }]);
+  if (inner.includes('|')) {
+    if (inner.includes(':')) return null;
+    return [{ kind: 'alternate', options: inner.split('|').map(text) }, ...tail];
+  }
+  const parts = inner.split(':');
+  if (parts.length === 1) return [{ kind: 'text', text: g }];
+  if (parts.length > 3) return null;
+  const last = parts[parts.length - 1]!;
+  const lead = leadingSpace(last);
+  const number = matchTerminal('NUMBER', last, lead);
+  if (number === null) return null;
+  const rest = last.slice(lead + number.length);
+  if (rest !== '' && matchTerminal('WHITESPACE', rest, 0) !== rest) return null;
+  return parts.length === 3
+    ? [{ kind: 'scheduled', before: text(parts[0]!), after: text(parts[1]!), number }, ...tail]
+    : [{ kind: 'scheduled', before: null, after: text(parts[0]!), number }, ...tail];
+}
+
+function leadingSpace(s: string): number {
+  return matchTerminal('WHITESPACE', s, 0)?.length ?? 0;
+}
+
+function hasStray(t: ParseTree | Token): boolean {
+  return isTree(t) ? t.children.some(hasStray) : t.type === 'STRAY';
+}
+
+/**
+ * The prompt's nodes; GrammarError when A1111's parser rejects it. Groups read without stray brackets put
+ * side by side are a derivation of the whole without stray brackets, which lark's rule order prefers, and
+ * such a derivation is unique up to how text is cut into tokens: so the groups give lark's answer.
+ */
+function parsePrompt(prompt: string, whole: boolean, budget: ParseBudget): Node[] {
+  const groups = independentGroups(prompt);
+  if (groups.length > 1 && !whole) {
+    // Repeated groups (the same tag pasted many times) are parsed once.
+    const seen = new Map<string, ParseTree>();
+    const parsed = groups.map((g): ParseTree | Node[] => (isPlainGroup(g) ? [{ kind: 'text', text: g }] : (simpleGroup(g) ?? seen.get(g) ?? seen.set(g, parseScheduleGrammar(g, budget)).get(g)!)));
+    if (!parsed.some((p) => !Array.isArray(p) && hasStray(p))) return parsed.flatMap((p) => (Array.isArray(p) ? p : toNodes(p)));
+  }
+  return toNodes(parseScheduleGrammar(prompt, budget));
+}
 
 type Node =
   | { kind: 'text'; text: string }
@@ -56,6 +170,10 @@ export interface ScheduleOptions {
   hiresSteps?: number;
   /** A1111 option `use_old_scheduling`: every value below 1 is a fraction, others are steps; no hires offset. */
   useOldScheduling?: boolean;
+  /** Parse the prompt in one piece, never in groups (slow; tests compare both ways). */
+  wholeParse?: boolean;
+  /** Parser work allowed before PromptTooComplexError (default DEFAULT_MAX_PARSE_WORK). */
+  maxParseWork?: number;
 }
 
 export interface ScheduledPrompt {
@@ -99,7 +217,7 @@ export function getPromptSchedule(prompt: string, baseSteps: number, opts: Sched
   if (!prompt.includes('[')) return [{ endAtStep: steps, prompt }];
   let tree: Node[];
   try {
-    tree = toNodes(parseScheduleGrammar(prompt));
+    tree = parsePrompt(prompt, opts.wholeParse ?? false, new ParseBudget(opts.maxParseWork ?? DEFAULT_MAX_PARSE_WORK));
   } catch (e) {
     if (e instanceof GrammarError) return [{ endAtStep: steps, prompt }];
     throw e;

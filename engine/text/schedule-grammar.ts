@@ -18,6 +18,8 @@
  *   %import common.SIGNED_NUMBER -> NUMBER
  */
 
+import { UserError } from '../util/errors.ts';
+
 interface Rule {
   id: number;
   origin: string;
@@ -105,6 +107,13 @@ const TERMINALS: ReadonlyMap<string, RegExp> = new Map([
   ['VBAR', /\|/uy],
   ['PLAIN', /(?:[^\\[\]():|]|\\[^\n])+/uy],
 ]);
+
+/** What terminal `name` matches at `pos` (lark's single regex match), or null. */
+export function matchTerminal(name: 'NUMBER' | 'WHITESPACE', text: string, pos: number): string | null {
+  const re = TERMINALS.get(name)!;
+  re.lastIndex = pos;
+  return re.exec(text)?.[0] ?? null;
+}
 
 export interface Token {
   type: string;
@@ -231,6 +240,33 @@ class SymbolNode {
 
 export class GrammarError extends Error {}
 
+/**
+ * The prompt needs more parser work than `maxWork` allows. Earley parsing of this ambiguous grammar costs up
+ * to O(n³) time and O(n²) memory in the number of brackets (`[` × 2000 takes lark, and a faithful port,
+ * seconds to minutes); a prompt over the budget is refused instead of stalling the process.
+ */
+export class PromptTooComplexError extends UserError {
+  constructor(readonly work: number, readonly maxWork: number) {
+    super(`prompt is too complex for the prompt-editing parser (more than ${maxWork} parser steps: brackets nested or left open hundreds deep, or thousands of edits)`, { status: 422 });
+  }
+}
+
+/**
+ * Parser steps one prompt may take (about 0.1–0.5 s). `[` nested 100 deep takes ≈ 60,000; ordinary
+ * prompts split into small groups (see prompt-schedule.ts) and need about 30 per character; repeated groups are free.
+ */
+export const DEFAULT_MAX_PARSE_WORK = 200_000;
+
+/** Counts items and derivations made, and stops the parse once over budget; one budget may span several parses. */
+export class ParseBudget {
+  used = 0;
+  constructor(readonly max: number) {}
+  spend(n = 1): void {
+    this.used += n;
+    if (this.used > this.max) throw new PromptTooComplexError(this.used, this.max);
+  }
+}
+
 type NodeCache = Map<string, SymbolNode>;
 
 function cached(cache: NodeCache, item: Item, start: number): SymbolNode {
@@ -243,12 +279,13 @@ function cached(cache: NodeCache, item: Item, start: number): SymbolNode {
   return n;
 }
 
-function predictAndComplete(i: number, toScan: ItemSet, columns: ItemSet[], cache: NodeCache): void {
+function predictAndComplete(i: number, toScan: ItemSet, columns: ItemSet[], cache: NodeCache, budget: ParseBudget): void {
   const held = new Map<string, SymbolNode>();
   const column = columns[i]!;
   const items = column.values();
   while (items.length > 0) {
     const item = items.pop()!;
+    budget.spend();
     if (item.isComplete) {
       if (item.node === null) {
         item.node = cached(cache, item, item.start);
@@ -256,6 +293,7 @@ function predictAndComplete(i: number, toScan: ItemSet, columns: ItemSet[], cach
       }
       if (item.start === i) held.set(item.rule.origin, item.node);
       const originators = columns[item.start]!.expecting(item.rule.origin);
+      budget.spend(originators.length);
       for (const originator of originators) {
         const next = originator.advance();
         next.node = cached(cache, next, originator.start);
@@ -264,6 +302,7 @@ function predictAndComplete(i: number, toScan: ItemSet, columns: ItemSet[], cach
       }
     } else if (!TERMINALS.has(item.expect!)) {
       const fresh = PREDICTIONS[item.expect!]!.map((r) => new Item(RULES[r]!, 0, i));
+      budget.spend(fresh.length);
       const done = held.get(item.expect!);
       if (done) {
         const next = item.advance();
@@ -285,7 +324,7 @@ function enqueue(item: Item, toScan: ItemSet, column: ItemSet, items: Item[]): v
   }
 }
 
-function parseForest(text: string): SymbolNode {
+function parseForest(text: string, budget: ParseBudget): SymbolNode {
   const columns: ItemSet[] = [new ItemSet()];
   let toScan = new ItemSet();
   for (const r of PREDICTIONS.start!) {
@@ -296,7 +335,8 @@ function parseForest(text: string): SymbolNode {
   const delayed = new Map<number, Array<[Item, Token]>>();
   let cache: NodeCache = new Map();
   for (let i = 0; i < text.length; i++) {
-    predictAndComplete(i, toScan, columns, cache);
+    predictAndComplete(i, toScan, columns, cache, budget);
+    budget.spend(toScan.size);
     // Scanner: every expected terminal is matched here (longest single match, as lark's dynamic lexer).
     cache = new Map();
     for (const item of toScan.values()) {
@@ -326,7 +366,7 @@ function parseForest(text: string): SymbolNode {
     }
     toScan = nextToScan;
   }
-  predictAndComplete(text.length, toScan, columns, cache);
+  predictAndComplete(text.length, toScan, columns, cache, budget);
   const solution = columns[text.length]!
     .values()
     .find((it) => it.isComplete && it.node !== null && it.rule.origin === 'start' && it.start === 0);
@@ -341,7 +381,7 @@ type Datum = ParseTree | Token | Datum[] | typeof DISCARD;
  * lark's ForestToParseTree with resolve_ambiguity: an explicit-stack depth-first walk that takes, at each
  * symbol node, the first derivation that completes without entering a cycle.
  */
-function resolveForest(root: SymbolNode): ParseTree {
+function resolveForest(root: SymbolNode, budget: ParseBudget): ParseTree {
   type Entry = SymbolNode | PackedNode | TokenNode | Iterator<SymbolNode | PackedNode | TokenNode | null>;
   const visiting = new Set<object>();
   const successful = new Set<SymbolNode>();
@@ -402,6 +442,7 @@ function resolveForest(root: SymbolNode): ParseTree {
   const stack: Entry[] = [root];
   const path: object[] = [];
   while (stack.length > 0) {
+    budget.spend();
     const current = stack[stack.length - 1]!;
     if (isIterator(current)) {
       const r = current.next();
@@ -455,7 +496,10 @@ function resolveForest(root: SymbolNode): ParseTree {
   return result[0] as ParseTree;
 }
 
-/** Parses a prompt as A1111's lark parser does; throws GrammarError where lark raises. */
-export function parseScheduleGrammar(text: string): ParseTree {
-  return resolveForest(parseForest(text));
+/**
+ * Parses a prompt as A1111's lark parser does; throws GrammarError where lark raises, and
+ * PromptTooComplexError once the parse takes more than `maxWork` steps (time and memory are linear in it).
+ */
+export function parseScheduleGrammar(text: string, budget = new ParseBudget(DEFAULT_MAX_PARSE_WORK)): ParseTree {
+  return resolveForest(parseForest(text, budget), budget);
 }
