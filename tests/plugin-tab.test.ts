@@ -66,7 +66,7 @@ test("the tab shows the server's page in A1111's theme; the send button drives t
     await page.waitForFunction(() => (document.querySelector('#lora_scripts_frame') as HTMLIFrameElement | null)?.src.includes('theme=dark'));
     const deadline = Date.now() + 20_000;
     while (!frameUrl().includes('theme=dark') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-    assert.match(frameUrl(), /\?embed=a1111&theme=dark$/);
+    assert.match(frameUrl(), /\?embed=a1111&theme=dark(#.*)?$/);
     const frame = page.frames().find((f) => f.url().startsWith(t.server.url))!;
     await frame.waitForLoadState('load');
     // The frame holds lora-scripts' own page (served by the server at `/`), not an error page.
@@ -75,6 +75,8 @@ test("the tab shows the server's page in A1111's theme; the send button drives t
     const title = /<title>([^<]*)<\/title>/.exec(await served.text())?.[1] ?? '';
     assert.ok(title, 'the server page has a title');
     assert.equal(await frame.title(), title);
+    // The page took A1111's theme.
+    assert.equal(await frame.evaluate(() => document.documentElement.dataset['theme']), 'dark');
     assert.equal(await page.isVisible('#lora_scripts_frame_note'), false);
 
     await page.click('#image_buttons_txt2img .lora-scripts-send');
