@@ -27,6 +27,7 @@ import { PreviewCache, progressResponse } from './progress.ts';
 import { JobQueue, CancelledError, type RunningState } from './queue.ts';
 import { Api } from './routes/api.ts';
 import { routeModules } from './routes/index.ts';
+import { uiRouter } from './routes/ui.ts';
 import { attachTrainingSocket } from './train-socket.ts';
 import { attachLabelSocket } from './labelling.ts';
 
@@ -197,6 +198,8 @@ export async function createServer(opts: ServerOptions = {}): Promise<LoraScript
   // Before everything else: a page of another site must not reach any route, the static UI included.
   app.use(originMiddleware(originRules));
   if ((opts.corsAllowOrigins?.length ?? 0) > 0 || corsRegex) app.use(corsMiddleware(opts.corsAllowOrigins ?? [], corsRegex));
+  // The browser UI's static files come before authentication: the page asks for the credentials itself.
+  app.use(uiRouter(log));
   app.use(basicAuthMiddleware(creds));
   app.use(express.json({ limit: opts.maxBodyBytes ?? 64 * 1024 * 1024 }));
 

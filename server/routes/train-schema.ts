@@ -1,11 +1,20 @@
 /**
- * `GET /sdapi/v1/train/config-schema`: every training-config key as the engine defines it (JSON Schema from
- * the zod schema, plus each key's default, group, help text and the phrase its error messages use), so a
- * client can build its form from the engine's single definition. Values are checked by `train/dry-run`.
+ * A training form's server side:
+ * - `GET /sdapi/v1/train/config-schema`: every training-config key as the engine defines it (JSON Schema from
+ *   the zod schema, plus each key's default, group, help text and the phrase its error messages use), so a
+ *   client builds its form from the engine's single definition;
+ * - `POST /sdapi/v1/train/check`: the same checks as `train/dry-run` (config, paths, dataset), answered with
+ *   200 either way — `{valid: true, plan, warnings, images}` or `{valid: false, detail: [FastAPI issues]}` —
+ *   for checking as the user types, where a refusal is the expected answer and not an error.
  */
+import { join } from 'node:path';
 import { z } from 'zod';
 import { trainConfigFields, trainConfigSchema, trainConfigKeys } from '../../engine/train/config-fields.ts';
+import { stepPlan } from '../../engine/train/dataset.ts';
 import type { ServerContext } from '../context.ts';
+import { ValidationError } from '../errors.ts';
+import { prepareTrainingRequest } from '../train-config.ts';
+import { trainingSettings } from '../train-settings.ts';
 import type { Api } from './api.ts';
 
 export function configSchema() {
@@ -19,11 +28,27 @@ export function configSchema() {
   };
 }
 
-export function register(api: Api, _ctx: ServerContext): void {
+export function register(api: Api, ctx: ServerContext): void {
   const schema = configSchema();
+  const settings = trainingSettings(ctx);
   api.get(
     '/sdapi/v1/train/config-schema',
     { summary: 'The training config: JSON Schema and, per key, its default, group, help text and expected value', tag: 'training' },
     () => schema,
+  );
+
+  api.post(
+    '/sdapi/v1/train/check',
+    { summary: 'Check a training config as train/dry-run does; 200 with {valid: true, plan, warnings, images} or {valid: false, detail: [issues]}', tag: 'training' },
+    async (req) => {
+      try {
+        const { config, dataset, warnings } = await prepareTrainingRequest(ctx, settings, req.body, { jobDir: join(settings.trainingDir, 'dry-run') });
+        const plan = stepPlan(dataset, config);
+        return { valid: true, warnings, images: dataset.items.length, plan: { batches_per_epoch: plan.batchesPerEpoch, steps_per_epoch: plan.stepsPerEpoch, total_steps: plan.totalSteps } };
+      } catch (e) {
+        if (e instanceof ValidationError) return { valid: false, detail: e.issues };
+        throw e;
+      }
+    },
   );
 }

@@ -121,14 +121,17 @@ export function trainTab(app: App): HTMLElement {
     if (!cfg['train_data_dir']) return void clear(summary, h('span.muted', t('select_dataset')));
     clear(summary, h('span.muted', t('checking')));
     try {
-      const r = await api.post('sdapi/v1/train/dry-run', cfg);
+      // train/check answers 200 for a refused config too: refusals are expected while typing.
+      const r = await api.post('sdapi/v1/train/check', cfg);
       if (seq !== checkSeq) return;
+      if (!r.valid) {
+        const issues = (r.detail as { loc: (string | number)[]; msg: string }[]).map((i) => ({ loc: i.loc.slice(1), msg: i.msg }));
+        return void clear(summary, showIssues(issues).map((m) => h('div.error', m)));
+      }
       showIssues([]);
-      clear(summary, h('span.ok', `✓ ${t('config_ok')} · ${r.plan.total_steps} ${t('total_steps')} · ${r.dataset.items.length} ${t('images')}`), (r.warnings as string[]).map((w) => h('div.warn', w)));
+      clear(summary, h('span.ok', `✓ ${t('config_ok')} · ${r.plan.total_steps} ${t('total_steps')} · ${r.images} ${t('images')}`), (r.warnings as string[]).map((w) => h('div.warn', w)));
     } catch (e) {
-      if (seq !== checkSeq) return;
-      const general = e instanceof ApiError && e.status === 422 ? showIssues(e.issues()) : [errorText(e)];
-      clear(summary, general.map((m) => h('div.error', m)));
+      if (seq === checkSeq) clear(summary, h('div.error', errorText(e)));
     }
   };
   const checkSoon = debounce(() => void check(), 500);
@@ -357,6 +360,7 @@ export function trainTab(app: App): HTMLElement {
         h('label.button', { htmlFor: 'yaml-file', tabIndex: 0, onkeydown: (e: KeyboardEvent) => (e.key === 'Enter' || e.key === ' ') && yamlInput.click() }, t('load_yaml')),
         yamlInput,
         h('button#save-yaml', { type: 'button', onclick: saveYaml }, t('save_yaml')),
+        h('button#expand-all', { type: 'button', onclick: () => form.querySelectorAll('details').forEach((d) => (d.open = true)) }, t('advanced')),
       ),
       summary,
       form,

@@ -1,0 +1,244 @@
+/**
+ * The browser UI end to end in real Chromium against a real server on loopback with the engine backend and
+ * the fixture model: generate with a LoRA added from the picker (tag, slider, image and infotext checked
+ * against the API), create a dataset by upload and edit a caption into metadata.csv, train a short run and
+ * watch the loss chart fill until the run is done, then use the LoRA in Generate; sign-in under --api-auth;
+ * a phone-sized screen; no console errors. LORA_SCRIPTS_UI_SCREENSHOTS=<dir> keeps a screenshot per tab
+ * (docs/images holds the README's).
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import sharp from 'sharp';
+import type { Page } from 'playwright-core';
+import { readCaptionTable } from '../engine/train/caption-table.ts';
+import { startTestServer, type TestServer } from './server-fixture-backend.ts';
+import { patternFiles } from './server-train-support.ts';
+import { launchChromium, type TestBrowser } from './support/browser.ts';
+
+let t: TestServer;
+let b: TestBrowser;
+let page: Page;
+let files: string;
+const problems: string[] = [];
+const shots = process.env['LORA_SCRIPTS_UI_SCREENSHOTS'] ? resolve(process.env['LORA_SCRIPTS_UI_SCREENSHOTS']) : null;
+
+function watch(p: Page): Page {
+  p.on('console', (m) => m.type() === 'error' && problems.push(`console: ${m.text()}`));
+  p.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+  return p;
+}
+
+async function shot(name: string): Promise<void> {
+  if (!shots) return;
+  await mkdir(shots, { recursive: true });
+  await page.screenshot({ path: join(shots, `ui-${name}.png`) });
+}
+
+before(async () => {
+  t = await startTestServer({ withModel: true });
+  assert.equal((await t.post('/sdapi/v1/reload-checkpoint')).status, 200);
+  files = await mkdtemp(join(tmpdir(), 'lora-scripts-ui-files-'));
+  b = await launchChromium();
+  page = watch(await b.browser.newPage());
+  await page.goto(`${t.server.url}/`);
+  await page.locator('#tab-generate[aria-selected=true]').waitFor();
+});
+after(async () => {
+  await b?.close();
+  await t?.close();
+  if (files) await rm(files, { recursive: true, force: true });
+});
+
+test('the page and its bundle are served at / without credentials, offline (no outside URLs)', async () => {
+  const html = await (await fetch(`${t.server.url}/`)).text();
+  assert.match(html, /<script src="ui\/app\.js"><\/script>/);
+  const js = await fetch(`${t.server.url}/ui/app.js`);
+  assert.equal(js.status, 200);
+  assert.match(js.headers.get('content-type') ?? '', /javascript/);
+  assert.doesNotMatch(html + (await (await fetch(`${t.server.url}/ui/app.css`)).text()), /https?:\/\/(?!www\.w3\.org)/);
+});
+
+test('generate: a LoRA added from the picker puts its tag in the prompt, the slider re-weights it, the image matches the API', async () => {
+  const loras = (await t.get('/sdapi/v1/loras')).body as { alias: string }[];
+  const name = loras[0]!.alias;
+  await page.fill('#prompt', 'a cat');
+  await page.locator(`.lora-card[data-lora="${name}"] .add-lora`).click();
+  assert.equal(await page.inputValue('#prompt'), `a cat, <lora:${name}:1>`);
+  await page.locator(`input[data-lora-weight="${name}"]`).fill('0.8');
+  assert.equal(await page.inputValue('#prompt'), `a cat, <lora:${name}:0.8>`);
+  // Typing a weight in the text moves the slider.
+  await page.fill('#prompt', `a cat, <lora:${name}:0.6>`);
+  assert.equal(await page.inputValue(`input[data-lora-weight="${name}"]`), '0.6');
+  // `<lora:` completion offers the LoRA names.
+  await page.fill('#prompt', 'a cat, <lora:');
+  await page.locator('#prompt').press('End');
+  await page.locator('#prompt').pressSequentially(name.slice(0, 2));
+  await page.locator('#prompt-completions li', { hasText: name }).first().waitFor();
+  await page.locator('#prompt').press('Escape');
+  await page.fill('#prompt', `a cat, <lora:${name}:0.8>`);
+  assert.equal(await page.locator('#prompt').evaluate((el) => el.parentElement!.querySelector('.hl-lora')?.textContent), `<lora:${name}:0.8>`);
+
+  const params = { steps: 3, width: 64, height: 64, seed: 11, cfg_scale: 7 };
+  await page.fill('#steps', String(params.steps));
+  await page.fill('#width', String(params.width));
+  await page.fill('#height', String(params.height));
+  await page.fill('#seed', String(params.seed));
+  await page.selectOption('#sampler', 'Euler');
+  await shot('generate-before');
+  await page.click('#generate');
+  const img = page.locator('#gallery img').first();
+  await img.waitFor({ timeout: 60_000 });
+  const src = (await img.getAttribute('src'))!;
+  const png = Buffer.from(src.replace(/^data:image\/png;base64,/, ''), 'base64');
+  const meta = await sharp(png).metadata();
+  assert.deepEqual([meta.format, meta.width, meta.height], ['png', params.width, params.height]);
+  const info = await page.textContent('#infotext');
+  assert.match(info!, new RegExp(`<lora:${name}:0\\.8>`));
+  assert.match(info!, new RegExp(`Lora hashes: "?${name}: [0-9a-f]{12}`));
+  assert.match(info!, /Seed: 11,/);
+  // The same request through the API gives the same pixels: the page sent what it showed.
+  const api = await t.post('/sdapi/v1/txt2img', { prompt: `a cat, <lora:${name}:0.8>`, negative_prompt: '', sampler_name: 'Euler', scheduler: 'Automatic', ...params });
+  assert.equal(api.status, 200, JSON.stringify(api.body));
+  const [a, c] = await Promise.all([sharp(png).raw().toBuffer(), sharp(Buffer.from(api.body.images[0], 'base64')).raw().toBuffer()]);
+  assert.ok(a.equals(c), 'the UI image equals the API image for the same parameters');
+  const stats = await sharp(png).stats();
+  assert.ok(stats.channels.some((ch) => ch.stdev > 1), 'the image is not flat');
+  await shot('generate');
+});
+
+test('png info: a dropped PNG shows its infotext and fills the form', async () => {
+  const src = (await page.locator('#gallery img').first().getAttribute('src'))!;
+  const file = join(files, 'drop.png');
+  await writeFile(file, Buffer.from(src.split(',')[1]!, 'base64'));
+  await page.fill('#seed', '-1');
+  await page.locator('#png-drop input[type=file]').setInputFiles(file);
+  await page.locator('.png-info-out pre').waitFor();
+  await page.locator('.png-info-out button').click();
+  assert.equal(await page.inputValue('#seed'), '11');
+});
+
+test('datasets: upload images, edit a caption in place, see it in metadata.csv; bulk trigger prefix', async () => {
+  await page.click('#tab-datasets');
+  const upload = await patternFiles(4, 'a yellow disk');
+  const paths: string[] = [];
+  for (const [n, data] of upload) {
+    await writeFile(join(files, n), data);
+    paths.push(join(files, n));
+  }
+  await page.fill('#dataset-name', 'disks');
+  await page.locator('#dataset-files').setInputFiles(paths);
+  await page.locator('.caption-cell').nth(upload.length - 2).waitFor({ timeout: 30_000 });
+  const keys = await page.locator('.caption-cell').evaluateAll((els) => els.map((e) => (e as HTMLElement).dataset['key']));
+  assert.equal(keys.length, upload.length - 1, 'every image is in the grid');
+  const first = keys[0]!;
+  await page.locator(`textarea.caption[data-key="${first}"]`).fill('a red disk, dark background');
+  assert.match(await page.textContent('#dirty-count') ?? '', /^1 /);
+  await page.click('#save-captions');
+  await page.locator('#dataset-status', { hasText: 'metadata.csv' }).waitFor();
+  const table = await readCaptionTable(join(t.dataDir, 'datasets/disks/metadata.csv'));
+  const byFile = new Map(table.rows.map((r) => [r.fileName, r.caption]));
+  assert.equal(byFile.get(first), 'a red disk, dark background');
+  for (const k of keys.slice(1)) assert.equal(byFile.get(k!), 'a yellow disk', 'the other captions are kept');
+
+  await page.fill('#trigger', 'sks');
+  await page.click('#prefix-all');
+  await page.click('#save-captions');
+  await page.locator('#save-captions:disabled').waitFor();
+  const after = await readCaptionTable(join(t.dataDir, 'datasets/disks/metadata.csv'));
+  assert.deepEqual(after.rows.map((r) => r.caption.split(', ')[0]), keys.map(() => 'sks'));
+  assert.equal(after.rows.find((r) => r.fileName === first)?.caption, 'sks, a red disk, dark background');
+  assert.match(await page.textContent('#tag-counts') ?? '', /sks\s*4/);
+
+  // The trainer's bucket and crop for each image.
+  await page.check('#show-buckets');
+  await page.locator('.bucket-label').first().waitFor();
+  await shot('datasets');
+});
+
+test('train: the form checks the config as it is typed, the run fills the loss chart and finishes; its LoRA goes to Generate', async () => {
+  await page.click('#tab-train');
+  await page.locator('#cfg-lora_rank').waitFor();
+  await page.selectOption('#cfg-train_data_dir', 'datasets/disks');
+  await page.fill('#cfg-lora_rank', '0');
+  await page.locator('#err-lora_rank', { hasText: 'lora_rank' }).waitFor({ timeout: 30_000 });
+  const settings: [string, string][] = [['lora_rank', '4'], ['lora_alpha', '4'], ['resolution', '64'], ['epochs', '2'], ['batch_size', '2'], ['learning_rate', '0.001'], ['output_name', 'disks_ui']];
+  for (const [k, v] of settings) await page.fill(`#cfg-${k}`, v);
+  await page.click('#expand-all');
+  await page.locator('#cfg-train_text_encoder').uncheck();
+  await page.locator('#cfg-enable_bucket').uncheck();
+  await page.locator('#config-check .ok').waitFor({ timeout: 30_000 });
+  assert.equal(await page.textContent('#err-lora_rank'), '');
+  const plan = Number(/· (\d+) /.exec((await page.textContent('#config-check .ok'))!)![1]);
+  assert.ok(plan > 0);
+
+  await page.click('#start-training');
+  await page.locator('#run-info .status[data-status=done]').waitFor({ timeout: 120_000 });
+  const points = Number(await page.locator('.loss-chart').getAttribute('data-points'));
+  const jobs = (await t.get('/sdapi/v1/train/jobs')).body as { id: string; output_name: string; status: string; total_steps: number }[];
+  const job = jobs.find((j) => j.output_name === 'disks_ui')!;
+  assert.equal(job.status, 'done');
+  assert.equal(job.total_steps, plan, 'the run did the steps the form announced');
+  assert.equal(points, plan, 'one chart point per optimizer step');
+  await page.locator('#run-files li').first().waitFor({ state: 'attached' });
+  await shot('train');
+  await page.click('#use-lora');
+  await page.locator('#tab-generate[aria-selected=true]').waitFor();
+  assert.match(await page.inputValue('#prompt'), /<lora:disks_ui:1>/);
+});
+
+test('models: checkpoints with the active one, LoRAs with metadata (the trained one included)', async () => {
+  await page.click('#tab-models');
+  await page.locator('#checkpoint-list .badge').waitFor();
+  await page.locator('#lora-list [data-lora="disks_ui"]').waitFor();
+  await page.locator('#lora-list [data-lora="disks_ui"] summary').click();
+  await page.locator('#lora-list [data-lora="disks_ui"] .lora-details div').waitFor();
+  assert.match(await page.textContent('#lora-list [data-lora="disks_ui"] .lora-details') ?? '', /rank 4/);
+  await shot('models');
+  assert.deepEqual(problems, [], 'no console errors');
+});
+
+test('a phone-sized screen shows every tab without sideways scrolling; 中文 by browser language', async () => {
+  const phone = await launchChromium({ locale: 'zh-CN', viewport: { width: 390, height: 844 } });
+  try {
+    const p = watch(await phone.browser.newPage());
+    await p.goto(`${t.server.url}/`);
+    await p.locator('#tab-generate[aria-selected=true]').waitFor();
+    assert.equal(await p.textContent('#tab-datasets'), '数据集');
+    for (const tab of ['generate', 'datasets', 'train', 'models']) {
+      await p.click(`#tab-${tab}`);
+      await p.waitForTimeout(150);
+      const over = await p.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      assert.ok(over <= 0, `${tab}: ${over}px wider than the screen`);
+    }
+    await p.selectOption('#lang', 'en');
+    await p.locator('#tab-datasets', { hasText: 'Datasets' }).waitFor();
+  } finally {
+    await phone.close();
+  }
+  assert.deepEqual(problems, [], 'no console errors');
+});
+
+test('with --api-auth the page asks for credentials and then works', async () => {
+  const s = await startTestServer({ apiAuth: 'alice:s3cret', loadOnStart: false });
+  const p = watch(await b.browser.newPage());
+  try {
+    await p.goto(`${s.server.url}/`);
+    await p.locator('#login').waitFor();
+    await p.fill('#login-user', 'alice');
+    await p.fill('#login-pass', 'wrong');
+    await p.locator('#login button[type=submit]').click();
+    await p.locator('#login .error', { hasText: /wrong/i }).waitFor();
+    await p.fill('#login-pass', 's3cret');
+    await p.locator('#login button[type=submit]').click();
+    await p.locator('#tab-generate[aria-selected=true]').waitFor();
+    await p.locator('#sampler option').first().waitFor({ state: 'attached' });
+  } finally {
+    await p.close();
+    await s.close();
+  }
+  // The wrong password's 401 is the only console message allowed here.
+  assert.deepEqual(problems.filter((m) => !/401/.test(m)), []);
+});
