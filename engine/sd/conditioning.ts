@@ -41,6 +41,8 @@ export interface Conditioner {
 
 /** SD 2.x's padding id (A1111's OpenCLIP wrapper sets `id_pad = 0`, the tokenizer's "!"). */
 export const SD2_PAD_ID = 0;
+/** SDXL's OpenCLIP tower pads with the same id (A1111, sgm, and sd-scripts' `tokenizer_2`). */
+export const SDXL_PAD_ID = SD2_PAD_ID;
 
 /** The same tokenizer with another padding id (the chunker writes `pad` after the first end token). */
 function withPad(tokenizer: ClipTokenizer, pad: number): ClipTokenizer {
@@ -107,8 +109,7 @@ export class SdxlConditioner implements Conditioner {
     private readonly tokenizer: ClipTokenizer,
     private readonly opts: ChunkOptions = {},
   ) {
-    // A1111 pads the OpenCLIP tower's chunks with 0 after the end token, as SD 2.x.
-    this.tokenizer2 = tokenizer.pad !== SD2_PAD_ID ? withPad(tokenizer, SD2_PAD_ID) : tokenizer;
+    this.tokenizer2 = tokenizer.pad !== SDXL_PAD_ID ? withPad(tokenizer, SDXL_PAD_ID) : tokenizer;
   }
 
   async encode(prompt: string, clipSkip: number, o: EncodeOptions = {}): Promise<Conditioning> {

@@ -86,6 +86,18 @@ export function cropFor(resized: Size, bucket: Size, random?: Random): Crop {
   return { left, top, width: bucket.width, height: bucket.height };
 }
 
+/**
+ * The crop SDXL is conditioned on for one image, as kohya records it (`BucketManager.get_crop_ltrb`, after
+ * Stability AI's preprocessing): where the image would sit if scaled to fit inside the bucket, as
+ * [top, left] in bucket pixels. It does not follow the actual (cover) crop, random or not.
+ */
+export function sdxlCropTopLeft(bucket: Size, original: Size): [number, number] {
+  const bucketAr = bucket.width / bucket.height;
+  const imageAr = original.width / original.height;
+  const [w, h] = bucketAr > imageAr ? [bucket.height * imageAr, bucket.height] : [bucket.width, bucket.width / imageAr];
+  return [Math.floor((bucket.height - h) / 2), Math.floor((bucket.width - w) / 2)];
+}
+
 /** Places an image in its bucket with a center crop. */
 export function placeImage(image: Size, buckets: readonly Size[]): ImagePlacement {
   const bucket = selectBucket(image, buckets);

@@ -9,6 +9,7 @@ import type { Tensor } from '../graph/tensor.ts';
 import type { Conv2dOptions } from '../graph/ops-nn.ts';
 import type { ModuleContext } from '../models/layers.ts';
 import { inferUnetLayout, ldmToDiffusers, LDM_PREFIX } from '../sd/keymap.ts';
+import { SDXL_TEXT } from '../sd/arch.ts';
 import { kohyaModuleName, type LoraPart } from '../lora/names.ts';
 import type { LoraModule, ParsedLora } from '../lora/types.ts';
 import { UserError } from '../util/errors.ts';
@@ -63,32 +64,47 @@ function teSelected(path: string, targets: TargetModules): boolean {
   return TE_ATTENTION.test(path) || (targets !== 'attention' && TE_MLP.test(path));
 }
 
-/** The model's modules a LoRA of this kind targets, in the model's key order. */
+/** SDXL weights (its UNet has `label_emb`): kohya names its modules the sd-scripts SDXL way. */
+export function isSdxlWeights(weights: WeightShapes): boolean {
+  return weights.get(`${LDM_PREFIX.unet}label_emb.0.0.weight`) !== undefined;
+}
+
+/**
+ * The model's modules a LoRA of this kind targets, in the model's key order. Names follow kohya: for SD 1.x /
+ * 2.x diffusers UNet paths and `lora_te_`; for SDXL (sd-scripts' `sdxl_train_network`) the SGM UNet paths
+ * (`lora_unet_input_blocks_4_1_proj_in`) and `lora_te1_` / `lora_te2_` for the two text encoders.
+ */
 export function selectTargets(weights: WeightShapes, targets: TargetModules, textEncoder: boolean): LoraTargetModule[] {
   const keys = [...weights.keys()];
   const unetKeys = keys.filter((k) => k.startsWith(LDM_PREFIX.unet));
   const layout = unetKeys.length ? inferUnetLayout(unetKeys) : undefined;
+  const sdxl = isSdxlWeights(weights);
+  const textEncoders: [string, LoraPart][] = sdxl
+    ? [[SDXL_TEXT.te1, 'te'], [SDXL_TEXT.te2Hf, 'te2']]
+    : [[LDM_PREFIX.text_encoder, 'te']];
   const out: LoraTargetModule[] = [];
   for (const k of keys) {
     if (!k.endsWith('.weight')) continue;
     let part: LoraPart;
     let path: string;
+    const te = textEncoders.find(([prefix]) => k.startsWith(prefix));
     if (k.startsWith(LDM_PREFIX.unet)) {
       const d = ldmToDiffusers(k, { unet: layout });
       if (!d) continue;
       part = 'unet';
       path = d.name.slice(0, -'.weight'.length);
       if (!unetSelected(path, targets)) continue;
-    } else if (k.startsWith(LDM_PREFIX.text_encoder)) {
+      if (sdxl) path = k.slice(LDM_PREFIX.unet.length, -'.weight'.length);
+    } else if (te) {
       if (!textEncoder) continue;
-      part = 'te';
-      path = k.slice(LDM_PREFIX.text_encoder.length, -'.weight'.length);
+      part = te[1];
+      path = k.slice(te[0].length, -'.weight'.length);
       if (!teSelected(path, targets)) continue;
     } else continue;
     const shape = weights.get(k)!.shape;
     const conv = shape.length === 4;
     out.push({
-      name: kohyaModuleName({ part, path }),
+      name: kohyaModuleName({ part, path }, sdxl ? 'te1' : 'te'),
       part,
       path,
       key: k.slice(0, -'.weight'.length),
@@ -127,7 +143,8 @@ export class LoraNetwork {
   private readonly byKey = new Map<string, LoraNetworkModule>();
   private readonly params = new Map<string, Tensor>();
 
-  constructor(modules: LoraNetworkModule[]) {
+  /** @param teStyle how kohya names the (first) text encoder's modules: `lora_te_` (SD 1.x / 2.x) or `lora_te1_` (SDXL). */
+  constructor(modules: LoraNetworkModule[], readonly teStyle: 'te' | 'te1' = 'te') {
     this.modules = modules;
     for (const m of modules) this.byKey.set(m.key, m);
   }
@@ -154,6 +171,7 @@ export class LoraNetwork {
           upShape,
         };
       }),
+      isSdxlWeights(weights) ? 'te1' : 'te',
     );
   }
 
@@ -167,7 +185,7 @@ export class LoraNetwork {
     const seen = new Set<string>();
     const ignored: string[] = [];
     for (const f of lora.modules) {
-      const name = kohyaModuleName({ part: f.part, path: f.path });
+      const name = kohyaModuleName({ part: f.part, path: f.path }, this.teStyle);
       const m = mine.get(name);
       if (!m) {
         ignored.push(f.name);

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { writeKohyaLora } from '../lora/write.ts';
 import { LoraMerger } from '../lora/merge.ts';
-import { ClipConditioner } from '../sd/conditioning.ts';
+import { conditionerFor, type Conditioner } from '../sd/conditioning.ts';
 import { Pipeline, toRgbBytes } from '../sd/pipeline.ts';
 import type { StableDiffusion } from '../sd/model.ts';
 import type { ClipTokenizer } from '../text/tokenizer.ts';
@@ -29,7 +29,7 @@ export interface RenderedSample {
 export class TrainingSampler {
   private readonly merger: LoraMerger;
   private readonly pipeline: Pipeline;
-  private readonly conditioner: ClipConditioner;
+  private readonly conditioner: Conditioner;
 
   constructor(
     private readonly model: StableDiffusion,
@@ -39,8 +39,8 @@ export class TrainingSampler {
     private readonly name: string,
     log: (m: string) => void,
   ) {
-    this.merger = new LoraMerger(model.weights, { cacheBytes: 0, loraCacheBytes: 0, log });
-    this.conditioner = new ClipConditioner(model, tokenizer);
+    this.merger = new LoraMerger(model.weights, { cacheBytes: 0, loraCacheBytes: 0, log, family: model.arch.family });
+    this.conditioner = conditionerFor(model, tokenizer);
     this.pipeline = new Pipeline(model, this.conditioner);
   }
 
@@ -51,7 +51,7 @@ export class TrainingSampler {
     try {
       await this.merger.apply([{ path: scratch, te: 1, unet: 1, name: 'training' }]);
       // The text encoder may carry the LoRA now: contexts cached before would be stale.
-      this.conditioner.clear();
+      this.conditioner.clear?.();
       const stamp = new Date().toISOString().replace(/[-:T]/g, '').slice(0, 14);
       for (const [i, p] of prompts.entries()) {
         const seed = p.seed ?? defaults.seed;
@@ -75,7 +75,7 @@ export class TrainingSampler {
       }
     } finally {
       await this.merger.restore();
-      this.conditioner.clear();
+      this.conditioner.clear?.();
       await rm(scratch, { force: true });
     }
     return out;

@@ -12,6 +12,7 @@ import { clipTextEncoder } from '../models/clip-text.ts';
 import { timestepFeatures, unet } from '../models/unet.ts';
 import { TEXT_PREFIX, type StableDiffusion } from '../sd/model.ts';
 import type { LoraNetwork } from './lora-network.ts';
+import { UserError } from '../util/errors.ts';
 
 export interface StepShape {
   batch: number;
@@ -43,6 +44,8 @@ export interface StepInputs {
   context?: Float32Array;
   /** Token ids [B, tokens] (trained text encoder). */
   ids?: BigInt64Array;
+  /** SDXL: `label_emb`'s input [B, adm.inChannels] (pooled text embedding + size features, `sizeConditionVector`). */
+  added?: Float32Array;
   target: Float32Array;
   weights: Float32Array;
 }
@@ -146,6 +149,9 @@ export function buildLossGraph(model: StableDiffusion, network: LoraNetwork, s: 
   };
   const ctx = model.context({ adapter, training: true });
   const arch = model.arch;
+  if (o.trainTextEncoder && arch.family === 'sdxl') {
+    throw new UserError('train_text_encoder: training the text encoders of an SDXL model is not supported yet; set train_text_encoder: false (the UNet LoRA trains on the frozen encoders\' outputs)');
+  }
   const u = unet(ctx, arch.unet, { batch: s.batch, height: s.height, width: s.width, contextTokens: s.tokens });
   const end = g.scalar(0).id;
   let te: Tensor | undefined;
@@ -173,6 +179,10 @@ function feeds(model: StableDiffusion, x: StepInputs, trainTE: boolean): Record<
     target: x.target,
     loss_weight: x.weights,
   };
+  if (model.arch.unet.adm) {
+    if (!x.added) throw new Error('train step: an SDXL UNet needs the pooled text embedding and size conditioning');
+    out.y = x.added;
+  }
   if (trainTE) {
     if (!x.ids) throw new Error('train step: token ids are needed when the text encoder trains');
     out.input_ids = x.ids;

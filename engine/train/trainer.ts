@@ -26,7 +26,9 @@ import { UserError } from '../util/errors.ts';
 import type { SessionOptions } from '../runtime/session.ts';
 import type { TrainConfig } from './config.ts';
 import { loadDataset, stepPlan, type Dataset, type DatasetItem } from './dataset.ts';
-import { epochBatches, randomCrop, bucketName } from './buckets.ts';
+import { epochBatches, randomCrop, bucketName, sdxlCropTopLeft } from './buckets.ts';
+import { concatFeatures, SDXL_PAD_ID } from '../sd/conditioning.ts';
+import { sizeConditionVector } from '../models/unet.ts';
 import { captionForStep, captionOptions, splitTags } from './captions.ts';
 import { LatentCache } from './latent-cache.ts';
 import { loadImageTensor, type ImageTensor } from '../image/load.ts';
@@ -160,7 +162,7 @@ class Run {
   private readonly trainTE: boolean;
   private readonly steps = new Map<string, Promise<LoraTrainStep>>();
   private readonly evals = new Map<string, Promise<LoraLossEval>>();
-  private readonly contexts = new Map<string, Float32Array>();
+  private readonly contexts = new Map<string, { context: Float32Array; pooled?: Float32Array }>();
   private readonly latents = new Map<string, Float32Array>();
   private cache?: LatentCache;
   private scaling = 0.18215;
@@ -224,6 +226,8 @@ class Run {
       textEncoder: this.trainTE,
       seed: c.seed,
     });
+    if (this.trainTE && this.model.arch.family === 'sdxl')
+      throw new UserError('train_text_encoder: training the text encoders of an SDXL model is not supported yet; set train_text_encoder: false (the UNet LoRA trains on the frozen encoders\' outputs)');
     if (this.trainTE && !this.network.hasPart('te'))
       throw new UserError(
         `train_text_encoder: ${c.base_model} has no CLIP text encoder in the SD 1.x (transformers) layout this trainer targets; set train_text_encoder: false`,
@@ -335,15 +339,36 @@ class Run {
     return out;
   }
 
-  private async contextOf(caption: string): Promise<Float32Array> {
+  /**
+   * The frozen text encoders' output for a caption: the UNet context, and for SDXL the pooled embedding too
+   * (sd-scripts' SDXL trainer: both towers' penultimate layers side by side, the second padded with 0).
+   */
+  private async contextOf(caption: string): Promise<{ context: Float32Array; pooled?: Float32Array }> {
     let ctx = this.contexts.get(caption);
     if (!ctx) {
-      const ids = BigInt64Array.from(this.tokenizer.encodePadded(caption, TOKENS), BigInt);
-      ctx = await this.model.encodeText(ids, 1, TOKENS, 1);
+      const padded = this.tokenizer.encodePadded(caption, TOKENS);
+      const ids = BigInt64Array.from(padded, BigInt);
+      if (this.model.arch.family === 'sdxl') {
+        const end = padded.indexOf(this.tokenizer.eos);
+        const ids2 = BigInt64Array.from(padded, (v, i) => BigInt(end >= 0 && i > end ? SDXL_PAD_ID : v));
+        const r = await this.model.encodeTextSdxl(ids, ids2, 1, TOKENS);
+        ctx = { context: concatFeatures(r.hidden1, r.hidden2, TOKENS), pooled: r.pooled };
+      } else {
+        ctx = { context: await this.model.encodeText(ids, 1, TOKENS, 1) };
+      }
       if (this.contexts.size >= 512) this.contexts.delete(this.contexts.keys().next().value!);
       this.contexts.set(caption, ctx);
     }
     return ctx;
+  }
+
+  /** SDXL's per-image size conditioning as kohya records it: original size, crop (see `sdxlCropTopLeft`), bucket size. */
+  private sizeConditions(items: readonly DatasetItem[]): number[] {
+    return items.flatMap((it) => {
+      const b = it.placement.bucket;
+      const [top, left] = sdxlCropTopLeft(b, it);
+      return [it.height, it.width, top, left, b.height, b.width];
+    });
   }
 
   /** Inputs of one micro-batch: latents stacked, noise and timesteps drawn for (labels), conditioning. */
@@ -367,7 +392,8 @@ class Run {
     if (this.trainTE) {
       inputs.ids = BigInt64Array.from(captions.flatMap((cap) => this.tokenizer.encodePadded(cap, TOKENS)), BigInt);
     } else {
-      const ctxs = await Promise.all(captions.map((cap) => this.contextOf(cap)));
+      const encoded = await Promise.all(captions.map((cap) => this.contextOf(cap)));
+      const ctxs = encoded.map((e) => e.context);
       const ctx = new Float32Array(ctxs.reduce((n, x) => n + x.length, 0));
       let o = 0;
       for (const x of ctxs) {
@@ -375,6 +401,12 @@ class Run {
         o += x.length;
       }
       inputs.context = ctx;
+      const adm = this.model.arch.unet.adm;
+      if (adm) {
+        const pooled = new Float32Array(items.length * adm.pooledDim);
+        encoded.forEach((e, i) => pooled.set(e.pooled!, i * adm.pooledDim));
+        inputs.added = sizeConditionVector(pooled, this.sizeConditions(items), adm);
+      }
     }
     return { inputs, shape };
   }
@@ -591,7 +623,7 @@ class Run {
     }
     const conv = this.network.modules.some((m) => m.kind === 'conv' && m.kernel[0] > 1);
     const family = this.model.arch.family;
-    const version = family === 'sd2' ? (c.prediction_type === 'v_prediction' ? 'sd_v2_v' : 'sd_v2') : 'sd_v1';
+    const version = family === 'sdxl' ? 'sdxl_base_v1-0' : family === 'sd2' ? (c.prediction_type === 'v_prediction' ? 'sd_v2_v' : 'sd_v2') : 'sd_v1';
     const buckets = new Set(items.map((i) => bucketName(i.placement.bucket)));
     const md = kohyaMetadata({
       outputName: c.output_name,

@@ -1,0 +1,110 @@
+// One SDXL LoRA training step against peft/diffusers: noisy latents, loss and every UNet LoRA gradient (kohya
+// sd-scripts' SDXL names), with the frozen encoders' context and pooled embedding and the per-image size
+// conditioning; then 3 AdamW steps. And sd-scripts' crop bookkeeping for the size conditioning.
+import { test, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { fixturesDir } from './support/paths.ts';
+import { Goldens } from './support/golden.ts';
+import { StableDiffusion } from '../engine/sd/model.ts';
+import { loadLora } from '../engine/lora/load.ts';
+import { sizeConditionVector } from '../engine/models/unet.ts';
+import { LoraNetwork, downName, upName } from '../engine/train/lora-network.ts';
+import { noiseBatch } from '../engine/train/objective.ts';
+import { LoraTrainStep, type StepInputs } from '../engine/train/step-graph.ts';
+import { sdxlCropTopLeft } from '../engine/train/buckets.ts';
+import { createTrainingStepper } from '../engine/optim/index.ts';
+
+const dir = join(fixturesDir, 'sdxl-tiny');
+const IN = 'golden/inputs.safetensors';
+const FILE = 'golden/lora_train_step_unet_only.safetensors';
+let golden: Goldens;
+let model: StableDiffusion;
+
+before(async () => {
+  golden = await Goldens.open(dir);
+  model = await StableDiffusion.load(join(dir, 'sdxl-tiny.safetensors'), { threads: 1 });
+});
+
+async function setup() {
+  const lora = await loadLora(join(dir, 'lora-kohya/lora_a.safetensors'));
+  const rank = lora.modules[0]!.rank!;
+  const network = LoraNetwork.create(model.weights, { rank, alpha: 1, targets: 'attention_mlp', textEncoder: false, seed: 0 });
+  const ignored = network.loadFrom(lora, 'lora_a');
+  assert.equal(ignored.length, lora.modules.filter((m) => m.part !== 'unet').length, 'only the text-encoder modules are left out');
+  const latents = await golden.read(IN, 'train_latents');
+  const noise = await golden.read(IN, 'train_noise');
+  const timesteps = Array.from((await golden.readRaw(IN, 'train_timesteps')).data as BigInt64Array, Number);
+  const sizes = (await golden.read(IN, 'train_time_ids')).data;
+  const acp = (await golden.read('golden/schedule.safetensors', 'alphas_cumprod')).data;
+  const context = await golden.read('golden/text_encoders.safetensors', 'context');
+  const pooled = await golden.read('golden/text_encoders.safetensors', 'text_embeds');
+  const [batch, , height, width] = latents.shape as number[];
+  const nb = noiseBatch(latents.data, noise.data, timesteps, acp, { predictionType: 'epsilon', noiseOffset: 0, minSnrGamma: 0 });
+  const inputs: StepInputs = {
+    noisy: nb.noisy,
+    timesteps,
+    target: nb.target,
+    weights: nb.weights,
+    context: context.data,
+    added: sizeConditionVector(pooled.data, sizes, model.arch.unet.adm!),
+  };
+  const step = await LoraTrainStep.compile(model, network, { batch: batch!, height: height!, width: width!, tokens: context.shape[1]! }, { trainTextEncoder: false, session: { threads: 1 } });
+  return { network, inputs, step };
+}
+
+test('SDXL LoRA step: noisy latents, loss and every UNet LoRA gradient match peft (sd-scripts SDXL names)', async () => {
+  const { network, inputs, step } = await setup();
+  await golden.expectClose(inputs.noisy, FILE, 'noisy_latents');
+  const r = await step.run(inputs);
+  await golden.expectClose(new Float32Array([r.loss]), FILE, 'loss');
+  const gradKeys = golden.manifest.tensors.filter((t) => t.file === FILE && t.key.startsWith('grad/')).map((t) => t.key);
+  assert.equal(gradKeys.length, network.size * 2, 'one golden gradient per LoRA parameter');
+  assert.ok(network.modules.every((m) => /^lora_unet_(input_blocks|middle_block|output_blocks)_/.test(m.name)), 'SGM module names');
+  for (const key of gradKeys) {
+    const mine = r.grads.get(key.slice('grad/'.length));
+    assert.ok(mine, `no gradient for ${key}`);
+    await golden.expectClose(mine, FILE, key);
+  }
+});
+
+test('SDXL LoRA: 3 AdamW steps match torch\'s losses and weights', async () => {
+  const { network, inputs, step } = await setup();
+  const stepper = createTrainingStepper(
+    {
+      optimizer: 'adamw',
+      learning_rate: 1e-3,
+      text_encoder_lr: 1e-3,
+      weight_decay: 1e-2,
+      max_grad_norm: 0,
+      lr_scheduler: 'constant',
+      lr_warmup_steps: 0,
+      gradient_accumulation_steps: 1,
+      mixed_precision: 'no',
+    },
+    { unet: network.buffers('unet'), textencoder: network.buffers('te') },
+    3,
+  );
+  const losses: number[] = [];
+  let r = await step.run(inputs);
+  for (let k = 0; k < 3; k++) {
+    assert.ok(stepper.microBatch(r.loss, r.grads)?.applied);
+    r = await step.run(inputs);
+    losses.push(r.loss);
+  }
+  await golden.expectClose(new Float32Array(losses), FILE, 'adamw_losses');
+  for (const m of network.modules) {
+    for (const [name, data] of [[downName(m.name), m.down], [upName(m.name), m.up]] as const) {
+      await golden.expectClose(data, FILE, `after_adamw/${name}`);
+    }
+  }
+});
+
+test('the crop SDXL is conditioned on follows sd-scripts (fit inside the bucket, centred)', () => {
+  // A 800×1000 portrait in a 1024² bucket: fitted it is 819.2 wide, so 102 px in from the left.
+  assert.deepEqual(sdxlCropTopLeft({ width: 1024, height: 1024 }, { width: 800, height: 1000 }), [0, 102]);
+  // Landscape into a square bucket: offset from the top.
+  assert.deepEqual(sdxlCropTopLeft({ width: 1024, height: 1024 }, { width: 1600, height: 900 }), [224, 0]);
+  // Same aspect ratio: no crop.
+  assert.deepEqual(sdxlCropTopLeft({ width: 1152, height: 896 }, { width: 2304, height: 1792 }), [0, 0]);
+});
