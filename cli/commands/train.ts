@@ -7,6 +7,8 @@ import { bucketName } from '../../engine/train/buckets.ts';
 import { captionForStep, captionOptions } from '../../engine/train/captions.ts';
 import { BUCKET_RESO_STEP } from '../../engine/train/config-fields.ts';
 import { runTraining } from './train-run.ts';
+import { isLlmModelFolder } from '../../engine/llm/config.ts';
+import { llmDryRunReport } from '../../engine/llm/trainer.ts';
 
 export function register(program: Command): void {
   program
@@ -25,6 +27,12 @@ export function register(program: Command): void {
       const { config, warnings } = await loadTrainConfig(opts.config);
       if (opts.dryRun) console.log(`# resolved config (${opts.config})\n${stringify(config, { lineWidth: 0 }).trimEnd()}\n`);
       for (const w of warnings) console.warn(`warning: ${w}`);
+      if (await isLlmModelFolder(config.base_model)) {
+        // An LLM base model: text data, a PEFT adapter out (engine/llm).
+        if (opts.dryRun) console.log(await llmDryRunReport(config));
+        else await runTraining(config, { saveFormat: 'diffusers', progressBar: opts.progress && Boolean(process.stderr.isTTY), gradientCheckpointing: Boolean(opts.gradientCheckpointing), frozenWeights: opts.lowMemory ? 'fed' : opts.bakeWeights ? 'baked' : 'auto' });
+        return;
+      }
       const dataset = await loadDataset(config, { verifyImages: Boolean(opts.dryRun) });
       for (const w of dataset.warnings) console.warn(`warning: ${w}`);
       if (!opts.dryRun) {

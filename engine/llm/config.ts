@@ -145,3 +145,15 @@ export async function readLlmConfig(dir: string): Promise<LlmArch> {
   if (!cfg || typeof cfg !== 'object' || Array.isArray(cfg)) throw new UserError(`${file} must hold a JSON object`);
   return parseLlmConfig(cfg as Json, file);
 }
+
+/** Whether `dir` holds a Hugging Face causal LM this engine runs (config.json with a supported model_type). */
+export async function isLlmModelFolder(dir: string): Promise<boolean> {
+  const text = await readFile(join(dir, 'config.json'), 'utf8').catch(() => undefined);
+  if (text === undefined) return false;
+  try {
+    const cfg = JSON.parse(text) as { model_type?: unknown; architectures?: unknown };
+    return SUPPORTED.includes(String(cfg.model_type)) || (Array.isArray(cfg.architectures) && cfg.architectures.some((a) => /ForCausalLM$/.test(String(a))));
+  } catch {
+    return false;
+  }
+}

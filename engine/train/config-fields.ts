@@ -6,6 +6,8 @@
 import { z } from 'zod';
 
 export type TargetModules = 'attention' | 'attention_mlp' | 'attention_mlp_conv';
+/** For an LLM base model: every Linear of the decoder layers, or the named modules (q_proj, …). */
+export type LlmTargetModules = 'all-linear' | string[];
 export type LrScheduler =
   | 'constant'
   | 'constant_with_warmup'
@@ -37,7 +39,7 @@ export interface TrainConfig {
   prediction_type: 'epsilon' | 'v_prediction';
   lora_rank: number;
   lora_alpha: number;
-  target_modules: TargetModules;
+  target_modules: TargetModules | LlmTargetModules;
   train_text_encoder: boolean;
   text_encoder_lr: number;
   init_lora: string | null;
@@ -77,6 +79,9 @@ export interface TrainConfig {
   save_every_n_epochs: number;
   keep_last_n: number;
   device: 'cpu' | 'cuda' | 'dml' | 'coreml';
+  lora_dropout: number;
+  max_seq_length: number;
+  packing: boolean;
 }
 
 export type PathKind = 'dir' | 'file' | 'file-or-dir' | 'output';
@@ -188,12 +193,13 @@ export const trainConfigFields = {
     group: 'Network',
     doc: 'LoRA alpha; the update is scaled by lora_alpha / lora_rank. kohya docs: alpha is generally about half of the rank.',
   },
-  target_modules: oneOf(
-    ['attention', 'attention_mlp', 'attention_mlp_conv'],
-    'attention_mlp',
-    'Network',
-    "Which layers get a LoRA: `attention` (q, k, v, out of every attention), `attention_mlp` (kohya's default: every Linear and 1×1 conv inside the transformer blocks, MLP and proj_in/proj_out included), `attention_mlp_conv` (also the ResNet, down- and up-sample convolutions, as LoCon).",
-  ),
+  target_modules: {
+    schema: z.union([z.enum(['attention', 'attention_mlp', 'attention_mlp_conv', 'all-linear']), z.array(z.string().regex(/^[A-Za-z_][\w.]*$/)).min(1)]),
+    default: 'attention_mlp',
+    expect: 'one of attention, attention_mlp, attention_mlp_conv, all-linear, or a list of module names',
+    group: 'Network',
+    doc: "Which layers get a LoRA: `attention` (q, k, v, out of every attention), `attention_mlp` (kohya's default: every Linear and 1×1 conv inside the transformer blocks, MLP and proj_in/proj_out included), `attention_mlp_conv` (also the ResNet, down- and up-sample convolutions, as LoCon). For an LLM base model: `attention` is q/k/v/o_proj, `attention_mlp` and `all-linear` every Linear of the decoder layers (PEFT's `all-linear`), or a list of module names such as `[q_proj, v_proj]`.",
+  },
   train_text_encoder: flag(true, 'Network', 'Also train LoRA on the CLIP text encoder (kohya trains it by default).'),
   text_encoder_lr: {
     schema: z.number().gt(0),
@@ -437,6 +443,20 @@ export const trainConfigFields = {
     'cpu',
     'Output',
     'ONNX Runtime execution provider (see docs/gpu.md for installing CUDA).',
+  ),
+  // --- language models
+  lora_dropout: fraction(0, 'Language models', 'LLM base model only: dropout on the LoRA branch input (PEFT `lora_dropout`).'),
+  max_seq_length: {
+    schema: int(8),
+    default: 1024,
+    expect: 'an integer ≥ 8',
+    group: 'Language models',
+    doc: 'LLM base model only: longest token sequence trained; longer rows are truncated (and counted in the dataset summary).',
+  },
+  packing: flag(
+    false,
+    'Language models',
+    'LLM base model only: pack several rows into each sequence of max_seq_length tokens; attention and positions stay within each row.',
   ),
 } satisfies Record<keyof TrainConfig, FieldSpec>;
 

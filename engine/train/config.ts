@@ -24,6 +24,7 @@ import {
 } from './config-fields.ts';
 import { closest } from './suggest.ts';
 import { applyImpliedDefaults } from './implied-defaults.ts';
+import { isLlmModelFolder } from '../llm/config.ts';
 
 export type { TrainConfig, SamplePrompt } from './config-fields.ts';
 export { trainConfigFields, trainConfigKeys } from './config-fields.ts';
@@ -214,6 +215,13 @@ function valueAt(root: unknown, path: Path): unknown {
   return v;
 }
 
+/** The string values an enum schema (or a union holding one) accepts, for "did you mean". */
+function enumValues(schema: z.ZodType): string[] {
+  const options = (schema as { options?: unknown }).options;
+  if (!Array.isArray(options)) return [];
+  return options.flatMap((o) => (typeof o === 'string' ? [o] : typeof o === 'object' && o ? enumValues(o as z.ZodType) : []));
+}
+
 function formatIssue(
   issue: z.core.$ZodIssue,
   prefix: Path,
@@ -237,9 +245,9 @@ function formatIssue(
   if (!spec) return [`${where}${dotted(full)}: ${issue.message}`];
   if (value === undefined) return [`${lineOf(src, prefix)}${dotted(full)}: missing; expected ${spec.expect}`];
   let hint = '';
-  const options = (spec.schema as { options?: unknown }).options;
+  const options = enumValues(spec.schema);
   if (typeof value === 'string') {
-    const guess = Array.isArray(options) ? closest(value, options as string[]) : undefined;
+    const guess = options.length ? closest(value, options) : undefined;
     if (guess) hint = ` (did you mean '${guess}'?)`;
     else if (/^(an integer|a number|a whole)/.test(spec.expect) && value.trim() !== '' && Number.isFinite(Number(value)))
       hint = ' (write the number without quotes)';
@@ -379,14 +387,23 @@ async function resolvePaths(c: TrainConfig, baseDir: string, src: Source, proble
 
   const baseKind = await kindOf(c.base_model);
   const at = lineOf(src, ['base_model']);
+  const llm = baseKind === 'dir' && (await isLlmModelFolder(c.base_model));
   if (baseKind === 'file') {
     const ext = extname(c.base_model).toLowerCase();
     if (PICKLE_EXTS.has(ext))
       problems.push(`${at}base_model: ${c.base_model} is a pickle checkpoint, which can run code when loaded and is not read; convert it to .safetensors`);
     else if (ext !== '.safetensors') problems.push(`${at}base_model: expected a .safetensors file or a diffusers folder, got ${c.base_model}`);
+  } else if (llm) {
+    // A Hugging Face causal LM trains an LLM LoRA; its tokenizer is the folder's own tokenizer.json.
+    if ((c as unknown as Record<string, unknown>).tokenizer === null) {
+      if ((await kindOf(join(c.base_model, 'tokenizer.json'))) === 'file') c.tokenizer = c.base_model;
+      else problems.push(`${at}base_model: ${c.base_model} has no tokenizer.json; set tokenizer: to the folder that has this model's tokenizer.json`);
+    }
   } else if (!(await kindOf(join(c.base_model, 'model_index.json'))) && !(await kindOf(join(c.base_model, 'unet')))) {
-    problems.push(`${at}base_model: ${c.base_model} is a folder without model_index.json or unet/, so not a diffusers model`);
+    problems.push(`${at}base_model: ${c.base_model} is a folder without model_index.json or unet/, so not a diffusers model (nor a Hugging Face causal LM: no config.json with a supported model_type)`);
   }
+  if (!llm && (Array.isArray(c.target_modules) || c.target_modules === 'all-linear'))
+    problems.push(`${lineOf(src, ['target_modules'])}target_modules: ${JSON.stringify(c.target_modules)} applies to LLM base models; for Stable Diffusion use attention, attention_mlp or attention_mlp_conv`);
 
   const cfgRaw = cfg as Record<string, unknown>;
   if (cfgRaw.tokenizer === null) {

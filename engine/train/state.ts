@@ -45,7 +45,7 @@ export interface TrainStateInfo {
 const STRUCTURAL_KEYS = ['lora_rank', 'target_modules', 'train_text_encoder', 'optimizer'] as const;
 /** Everything else that decides the numbers; changing one resumes, but no longer bit-identically. */
 const MATH_KEYS = [
-  ...STRUCTURAL_KEYS,
+  ...STRUCTURAL_KEYS, 'lora_dropout', 'max_seq_length', 'packing',
   'lora_alpha', 'prediction_type', 'text_encoder_lr', 'learning_rate', 'weight_decay', 'max_grad_norm', 'lr_scheduler',
   'lr_warmup_steps', 'batch_size', 'gradient_accumulation_steps', 'epochs', 'mixed_precision', 'seed', 'noise_offset',
   'min_snr_gamma', 'resolution', 'enable_bucket', 'min_bucket_reso', 'max_bucket_reso', 'random_crop', 'flip_aug',
@@ -66,9 +66,6 @@ export async function saveTrainState(
   dir: string,
   s: { network: LoraNetwork; optimizer: OptimizerState; step: number; position: TrainPosition; config: TrainConfig },
 ): Promise<void> {
-  const tmp = join(dirname(dir), `.${basename(dir)}.tmp-${process.pid}`);
-  await rm(tmp, { recursive: true, force: true });
-  await mkdir(tmp, { recursive: true });
   const tensors = new Map<string, TensorToWrite>();
   const alphas: Record<string, number> = {};
   for (const m of s.network.modules) {
@@ -76,7 +73,18 @@ export async function saveTrainState(
     tensors.set(upName(m.name), { dtype: 'F32', shape: m.upShape, data: m.up });
     alphas[m.name] = m.alpha;
   }
-  await writeSafetensors(join(tmp, 'lora.safetensors'), tensors, { [ALPHAS_KEY]: JSON.stringify(alphas) });
+  await saveTrainStateTensors(dir, { ...s, tensors, alphas });
+}
+
+/** The same state folder from any set of trainable tensors (the LLM trainer's PEFT-named adapter). */
+export async function saveTrainStateTensors(
+  dir: string,
+  s: { tensors: ReadonlyMap<string, TensorToWrite>; alphas: Record<string, number>; optimizer: OptimizerState; step: number; position: TrainPosition; config: TrainConfig },
+): Promise<void> {
+  const tmp = join(dirname(dir), `.${basename(dir)}.tmp-${process.pid}`);
+  await rm(tmp, { recursive: true, force: true });
+  await mkdir(tmp, { recursive: true });
+  await writeSafetensors(join(tmp, 'lora.safetensors'), new Map(s.tensors), { [ALPHAS_KEY]: JSON.stringify(s.alphas) });
   await saveOptimizerState(join(tmp, 'optimizer.safetensors'), s.optimizer);
   const info: TrainStateInfo = {
     format: STATE_FORMAT,
