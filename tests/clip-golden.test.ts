@@ -100,3 +100,9 @@ test('text tower: tokenizer ids, pooled output, text embeddings and logits match
   const scale = await g.read('golden/logits.safetensors', 'logit_scale');
   assertClose([Math.log(model.logitScale)], scale.data, { atol: 1e-6, rtol: 0 }, 'logit_scale');
 });
+
+test('a model folder without tokenizer files uses the CLIP vocabulary shipped with lora-scripts', async () => {
+  const m = await manifest();
+  const model = await ClipModel.load(join(dir, 'model'), { threads: 1 });
+  m.phrases.forEach((p, i) => assert.deepEqual(model.tokenize(p), m.input_ids[i], `token ids of ${JSON.stringify(p)}`));
+});

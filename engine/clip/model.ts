@@ -5,10 +5,11 @@
  *
  * Where a model is: a Hugging Face folder (config.json, model.safetensors, preprocessor_config.json, and the
  * tokenizer files vocab.json + merges.txt or tokenizer.json), or an OpenCLIP `.safetensors` file (alone or as
- * the only weights file of a folder), whose tokenizer is searched in `tokenizerDirs`.
+ * the only weights file of a folder), whose tokenizer is searched in `tokenizerDirs`, else CLIP's own
+ * vocabulary shipped with lora-scripts.
  */
 import { readdir, readFile, stat } from 'node:fs/promises';
-import { basename, dirname, extname, join } from 'node:path';
+import { dirname, extname, join } from 'node:path';
 import { input, reshape } from '../graph/ops-core.ts';
 import { linear, matmul } from '../graph/ops-nn.ts';
 import type { Tensor } from '../graph/tensor.ts';
@@ -17,15 +18,14 @@ import { clipVisionEncoder } from '../models/clip-vision.ts';
 import { weightContext } from '../models/layers.ts';
 import { compile, type CompiledGraph, type SessionOptions } from '../runtime/session.ts';
 import { SafetensorsFile } from '../safetensors/index.ts';
-import { hasTokenizerFiles } from '../sd/generator.ts';
-import { loadClipTokenizer, type ClipTokenizer } from '../text/tokenizer.ts';
+import { BUNDLED_CLIP_TOKENIZER, hasTokenizerFiles, loadClipTokenizer, type ClipTokenizer } from '../text/tokenizer.ts';
 import { UserError } from '../util/errors.ts';
 import { hfClipArch, openClipArch, openClipPrefix, type ClipArch } from './arch.ts';
 import { clipPixelValues, defaultClipPreprocess, readClipPreprocessConfig, type ClipPreprocessConfig } from './preprocess.ts';
 import { decodeRgb } from '../image/decode-rgb.ts';
 
 export interface ClipLoadOptions extends Omit<SessionOptions, 'weights'> {
-  /** Tokenizer folder; default: the model folder, then `tokenizerDirs`. */
+  /** Tokenizer folder; default: the model folder, then `tokenizerDirs`, then the bundled CLIP vocabulary. */
   tokenizer?: string;
   /** Folders searched for a tokenizer when the model has none (OpenCLIP files ship none). */
   tokenizerDirs?: readonly string[];
@@ -224,13 +224,8 @@ async function weightsFile(dir: string, hf: boolean): Promise<string> {
   );
 }
 
+/** The model's own tokenizer files, else the first fallback folder with some, else CLIP's vocabulary shipped with lora-scripts (every CLIP and OpenCLIP model uses it). */
 async function findTokenizer(folder: string, fallbacks: readonly string[]): Promise<string> {
   for (const d of [folder, join(folder, 'tokenizer'), ...fallbacks]) if (await hasTokenizerFiles(d)) return d;
-  throw new UserError(
-    `no CLIP tokenizer for the model in ${folder}: expected vocab.json + merges.txt (or tokenizer.json) there` +
-      (fallbacks.length ? ` or in ${fallbacks.join(', ')}` : '') +
-      ` (openai/clip-vit-large-patch14's files serve every CLIP and OpenCLIP model)`,
-  );
+  return BUNDLED_CLIP_TOKENIZER;
 }
-
-export const clipModelName = (path: string): string => basename(path).replace(/\.safetensors$/i, '');
