@@ -26,7 +26,7 @@ before(async () => {
   model = await StableDiffusion.load(join(dir, 'sdxl-tiny.safetensors'), { threads: 1 });
 });
 
-async function setup() {
+async function setup(checkpointBlocks = false) {
   const lora = await loadLora(join(dir, 'lora-kohya/lora_a.safetensors'));
   const rank = lora.modules[0]!.rank!;
   const network = LoraNetwork.create(model.weights, { rank, alpha: 1, targets: 'attention_mlp', textEncoder: false, seed: 0 });
@@ -49,12 +49,12 @@ async function setup() {
     context: context.data,
     added: sizeConditionVector(pooled.data, sizes, model.arch.unet.adm!),
   };
-  const step = await LoraTrainStep.compile(model, network, { batch: batch!, height: height!, width: width!, tokens: context.shape[1]! }, { trainTextEncoder: false, session: { threads: 1 } });
+  const step = await LoraTrainStep.compile(model, network, { batch: batch!, height: height!, width: width!, tokens: context.shape[1]! }, { trainTextEncoder: false, checkpointBlocks, session: { threads: 1 } });
   return { network, inputs, step };
 }
 
-test('SDXL LoRA step: noisy latents, loss and every UNet LoRA gradient match peft (sd-scripts SDXL names)', async () => {
-  const { network, inputs, step } = await setup();
+for (const ckpt of [false, true]) test(`SDXL LoRA step${ckpt ? ' with gradient checkpointing' : ''}: noisy latents, loss and every UNet LoRA gradient match peft (sd-scripts SDXL names)`, async () => {
+  const { network, inputs, step } = await setup(ckpt);
   await golden.expectClose(inputs.noisy, FILE, 'noisy_latents');
   const r = await step.run(inputs);
   await golden.expectClose(new Float32Array([r.loss]), FILE, 'loss');
@@ -107,4 +107,35 @@ test('the crop SDXL is conditioned on follows sd-scripts (fit inside the bucket,
   assert.deepEqual(sdxlCropTopLeft({ width: 1024, height: 1024 }, { width: 1600, height: 900 }), [224, 0]);
   // Same aspect ratio: no crop.
   assert.deepEqual(sdxlCropTopLeft({ width: 1152, height: 896 }, { width: 2304, height: 1792 }), [0, 0]);
+});
+
+test('train with an SDXL base_model through the YAML: a kohya SDXL LoRA (sdxl_base_v1-0, SGM names) that loads back; TE training refused', async () => {
+  const { mkdtemp, rm } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const { writePatternDataset, tinyConfig } = await import('./support/train-fixture.ts');
+  const { train } = await import('../engine/train/trainer.ts');
+  const { LoraMerger } = await import('../engine/lora/merge.ts');
+  const { isUserError } = await import('../engine/util/errors.ts');
+  const tmp = await mkdtemp(join(tmpdir(), 'sdxl-train-'));
+  try {
+    await writePatternDataset(join(tmp, 'data'), 4);
+    const sdxl = { base_model: join(dir, 'sdxl-tiny.safetensors'), tokenizer: join(dir, 'diffusers', 'tokenizer'), epochs: 1 };
+    const r = await train(await tinyConfig(tmp, join(tmp, 'data'), join(tmp, 'out'), sdxl), { threads: 1 });
+    assert.ok(Number.isFinite(r.lastLoss), `loss ${r.lastLoss}`);
+    const lora = await loadLora(r.outputPath!);
+    assert.equal(lora.metadata['ss_base_model_version'], 'sdxl_base_v1-0');
+    assert.equal(lora.metadata['ss_v2'], 'False');
+    assert.ok(lora.modules.length > 0 && lora.modules.every((m) => /^lora_unet_(input_blocks|middle_block|output_blocks)_/.test(m.name)), lora.modules[0]?.name);
+    assert.ok(lora.modules.some((m) => m.tensors.up!.data.some((v) => v !== 0)), 'the run trained');
+    const merged = await new LoraMerger(model.weights, { family: model.arch.family, log: () => {} }).apply([{ path: r.outputPath!, te: 1, unet: 1, name: 'trained' }]);
+    assert.deepEqual(merged.loras[0]!.unmatched, []);
+    assert.equal(merged.loras[0]!.applied, lora.modules.length);
+
+    await assert.rejects(
+      train(await tinyConfig(tmp, join(tmp, 'data'), join(tmp, 'te'), { ...sdxl, train_text_encoder: true }), { threads: 1 }),
+      (e) => isUserError(e) && /train_text_encoder/.test((e as Error).message) && /SDXL/.test((e as Error).message),
+    );
+  } finally {
+    await rm(tmp, { recursive: true, force: true });
+  }
 });
