@@ -134,3 +134,38 @@ test('a checkpoint with tensors the networks would not read is refused, naming t
     await rm(tmp, { recursive: true, force: true });
   }
 });
+
+test('a separate VAE file with diffusers names (as the SDXL fp16-fix VAE is published) replaces the checkpoint\'s own', async () => {
+  const { mkdtemp, rm } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const { SafetensorsFile, writeSafetensors } = await import('../engine/safetensors/index.ts');
+  const src = await SafetensorsFile.open(join(dir, 'diffusers', 'vae', 'diffusion_pytorch_model.safetensors'));
+  const vae = new Map<string, { dtype: 'F32'; shape: number[]; data: Float32Array }>();
+  for (const name of src.names()) {
+    const data = await src.readFloat32(name);
+    // Marks this file's decoder: its output moves by exactly 1.
+    if (name === 'decoder.conv_out.bias') for (let i = 0; i < data.length; i++) data[i] = data[i]! + 1;
+    vae.set(name, { dtype: 'F32', shape: src.info(name).shape, data });
+  }
+  await src.close();
+  const tmp = await mkdtemp(join(tmpdir(), 'sdxl-vae-'));
+  try {
+    const path = join(tmp, 'sdxl_vae.safetensors');
+    await writeSafetensors(path, vae);
+    const m = await StableDiffusion.load(join(dir, 'sdxl-tiny.safetensors'), { threads: 1, vae: path });
+    assert.equal(m.arch.vae.scalingFactor, (golden.manifest.config as { vae_scaling_factor: number }).vae_scaling_factor);
+    const z = await golden.read('golden/inputs.safetensors', 'vae_latents');
+    const [batch, , height, width] = z.shape as [number, number, number, number];
+    const img = await m.decode(z.data.map((v) => v / m.arch.vae.scalingFactor), { batch, height, width });
+    const ref = await golden.read('golden/vae.safetensors', 'decode');
+    assertCloseShift(img, ref.data, 1);
+  } finally {
+    await rm(tmp, { recursive: true, force: true });
+  }
+});
+
+function assertCloseShift(a: Float32Array, b: Float32Array, shift: number): void {
+  let worst = 0;
+  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]! - shift));
+  assert.ok(worst < 1e-4, `decoded image is not the golden moved by ${shift}: off by ${worst}`);
+}
