@@ -11,7 +11,7 @@ import { assertClose } from './support/golden.ts';
 import { StableDiffusion } from '../engine/sd/model.ts';
 import { LoraMerger } from '../engine/lora/merge.ts';
 import { writeSafetensors } from '../engine/safetensors/index.ts';
-import { seededRandom } from '../engine/train/seeded-random.ts';
+import { rng, uniform } from './support/random.ts';
 
 const dir = join(fixturesDir, 'sdxl-tiny');
 let folder: StableDiffusion;
@@ -24,10 +24,8 @@ before(async () => {
   tmp = await mkdtemp(join(tmpdir(), 'sdxl-lycoris-'));
 });
 
-function randn(n: number, seed: string, scale: number): Float32Array {
-  const r = seededRandom(1, seed);
-  return Float32Array.from({ length: n }, () => (r() * 2 - 1) * scale);
-}
+const r0 = rng(1);
+const randn = (n: number, _label: string, scale: number): Float32Array => uniform(r0, n, scale);
 
 function matmul(a: Float32Array, b: Float32Array, m: number, k: number, n: number): Float32Array {
   const out = new Float32Array(m * n);
