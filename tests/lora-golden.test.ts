@@ -3,6 +3,7 @@ import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { fixturesDir } from './support/paths.ts';
+import { sdTinySingleFileOptions } from './support/sd-tiny.ts';
 import { Goldens, assertClose } from './support/golden.ts';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -24,7 +25,7 @@ const files = {
 
 before(async () => {
   golden = await Goldens.open(dir);
-  model = await StableDiffusion.load(join(dir, 'sd-tiny.safetensors'), { threads: 1 });
+  model = await StableDiffusion.load(join(dir, 'sd-tiny.safetensors'), { threads: 1, ...(await sdTinySingleFileOptions()) });
   merger = new LoraMerger(model.weights, { log: () => {} });
 });
 
@@ -79,7 +80,7 @@ for (const format of ['kohya', 'diffusers'] as const) {
 }
 
 test('with conv weights baked into the sessions, merging and restoring still reach the goldens', async () => {
-  const baked = await StableDiffusion.load(join(dir, 'sd-tiny.safetensors'), { threads: 1, weights: 'baked' });
+  const baked = await StableDiffusion.load(join(dir, 'sd-tiny.safetensors'), { threads: 1, weights: 'baked', ...(await sdTinySingleFileOptions()) });
   // The text-encoder graph is built (and cached) before any weight changes.
   const ids0 = await golden.readRaw('golden/inputs.safetensors', 'token_ids');
   await baked.encodeText(ids0.data as BigInt64Array, ids0.shape[0]!, ids0.shape[1]!, 1);
@@ -104,11 +105,12 @@ test('with conv weights baked into the sessions, merging and restoring still rea
   const tmp = await mkdtemp(join(tmpdir(), 'locon-'));
   const path = join(tmp, 'locon.safetensors');
   const r4 = 2;
-  const down = new Float32Array(r4 * 32).map((_, i) => Math.sin(i) * 0.3);
-  const up = new Float32Array(32 * r4).map((_, i) => Math.cos(i) * 0.3);
+  const ch = baked.weights.get('model.diffusion_model.input_blocks.1.1.proj_in.weight')!.shape[0]!;
+  const down = new Float32Array(r4 * ch).map((_, i) => Math.sin(i) * 0.3);
+  const up = new Float32Array(ch * r4).map((_, i) => Math.cos(i) * 0.3);
   await writeSafetensors(path, {
-    'lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight': { dtype: 'F32', shape: [r4, 32, 1, 1], data: down },
-    'lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight': { dtype: 'F32', shape: [32, r4, 1, 1], data: up },
+    'lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight': { dtype: 'F32', shape: [r4, ch, 1, 1], data: down },
+    'lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight': { dtype: 'F32', shape: [ch, r4, 1, 1], data: up },
     'lora_unet_down_blocks_0_attentions_0_proj_in.alpha': { dtype: 'F32', shape: [], data: new Float32Array([r4]) },
   });
   const rb = await m.apply([{ path, te: 1, unet: 1, name: 'locon' }]);

@@ -4,6 +4,7 @@ import { readFile, mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fixturesDir } from './support/paths.ts';
+import { sdTinySingleFileOptions } from './support/sd-tiny.ts';
 import { Checkpoint } from '../engine/sd/checkpoint.ts';
 import { unetHeadsAt } from '../engine/sd/arch.ts';
 
@@ -11,7 +12,8 @@ const sd = join(fixturesDir, 'sd-tiny');
 const readJson = async (p: string) => JSON.parse(await readFile(p, 'utf8'));
 
 test('single-file and diffusers folder give the same architecture, read from shapes and configs', async () => {
-  const single = await Checkpoint.open(join(sd, 'sd-tiny.safetensors'));
+  // The UNet's heads come from the sidecar yaml; the text encoder's, for this custom tower, are given.
+  const single = await Checkpoint.open(join(sd, 'sd-tiny.safetensors'), await sdTinySingleFileOptions());
   const folder = await Checkpoint.open(join(sd, 'diffusers'));
   const unetCfg = await readJson(join(sd, 'diffusers/unet/config.json'));
   const teCfg = await readJson(join(sd, 'diffusers/text_encoder/config.json'));

@@ -2,6 +2,7 @@ import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { fixturesDir } from './support/paths.ts';
+import { sdTinySingleFileOptions } from './support/sd-tiny.ts';
 import { Goldens } from './support/golden.ts';
 import { StableDiffusion } from '../engine/sd/model.ts';
 
@@ -12,7 +13,7 @@ let folder: StableDiffusion;
 
 before(async () => {
   golden = await Goldens.open(dir);
-  single = await StableDiffusion.load(join(dir, 'sd-tiny.safetensors'), { threads: 1 });
+  single = await StableDiffusion.load(join(dir, 'sd-tiny.safetensors'), { threads: 1, ...(await sdTinySingleFileOptions()) });
   folder = await StableDiffusion.load(join(dir, 'diffusers'), { threads: 1 });
 });
 
@@ -98,7 +99,7 @@ test('a separate VAE file (bare LDM keys) replaces the checkpoint\'s own', async
   await src.close();
   const path = join(await mkdtemp(join(tmpdir(), 'vae-')), 'shifted.vae.safetensors');
   await writeSafetensors(path, vae);
-  const withVae = await StableDiffusion.load(join(dir, 'sd-tiny.safetensors'), { threads: 1, vae: path });
+  const withVae = await StableDiffusion.load(join(dir, 'sd-tiny.safetensors'), { threads: 1, vae: path, ...(await sdTinySingleFileOptions()) });
   const z = await golden.read('golden/inputs.safetensors', 'vae_latents');
   const [batch, , height, width] = z.shape as [number, number, number, number];
   const scale = withVae.arch.vae.scalingFactor;

@@ -2,6 +2,7 @@ import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { fixturesDir } from './support/paths.ts';
+import { sdTinySingleFileOptions } from './support/sd-tiny.ts';
 import { Goldens } from './support/golden.ts';
 import { StableDiffusion } from '../engine/sd/model.ts';
 import { ClipConditioner, type Conditioner, type Conditioning } from '../engine/sd/conditioning.ts';
@@ -16,7 +17,7 @@ let pipe: Pipeline;
 
 before(async () => {
   golden = await Goldens.open(dir);
-  model = await StableDiffusion.load(join(dir, 'sd-tiny.safetensors'), { threads: 1 });
+  model = await StableDiffusion.load(join(dir, 'sd-tiny.safetensors'), { threads: 1, ...(await sdTinySingleFileOptions()) });
   pipe = new Pipeline(model, new ClipConditioner(model, await loadClipTokenizer(join(dir, 'diffusers/tokenizer'))));
 });
 

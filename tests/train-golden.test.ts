@@ -4,6 +4,7 @@ import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { fixturesDir } from './support/paths.ts';
+import { sdTinySingleFileOptions } from './support/sd-tiny.ts';
 import { Goldens, assertClose } from './support/golden.ts';
 import { StableDiffusion } from '../engine/sd/model.ts';
 import { loadLora } from '../engine/lora/load.ts';
@@ -24,7 +25,7 @@ let model: StableDiffusion;
 
 before(async () => {
   golden = await Goldens.open(dir);
-  model = await StableDiffusion.load(join(dir, 'sd-tiny.safetensors'), { threads: 1 });
+  model = await StableDiffusion.load(join(dir, 'sd-tiny.safetensors'), { threads: 1, ...(await sdTinySingleFileOptions()) });
 });
 
 async function setup(trainTE: boolean, file: string, checkpointBlocks = false) {

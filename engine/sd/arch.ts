@@ -207,11 +207,13 @@ export function inferClipTextArch(shapeOf: ShapeOf, hfPrefix: string = LDM_TEXT_
 }
 
 /**
- * Every released CLIP text tower uses 64-wide heads. Test-sized models narrower than one head use
- * 8-wide heads, which is what the project's tiny fixtures were built with; a config file overrides both.
+ * Every released CLIP text tower uses 64-wide heads. A custom tower whose width is no multiple of 64 gets
+ * 8-wide heads where they fit, else one head — a guess that always builds; its real count comes from a
+ * diffusers config or the loader's `textEncoderHeads`.
  */
 export function clipHeads(width: number): number {
-  return width >= 64 && width % 64 === 0 ? width / 64 : Math.max(1, Math.floor(width / 8));
+  if (width % 64 === 0) return width / 64;
+  return width % 8 === 0 ? width / 8 : 1;
 }
 
 export function inferVaeArch(shapeOf: ShapeOf): VaeArch {
