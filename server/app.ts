@@ -12,6 +12,7 @@ import express, { type Express } from 'express';
 import { Server as IoServer } from 'socket.io';
 import { basicAuthMiddleware, parseApiAuth, socketUser } from './auth.ts';
 import type { GenerationBackend } from './backend.ts';
+import { demoNotice } from '../engine/demo/demo-model.ts';
 import { CheckpointManager } from './checkpoints.ts';
 import type { Layout, ServerContext, WorkQueue } from './context.ts';
 import { createEngineBackend } from './engine-backend.ts';
@@ -57,6 +58,8 @@ export interface ServerOptions {
   tokenizerDir?: string;
   /** Feed every weight to ONNX Runtime instead of baking conv weights into its sessions: ≈ 5 GiB less for SD 1.5, a little slower. */
   lowMemory?: boolean;
+  /** A checkpoint used (and listed) while the checkpoint folder holds none; `serve` passes the bundled demo model. */
+  fallbackCheckpoint?: string;
   /** Replaces the default (engine) backend. */
   backend?: GenerationBackend;
   /** Replaces the in-process job queue (an API front passes its Redis queue, see server/distributed/). */
@@ -128,7 +131,7 @@ export async function createServer(opts: ServerOptions = {}): Promise<LoraScript
   if (opts.apiEnableRequests) forced['api_enable_requests'] = true;
   const options = await OptionsStore.load(layout.configPath, forced);
   const hashes = new HashCache(layout.cachePath);
-  const models = new ModelIndex(layout.ckptDir, layout.vaeDir, hashes);
+  const models = new ModelIndex(layout.ckptDir, layout.vaeDir, hashes, opts.fallbackCheckpoint);
   const loras = new LoraIndex(layout.loraDir, hashes, log);
   await Promise.all([models.refreshCheckpoints(), models.refreshVaes(), loras.refresh()]);
   const backend =
@@ -237,11 +240,14 @@ export async function createServer(opts: ServerOptions = {}): Promise<LoraScript
 
   if (models.checkpoints().length === 0) {
     log(`No checkpoint found in ${layout.ckptDir}: the server runs, but txt2img/img2img answer an error until one is added (then POST /sdapi/v1/refresh-checkpoints).`);
-  } else if (opts.loadOnStart !== false) {
-    queue
-      .submit({ kind: 'load_checkpoint', run: () => checkpoints.ensureLoaded(null, options.get('sd_vae'), []) })
-      .promise.then((c) => log(`checkpoint loaded: ${c.title}`))
-      .catch((e: unknown) => log(`could not load a checkpoint at start: ${(e as Error).message}`));
+  } else {
+    if (models.usingFallback) log(demoNotice(layout.ckptDir));
+    if (opts.loadOnStart !== false) {
+      queue
+        .submit({ kind: 'load_checkpoint', run: () => checkpoints.ensureLoaded(null, options.get('sd_vae'), []) })
+        .promise.then((c) => log(`checkpoint loaded: ${c.title}`))
+        .catch((e: unknown) => log(`could not load a checkpoint at start: ${(e as Error).message}`));
+    }
   }
 
   await new Promise<void>((res, rej) => {

@@ -49,17 +49,24 @@ export class ModelIndex {
   private ckpts: CheckpointEntry[] = [];
   private vaeList: VaeRef[] = [];
 
+  /** True while the checkpoint folder is empty and the list holds the fallback checkpoint instead. */
+  usingFallback = false;
+
   constructor(
     readonly ckptDir: string,
     readonly vaeDir: string,
     private readonly hashes: HashCache,
+    /** A checkpoint file listed (under its file name) whenever the checkpoint folder holds none: the demo model. */
+    private readonly fallback?: string,
   ) {}
 
   async refreshCheckpoints(): Promise<void> {
-    const files = await walkFiles(this.ckptDir, ['.safetensors'], { diffusersFolders: true });
+    const found = await walkFiles(this.ckptDir, ['.safetensors'], { diffusersFolders: true });
+    this.usingFallback = found.length === 0 && this.fallback !== undefined;
+    const files = this.usingFallback ? [this.fallback!] : found;
     const list: CheckpointEntry[] = [];
     for (const path of files) {
-      const name = relName(this.ckptDir, path);
+      const name = this.usingFallback ? basename(path) : relName(this.ckptDir, path);
       const isFile = extname(path).toLowerCase() === '.safetensors';
       const sha256 = isFile ? await this.hashes.peek(`checkpoint/${name}`, path) : null;
       const yaml = path.replace(/\.safetensors$/i, '') + '.yaml';

@@ -4,7 +4,7 @@ import { mkdir, readdir } from 'node:fs/promises';
 import { UserError } from '../../engine/util/errors.ts';
 
 interface GenerateFlags {
-  ckpt: string;
+  ckpt?: string;
   prompt: string;
   negativePrompt: string;
   steps: string;
@@ -12,8 +12,8 @@ interface GenerateFlags {
   sampler: string;
   scheduler: string;
   seed: string;
-  width: string;
-  height: string;
+  width?: string;
+  height?: string;
   batchSize: string;
   clipSkip: string;
   loraDir: string;
@@ -37,7 +37,7 @@ export function register(program: Command): void {
   program
     .command('generate')
     .description('txt2img from a checkpoint; <lora:name:weight> tags in the prompt stack LoRAs from --lora-dir')
-    .requiredOption('--ckpt <path>', 'checkpoint: a .safetensors file or a diffusers folder')
+    .option('--ckpt <path>', 'checkpoint: a .safetensors file or a diffusers folder (default: the first in models/Stable-diffusion, else the bundled demo model)')
     .requiredOption('-p, --prompt <text>', 'prompt (A1111 syntax: (emphasis:1.2), [from:to:when], BREAK, <lora:name:0.8>)')
     .option('-n, --negative-prompt <text>', 'negative prompt', '')
     .option('--steps <n>', 'sampling steps', '20')
@@ -45,8 +45,8 @@ export function register(program: Command): void {
     .option('--sampler <name>', 'A1111 sampler name', 'Euler a')
     .option('--scheduler <name>', 'schedule type: automatic, karras, exponential, …', 'automatic')
     .option('--seed <n>', 'seed; -1 for a random one', '-1')
-    .option('-W, --width <px>', 'width', '512')
-    .option('-H, --height <px>', 'height', '512')
+    .option('-W, --width <px>', 'width (default 512; the demo model: 64)')
+    .option('-H, --height <px>', 'height (default 512; the demo model: 64)')
     .option('--batch-size <n>', 'images per batch', '1')
     .option('--clip-skip <n>', 'A1111 "Clip skip"', '1')
     .option('--lora-dir <dir>', 'LoRA folder for <lora:…> tags', 'models/Lora')
@@ -68,8 +68,13 @@ export function register(program: Command): void {
         import('../../engine/util/atomic-write.ts'),
         import('sharp'),
       ]);
-      const width = int(f.width, '--width', 64);
-      const height = int(f.height, '--height', 64);
+      const { defaultCheckpoint, demoNotice, DEMO_RESOLUTION } = await import('../../engine/demo/demo-model.ts');
+      const ckptDir = resolve('models/Stable-diffusion');
+      const chosen = f.ckpt ? { path: resolve(f.ckpt), demo: false } : await defaultCheckpoint(ckptDir);
+      if (chosen.demo) console.error(demoNotice(ckptDir));
+      const defaultSize = String(chosen.demo ? DEMO_RESOLUTION : 512);
+      const width = int(f.width ?? defaultSize, '--width', 64);
+      const height = int(f.height ?? defaultSize, '--height', 64);
       const steps = int(f.steps, '--steps', 1);
       const batch = int(f.batchSize, '--batch-size', 1);
       const clipSkip = int(f.clipSkip, '--clip-skip', 1);
@@ -88,14 +93,14 @@ export function register(program: Command): void {
       for (const t of tags.loras) loras.push({ path: (await library.resolve(t.name)).path, te: t.te, unet: t.unet, name: t.name });
 
       const t0 = performance.now();
-      const gen = await SdGenerator.load(resolve(f.ckpt), {
+      const gen = await SdGenerator.load(chosen.path, {
         tokenizer: f.tokenizer,
         vae: f.vae,
         device: f.device as never,
         threads: f.threads ? int(f.threads, '--threads', 1) : undefined,
         ...(f.lowMemory ? { weights: 'inputs' as const } : {}),
       });
-      console.error(`loaded ${basename(f.ckpt)} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+      console.error(`loaded ${basename(chosen.path)} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
       const seeds = Array.from({ length: batch }, (_, i) => seed + i);
       const t1 = performance.now();
       const out = await gen.generate(
@@ -116,7 +121,7 @@ export function register(program: Command): void {
           'CFG scale': cfgScale,
           Seed: seeds[i]!,
           Size: `${width}x${height}`,
-          Model: basename(f.ckpt, extname(f.ckpt)),
+          Model: basename(chosen.path, extname(chosen.path)),
           'Clip skip': clipSkip > 1 ? clipSkip : null,
           RNG: randnSource === 'GPU' ? null : randnSource,
           Tiling: f.tiling ? true : null,

@@ -45,8 +45,10 @@ export function register(program: Command): void {
       if (!Number.isFinite(maxBodyMb) || maxBodyMb <= 0) throw new UserError(`--max-body-mb: '${f.maxBodyMb}' is not a positive number`);
       const { createServer } = await import('../../server/app.ts');
       const front = f.queue ? await connectFront(f.queue) : null;
+      const { demoModelIfPresent } = await import('../../engine/demo/demo-model.ts');
       const server = await createServer({
         ...(front ? { queue: front.queue, backend: front.backend } : {}),
+        fallbackCheckpoint: await demoModelIfPresent(),
         listen: f.listen,
         port,
         apiAuth: f.apiAuth ?? null,

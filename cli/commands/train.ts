@@ -1,7 +1,11 @@
 import type { Command } from 'commander';
 import { stringify } from 'yaml';
 import { UserError } from '../../engine/util/errors.ts';
-import { loadTrainConfig, type TrainConfig } from '../../engine/train/config.ts';
+import { readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { parseDocument } from 'yaml';
+import { defaultCheckpoint, demoNotice } from '../../engine/demo/demo-model.ts';
+import { loadTrainConfig, parseTrainConfig, type TrainConfig } from '../../engine/train/config.ts';
 import { loadDataset, stepPlan, type Dataset } from '../../engine/train/dataset.ts';
 import { bucketName } from '../../engine/train/buckets.ts';
 import { captionForStep, captionOptions } from '../../engine/train/captions.ts';
@@ -24,7 +28,7 @@ export function register(program: Command): void {
     .action(async (opts: { config: string; dryRun?: boolean; saveFormat: string; progress: boolean; gradientCheckpointing?: boolean; lowMemory?: boolean; bakeWeights?: boolean }) => {
       if (opts.saveFormat !== 'kohya' && opts.saveFormat !== 'diffusers')
         throw new UserError(`--save-format must be kohya or diffusers, got ${JSON.stringify(opts.saveFormat)}`);
-      const { config, warnings } = await loadTrainConfig(opts.config);
+      const { config, warnings } = await loadConfigWithDefaultModel(opts.config);
       if (opts.dryRun) console.log(`# resolved config (${opts.config})\n${stringify(config, { lineWidth: 0 }).trimEnd()}\n`);
       for (const w of warnings) console.warn(`warning: ${w}`);
       if (await isLlmModelFolder(config.base_model)) {
@@ -42,6 +46,21 @@ export function register(program: Command): void {
       }
       console.log(dryRunReport(config, dataset));
     });
+}
+
+/**
+ * The config, with `base_model` defaulting to the first checkpoint in models/Stable-diffusion, else the
+ * bundled demo model (said in one line), when the file names none.
+ */
+async function loadConfigWithDefaultModel(path: string): Promise<{ config: TrainConfig; warnings: string[] }> {
+  const text = await readFile(path, 'utf8').catch(() => null);
+  const raw: unknown = text === null ? null : parseDocument(text).toJS();
+  if (text === null || !raw || typeof raw !== 'object' || 'base_model' in raw || 'pretrained_model_name_or_path' in raw) return loadTrainConfig(path);
+  const ckptDir = resolve('models/Stable-diffusion');
+  const chosen = await defaultCheckpoint(ckptDir);
+  if (chosen.demo) console.error(demoNotice(ckptDir));
+  // Appended, so line numbers in messages about the user's own keys stay right.
+  return parseTrainConfig(`${text.trimEnd()}\nbase_model: ${JSON.stringify(chosen.path)}\n`, resolve(path));
 }
 
 const SAMPLE_COUNT = 5;

@@ -120,8 +120,11 @@ export function transposedConvsAsConvs(outputs: readonly Tensor[]): Tensor[] {
   return rebuild(outputs, undefined, undefined, () => undefined, convTransposeAsConv);
 }
 
-/** Loss + gradients in one session (float32), with the backward's stride-1 transposed convs as convs. */
-async function compileLoraStep(loss: Tensor, params: Tensor[], session: SessionOptions | undefined): Promise<TrainStep> {
+/**
+ * Loss + gradients of `params` in one session (float32), with the backward's stride-1 transposed convs as
+ * convs. Serves LoRA training and full-weight training alike.
+ */
+export async function compileFloat32Step(loss: Tensor, params: Tensor[], session: SessionOptions | undefined): Promise<TrainStep> {
   const outs = transposedConvsAsConvs([loss, ...grad(loss, params)]);
   const graph = await compile(outs, { ...session, alwaysFeed: new Set(params) });
   return new TrainStep(graph, params, 0);
@@ -208,7 +211,7 @@ export class LoraTrainStep {
     const step =
       opts.precision === 'float16'
         ? await compileTrainStep({ loss, params, precision: 'float16', session: opts.session })
-        : await compileLoraStep(loss, params, opts.session);
+        : await compileFloat32Step(loss, params, opts.session);
     return new LoraTrainStep(model, step, opts.trainTextEncoder);
   }
 
