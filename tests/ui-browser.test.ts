@@ -152,6 +152,10 @@ test('datasets: upload images, edit a caption in place, see it in metadata.csv; 
   assert.equal(after.rows.find((r) => r.fileName === first)?.caption, 'sks, a red disk, dark background');
   assert.match(await page.textContent('#tag-counts') ?? '', /sks\s*4/);
 
+  // No captioning model in this data dir: auto-labelling says so instead of failing.
+  await page.click('#auto-label');
+  await page.locator('#label-status[data-state=no-model]').waitFor();
+
   // The trainer's bucket and crop for each image.
   await page.check('#show-buckets');
   await page.locator('.bucket-label').first().waitFor();
@@ -183,6 +187,12 @@ test('train: the form checks the config as it is typed, the run fills the loss c
   assert.equal(job.total_steps, plan, 'the run did the steps the form announced');
   assert.equal(points, plan, 'one chart point per optimizer step');
   await page.locator('#run-files li').first().waitFor({ state: 'attached' });
+  const listed = (await t.get(`/sdapi/v1/train/jobs/${job.id}/files`)).body as { path: string; size: number }[];
+  const lora = listed.find((f) => f.path.endsWith('.safetensors'))!;
+  const got = await fetch(`${t.server.url}/sdapi/v1/train/jobs/${job.id}/file?path=${encodeURIComponent(lora.path)}`);
+  assert.equal(got.status, 200);
+  assert.equal((await got.arrayBuffer()).byteLength, lora.size);
+  assert.equal((await t.get(`/sdapi/v1/train/jobs/${job.id}/file?path=${encodeURIComponent('../../config.json')}`)).status, 422);
   await shot('train');
   await page.click('#use-lora');
   await page.locator('#tab-generate[aria-selected=true]').waitFor();

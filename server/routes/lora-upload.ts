@@ -44,6 +44,8 @@ export function register(api: Api, ctx: ServerContext): void {
       const upload = multer({
         storage: multer.diskStorage({ destination: dir, filename: (_r, file, cb) => ((original = file.originalname), cb(null, basename(staged))) }),
         limits: { files: 1, fileSize: maxUploadBytes(), fields: 4 },
+        // Without it busboy cuts '../x.safetensors' to 'x.safetensors'; the name check below refuses it instead.
+        preservePath: true,
         defParamCharset: 'utf8',
         fileFilter: (_r, file, cb) => {
           if (!FILE_NAME.test(file.originalname)) cb(new HttpError(422, `'${file.originalname}' is not accepted: send one .safetensors file with a plain name`));

@@ -235,11 +235,22 @@ export function datasetsTab(app: App): HTMLElement {
     } else await uploadFiles([...(e.dataTransfer?.files ?? [])].map((file) => ({ path: file.name, file })));
   });
 
-  // Auto-labelling: the labelling job's REST contract; absent (404) or refused (4xx) means no captioning model.
+  // Auto-labelling through the labelling jobs' REST routes. The models list decides whether the button can
+  // work at all: with no usable captioning model (or no labelling routes) the page says so instead of failing.
   const labelBtn = h('button#auto-label', { type: 'button' }, t('auto_label'));
   let labelJob: string | null = null;
+  const usable = (ms: { kind: string | null; error: string | null }[] | undefined) => (ms ?? []).some((m) => m.kind && !m.error);
+  const labelAvailable = async (): Promise<boolean> => {
+    const models = await api.get<{ clip: any[]; wd14: any[]; folders: { clip: string; wd14: string } }>('sdapi/v1/label/models').catch(() => null);
+    if (models && (usable(models.clip) || usable(models.wd14))) return true;
+    labelStatus.textContent = `${t('no_label_model')}${models ? ` (${models.folders.clip}, ${models.folders.wd14})` : ''}`;
+    labelStatus.classList.add('error');
+    labelStatus.dataset['state'] = 'no-model';
+    return false;
+  };
   labelBtn.addEventListener('click', async () => {
-    if (!current) return;
+    if (!current || !(await labelAvailable())) return;
+    labelStatus.classList.remove('error');
     labelStatus.textContent = t('labelling');
     try {
       const r = await api.post<{ id: string }>('sdapi/v1/label', { dataset: current, mode: labelMode.value });
@@ -247,10 +258,10 @@ export function datasetsTab(app: App): HTMLElement {
       labelBtn.disabled = true;
       const poll = async () => {
         const j = await api.get<any>(`sdapi/v1/label/jobs/${encodeURIComponent(r.id)}`).catch(() => null);
-        if (j && !['done', 'failed', 'cancelled', 'error'].includes(j.status)) return void setTimeout(poll, 1500);
+        if (j && ['queued', 'running'].includes(j.status)) return void setTimeout(poll, 1500);
         labelBtn.disabled = false;
         labelJob = null;
-        labelStatus.textContent = j ? `${j.status}${j.error ? `: ${j.error}` : ''}` : '';
+        labelStatus.textContent = j ? `${j.status}${j.changed !== undefined ? ` · ${j.changed}` : ''}${j.error ? `: ${j.error}` : ''}` : '';
         await loadItems();
       };
       setTimeout(poll, 1000);
