@@ -19,6 +19,7 @@ import { createEngineBackend } from './engine-backend.ts';
 import { errorHandler } from './errors.ts';
 import { HashCache } from './hashes.ts';
 import { checkSamplesFormat, type ImagePolicy } from './images.ts';
+import { resolveLimits, type WorkLimits } from './limits.ts';
 import { LoraIndex } from './loras.ts';
 import { ModelIndex } from './models.ts';
 import { docsHtml, openApiDocument } from './openapi.ts';
@@ -68,6 +69,8 @@ export interface ServerOptions {
   maxBodyBytes?: number;
   /** Largest image accepted, in pixels (default 64 Mpx). */
   maxImagePixels?: number;
+  /** Caps on the work per request; defaults sized from the machine's memory (server/limits.ts). */
+  limits?: Partial<WorkLimits>;
   /** Allow http(s) image URLs in requests (A1111 `api_enable_requests`); loopback/private stays refused. */
   apiEnableRequests?: boolean;
   /** Load the selected checkpoint at start (default true). */
@@ -155,6 +158,7 @@ export async function createServer(opts: ServerOptions = {}): Promise<LoraScript
     checkpoints,
     queue,
     previews: new PreviewCache(),
+    limits: resolveLimits(opts.limits),
     imagePolicy: (): ImagePolicy => ({
       allowUrls: Boolean(options.get('api_enable_requests')),
       forbidLocal: options.get('api_forbid_local_requests') !== false,

@@ -3,6 +3,7 @@ import type { EventEmitter } from 'node:events';
 import type { GenerationBackend } from './backend.ts';
 import type { CheckpointManager } from './checkpoints.ts';
 import type { ImagePolicy } from './images.ts';
+import type { WorkLimits } from './limits.ts';
 import type { LoraIndex } from './loras.ts';
 import type { ModelIndex } from './models.ts';
 import type { OptionsStore } from './options.ts';
@@ -36,6 +37,8 @@ export interface ServerContext {
   queue: WorkQueue;
   previews: PreviewCache;
   imagePolicy(): ImagePolicy;
+  /** Caps on the work one request may ask for (server/limits.ts). */
+  limits: WorkLimits;
   /** `/sdapi/v1/cmd-flags` (secrets redacted). */
   cmdFlags: Record<string, unknown>;
   /** Program version for infotexts and `info.version`. */

@@ -8,10 +8,12 @@ import { join, resolve, relative, isAbsolute } from 'node:path';
 import { randomInt } from 'node:crypto';
 import { writeBufferAtomic } from '../engine/util/atomic-write.ts';
 import { formatInfotext, parseInfotext, type InfotextValue } from '../engine/image/png-info.ts';
-import { UserError } from '../engine/util/errors.ts';
+import { isUserError, UserError } from '../engine/util/errors.ts';
+import { getPromptSchedule } from '../engine/text/prompt-schedule.ts';
 import type { GenerationHooks, GenerationOutput, GenerationParams, Img2ImgParams, LoraRef, RawImage } from './backend.ts';
 import type { ServerContext } from './context.ts';
-import { HttpError } from './errors.ts';
+import { HttpError, ValidationError } from './errors.ts';
+import { overLimit } from './limits.ts';
 import { checkSamplesFormat, decodeImageInput, encodeImage, makeGrid, prepareMask, resizeForImg2img, toRaw } from './images.ts';
 import { OPTION_DEFAULTS, coerceOption, RESTRICTED_OPTIONS } from './options.ts';
 import { extractPromptTags } from '../engine/lora/prompt-tags.ts';
@@ -35,7 +37,8 @@ export interface GenerationResponse {
 type Req = Record<string, unknown>;
 
 const MAX_SIDE = 8192;
-const MAX_BATCH_IMAGES = 64;
+// A1111's UI stops at 64; a blur radius far past the image size only burns time.
+const MAX_MASK_BLUR = 256;
 
 /** Infotext keys that fill request fields the client left unset (A1111 `apply_infotext`). */
 function applyInfotext(req: Req, set: Set<string>, text: string): void {
@@ -71,18 +74,67 @@ function checkScripts(req: Req): void {
   for (const k of Object.keys(on)) throw new HttpError(422, `always on script ${k} not found`);
 }
 
-function checkRanges(req: Req): void {
-  const int = (k: string, lo: number, hi: number) => {
-    const v = req[k] as number;
-    if (v < lo || v > hi) throw new UserError(`${k} must be between ${lo} and ${hi}, got ${v}`, { status: 422 });
+/** Field ranges and the work caps of server/limits.ts; every refusal is a 422 naming the field and the limit. */
+function checkWork(ctx: ServerContext, kind: GenerationKind, req: Req): void {
+  const L = ctx.limits;
+  const num = (k: string) => req[k] as number;
+  const range = (k: string, lo: number, hi: number) => {
+    const v = num(k);
+    if (v < lo || v > hi) throw new ValidationError([{ loc: ['body', k], msg: `${k} must be between ${lo} and ${hi}, got ${v}`, type: 'value_error.number.range' }]);
   };
-  int('width', 8, MAX_SIDE);
-  int('height', 8, MAX_SIDE);
-  int('steps', 1, 1000);
-  int('batch_size', 1, MAX_BATCH_IMAGES);
-  int('n_iter', 1, MAX_BATCH_IMAGES);
-  if ((req['batch_size'] as number) * (req['n_iter'] as number) > MAX_BATCH_IMAGES) {
-    throw new UserError(`batch_size × n_iter must be at most ${MAX_BATCH_IMAGES}`, { status: 422 });
+  range('width', 8, MAX_SIDE);
+  range('height', 8, MAX_SIDE);
+  const pixels = num('width') * num('height');
+  if (pixels > L.maxPixels) throw overLimit('width', `width × height is ${num('width')}×${num('height')} = ${pixels} pixels, over the limit of ${L.maxPixels}`, 'maxPixels');
+  if (num('steps') > L.maxSteps) throw overLimit('steps', `steps is ${num('steps')}, over the limit of ${L.maxSteps}`, 'maxSteps');
+  range('steps', 1, L.maxSteps);
+  range('batch_size', 1, L.maxImages);
+  range('n_iter', 1, L.maxImages);
+  if (num('batch_size') * num('n_iter') > L.maxImages) {
+    throw overLimit('n_iter', `batch_size × n_iter is ${num('batch_size') * num('n_iter')} images, over the limit of ${L.maxImages}`, 'maxImages');
+  }
+  // Attention memory grows with the batch and the square of the pixels (see server/limits.ts).
+  if (num('batch_size') * (pixels / L.maxPixels) ** 2 > 1) {
+    const most = Math.max(1, Math.floor((L.maxPixels / pixels) ** 2));
+    throw overLimit('batch_size', `batch_size ${num('batch_size')} at ${num('width')}×${num('height')} needs more memory than the limit allows; at most ${most} per batch (use n_iter for more)`, 'maxPixels');
+  }
+  for (const k of ['seed_resize_from_w', 'seed_resize_from_h']) if (num(k) > 0) range(k, 1, MAX_SIDE);
+  for (const k of ['prompt', 'negative_prompt', 'hr_prompt', 'hr_negative_prompt']) {
+    const v = req[k];
+    if (typeof v === 'string' && v.length > L.maxPromptChars) throw overLimit(k, `${k} has ${v.length} characters, over the limit of ${L.maxPromptChars}`, 'maxPromptChars');
+  }
+  if (kind === 'img2img') {
+    for (const k of ['mask_blur', 'mask_blur_x', 'mask_blur_y']) if (req[k] != null) range(k, 0, MAX_MASK_BLUR);
+    range('inpaint_full_res_padding', 0, MAX_SIDE);
+    const init = req['init_images'] as string[] | null;
+    if (init && init.length > L.maxImages) throw overLimit('init_images', `${init.length} init images, over the limit of ${L.maxImages}`, 'maxImages');
+  }
+  if (kind === 'txt2img' && req['enable_hr']) {
+    const hrSteps = num('hr_second_pass_steps');
+    if (hrSteps > L.maxSteps) throw overLimit('hr_second_pass_steps', `hr_second_pass_steps is ${hrSteps}, over the limit of ${L.maxSteps}`, 'maxSteps');
+    range('hr_second_pass_steps', 0, L.maxSteps);
+    const plan = planHires(req, num('width'), num('height'), num('steps'));
+    const target = plan.width * plan.height;
+    if (target > L.maxPixels) throw overLimit('hr_scale', `the hires fix target ${plan.width}×${plan.height} = ${target} pixels is over the limit of ${L.maxPixels}`, 'maxPixels');
+    if (num('batch_size') * (target / L.maxPixels) ** 2 > 1) throw overLimit('batch_size', `batch_size ${num('batch_size')} at the hires fix target ${plan.width}×${plan.height} needs more memory than the limit allows`, 'maxPixels');
+  }
+}
+
+/**
+ * Prompt syntax the job would only fail on later: `<lora:…>` multipliers that are not finite numbers, and
+ * prompt editing the parser cannot finish within its budget (checked on the text the pipeline parses).
+ */
+function checkPrompts(req: Req): void {
+  for (const k of ['prompt', 'negative_prompt', 'hr_prompt', 'hr_negative_prompt']) {
+    const v = req[k];
+    if (typeof v !== 'string' || v === '') continue;
+    try {
+      const bare = k === 'prompt' || k === 'hr_prompt' ? extractPromptTags(v).prompt : v;
+      getPromptSchedule(bare, req['steps'] as number);
+    } catch (e) {
+      if (isUserError(e)) throw new ValidationError([{ loc: ['body', k], msg: `${k}: ${e.message}`, type: 'value_error.prompt' }]);
+      throw e;
+    }
   }
 }
 
@@ -142,7 +194,8 @@ export async function prepareGeneration(ctx: ServerContext, kind: GenerationKind
   const set = fieldsSet(body);
   if (typeof req['infotext'] === 'string' && req['infotext'] !== '') applyInfotext(req, set, req['infotext']);
   checkScripts(req);
-  checkRanges(req);
+  checkWork(ctx, kind, req);
+  checkPrompts(req);
   const initImages: RawImage[] = [];
   let mask: RawImage | null = null;
   if (kind === 'img2img') {

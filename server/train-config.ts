@@ -11,7 +11,10 @@
 import { basename, dirname, join, resolve } from 'node:path';
 import { Document, isMap, parseDocument } from 'yaml';
 import { findTokenizerDir } from '../engine/sd/generator.ts';
+import { BUNDLED_CLIP_TOKENIZER } from '../engine/text/tokenizer.ts';
 import { parseTrainConfig, trainConfigFields, trainConfigKeys, type TrainConfig } from '../engine/train/config.ts';
+import { OUTPUT_NAME_PATTERN } from '../engine/train/config-fields.ts';
+import { overLimit } from './limits.ts';
 import { loadDataset, type Dataset } from '../engine/train/dataset.ts';
 import { isUserError } from '../engine/util/errors.ts';
 import type { ServerContext } from './context.ts';
@@ -27,7 +30,6 @@ export interface PreparedTraining {
 
 type Loc = (string | number)[];
 
-const OUTPUT_NAME = /^(?!\.\.?$)[^/\\:*?"<>|]+$/;
 const DEVICES = new Set(['cpu', 'cuda', 'dml', 'coreml']);
 
 function issue(loc: Loc, msg: string, type = 'value_error.train_config'): ValidationIssue {
@@ -150,14 +152,15 @@ export async function prepareTrainingRequest(
       join(dirname(ctx.layout.ckptDir), 'tokenizer'),
       join(ctx.layout.dataDir, 'models', 'tokenizer'),
     ]).catch(() => null);
-    if (found) doc.set('tokenizer', found);
+    // Nothing found: left unset, the config loader takes the bundled CLIP vocabulary.
+    if (found && found !== BUNDLED_CLIP_TOKENIZER) doc.set('tokenizer', found);
   }
   if (raw['output_dir'] === undefined || raw['output_dir'] === null) doc.set('output_dir', opts.jobDir);
   // Latents are keyed by content, crop, flip and VAE, so one cache serves every job.
   if (raw['latent_cache_dir'] === undefined || raw['latent_cache_dir'] === null) doc.set('latent_cache_dir', join(s.trainingDir, 'latent_cache'));
   if (raw['output_name'] === undefined && typeof raw['train_data_dir'] === 'string') {
     const stem = basename(resolve(ctx.layout.dataDir, raw['train_data_dir']));
-    if (OUTPUT_NAME.test(stem)) doc.set('output_name', stem);
+    if (OUTPUT_NAME_PATTERN.test(stem) && stem.length <= 200) doc.set('output_name', stem);
   }
   const device = ctx.cmdFlags['device'];
   if (raw['device'] === undefined && typeof device === 'string' && DEVICES.has(device)) doc.set('device', device);
@@ -169,10 +172,13 @@ export async function prepareTrainingRequest(
     return reportConfigError(e, text !== null);
   }
   const { config } = parsed;
+  checkTrainingWork(ctx, config);
 
   // The loader found some paths itself (metadata.csv, a diffusers model's tokenizer); check them all again.
   for (const [key, rule] of Object.entries(rules)) {
     const v = (config as unknown as Record<string, unknown>)[key];
+    // The project's own read-only vocabulary is the one path outside the data folder a config may read.
+    if (key === 'tokenizer' && v === BUNDLED_CLIP_TOKENIZER) continue;
     if (typeof v === 'string' && key !== 'sample_prompts' && !rule.roots.some((r) => isInside(r, v))) {
       fail([key], `${key}: ${v} is outside ${rule.what}`, 'value_error.path');
     }
@@ -191,7 +197,24 @@ export async function prepareTrainingRequest(
   if (outside.length) {
     fail(['metadata_path'], `${config.metadata_path}: names images outside the dataset folders: ${outside.slice(0, 3).map((i) => i.key).join(', ')}`, 'value_error.path');
   }
+  if (dataset.items.length > ctx.limits.maxDatasetImages) {
+    throw overLimit('train_data_dir', `the dataset has ${dataset.items.length} images, over the limit of ${ctx.limits.maxDatasetImages}`, 'maxDatasetImages');
+  }
   return { config, warnings: [...parsed.warnings, ...dataset.warnings], dataset };
+}
+
+/** The work caps of server/limits.ts: training keeps activations for the backward pass, so its images get half the pixels. */
+function checkTrainingWork(ctx: ServerContext, c: TrainConfig): void {
+  const L = ctx.limits;
+  if (c.lora_rank > L.maxLoraRank) throw overLimit('lora_rank', `lora_rank is ${c.lora_rank}, over the limit of ${L.maxLoraRank}`, 'maxLoraRank');
+  const maxTrainPixels = L.maxPixels / 2;
+  const pixels = c.resolution * c.resolution;
+  if (pixels > maxTrainPixels) {
+    throw overLimit('resolution', `resolution ${c.resolution} means ${pixels} pixels per image, over the training limit of ${Math.floor(maxTrainPixels)} (half the generation limit)`, 'maxPixels');
+  }
+  if (c.batch_size * (pixels / maxTrainPixels) ** 2 > 1) {
+    throw overLimit('batch_size', `batch_size ${c.batch_size} at resolution ${c.resolution} needs more memory than the limit allows; use gradient_accumulation_steps`, 'maxPixels');
+  }
 }
 
 function reportConfigError(e: unknown, fromYaml: boolean): never {

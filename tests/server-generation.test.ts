@@ -137,8 +137,14 @@ test('LoRA tags stack in prompt order, resolve by stem or alias, never outside t
   assert.equal(off.status, 200);
   assert.deepEqual(backend.calls.at(-1)!.params.loras, []);
   const bad = await t.post('/sdapi/v1/txt2img', { prompt: '<lora:lora_a:abc>', steps: 1, width: 8, height: 8 });
-  assert.equal(bad.status, 400);
-  assert.match(bad.body.errors, /<lora:lora_a:abc>.*'abc' is not a number/);
+  assert.equal(bad.status, 422, 'refused before it is queued');
+  assert.deepEqual(bad.body.detail[0].loc, ['body', 'prompt']);
+  assert.match(bad.body.detail[0].msg, /<lora:lora_a:abc>.*'abc' is not a number/);
+  for (const w of ['inf', '-Infinity', 'nan', '1e999']) {
+    const r = await t.post('/sdapi/v1/txt2img', { prompt: `<lora:lora_a:${w}>`, steps: 1, width: 8, height: 8 });
+    assert.equal(r.status, 422, w);
+    assert.match(r.body.detail[0].msg, /finite number|not a number/, w);
+  }
 });
 
 test('sampler names: legacy "X Karras" split, explicit scheduler, unknown names fall back', async () => {

@@ -16,6 +16,12 @@ interface ServeFlags {
   lowMemory?: boolean;
   apiEnableRequests?: boolean;
   maxBodyMb: string;
+  maxPixels?: string;
+  maxSteps?: string;
+  maxImages?: string;
+  maxLoraRank?: string;
+  maxDatasetImages?: string;
+  maxPromptChars?: string;
   queue?: string;
 }
 
@@ -37,12 +43,26 @@ export function register(program: Command): void {
     .option('--tokenizer-dir <dir>', 'CLIP tokenizer folder for single-file checkpoints (default: beside the checkpoint, then models/tokenizer, then the bundled CLIP vocabulary)')
     .option('--api-enable-requests', 'accept http(s) image URLs in requests (never to loopback or private addresses)')
     .option('--max-body-mb <n>', 'request body size limit in MiB', '64')
+    .option('--max-pixels <n>', 'largest width × height per generated image (default: sized from the machine memory; training gets half)')
+    .option('--max-steps <n>', 'most sampling steps per pass, hires pass included (default 1000)')
+    .option('--max-images <n>', 'most images per request, batch_size × n_iter (default 64)')
+    .option('--max-lora-rank <n>', 'largest lora_rank of a training (default: sized from the machine memory, at most 1024)')
+    .option('--max-dataset-images <n>', 'most images in a training dataset (default: sized from the machine memory)')
+    .option('--max-prompt-chars <n>', 'longest prompt in characters (default 20000)')
     .option('--queue <redis-url>', 'be an API front: queue every generation and training in Redis (redis://[user:pass@]host:port[/db], rediss:// for TLS) for `lora-scripts worker` processes to run (docs/distributed.md)')
     .action(async (f: ServeFlags) => {
       const port = Number(f.port);
       if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UserError(`--port: '${f.port}' is not a port number`);
       const maxBodyMb = Number(f.maxBodyMb);
       if (!Number.isFinite(maxBodyMb) || maxBodyMb <= 0) throw new UserError(`--max-body-mb: '${f.maxBodyMb}' is not a positive number`);
+      const limits: Record<string, number> = {};
+      for (const [flag, key] of [['maxPixels', 'maxPixels'], ['maxSteps', 'maxSteps'], ['maxImages', 'maxImages'], ['maxLoraRank', 'maxLoraRank'], ['maxDatasetImages', 'maxDatasetImages'], ['maxPromptChars', 'maxPromptChars']] as const) {
+        const v = f[flag];
+        if (v === undefined) continue;
+        const n = Number(v);
+        if (!Number.isInteger(n) || n <= 0) throw new UserError(`--${flag.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())}: '${v}' is not a positive integer`);
+        limits[key] = n;
+      }
       const { createServer } = await import('../../server/app.ts');
       const front = f.queue ? await connectFront(f.queue) : null;
       const { demoModelIfPresent } = await import('../../engine/demo/demo-model.ts');
@@ -63,6 +83,7 @@ export function register(program: Command): void {
         lowMemory: f.lowMemory,
         apiEnableRequests: f.apiEnableRequests,
         maxBodyBytes: Math.round(maxBodyMb * 1024 * 1024),
+        limits,
       });
       front?.queue.bind(server.ctx);
       console.log(`lora-scripts API on ${server.url}  (docs: ${server.url}/docs)`);

@@ -33,11 +33,14 @@ export interface PromptTags {
 // A1111's re_extra_net. Python's \w is Unicode-aware, hence the u flag with \p{L}\p{N}.
 const TAG = /<([\p{L}\p{N}_]+):([^>]+)>/gu;
 
-/** Python float(): surrounding whitespace allowed, inf / nan spelled out allowed. */
+/**
+ * Python float() syntax (surrounding whitespace allowed). Unlike A1111, which takes `inf` (or `1e999`) and
+ * then merges infinite weights into the model, a multiplier must be a finite number.
+ */
 function pyFloat(s: string, tag: string, what: string): number {
   const t = s.trim();
-  if (/^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i.test(t)) return Number(t);
-  if (/^[+-]?(inf|infinity)$/i.test(t)) return t.startsWith('-') ? -Infinity : Infinity;
+  if (/^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i.test(t) && Number.isFinite(Number(t))) return Number(t);
+  if (/^[+-]?(inf|infinity|nan|\d+\.?\d*e[+-]?\d+)$/i.test(t)) throw new UserError(`prompt tag ${tag}: ${what} '${s}' must be a finite number`, { status: 422 });
   throw new UserError(`prompt tag ${tag}: ${what} '${s}' is not a number`);
 }
 

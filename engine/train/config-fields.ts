@@ -126,6 +126,9 @@ const fraction = (def: number, group: string, doc: string): FieldSpec => ({
 
 export const BUCKET_RESO_STEP = BUCKET_STEP;
 
+/** A LoRA file name: no folders, no characters file systems or logs choke on (control characters included), not `.`/`..`. */
+export const OUTPUT_NAME_PATTERN = /^(?!\.\.?$)[^/\\:*?"<>|\x00-\x1f\x7f]+$/;
+
 /** Keys in the order the docs and the default config present them. */
 export const trainConfigFields = {
   // --- data
@@ -403,9 +406,9 @@ export const trainConfigFields = {
     doc: 'Folder for the LoRA files, saved states, samples and logs; created if missing.',
   },
   output_name: {
-    schema: z.string().regex(/^(?!\.\.?$)[^/\\:*?"<>|]+$/),
+    schema: z.string().max(200).regex(OUTPUT_NAME_PATTERN),
     default: 'lora',
-    expect: 'a file name without folders or any of / \\ : * ? " < > |',
+    expect: 'a file name of at most 200 characters, without folders, control characters or any of / \\ : * ? " < > |',
     group: 'Output',
     doc: 'Base name of the saved LoRA: `<output_name>.safetensors`, `<output_name>-000001.safetensors` per epoch, `<output_name>-step00000500.safetensors` per step save.',
   },
