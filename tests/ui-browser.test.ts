@@ -8,11 +8,12 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import sharp from 'sharp';
 import type { Page } from 'playwright-core';
+import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { readCaptionTable } from '../engine/train/caption-table.ts';
 import { startTestServer, type TestServer } from './server-fixture-backend.ts';
 import { patternFiles } from './server-train-support.ts';
@@ -107,6 +108,26 @@ test('generate: a LoRA added from the picker puts its tag in the prompt, the sli
   const stats = await sharp(png).stats();
   assert.ok(stats.channels.some((ch) => ch.stdev > 1), 'the image is not flat');
   await shot('generate');
+
+  // Send to inpaint, paint a mask in the middle: outside it the image keeps its pixels (A1111's overlay).
+  await page.click('text=Send to inpaint');
+  assert.equal(await page.inputValue('#mode'), 'inpaint');
+  const canvas = page.locator('canvas.mask-canvas');
+  await page.waitForFunction(() => (document.querySelector('canvas.mask-canvas') as HTMLCanvasElement).width > 0);
+  const box = (await canvas.boundingBox())!;
+  await page.mouse.move(box.x + box.width * 0.4, box.y + box.height * 0.5);
+  await page.mouse.down();
+  await page.mouse.move(box.x + box.width * 0.6, box.y + box.height * 0.5, { steps: 5 });
+  await page.mouse.up();
+  await page.fill('#denoise', '0.6');
+  await page.click('#generate');
+  await page.locator('#gallery img').nth(1).waitFor({ timeout: 60_000 });
+  assert.match((await page.textContent('#infotext'))!, /Denoising strength: 0\.6/);
+  const out = Buffer.from((await page.locator('#gallery img').first().getAttribute('src'))!.split(',')[1]!, 'base64');
+  const [orig, inpainted] = await Promise.all([sharp(png).raw().toBuffer(), sharp(out).raw().toBuffer()]);
+  assert.deepEqual([...inpainted.subarray(0, 3)], [...orig.subarray(0, 3)], 'a corner outside the mask is unchanged');
+  assert.ok(!orig.equals(inpainted), 'the masked part changed');
+  await page.selectOption('#mode', 'txt2img');
 });
 
 test('png info: a dropped PNG shows its infotext and fills the form', async () => {
@@ -178,6 +199,21 @@ test('train: the form checks the config as it is typed, the run fills the loss c
   const plan = Number(/· (\d+) /.exec((await page.textContent('#config-check .ok'))!)![1]);
   assert.ok(plan > 0);
 
+  // YAML out and back in: the same keys as `lora-scripts train --config`.
+  const dl = page.waitForEvent('download');
+  await page.click('#save-yaml');
+  const saved = parseYaml(await readFile((await (await dl).path())!, 'utf8')) as Record<string, unknown>;
+  assert.equal(saved['output_name'], 'disks_ui');
+  assert.equal(saved['lora_rank'], 4);
+  assert.equal(saved['train_data_dir'], 'datasets/disks');
+  const yamlFile = join(files, 'in.yaml');
+  await writeFile(yamlFile, stringifyYaml({ ...saved, sample_prompts: [{ prompt: 'a disk', steps: 3 }] }));
+  await page.locator('#yaml-file').setInputFiles(yamlFile);
+  await page.locator('#cfg-sample_prompts').waitFor();
+  assert.match(await page.inputValue('#cfg-sample_prompts'), /prompt: a disk/);
+  assert.equal(await page.inputValue('#cfg-lora_rank'), '4');
+  await page.locator('#config-check .ok').waitFor({ timeout: 30_000 });
+
   await page.click('#start-training');
   await page.locator('#run-info .status[data-status=done]').waitFor({ timeout: 120_000 });
   const points = Number(await page.locator('.loss-chart').getAttribute('data-points'));
@@ -187,6 +223,7 @@ test('train: the form checks the config as it is typed, the run fills the loss c
   assert.equal(job.total_steps, plan, 'the run did the steps the form announced');
   assert.equal(points, plan, 'one chart point per optimizer step');
   await page.locator('#run-files li').first().waitFor({ state: 'attached' });
+  await page.locator('#samples img').first().waitFor({ timeout: 30_000 });
   const listed = (await t.get(`/sdapi/v1/train/jobs/${job.id}/files`)).body as { path: string; size: number }[];
   const lora = listed.find((f) => f.path.endsWith('.safetensors'))!;
   const got = await fetch(`${t.server.url}/sdapi/v1/train/jobs/${job.id}/file?path=${encodeURIComponent(lora.path)}`);
@@ -217,6 +254,11 @@ test('a phone-sized screen shows every tab without sideways scrolling; 中文 by
     await p.goto(`${t.server.url}/`);
     await p.locator('#tab-generate[aria-selected=true]').waitFor();
     assert.equal(await p.textContent('#tab-datasets'), '数据集');
+    // Tabs are reachable by keyboard: arrows move between them.
+    await p.focus('#tab-generate');
+    await p.keyboard.press('ArrowRight');
+    await p.locator('#tab-datasets[aria-selected=true]').waitFor();
+    assert.equal(await p.evaluate(() => document.activeElement?.id), 'tab-datasets');
     for (const tab of ['generate', 'datasets', 'train', 'models']) {
       await p.click(`#tab-${tab}`);
       await p.waitForTimeout(150);
