@@ -5,8 +5,9 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, writeFile, copyFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, writeFile, copyFile, rename } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { BUNDLED_CLIP_TOKENIZER } from '../engine/text/tokenizer.ts';
 import { startTestServer, type TestServer } from './server-fixture-backend.ts';
 import { writePatternDataset } from './support/train-fixture.ts';
 import { patternFiles, recordEvents, upload } from './server-train-support.ts';
@@ -97,6 +98,21 @@ test('paths stay in their folders: refused before anything is probed, without na
   assert.equal(u.status, 422);
   assert.deepEqual(u.body.detail[0].loc, ['body', 'train_data_dir']);
   assert.match(u.body.detail[0].msg, /1 of 1 images have no caption/);
+});
+
+test('dry run with no tokenizer folder anywhere: the bundled CLIP vocabulary, though outside the data folder', async () => {
+  const link = join(t.dataDir, 'models/tokenizer');
+  await rename(link, `${link}.away`);
+  try {
+    const r = await dryRun({ ...base, base_model: 'sd-tiny' });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.equal(r.body.config.tokenizer, BUNDLED_CLIP_TOKENIZER);
+    // Any other path outside the data folder is still refused.
+    const other = await dryRun({ ...base, base_model: 'sd-tiny', tokenizer: dirname(BUNDLED_CLIP_TOKENIZER) });
+    assert.equal(other.status, 422);
+  } finally {
+    await rename(`${link}.away`, link);
+  }
 });
 
 test('dry run: server defaults filled in, dataset planned like `train --dry-run`, nothing queued', async () => {
