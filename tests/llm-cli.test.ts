@@ -2,7 +2,15 @@
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
+import { readFile } from 'node:fs/promises';
+import { Goldens } from './support/golden.ts';
+import { compile } from '../engine/runtime/session.ts';
+import { SafetensorsFile } from '../engine/safetensors/index.ts';
+import { llmContext } from '../engine/llm/load.ts';
+import { llamaForCausalLM } from '../engine/llm/model.ts';
+import { decoderFeeds } from '../engine/llm/inputs.ts';
+import { loadPeftAdapter } from '../engine/llm/peft.ts';
 import { repoRoot } from './support/paths.ts';
 import { llamaTinyDir, tinyModelFolder } from './support/llm-folder.ts';
 import { loadLlm } from '../engine/llm/load.ts';
@@ -64,4 +72,28 @@ test('bad options and folders are named in one-line errors', async () => {
   assert.match(r.stderr, /top_p must be in \(0, 1\]/);
   const r3 = await run(['complete', dir, 'x', '-a', join(dir, 'missing-adapter')]);
   assert.match(r3.stderr, /adapter .*missing-adapter does not exist/);
+});
+
+test('merge bakes an adapter into a new model folder: logits are peft merge_and_unload goldens, other tensors byte-identical', async () => {
+  const out = join(dir, '..', `${basename(dir)}-merged`);
+  const r = await run(['merge', dir, '-o', out, '-l', `${adapterDir}:1`]);
+  assert.equal(r.code, 0, r.stderr);
+  const golden = await Goldens.open(llamaTinyDir);
+  const ids = await golden.readRaw('golden/inputs.safetensors', 'input_ids');
+  const [B, T] = ids.shape as [number, number];
+  const merged = await loadLlm(out);
+  const g = llamaForCausalLM(llmContext(merged.weights), merged.arch);
+  const [logits] = await (await compile([g.logits], { threads: 1 })).run(decoderFeeds(merged.arch, { ids: Array.from(ids.data as BigInt64Array, Number), batch: B, length: T }));
+  await golden.expectClose(logits!.data as Float32Array, 'golden/golden.safetensors', 'logits_lora');
+  const src = await SafetensorsFile.open(join(dir, 'model.safetensors'));
+  const dst = await SafetensorsFile.open(join(out, 'model.safetensors'));
+  const adapter = await loadPeftAdapter(adapterDir);
+  const touched = new Set(adapter.modules.map((m) => `${m.module}.weight`));
+  for (const k of src.names()) {
+    const same = (await src.readBytes(k)).equals(await dst.readBytes(k));
+    assert.equal(same, !touched.has(k), `${k} ${touched.has(k) ? 'patched' : 'copied'}`);
+  }
+  await src.close();
+  await dst.close();
+  assert.equal(await readFile(join(out, 'tokenizer.json'), 'utf8'), await readFile(join(dir, 'tokenizer.json'), 'utf8'));
 });

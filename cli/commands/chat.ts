@@ -4,9 +4,9 @@ import { UserError } from '../../engine/util/errors.ts';
 import { loadLlm } from '../../engine/llm/load.ts';
 import { LlmTokenizer } from '../../engine/llm/tokenizer.ts';
 import { LlmGenerator, type GenerateOptions } from '../../engine/llm/generate.ts';
-import { AdapterStacks, type AdapterRef } from '../../engine/llm/adapter-stack.ts';
+import { AdapterStacks } from '../../engine/llm/adapter-stack.ts';
 import type { ChatMessage } from '../../engine/llm/tokenizer.ts';
-import { parseLoraSpec } from './merge.ts';
+import { parseAdapterSpec } from './merge.ts';
 
 interface Flags {
   adapter?: string[];
@@ -25,13 +25,6 @@ function number(v: string, flag: string): number {
   const n = Number(v);
   if (v.trim() === '' || !Number.isFinite(n)) throw new UserError(`${flag}: expected a number, got '${v}'`);
   return n;
-}
-
-/** `path[:weight]`, as `merge --lora` takes it (one multiplier: an LLM has one part). */
-export function parseAdapterSpec(spec: string): AdapterRef {
-  const s = parseLoraSpec(spec);
-  if (s.te !== s.unet) throw new UserError(`--adapter '${spec}': give one weight (path:weight)`);
-  return { path: s.path, weight: s.te };
 }
 
 function generateOptions(f: Flags): GenerateOptions {

@@ -31,7 +31,8 @@ export interface BakeResult {
 
 const FLOATS = new Set(['F32', 'F16', 'BF16', 'F64']);
 
-function encode(data: Float32Array, dtype: DType): ArrayBufferView {
+/** float32 values in a float dtype of the file format. */
+export function encode(data: Float32Array, dtype: DType): ArrayBufferView {
   if (dtype === 'F32') return data;
   if (dtype === 'F16') return f32ToF16(data);
   if (dtype === 'BF16') return f32ToBf16(data);
