@@ -48,7 +48,7 @@ test('SDXL LoHa (te1, te2) and LoKr (UNet) merge identically into the diffusers 
   const toK = 'model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight';
   const [kOut, kIn] = single.weights.get(toK)!.shape as [number, number];
   const w1 = [2, 2];
-  const tensors = {
+  const tensors: Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }> = {
     ...hada('lora_te2_text_model_encoder_layers_0_self_attn_q_proj', W, W),
     ...hada('lora_te1_text_model_encoder_layers_1_mlp_fc1', folder.arch.textEncoder.intermediate, folder.arch.textEncoder.width),
     'lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k.lokr_w1': { dtype: 'F32' as const, shape: w1, data: randn(4, 'k1', 1) },
@@ -82,8 +82,8 @@ test('SDXL LoHa (te1, te2) and LoKr (UNet) merge identically into the diffusers 
   ]);
   // LoHa: ΔW = (w1a·w1b) ⊙ (w2a·w2b) · alpha / r.
   const p = 'lora_te2_text_model_encoder_layers_0_self_attn_q_proj';
-  const a = matmul(tensors[`${p}.hada_w1_a`].data, tensors[`${p}.hada_w1_b`].data, W, r, W);
-  const b = matmul(tensors[`${p}.hada_w2_a`].data, tensors[`${p}.hada_w2_b`].data, W, r, W);
+  const a = matmul(tensors[`${p}.hada_w1_a`]!.data, tensors[`${p}.hada_w1_b`]!.data, W, r, W);
+  const b = matmul(tensors[`${p}.hada_w2_a`]!.data, tensors[`${p}.hada_w2_b`]!.data, W, r, W);
   const expected = a.map((v, i) => v * b[i]! * (alpha / r));
   assertClose(qF!, expected, { atol: 1e-5, rtol: 1e-4 }, 'te2 q_proj LoHa (folder)');
   assertClose(qS!, expected, { atol: 1e-5, rtol: 1e-4 }, 'te2 in_proj q rows LoHa (single file)');
