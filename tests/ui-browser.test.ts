@@ -88,7 +88,6 @@ test('generate: a LoRA added from the picker puts its tag in the prompt, the sli
   await page.fill('#height', String(params.height));
   await page.fill('#seed', String(params.seed));
   await page.selectOption('#sampler', 'Euler');
-  await shot('generate-before');
   await page.click('#generate');
   const img = page.locator('#gallery img').first();
   await img.waitFor({ timeout: 60_000 });
