@@ -23,6 +23,8 @@ import type { ServerContext } from './context.ts';
 import { CancelledError, type JobContext, type JobHandle } from './queue.ts';
 import type { PreparedTraining } from './train-config.ts';
 import { isInside, trainingSettings } from './train-settings.ts';
+import type { RemoteJob } from './distributed/front-queue.ts';
+import { remoteTraining } from './distributed/training-work.ts';
 
 export type TrainJobStatus = 'queued' | 'running' | 'done' | 'cancelled' | 'failed';
 
@@ -157,8 +159,12 @@ export class TrainingRegistry extends EventEmitter {
     for (const [id, j] of current) this.jobs.set(id, j);
   }
 
-  /** Queues a validated training; `id` must be the one whose folder the config's output_dir defaults to. */
-  submit(id: string, prepared: PreparedTraining): TrainJob {
+  /**
+   * Queues a validated training; `id` must be the one whose folder the config's output_dir defaults to.
+   * `request` is what an API front sends to the workers instead (the body as the client wrote it, and the
+   * worker label the job is pinned to); the in-process queue ignores it.
+   */
+  submit(id: string, prepared: PreparedTraining, request: { body: unknown; label: string | null } = { body: null, label: null }): TrainJob {
     const { config } = prepared;
     const job: TrainJob = {
       id,
@@ -187,7 +193,8 @@ export class TrainingRegistry extends EventEmitter {
       error: null,
     };
     this.jobs.set(id, job);
-    const handle = this.ctx.queue.submit<TrainResult>({ kind: 'train_lora', run: (c) => this.run(job, prepared, c) }, { id });
+    const work: RemoteJob<TrainResult> = { kind: 'train_lora', run: (c) => this.run(job, prepared, c), remote: remoteTraining(this.ctx, this, job, request.body, request.label) };
+    const handle = this.ctx.queue.submit<TrainResult>(work, { id });
     this.handles.set(id, handle);
     // A job removed before it started never runs `run`; everything else settles its status there.
     handle.promise.catch((e: unknown) => {

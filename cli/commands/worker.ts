@@ -45,7 +45,7 @@ export function register(program: Command): void {
     .option('--concurrency <n>', 'jobs run at once, each with its own loaded model', '1')
     .option('--threads <n>', 'ONNX Runtime threads per job (default: all cores)')
     .option('--label <name>', 'take training jobs pinned to this label (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
-    .option('--stall-timeout <seconds>', 'how long a job stays with a worker that stopped answering before another takes it', '30')
+    .option('--stall-timeout <seconds>', 'how long a job stays with a worker that stopped answering before another takes it; longer than the worker takes to load a model', '120')
     .option('--id <name>', 'name this worker announces (default: host-pid-random)')
     .action(async (f: WorkerFlags) => {
       const concurrency = positiveInt('--concurrency', f.concurrency);

@@ -14,7 +14,7 @@
  * - A front that stops leaves its jobs in Redis: workers finish them, and results stay there a while.
  */
 import { EventEmitter } from 'node:events';
-import { Queue, QueueEvents, type Job as BullJob } from 'bullmq';
+import { Queue, QueueEvents } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { ServerContext, WorkQueue } from '../context.ts';
 import { CancelledError, JobQueue, TaskIdInUseError, newTaskId, type Job, type JobHandle, type RunningState } from '../queue.ts';
@@ -49,6 +49,8 @@ export interface RemoteWork<T> {
   accept?(value: unknown): Promise<T> | T;
   /** Handler-specific extra that came with a progress report. */
   onProgress?(extra: unknown): void;
+  /** The job ended with an error (answered by the worker, or the job failed in BullMQ). */
+  onFailure?(error: unknown): void;
 }
 
 export interface RemoteJob<T> extends Job<T> {
@@ -232,12 +234,8 @@ export class RedisFrontQueue extends EventEmitter implements WorkQueue {
       // A stalled job coming back is this front's own, or another front's whose owner we look up.
       void this.queue.getJob(jobId).then((j) => j && (entry.owner = (j.data as JobEnvelope).owner), () => {});
     });
-    this.events.on('active', ({ jobId }) => {
-      const id = taskIdOf(jobId);
-      if (id === null) return;
-      this.waiting = this.waiting.filter((w) => w.id !== id);
-      void this.queue.getJob(jobId).then((j) => j && this.started(j), () => {});
-    });
+    // A job starts when its worker reports it running, not when BullMQ marks it active: a worker may hand a
+    // job back (pinned to a label it lacks, or better placed elsewhere) without starting it.
     this.events.on('progress', ({ jobId, data }) => {
       const id = taskIdOf(jobId);
       if (id === null || typeof data !== 'object' || data === null) return;
@@ -260,31 +258,9 @@ export class RedisFrontQueue extends EventEmitter implements WorkQueue {
       if (id === null) return;
       const s = this.running.get(id);
       this.running.delete(id);
+      if (!this.waiting.some((w) => w.id === id)) this.waiting.push({ id, owner: s?.owner ?? this.mine.get(id)?.owner });
       if (s) this.log(`job ${id} stalled on worker ${(s as RunningState & { worker?: string }).worker ?? '?'}; it goes back to the queue`);
     });
-  }
-
-  private started(j: BullJob): void {
-    const env = j.data as JobEnvelope;
-    // The lookup is asynchronous: the job may have ended (and its end been handled) meanwhile.
-    if (this.running.has(env.id) || j.finishedOn) return;
-    const state: RunningState = {
-      id: env.id,
-      kind: env.kind,
-      owner: env.owner,
-      startedAt: j.processedOn ?? Date.now(),
-      timestamp: '',
-      step: 0,
-      total: 0,
-      jobNo: 0,
-      jobCount: 1,
-      interrupted: false,
-      skipped: false,
-      textinfo: null,
-      preview: null,
-    };
-    this.running.set(env.id, state);
-    this.emit('start', state);
   }
 
   private progressed(id: string, w: WireState): void {
@@ -324,6 +300,7 @@ export class RedisFrontQueue extends EventEmitter implements WorkQueue {
     }
     if (p) {
       this.forget(id);
+      if (error) p.work.onFailure?.(error);
       if (error) p.reject(error);
       else p.resolve(value);
     }

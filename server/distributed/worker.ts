@@ -23,6 +23,7 @@ import type { ServerContext } from '../context.ts';
 import { createEngineBackend } from '../engine-backend.ts';
 import { HashCache } from '../hashes.ts';
 import type { ImagePolicy } from '../images.ts';
+import { resolveLimits } from '../limits.ts';
 import { LoraIndex } from '../loras.ts';
 import { ModelIndex } from '../models.ts';
 import { OptionsStore } from '../options.ts';
@@ -47,7 +48,7 @@ export interface WorkerOptions {
   concurrency?: number;
   /** Training jobs pinned to a label run only on workers that carry it. */
   labels?: string[];
-  /** How long a job stays locked to a worker that stopped answering (default 30 s). */
+  /** How long a job stays locked to a worker that stopped answering (default DEFAULT_STALL_MS). */
   stallTimeoutMs?: number;
   id?: string;
   log?: (msg: string) => void;
@@ -67,9 +68,16 @@ interface Slot {
 }
 
 const ANNOUNCE_MS = 1000;
+/**
+ * BullMQ renews a job's lock from this process's event loop, which model loading blocks for a while (seconds
+ * for small models, more for SD 1.5 on a slow CPU): the stall timeout must be longer than such a pause.
+ */
+export const DEFAULT_STALL_MS = 120_000;
 /** How long a job put back for a better-placed worker waits, and how long this worker then leaves it alone. */
 const DEFER_MS = 50;
 const DEFER_PAUSE_MS = 400;
+/** How often a job pinned to a label comes back to be looked at by the free workers. */
+const LABEL_RETRY_MS = 1000;
 
 async function slotContext(opts: WorkerOptions, shared: { models: ModelIndex; loras: LoraIndex }, optionsPath: string, log: (m: string) => void): Promise<ServerContext> {
   const layout = resolveLayout(opts);
@@ -96,6 +104,8 @@ async function slotContext(opts: WorkerOptions, shared: { models: ModelIndex; lo
     // Images arrive decoded by the front; a worker fetches nothing.
     imagePolicy: (): ImagePolicy => ({ allowUrls: false, forbidLocal: true, userAgent: '', maxPixels: 64 * 1024 * 1024, maxDownloadBytes: 0 }),
     cmdFlags: { data_dir: layout.dataDir, device: opts.device ?? 'cpu', backend: backend.description },
+    // The front checked the request against its limits; these defaults guard what the worker validates again.
+    limits: resolveLimits(),
     version: VERSION,
     log,
   };
@@ -154,9 +164,8 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     return values.filter((v): v is string => v !== null).map((v) => JSON.parse(v) as WorkerAnnouncement);
   };
 
-  /** Whether this job should run elsewhere: pinned to a label this worker lacks, or preferring an idle peer. */
-  const placeElsewhere = async (env: JobEnvelope, job: BullJob): Promise<boolean> => {
-    if (env.label !== null && !labels.includes(env.label)) return true;
+  /** Whether this job prefers another worker that is idle now (asked once per job, so it never bounces). */
+  const preferredElsewhere = async (env: JobEnvelope, job: BullJob): Promise<boolean> => {
     if (env.prefer === null || env.prefer === id || (job.data as { deferred?: boolean }).deferred) return false;
     const peer = (await peers()).find((p) => p.id === env.prefer);
     if (!peer || peer.busy >= peer.concurrency) return false;
@@ -193,13 +202,11 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
 
     // Progress reports go out in order; a preview is rendered when the front's options would show one.
     let chain: Promise<void> = Promise.resolve();
-    let extra: unknown;
     const report = (s: Readonly<RunningState>) => {
       const snap = { ...s };
       const every = Number(env.options['show_progress_every_n_steps']);
       const wantPreview = Boolean(env.options['live_previews_enable']) && every > 0 && snap.step > 0 && snap.step % every === 0 && snap.preview !== null;
-      const withExtra = extra;
-      extra = undefined;
+      const withExtra = handler.extra ? structuredClone(handler.extra(ctx, env)) : undefined;
       chain = chain.then(async () => {
         const preview = wantPreview ? toWireImage(await snap.preview!()) : null;
         const wire: WireState = { ...snap, preview, worker: id, ...(withExtra !== undefined ? { extra: withExtra } : {}) };
@@ -214,8 +221,8 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     const onAbort = () => q.cancel(env.id);
     signal?.addEventListener('abort', onAbort);
     try {
-      const value = await q.submit({ kind: env.kind, run: (jc) => handler.run(ctx, env.data, jc, (x) => (extra = x)) }, { id: env.id, owner: env.owner }).promise;
-      const stack = handler.stack?.(env.data, env.options);
+      const value = await (await handler.start(ctx, env)).done;
+      const stack = handler.stack?.(env);
       if (stack !== undefined) slot.stacks = [stack];
       const after = ctx.options.all();
       const original = JSON.parse(before) as Record<string, unknown>;
@@ -232,12 +239,17 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     }
   };
 
-  const stall = opts.stallTimeoutMs ?? 30_000;
+  const stall = opts.stallTimeoutMs ?? DEFAULT_STALL_MS;
   const worker = new Worker(
     QUEUE_NAME,
     async (job: BullJob, token?: string, signal?: AbortSignal) => {
       const env = job.data as JobEnvelope;
-      if (await placeElsewhere(env, job)) {
+      if (env.label !== null && !labels.includes(env.label)) {
+        // Pinned to workers this one is not: look again later, whoever is free then.
+        await job.moveToDelayed(Date.now() + LABEL_RETRY_MS, token);
+        throw new DelayedError();
+      }
+      if (await preferredElsewhere(env, job)) {
         await job.moveToDelayed(Date.now() + DEFER_MS, token);
         // Stay out of the way for a moment so the better-placed worker takes it.
         await sleep(DEFER_PAUSE_MS);
@@ -263,12 +275,17 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       concurrency,
       lockDuration: stall,
       stalledInterval: Math.max(500, Math.round(stall / 2)),
-      // A job whose worker died is retried once on another; a second death fails it instead of looping.
-      maxStalledCount: 1,
+      // A job whose worker died is retried on another; one that keeps killing workers fails instead of looping.
+      maxStalledCount: 2,
       autorun: true,
     },
   );
   worker.on('error', (e) => log(`worker: ${e.message}`));
+  // A lock that could not be renewed in time (the event loop was blocked longer than the stall timeout, e.g.
+  // building a large model's sessions) may already have let another worker take the job: stop ours.
+  worker.on('lockRenewalFailed', (ids: string[]) => {
+    for (const jobId of ids) if (worker.cancelJob(jobId, 'lost the job lock')) log(`lost the lock on ${jobId}: another worker may run it now; stopping here`);
+  });
   await worker.waitUntilReady();
   log(`worker ${id} on ${opts.target.display}: ${concurrency} slot(s), device ${opts.device ?? 'cpu'}${labels.length ? `, labels ${labels.join(',')}` : ''}; ${models.checkpoints().length} checkpoint(s), ${loras.list().length} LoRA(s) in ${layout.dataDir}`);
 

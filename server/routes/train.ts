@@ -22,6 +22,14 @@ import type { Api } from './api.ts';
 const TRUE = new Set(['1', 'true', 'yes', 'on']);
 const flag = (req: Request, name: string) => TRUE.has(String(req.query[name] ?? '').toLowerCase());
 
+/** `?worker_label=` pins the job to workers started with `--label` (distributed mode; one process ignores it). */
+function workerLabel(req: Request): string | null {
+  const v = req.query['worker_label'];
+  if (v === undefined || v === '') return null;
+  if (typeof v !== 'string' || !/^[\w.-]+$/.test(v)) throw new HttpError(422, `worker_label: '${String(v)}' may hold only letters, digits, '.', '_' and '-'`);
+  return v;
+}
+
 function summary(ctx: ServerContext, job: TrainJob) {
   const c = job.config;
   return {
@@ -70,9 +78,12 @@ export function register(api: Api, ctx: ServerContext): void {
   api.post(
     '/sdapi/v1/train/jobs',
     {
-      summary: 'Queue a LoRA training: the body is a training config as a JSON object, or {"yaml": "<config>"}; relative paths are in the data folder. ?overwrite=true replaces an existing LoRA of the same name. Answers 202.',
+      summary: 'Queue a LoRA training: the body is a training config as a JSON object, or {"yaml": "<config>"}; relative paths are in the data folder. ?overwrite=true replaces an existing LoRA of the same name; ?worker_label=NAME pins it to workers started with --label NAME (distributed mode). Answers 202.',
       tag,
-      query: [{ name: 'overwrite', type: 'boolean', default: false }],
+      query: [
+        { name: 'overwrite', type: 'boolean', default: false },
+        { name: 'worker_label', type: 'string', default: '' },
+      ],
       example: { id: 'train-0123456789ab', status: 'queued', queue_position: 0, output_name: 'cats', lora: '/data/models/Lora/cats.safetensors', warnings: [] },
     },
     async (req, res) => {
@@ -84,7 +95,7 @@ export function register(api: Api, ctx: ServerContext): void {
       if (!flag(req, 'overwrite') && (await stat(lora).catch(() => null))) {
         throw new HttpError(409, `the LoRA folder already has ${name}.safetensors; choose another output_name or add ?overwrite=true`);
       }
-      const job = registry.submit(id, prepared);
+      const job = registry.submit(id, prepared, { body: req.body, label: workerLabel(req) });
       res.status(202);
       return { id: job.id, status: job.status, queue_position: registry.queuePosition(job.id), output_name: name, lora, work_dir: job.outputs.work_dir, warnings: job.warnings };
     },
