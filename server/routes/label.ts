@@ -72,7 +72,7 @@ export function register(api: Api, ctx: ServerContext): void {
   api.get('/sdapi/v1/label/jobs/:id', { summary: 'One labelling job: status, progress, result and every caption change (file, before, after, action)', tag }, (req) => {
     const job = service.get(String(req.params['id']));
     if (!job) throw new HttpError(404, `labelling job '${String(req.params['id'])}' not found`);
-    return job;
+    return { ...job, changed: summary(job).changed };
   });
 
   api.post('/sdapi/v1/label/jobs/:id/cancel', { summary: 'Cancel a labelling job: a waiting one is dropped, a running one stops after the current image (captions written so far stay)', tag }, (req) => {
