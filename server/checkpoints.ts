@@ -20,10 +20,10 @@ export class CheckpointManager {
     private readonly log: (msg: string) => void,
   ) {}
 
-  /** Resolves an id as `sd_model_checkpoint` accepts it; unknown ids are A1111's RuntimeError (500). */
+  /** Resolves an id as `sd_model_checkpoint` accepts it; unknown ids are A1111's RuntimeError, as 404 (A1111: 500): the client named it. */
   resolve(id: string): CheckpointEntry {
     const c = this.models.findCheckpoint(id);
-    if (!c) throw new HttpError(500, `model '${id}' not found`, 'RuntimeError');
+    if (!c) throw new HttpError(404, `model '${id}' not found`, 'RuntimeError');
     return c;
   }
 
@@ -74,7 +74,7 @@ export class CheckpointManager {
     let target: CheckpointEntry | null = null;
     if (want) {
       target = this.models.findCheckpoint(want);
-      if (!target && wanted) throw new HttpError(500, `model '${wanted}' not found`, 'RuntimeError');
+      if (!target && wanted) throw new HttpError(404, `model '${wanted}' not found`, 'RuntimeError');
     }
     if (!target && current) target = this.models.findCheckpoint(current.name);
     if (!target) target = this.models.checkpoints()[0] ?? null;

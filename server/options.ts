@@ -148,7 +148,7 @@ export const RESTRICTED_OPTIONS = new Set(['api_enable_requests', 'api_forbid_lo
 /** Checks a value against the default's JSON type; numeric strings are accepted for numbers. */
 export function coerceOption(key: string, value: unknown): OptionValue {
   const def = OPTION_DEFAULTS[key];
-  if (def === undefined) throw new HttpError(500, key, 'KeyError');
+  if (def === undefined) throw new HttpError(422, key, 'KeyError');
   if (def === null || value === null) return value as OptionValue;
   if (typeof def === 'number') {
     const n = typeof value === 'string' && value.trim() !== '' ? Number(value) : value;
@@ -210,9 +210,9 @@ export class OptionsStore {
     return structuredClone(this.data);
   }
 
-  /** Sets options from the API: unknown keys → KeyError 500; restricted keys are ignored. Returns the keys that changed. */
+  /** Sets options from the API: unknown keys → KeyError (422; A1111: 500); restricted keys are ignored. Returns the keys that changed. */
   setFromApi(values: Record<string, unknown>): string[] {
-    for (const k of Object.keys(values)) if (!(k in OPTION_DEFAULTS) && !(k in this.data)) throw new HttpError(500, k, 'KeyError');
+    for (const k of Object.keys(values)) if (!(k in OPTION_DEFAULTS) && !(k in this.data)) throw new HttpError(422, k, 'KeyError');
     const changed: string[] = [];
     for (const [k, v] of Object.entries(values)) {
       if (RESTRICTED_OPTIONS.has(k)) continue;

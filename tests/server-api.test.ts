@@ -11,6 +11,7 @@ import { totalmem, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import sharp from 'sharp';
+import { crc32, deflateSync } from 'node:zlib';
 import { readHeaderOnly, writeSafetensors } from '../engine/safetensors/index.ts';
 import { writePngText } from '../engine/image/png-info.ts';
 import { SAMPLERS as ENGINE_SAMPLERS, A1111_SAMPLER_NAMES } from '../engine/sampling/registry.ts';
@@ -164,11 +165,11 @@ test('options: round-trip, persisted atomically to config.json, checkpoint switc
   assert.equal(t.server.ctx.backend.currentCheckpoint()?.name, 'sd-tiny.safetensors');
 
   const unknown = keep(await t.post('/sdapi/v1/options', { no_such_option: 1 }));
-  assert.equal(unknown.status, 500);
+  assert.equal(unknown.status, 422, 'the client named an option that does not exist');
   assert.deepEqual(unknown.body, { error: 'KeyError', detail: '', body: '', errors: 'no_such_option' });
   for (const bad of ['nope', '../../../../etc/passwd', join(t.dataDir, 'models/Stable-diffusion/../Lora/lora_a.safetensors')]) {
     const e = keep(await t.post('/sdapi/v1/options', { sd_model_checkpoint: bad }));
-    assert.equal(e.status, 500);
+    assert.equal(e.status, 404);
     assert.deepEqual(e.body, { error: 'RuntimeError', detail: '', body: '', errors: `model '${bad}' not found` });
   }
   assert.equal(t.server.ctx.backend.currentCheckpoint()?.name, 'sd-tiny.safetensors', 'a failed switch keeps the model');
@@ -245,13 +246,53 @@ test('img2img image input: missing, bad base64, URLs refused unless enabled', as
   assert.equal(none.status, 404);
   assert.deepEqual(none.body, { error: 'HTTPException', detail: 'Init image not found', body: '', errors: '' });
   const bad = keep(await t.post('/sdapi/v1/img2img', { init_images: ['bm90IGFuIGltYWdl'] }));
-  assert.equal(bad.status, 500);
-  assert.equal(bad.body.detail, 'Invalid encoded image');
+  assert.equal(bad.status, 422);
+  assert.match(bad.body.detail, /^Invalid encoded image/);
   const url = keep(await t.post('/sdapi/v1/img2img', { init_images: ['https://example.com/cat.png'] }));
-  assert.equal(url.status, 500);
+  assert.equal(url.status, 403);
   assert.equal(url.body.detail, 'Requests not allowed');
   const pi = keep(await t.post('/sdapi/v1/png-info', { image: 'http://example.com/a.png' }));
   assert.equal(pi.body.detail, 'Requests not allowed');
+});
+
+test('init images: raster formats only, size checked from the header before decoding, truncated files are 422', async () => {
+  // 195 bytes that would render 8000×8000 with a blur: refused without rendering.
+  const svg = '<svg xmlns="http://www.w3.org/2000/svg" width="8000" height="8000"><filter id="b"><feGaussianBlur stdDeviation="500"/></filter><rect width="8000" height="8000" filter="url(#b)"/></svg>';
+  const t0 = Date.now();
+  const s = keep(await t.post('/sdapi/v1/img2img', { init_images: [Buffer.from(svg).toString('base64')], steps: 1, width: 8, height: 8 }));
+  assert.equal(s.status, 422);
+  assert.match(s.body.detail, /not a PNG, JPEG, WebP/);
+  assert.ok(Date.now() - t0 < 2000);
+  const png = await sharp({ create: { width: 64, height: 64, channels: 3, background: '#336699' } }).png({ compressionLevel: 0 }).toBuffer();
+  const cut = keep(await t.post('/sdapi/v1/img2img', { init_images: [png.subarray(0, Math.floor(png.length * 0.6)).toString('base64')], steps: 1, width: 8, height: 8 }));
+  assert.equal(cut.status, 422, JSON.stringify(cut.body));
+  assert.match(cut.body.detail, /Invalid encoded image/);
+  // A decompression bomb: a small PNG declaring 20000×20000 pixels is refused from its header (limit 64 Mpx here).
+  const chunk = (type: string, data: Buffer) => {
+    const body = Buffer.concat([Buffer.from(type, 'latin1'), data]);
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(data.length);
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32BE(crc32(body));
+    return Buffer.concat([len, body, crc]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(20000, 0);
+  ihdr.writeUInt32BE(20000, 4);
+  ihdr.set([8, 0, 0, 0, 0], 8);
+  // 400 Mpx of zeros deflate to about 400 KB; the first rows are enough to look real.
+  const bomb = Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), chunk('IDAT', deflateSync(Buffer.alloc(20001 * 64))), chunk('IEND', Buffer.alloc(0))]);
+  const rss0 = process.memoryUsage().rss;
+  const b = keep(await t.post('/sdapi/v1/img2img', { init_images: [bomb.toString('base64')], steps: 1, width: 8, height: 8 }));
+  assert.equal(b.status, 422);
+  assert.match(b.body.detail, /larger than/);
+  assert.ok(process.memoryUsage().rss - rss0 < 256 * 2 ** 20);
+  const mask = keep(await t.post('/sdapi/v1/img2img', { init_images: [png.toString('base64')], mask: png.toString('base64'), mask_blur: 5000, steps: 1, width: 8, height: 8 }));
+  assert.equal(mask.status, 422);
+  assert.deepEqual(mask.body.detail[0].loc, ['body', 'mask_blur']);
+  const seedResize = keep(await t.post('/sdapi/v1/txt2img', { seed_resize_from_w: 1e6, seed_resize_from_h: 1e6, steps: 1, width: 8, height: 8 }));
+  assert.equal(seedResize.status, 422);
+  assert.deepEqual(seedResize.body.detail[0].loc, ['body', 'seed_resize_from_w']);
 });
 
 test('with URLs enabled, loopback/private/link-local targets are refused, public ones are fetched', async () => {
@@ -266,9 +307,9 @@ test('with URLs enabled, loopback/private/link-local targets are refused, public
   // The same loopback file server, but this server is told (test seam) that 127.0.0.1 is public.
   const lenient = await startTestServer({ apiEnableRequests: true, allowImageAddresses: (ip) => ip === '127.0.0.1' });
   try {
-    for (const u of [`http://127.0.0.1:${port}/a.png`, `http://localhost:${port}/a.png`, 'http://[::1]/a.png', 'http://10.1.2.3/a.png', 'http://169.254.169.254/latest', 'http://192.168.1.1/a.png', 'http://[::ffff:127.0.0.1]/a.png', 'http://2130706433/a.png', 'http://0x7f.1/a.png']) {
+    for (const u of [`http://127.0.0.1:${port}/a.png`, `http://localhost:${port}/a.png`, 'http://[::1]/a.png', 'http://10.1.2.3/a.png', 'http://169.254.169.254/latest', 'http://192.168.1.1/a.png', 'http://[::ffff:127.0.0.1]/a.png', 'http://2130706433/a.png', 'http://0x7f.1/a.png', `http://[::7f00:1]:${port}/a.png`, `http://[::ffff:0:7f00:1]:${port}/a.png`, 'http://[::127.0.0.1]/a.png', 'http://[::ffff:0:a00:1]/a.png']) {
       const r = keep(await strict.post('/sdapi/v1/png-info', { image: u }));
-      assert.equal(r.status, 500, u);
+      assert.equal(r.status, 403, u);
       assert.equal(r.body.detail, 'Request to local resource not allowed', u);
     }
     const ok = await lenient.post('/sdapi/v1/png-info', { image: `http://127.0.0.1:${port}/a.png` });

@@ -365,7 +365,7 @@ test('save_images writes atomically into outputs/, samples_format jpg, send_imag
   assert.equal(jInfo.info, JSON.parse(j.body.info).infotexts[0], 'png-info reads the JPEG EXIF UserComment');
   assert.equal(jInfo.parameters['Prompt'], 'jpeg');
   const bad = await t.post('/sdapi/v1/txt2img', { prompt: 'x', steps: 1, width: 8, height: 8, override_settings: { samples_format: 'bmp' } });
-  assert.deepEqual([bad.status, bad.body.detail], [500, 'Invalid image format']);
+  assert.deepEqual([bad.status, bad.body.detail], [422, 'Invalid image format']);
 });
 
 test('a backend that implements fewer samplers lists only those and falls back to them', async () => {

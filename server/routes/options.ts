@@ -14,7 +14,7 @@ export function register(api: Api, ctx: ServerContext): void {
     }
     const values = { ...(body as Record<string, unknown>) };
     for (const k of Object.keys(values)) {
-      if (!(k in OPTION_DEFAULTS) && ctx.options.all()[k] === undefined) throw new HttpError(500, k, 'KeyError');
+      if (!(k in OPTION_DEFAULTS) && ctx.options.all()[k] === undefined) throw new HttpError(422, k, 'KeyError');
     }
     const wanted = values['sd_model_checkpoint'];
     delete values['sd_model_checkpoint'];
