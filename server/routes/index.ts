@@ -18,5 +18,6 @@ import { register as trainSchema } from './train-schema.ts';
 import { register as trainFiles } from './train-files.ts';
 import { register as datasetCaptions } from './dataset-captions.ts';
 import { register as label } from './label.ts';
+import { register as llm } from './llm.ts';
 
-export const routeModules: ((api: Api, ctx: ServerContext) => void)[] = [generate, progress, options, models, loras, info, train, datasetImages, loraFiles, loraUpload, trainSchema, trainFiles, datasetCaptions, label];
+export const routeModules: ((api: Api, ctx: ServerContext) => void)[] = [generate, progress, options, models, loras, info, train, datasetImages, loraFiles, loraUpload, trainSchema, trainFiles, datasetCaptions, label, llm];
