@@ -8,14 +8,14 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import sharp from 'sharp';
 import type { Page } from 'playwright-core';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { readCaptionTable } from '../engine/train/caption-table.ts';
-import { startTestServer, type TestServer } from './server-fixture-backend.ts';
+import { startTestServer, sdTiny, type TestServer } from './server-fixture-backend.ts';
 import { patternFiles } from './server-train-support.ts';
 import { launchChromium, type TestBrowser } from './support/browser.ts';
 
@@ -127,6 +127,22 @@ test('generate: a LoRA added from the picker puts its tag in the prompt, the sli
   assert.deepEqual([...inpainted.subarray(0, 3)], [...orig.subarray(0, 3)], 'a corner outside the mask is unchanged');
   assert.ok(!orig.equals(inpainted), 'the masked part changed');
   await page.selectOption('#mode', 'txt2img');
+
+  // A long run shows the server's progress and live previews, and Interrupt ends it early with an image.
+  const long = 400;
+  await page.fill('#steps', String(long));
+  await page.click('#generate');
+  await page.locator('.live-preview:not([hidden])').waitFor({ timeout: 60_000 });
+  assert.match((await page.textContent('#gen-progress-text'))!, new RegExp(`/${long}`));
+  const stoppedAt = Date.now();
+  await page.click('#interrupt');
+  await page.locator('#gallery img').nth(2).waitFor({ timeout: 60_000 });
+  const note = await page.locator('.toast', { hasText: 'Interrupted' }).textContent({ timeout: 10_000 });
+  const [done, total] = /(\d+)\/(\d+)/.exec(note!)!.slice(1).map(Number);
+  assert.equal(total, long);
+  assert.ok(done! < long, `stopped at step ${done} of ${long}`);
+  assert.ok(Date.now() - stoppedAt < 20_000);
+  await page.fill('#steps', String(params.steps));
 });
 
 test('png info: a dropped PNG shows its infotext and fills the form', async () => {
@@ -242,6 +258,17 @@ test('models: checkpoints with the active one, LoRAs with metadata (the trained 
   await page.locator('#lora-list [data-lora="disks_ui"] summary').click();
   await page.locator('#lora-list [data-lora="disks_ui"] .lora-details div').waitFor();
   assert.match(await page.textContent('#lora-list [data-lora="disks_ui"] .lora-details') ?? '', /rank 4/);
+  // Upload a LoRA from the page: it joins the list.
+  const src = join(sdTiny, 'lora-kohya', (await readdir(join(sdTiny, 'lora-kohya'))).find((n) => n.endsWith('.safetensors'))!);
+  const copy = join(files, 'uploaded_ui.safetensors');
+  await writeFile(copy, await readFile(src));
+  await page.locator('#lora-upload').setInputFiles(copy);
+  await page.locator('#lora-list [data-lora="uploaded_ui"]').waitFor();
+  // A second checkpoint: switching makes it the active one.
+  await symlink(join(sdTiny, 'sd-tiny.safetensors'), join(t.dataDir, 'models/Stable-diffusion/other.safetensors'));
+  await page.click('#refresh-checkpoints');
+  await page.locator('#checkpoint-list [data-model="other"] button').click();
+  await page.locator('#checkpoint-list [data-model="other"] .badge').waitFor({ timeout: 60_000 });
   await shot('models');
   assert.deepEqual(problems, [], 'no console errors');
 });

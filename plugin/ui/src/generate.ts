@@ -250,8 +250,15 @@ export function generateTab(app: App): HTMLElement {
   const interrupt = h('button#interrupt', { type: 'button', disabled: true, onclick: () => void api.post('sdapi/v1/interrupt') }, t('interrupt'));
   const skip = h('button#skip', { type: 'button', disabled: true, onclick: () => void api.post('sdapi/v1/skip') }, t('skip'));
 
+  let lastJob: { id: string; step: number; steps: number } | null = null;
+  app.socket.on('job-end', (e: any) => {
+    if (lastJob && e?.id === lastJob.id && (e.status === 'interrupted' || e.status === 'error')) {
+      app.notify(e.status === 'interrupted' ? `${t('interrupted')}: ${t('step')} ${lastJob.step}/${lastJob.steps}` : String(e.error ?? e.status), e.status === 'error' ? 'error' : 'info');
+    }
+  });
   app.socket.on('progress', (p: any) => {
     if (!running || p?.state?.job === 'train_lora') return;
+    lastJob = { id: String(p.id), step: Number(p.state?.sampling_step ?? 0), steps: Number(p.state?.sampling_steps ?? 0) };
     bar.hidden = false;
     bar.value = Number(p.progress ?? 0);
     const s = p.state ?? {};

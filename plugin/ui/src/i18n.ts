@@ -20,6 +20,7 @@ const TEXT = {
   generate: ['Generate', '生成'],
   interrupt: ['Interrupt', '中断'],
   skip: ['Skip', '跳过'],
+  interrupted: ['Interrupted', '已中断'],
   sampler: ['Sampler', '采样器'],
   schedule: ['Schedule type', '调度类型'],
   steps: ['Steps', '步数'],
