@@ -77,7 +77,10 @@ function layoutNames(layout: ClipTextArch['layout'], P: string): LayoutNames {
   };
 }
 
-/** q, k, v from OpenCLIP's `nn.MultiheadAttention` weights: one GEMM over the fused [3W, W] matrix, rows q | k | v. */
+/**
+ * q, k, v from OpenCLIP's `nn.MultiheadAttention` weights: one GEMM over the fused [3W, W] matrix, rows q | k | v.
+ * A trainer's adapter sees the three projections as modules `<key>.q`, `<key>.k`, `<key>.v` (`fusedQkvModule`).
+ */
 function fusedQkv(ctx: ModuleContext, key: string, h: Tensor, width: number): [Tensor, Tensor, Tensor] {
   const w = ctx.p(`${key}_weight`);
   if (w.shape[0] !== 3 * width || w.shape[1] !== width) {
@@ -85,7 +88,16 @@ function fusedQkv(ctx: ModuleContext, key: string, h: Tensor, width: number): [T
   }
   const qkv = linear(h, w, ctx.maybe(`${key}_bias`));
   const last = qkv.rank - 1;
-  return [slice(qkv, last, 0, width), slice(qkv, last, width, 2 * width), slice(qkv, last, 2 * width, 3 * width)];
+  return (['q', 'k', 'v'] as const).map((part, i) => {
+    const y = slice(qkv, last, i * width, (i + 1) * width);
+    const extra = ctx.adapter?.(fusedQkvModule(key, part), h, 'linear');
+    return extra ? add(y, extra) : y;
+  }) as [Tensor, Tensor, Tensor];
+}
+
+/** The module key an adapter sees for one projection of a fused OpenCLIP in_proj (`…attn.in_proj` → `…attn.in_proj.q`). */
+export function fusedQkvModule(inProjKey: string, part: 'q' | 'k' | 'v'): string {
+  return `${inProjKey}.${part}`;
 }
 
 /** Token and position embeddings, then blocks [0, count). */
@@ -131,6 +143,8 @@ export interface ClipHiddenOptions {
   fromEnd: number;
   /** Also the pooled projection; the graph then takes `eos_onehot` [batch, 1, tokens] marking each row's first end token. */
   pooled?: boolean;
+  /** Name of the token-id input (default `input_ids`): two towers in one graph need two. */
+  idsName?: string;
 }
 
 /** SDXL's use of a CLIP tower (see the file comment): a raw hidden state, and optionally the pooled projection. */
@@ -141,7 +155,7 @@ export function clipTextHidden(ctx: ModuleContext, arch: ClipTextArch, opts: Cli
     throw new UserError(`clip skip must be an integer between 1 and ${N}, got ${fromEnd}`);
   }
   const names = layoutNames(arch.layout, arch.prefix ?? clipTextPrefix(arch.layout));
-  const ids = input('input_ids', 'int64', [B, T]);
+  const ids = input(opts.idsName ?? 'input_ids', 'int64', [B, T]);
   const hidden = runBlocks(ctx, arch, names, embed(ctx, names, ids, T), 0, N - (fromEnd - 1));
   if (!opts.pooled) return { ids, hidden };
   if (!arch.projection) throw new UserError('this text encoder has no text_projection, so it has no pooled output');

@@ -58,13 +58,18 @@ export function sizeConditionVector(pooled: Float32Array, sizes: ArrayLike<numbe
     throw new Error(`size conditioning: ${pooled.length} pooled values and ${sizes.length} sizes do not make whole rows of ${adm.pooledDim} and ${adm.sizeConditions}`);
   }
   const out = new Float32Array(B * adm.inChannels);
-  const fourier = timestepFeatures(sizes, adm.sizeEmbedDim);
+  const fourier = sizeFeatures(sizes, adm);
   const perRow = adm.sizeConditions * adm.sizeEmbedDim;
   for (let b = 0; b < B; b++) {
     out.set(pooled.subarray(b * adm.pooledDim, (b + 1) * adm.pooledDim), b * adm.inChannels);
     out.set(fourier.subarray(b * perRow, (b + 1) * perRow), b * adm.inChannels + adm.pooledDim);
   }
   return out;
+}
+
+/** The Fourier features of rows of six size numbers [B, 6·sizeEmbedDim]: `sizeConditionVector` without the pooled part. */
+export function sizeFeatures(sizes: ArrayLike<number>, adm: NonNullable<UnetArch['adm']>): Float32Array {
+  return timestepFeatures(sizes, adm.sizeEmbedDim);
 }
 
 function resBlock(ctx: ModuleContext, key: string, x: Tensor, emb: Tensor, arch: UnetArch): Tensor {

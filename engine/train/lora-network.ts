@@ -10,6 +10,7 @@ import type { Conv2dOptions } from '../graph/ops-nn.ts';
 import type { ModuleContext } from '../models/layers.ts';
 import { inferUnetLayout, ldmToDiffusers, LDM_PREFIX } from '../sd/keymap.ts';
 import { SDXL_TEXT } from '../sd/arch.ts';
+import { fusedQkvModule } from '../models/clip-text.ts';
 import { kohyaModuleName, type LoraPart } from '../lora/names.ts';
 import type { LoraModule, ParsedLora } from '../lora/types.ts';
 import { UserError } from '../util/errors.ts';
@@ -64,6 +65,35 @@ function teSelected(path: string, targets: TargetModules): boolean {
   return TE_ATTENTION.test(path) || (targets !== 'attention' && TE_MLP.test(path));
 }
 
+/**
+ * The trainable modules of one weight of an SGM file's OpenCLIP tower, under the transformers names kohya
+ * uses (`lora_te2_text_model_encoder_layers_N_self_attn_q_proj`); the fused in_proj gives q, k and v.
+ */
+function openclipModules(key: string, shape: number[]): LoraTargetModule[] {
+  const rel = key.slice(SDXL_TEXT.te2OpenClip.length);
+  const make = (path: string, moduleKey: string, out: number, inn: number): LoraTargetModule => ({
+    name: kohyaModuleName({ part: 'te2', path }),
+    part: 'te2',
+    path,
+    key: moduleKey,
+    kind: 'linear',
+    inFeatures: inn,
+    outFeatures: out,
+    kernel: [1, 1],
+  });
+  let m: RegExpMatchArray | null;
+  if ((m = rel.match(/^transformer\.resblocks\.(\d+)\.attn\.in_proj_weight$/))) {
+    const w = shape[1]!;
+    const inProj = key.slice(0, -'_weight'.length);
+    return (['q', 'k', 'v'] as const).map((p) => make(`text_model.encoder.layers.${m![1]}.self_attn.${p}_proj`, fusedQkvModule(inProj, p), w, w));
+  }
+  if ((m = rel.match(/^transformer\.resblocks\.(\d+)\.(attn\.out_proj|mlp\.c_fc|mlp\.c_proj)\.weight$/))) {
+    const hf = { 'attn.out_proj': 'self_attn.out_proj', 'mlp.c_fc': 'mlp.fc1', 'mlp.c_proj': 'mlp.fc2' }[m[2] as 'attn.out_proj'];
+    return [make(`text_model.encoder.layers.${m[1]}.${hf}`, key.slice(0, -'.weight'.length), shape[0]!, shape[1]!)];
+  }
+  return [];
+}
+
 /** SDXL weights (its UNet has `label_emb`): kohya names its modules the sd-scripts SDXL way. */
 export function isSdxlWeights(weights: WeightShapes): boolean {
   return weights.get(`${LDM_PREFIX.unet}label_emb.0.0.weight`) !== undefined;
@@ -84,6 +114,10 @@ export function selectTargets(weights: WeightShapes, targets: TargetModules, tex
     : [[LDM_PREFIX.text_encoder, 'te']];
   const out: LoraTargetModule[] = [];
   for (const k of keys) {
+    if (sdxl && k.startsWith(SDXL_TEXT.te2OpenClip)) {
+      if (textEncoder) out.push(...openclipModules(k, weights.get(k)!.shape).filter((m) => teSelected(m.path, targets)));
+      continue;
+    }
     if (!k.endsWith('.weight')) continue;
     let part: LoraPart;
     let path: string;

@@ -8,11 +8,10 @@ import type { ModuleContext } from '../models/layers.ts';
 import { compileTrainStep, TrainStep, type TrainStepResult } from '../runtime/train-step.ts';
 import { grad } from '../autodiff/grad.ts';
 import { compile, type CompiledGraph, type FeedValue, type SessionOptions } from '../runtime/session.ts';
-import { clipTextEncoder } from '../models/clip-text.ts';
-import { timestepFeatures, unet } from '../models/unet.ts';
+import { clipTextEncoder, clipTextHidden, eosOneHot } from '../models/clip-text.ts';
+import { sizeFeatures, timestepFeatures, unet } from '../models/unet.ts';
 import { TEXT_PREFIX, type StableDiffusion } from '../sd/model.ts';
 import type { LoraNetwork } from './lora-network.ts';
-import { UserError } from '../util/errors.ts';
 
 export interface StepShape {
   batch: number;
@@ -44,33 +43,35 @@ export interface StepInputs {
   context?: Float32Array;
   /** Token ids [B, tokens] (trained text encoder). */
   ids?: BigInt64Array;
-  /** SDXL: `label_emb`'s input [B, adm.inChannels] (pooled text embedding + size features, `sizeConditionVector`). */
+  /** SDXL, frozen encoders: `label_emb`'s input [B, adm.inChannels] (pooled text embedding + size features, `sizeConditionVector`). */
   added?: Float32Array;
+  /** SDXL, trained encoders: the OpenCLIP tower's token ids [B, tokens] (padded with 0) beside `ids`. */
+  ids2?: BigInt64Array;
+  /** SDXL, trained encoders: each sample's six size numbers [B, 6]. */
+  sizes?: ArrayLike<number>;
   target: Float32Array;
   weights: Float32Array;
 }
 
 /** Rebuilds the nodes of `outputs` that depend on `from`, with `to` in its place; leaves (params) stay shared. */
 export function substitute(outputs: readonly Tensor[], from: Tensor, to: Tensor): Tensor[] {
-  return rebuild(outputs, from, to, () => undefined);
+  return rebuild(outputs, new Map([[from, to]]), () => undefined);
 }
 
 /**
- * Clones `outputs`' graph, replacing `from` by `to` (when given) and putting each node for which `blockOf`
+ * Clones `outputs`' graph, replacing each key of `subs` by its value and putting each node for which `blockOf`
  * gives a number into that checkpoint segment (one segment per number). Nodes are cloned in creation order
  * (ids), which is a topological order, so each block's clones are made inside one `inSegment` call.
  */
 function rebuild(
   outputs: readonly Tensor[],
-  from: Tensor | undefined,
-  to: Tensor | undefined,
+  subs: ReadonlyMap<Tensor, Tensor>,
   blockOf: (t: Tensor) => number | undefined,
   replace?: (t: Tensor, inputs: Tensor[]) => Tensor | undefined,
 ): Tensor[] {
-  const map = new Map<Tensor, Tensor>();
-  if (from && to) map.set(from, to);
+  const map = new Map<Tensor, Tensor>(subs);
   const nodes = topoSort(outputs)
-    .filter((t) => t !== from && t.inputs.length > 0)
+    .filter((t) => !subs.has(t) && t.inputs.length > 0)
     .sort((a, b) => a.id - b.id);
   const clone = (t: Tensor) => {
     const ins = t.inputs.map((i) => map.get(i) ?? i);
@@ -117,7 +118,7 @@ function convTransposeAsConv(t: Tensor, ins: Tensor[]): Tensor | undefined {
 
 /** `outputs` with every stride-1, ungrouped transposed convolution rewritten as a convolution (same values). */
 export function transposedConvsAsConvs(outputs: readonly Tensor[]): Tensor[] {
-  return rebuild(outputs, undefined, undefined, () => undefined, convTransposeAsConv);
+  return rebuild(outputs, new Map(), () => undefined, convTransposeAsConv);
 }
 
 /**
@@ -152,14 +153,21 @@ export function buildLossGraph(model: StableDiffusion, network: LoraNetwork, s: 
   };
   const ctx = model.context({ adapter, training: true });
   const arch = model.arch;
-  if (o.trainTextEncoder && arch.family === 'sdxl') {
-    throw new UserError('train_text_encoder: training the text encoders of an SDXL model is not supported yet; set train_text_encoder: false (the UNet LoRA trains on the frozen encoders\' outputs)');
-  }
   const u = unet(ctx, arch.unet, { batch: s.batch, height: s.height, width: s.width, contextTokens: s.tokens });
   const end = g.scalar(0).id;
-  let te: Tensor | undefined;
+  // A trained text encoder runs inside the graph and replaces the context input (SDXL: and label_emb's input).
+  const subs = new Map<Tensor, Tensor>();
   if (o.trainTextEncoder) {
-    te = clipTextEncoder(model.context({ adapter: lora, training: true }), arch.textEncoder, { batch: s.batch, tokens: s.tokens, clipSkip: o.clipSkip ?? 1, prefix: TEXT_PREFIX }).hidden;
+    const teCtx = model.context({ adapter: lora, training: true });
+    if (arch.textEncoder2 && u.y && arch.unet.adm) {
+      const te1 = clipTextHidden(teCtx, arch.textEncoder, { batch: s.batch, tokens: s.tokens, fromEnd: 2 });
+      const te2 = clipTextHidden(teCtx, arch.textEncoder2, { batch: s.batch, tokens: s.tokens, fromEnd: 2, pooled: true, idsName: 'input_ids_2' });
+      const sizes = g.input('size_features', 'float32', [s.batch, arch.unet.adm.sizeConditions * arch.unet.adm.sizeEmbedDim]);
+      subs.set(u.context, g.concat([te1.hidden, te2.hidden], -1));
+      subs.set(u.y, g.concat([te2.pooled!, sizes], -1));
+    } else {
+      subs.set(u.context, clipTextEncoder(teCtx, arch.textEncoder, { batch: s.batch, tokens: s.tokens, clipSkip: o.clipSkip ?? 1, prefix: TEXT_PREFIX }).hidden);
+    }
   }
   const blockOf = (t: Tensor): number | undefined => {
     if (!starts.length || t.id < starts[0]! || t.id >= end) return undefined;
@@ -167,7 +175,7 @@ export function buildLossGraph(model: StableDiffusion, network: LoraNetwork, s: 
     while (k + 1 < starts.length && t.id >= starts[k + 1]!) k++;
     return k;
   };
-  const [pred] = o.checkpointBlocks || te ? (rebuild([u.out], te ? u.context : undefined, te, blockOf) as [Tensor]) : [u.out];
+  const [pred] = o.checkpointBlocks || subs.size ? (rebuild([u.out], subs, blockOf) as [Tensor]) : [u.out];
   const target = g.input('target', 'float32', pred.shape as number[]);
   const weights = g.input('loss_weight', 'float32', [s.batch]);
   const d = g.sub(pred, target);
@@ -182,7 +190,13 @@ function feeds(model: StableDiffusion, x: StepInputs, trainTE: boolean): Record<
     target: x.target,
     loss_weight: x.weights,
   };
-  if (model.arch.unet.adm) {
+  const adm = model.arch.unet.adm;
+  if (adm && trainTE) {
+    if (!x.ids2 || !x.sizes) throw new Error('train step: SDXL needs both towers\' token ids and the size numbers when the text encoders train');
+    out.input_ids_2 = x.ids2;
+    out.eos_onehot = eosOneHot(x.ids2, x.timesteps.length, x.ids2.length / x.timesteps.length);
+    out.size_features = sizeFeatures(x.sizes, adm);
+  } else if (adm) {
     if (!x.added) throw new Error('train step: an SDXL UNet needs the pooled text embedding and size conditioning');
     out.y = x.added;
   }
@@ -206,7 +220,7 @@ export class LoraTrainStep {
 
   static async compile(model: StableDiffusion, network: LoraNetwork, shape: StepShape, opts: StepGraphOptions): Promise<LoraTrainStep> {
     const { loss } = buildLossGraph(model, network, shape, opts);
-    const params = network.paramTensors(opts.trainTextEncoder ? ['unet', 'te'] : ['unet']);
+    const params = network.paramTensors(opts.trainTextEncoder ? ['unet', 'te', 'te2'] : ['unet']);
     // float16 needs the runtime's loss-scaled variant; float32 gets the faster backward convolutions.
     const step =
       opts.precision === 'float16'

@@ -226,8 +226,6 @@ class Run {
       textEncoder: this.trainTE,
       seed: c.seed,
     });
-    if (this.trainTE && this.model.arch.family === 'sdxl')
-      throw new UserError('train_text_encoder: training the text encoders of an SDXL model is not supported yet; set train_text_encoder: false (the UNet LoRA trains on the frozen encoders\' outputs)');
     if (this.trainTE && !this.network.hasPart('te'))
       throw new UserError(
         `train_text_encoder: ${c.base_model} has no CLIP text encoder in the SD 1.x (transformers) layout this trainer targets; set train_text_encoder: false`,
@@ -236,7 +234,8 @@ class Run {
       const ignored = this.network.loadFrom(await loadLora(c.init_lora), `init_lora ${c.init_lora}`);
       if (ignored.length) this.log(`init_lora: ${ignored.length} modules of ${c.init_lora} are not trained by this config and are dropped (first: ${ignored[0]})`);
     }
-    const parts = { unet: this.network.buffers('unet'), textencoder: this.network.buffers('te') };
+    // SDXL's two text encoders share the text-encoder learning rate, as in sd-scripts.
+    const parts = { unet: this.network.buffers('unet'), textencoder: new Map([...this.network.buffers('te'), ...this.network.buffers('te2')]) };
     // The compiled step does its own float16 loss scaling; the stepper sees unscaled float32 gradients.
     this.stepper = createTrainingStepper({ ...c, mixed_precision: 'no' }, parts, plan.totalSteps);
     let position: TrainPosition = { epoch: 0, batch: 0 };
@@ -251,7 +250,7 @@ class Run {
     }
     this.log(
       `network: ${this.network.size} LoRA modules (${this.network.modules.filter((m) => m.part === 'unet').length} UNet, ` +
-        `${this.network.modules.filter((m) => m.part === 'te').length} text encoder), rank ${c.lora_rank}, alpha ${c.lora_alpha}; ` +
+        `${this.network.modules.filter((m) => m.part !== 'unet').length} text encoder), rank ${c.lora_rank}, alpha ${c.lora_alpha}; ` +
         `${trainItems.length} training images, ${plan.totalSteps} optimizer steps`,
     );
 
@@ -349,8 +348,7 @@ class Run {
       const padded = this.tokenizer.encodePadded(caption, TOKENS);
       const ids = BigInt64Array.from(padded, BigInt);
       if (this.model.arch.family === 'sdxl') {
-        const end = padded.indexOf(this.tokenizer.eos);
-        const ids2 = BigInt64Array.from(padded, (v, i) => BigInt(end >= 0 && i > end ? SDXL_PAD_ID : v));
+        const ids2 = BigInt64Array.from(this.zeroPadded(padded), BigInt);
         const r = await this.model.encodeTextSdxl(ids, ids2, 1, TOKENS);
         ctx = { context: concatFeatures(r.hidden1, r.hidden2, TOKENS), pooled: r.pooled };
       } else {
@@ -360,6 +358,12 @@ class Run {
       this.contexts.set(caption, ctx);
     }
     return ctx;
+  }
+
+  /** SDXL's OpenCLIP ids: the same tokens, 0 after the first end token. */
+  private zeroPadded(padded: readonly number[]): number[] {
+    const end = padded.indexOf(this.tokenizer.eos);
+    return padded.map((v, i) => (end >= 0 && i > end ? SDXL_PAD_ID : v));
   }
 
   /** SDXL's per-image size conditioning as kohya records it: original size, crop (see `sdxlCropTopLeft`), bucket size. */
@@ -390,7 +394,12 @@ class Run {
     const nb = noiseBatch(latents, drawn.noise, drawn.timesteps, this.acp, this.objective);
     const inputs: StepInputs = { noisy: nb.noisy, timesteps: drawn.timesteps, target: nb.target, weights: nb.weights };
     if (this.trainTE) {
-      inputs.ids = BigInt64Array.from(captions.flatMap((cap) => this.tokenizer.encodePadded(cap, TOKENS)), BigInt);
+      const padded = captions.map((cap) => this.tokenizer.encodePadded(cap, TOKENS));
+      inputs.ids = BigInt64Array.from(padded.flat(), BigInt);
+      if (this.model.arch.unet.adm) {
+        inputs.ids2 = BigInt64Array.from(padded.flatMap((p) => this.zeroPadded(p)), BigInt);
+        inputs.sizes = this.sizeConditions(items);
+      }
     } else {
       const encoded = await Promise.all(captions.map((cap) => this.contextOf(cap)));
       const ctxs = encoded.map((e) => e.context);
