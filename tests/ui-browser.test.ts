@@ -249,6 +249,49 @@ test('train: the form checks the config as it is typed, the run fills the loss c
   await page.click('#use-lora');
   await page.locator('#tab-generate[aria-selected=true]').waitFor();
   assert.match(await page.inputValue('#prompt'), /<lora:disks_ui:1>/);
+
+  // The new LoRA stacked on another one.
+  const other = ((await t.get('/sdapi/v1/loras')).body as { alias: string }[]).find((l) => l.alias !== 'disks_ui')!.alias;
+  await page.fill('#prompt', 'a disk, <lora:disks_ui:1>');
+  await page.locator(`.lora-card[data-lora="${other}"] .add-lora`).click();
+  await page.click('#generate');
+  await page.locator('#infotext', { hasText: 'disks_ui' }).waitFor({ timeout: 60_000 });
+  assert.match((await page.textContent('#infotext'))!, new RegExp(`Lora hashes: "disks_ui: [0-9a-f]{12}, ${other}: [0-9a-f]{12}"`));
+});
+
+test('train: cancel a run, then resume it from its saved state', async () => {
+  await page.click('#tab-train');
+  await page.fill('#cfg-epochs', '40');
+  await page.fill('#cfg-output_name', 'disks_resume');
+  await page.fill('#cfg-sample_prompts', '');
+  await page.locator('#config-check .ok').waitFor({ timeout: 30_000 });
+  await page.click('#start-training');
+  await page.waitForFunction(
+    () => document.querySelector('#run-info strong')?.textContent?.trim() === 'disks_resume' && Number(document.querySelector('.loss-chart')?.getAttribute('data-points')) >= 2,
+    undefined,
+    { timeout: 60_000 },
+  );
+  await page.click('#cancel-run');
+  await page.locator('#run-info .status[data-status=cancelled]').waitFor({ timeout: 60_000 });
+  const cancelled = ((await t.get('/sdapi/v1/train/jobs')).body as any[]).find((j) => j.output_name === 'disks_resume' && j.status === 'cancelled');
+  const detail = (await t.get(`/sdapi/v1/train/jobs/${cancelled.id}`)).body;
+  assert.ok(detail.outputs.last_state, 'the cancelled run saved a state');
+  await page.click('#resume-run');
+  // The new run starts where the state left off: its first step is past the cancelled run's.
+  await page.waitForFunction(
+    (id) => {
+      const job = (document.querySelector('#run-info') as HTMLElement | null)?.dataset['job'];
+      return !!job && job !== id && Number(document.querySelector('.loss-chart')?.getAttribute('data-points')) >= 1;
+    },
+    cancelled.id,
+    { timeout: 60_000 },
+  );
+  const resumed = ((await t.get('/sdapi/v1/train/jobs')).body as any[]).find((j) => j.output_name === 'disks_resume' && j.id !== cancelled.id);
+  const rd = (await t.get(`/sdapi/v1/train/jobs/${resumed.id}`)).body;
+  assert.equal(rd.config.resume_from, detail.outputs.last_state);
+  assert.ok(rd.loss_history[0].step > detail.loss_history[0].step, 'the resumed run continues the step count');
+  await page.click('#cancel-run');
+  await page.locator('#run-info .status[data-status=cancelled]').waitFor({ timeout: 60_000 });
 });
 
 test('models: checkpoints with the active one, LoRAs with metadata (the trained one included)', async () => {

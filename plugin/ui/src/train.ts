@@ -192,6 +192,8 @@ export function trainTab(app: App): HTMLElement {
   const logBox = h('pre.log#train-log');
   const filesBox = h('ul.files#run-files');
   let selected: string | null = null;
+  /** The selected run as last fetched; socket progress is drawn over it. */
+  let shown: any = null;
   let lastDetail = 0;
   const sampleUrls = new Map<string, string>();
 
@@ -211,6 +213,7 @@ export function trainTab(app: App): HTMLElement {
     try {
       const j = await api.get<any>(`sdapi/v1/train/jobs/${encodeURIComponent(id)}`);
       if (selected !== id) return;
+      shown = j;
       chart.set((j.loss_history as any[]).map(toPoint));
       renderInfo(j);
       logBox.textContent = (j.logs as string[]).join('\n');
@@ -243,6 +246,7 @@ export function trainTab(app: App): HTMLElement {
   };
   const renderInfo = (j: any) => {
     const p = j.progress ?? {};
+    runInfo.dataset['job'] = j.id;
     clear(runInfo,
       h('strong', `${j.output_name} `), h('span.status', { class: `status-${j.status}`, 'data-status': j.status }, j.status),
       ` · ${t('step')} ${p.step ?? j.step ?? 0}/${p.total_steps ?? j.total_steps ?? '?'}`,
@@ -255,7 +259,8 @@ export function trainTab(app: App): HTMLElement {
 
   const resume = async (j: any) => {
     const cfg = { ...j.config, resume_from: j.outputs.last_state };
-    for (const k of ['output_dir', 'logging_dir']) delete cfg[k];
+    // Folders and the tokenizer are the server's to fill for the new job, as for a fresh one.
+    for (const k of ['output_dir', 'logging_dir', 'latent_cache_dir', 'tokenizer']) delete cfg[k];
     try {
       const r = await api.post(`sdapi/v1/train/jobs?overwrite=true`, cfg);
       await refreshRuns();
@@ -306,8 +311,7 @@ export function trainTab(app: App): HTMLElement {
     if (p.id !== selected) return;
     if (p.phase === 'training' && p.loss != null) chart.add(toPoint(p));
     runInfo.dataset['phase'] = p.phase;
-    const head = runInfo.querySelector('.status');
-    if (head) renderInfo({ id: p.id, output_name: head.previousSibling?.textContent?.trim() ?? '', status: 'running', progress: p });
+    if (shown?.id === p.id) renderInfo({ ...shown, status: 'running', progress: p });
     if (Date.now() - lastDetail > 5000) void showDetail(p.id);
   });
   app.socket.on('train-log', (l: any) => {
