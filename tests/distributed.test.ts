@@ -72,6 +72,9 @@ let front: Proc;
 let frontUrl: string;
 const workers: Proc[] = [];
 let nextWorker = 1;
+/** The front asks for the same --api-auth as a single server would. */
+const FRONT_AUTH = 'tester:front-secret';
+const frontHeaders = (): Record<string, string> => ({ authorization: `Basic ${Buffer.from(FRONT_AUTH).toString('base64')}` });
 /** Longer than the longest event-loop pause of a worker on this busy machine (building the tiny model's sessions: ≈3 s). */
 const STALL_S = 8;
 
@@ -96,7 +99,8 @@ async function call(base: string, path: string, body?: unknown): Promise<{ statu
 }
 
 async function callOnce(base: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
-  const r = await fetch(base + path, { method: body === undefined ? 'GET' : 'POST', headers: body === undefined ? {} : { 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
+  const auth = base === frontUrl ? frontHeaders() : {};
+  const r = await fetch(base + path, { method: body === undefined ? 'GET' : 'POST', headers: body === undefined ? auth : { ...auth, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
   const text = await r.text();
   try {
     return { status: r.status, body: JSON.parse(text) };
@@ -106,7 +110,7 @@ async function callOnce(base: string, path: string, body?: unknown): Promise<{ s
 }
 
 async function announcements(): Promise<WorkerAnnouncement[]> {
-  const c = new Redis(redis.port, '127.0.0.1');
+  const c = new Redis(redis.port, '127.0.0.1', { password: 'queue-secret' });
   try {
     const keys = await c.keys(`${WORKER_KEY_PREFIX}*`);
     return (keys.length ? await c.mget(...keys) : []).filter((v): v is string => v !== null).map((v) => JSON.parse(v) as WorkerAnnouncement);
@@ -123,14 +127,15 @@ function comparable(body: any): any {
 }
 
 before(async () => {
-  redis = await startRedis();
+  // A password on Redis: the URL carries it to the front and the workers.
+  redis = await startRedis({ password: 'queue-secret' });
   // The single-process reference, its data folder shared with the workers (checkpoint and LoRAs linked in).
   single = await startTestServer({
     withModel: true,
     backend: createEngineBackend({ device: 'cpu', threads: 1, fallbackTokenizerDirs: [] }),
   });
   await writePatternDataset(join(single.dataDir, 'datasets/disks'), 4, 0, 'yellow disk, dark background');
-  front = launch('front', ['serve', '--queue', redis.url, '--port', '0', '--data-dir', single.dataDir]);
+  front = launch('front', ['serve', '--queue', redis.url, '--port', '0', '--data-dir', single.dataDir, '--api-auth', FRONT_AUTH]);
   frontUrl = (await front.waitFor(/lora-scripts API on (http:\/\/\S+)/))[1]!;
   const [a, b] = [startWorker(), startWorker()];
   await Promise.all([a.waitFor(/worker w1 on/), b.waitFor(/worker w2 on/)]);
@@ -143,6 +148,8 @@ after(async () => {
 });
 
 test('workers announce the checkpoints, LoRAs, device and memory they have', async () => {
+  const anonymous = await fetch(`${frontUrl}/sdapi/v1/options`);
+  assert.equal(anonymous.status, 401, 'the front asks for its --api-auth');
   const list = await announcements();
   assert.deepEqual(list.map((w) => w.id).sort(), ['w1', 'w2']);
   for (const w of list) {
@@ -183,6 +190,34 @@ test('a burst of mixed txt2img/img2img with different LoRA stacks answers exactl
   assert.equal(opts.body.sd_model_checkpoint, (await single.get('/sdapi/v1/options')).body.sd_model_checkpoint);
 });
 
+test('a job goes to the worker that holds its checkpoint and LoRA stack when both are idle', async () => {
+  const stacks = ['a fox <lora:lora_a:0.9>', 'a fox <lora:lora_b:0.3>'];
+  const ranOn = async (prompt: string, seed: number): Promise<string> => {
+    const id = `task(affinity-${seed})`;
+    const r = await call(frontUrl, '/sdapi/v1/txt2img', { prompt, seed, steps: 2, width: 64, height: 64, force_task_id: id });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    const w = workers.find((x) => x.out.includes(`job ${id} (scripts_txt2img) started`));
+    assert.ok(w);
+    return w.name;
+  };
+  // Two jobs at once land on the two idle workers: each then holds one of the stacks.
+  let first: string[] = [];
+  for (let round = 0; round < 3 && (first.length === 0 || first[0] === first[1]); round++) {
+    first = await Promise.all([ranOn(stacks[0]!, 400 + 2 * round), ranOn(stacks[1]!, 401 + 2 * round)]);
+  }
+  assert.notEqual(first[0], first[1], 'two concurrent jobs ran on two workers');
+  await new Promise((r) => setTimeout(r, 1500));
+  const holder = new Map<string, string>();
+  for (const w of await announcements()) for (const slot of w.loaded) for (const st of slot.stacks) holder.set(st, w.id);
+  assert.equal(holder.get('lora_a:0.9:0.9'), first[0]);
+  assert.equal(holder.get('lora_b:0.3:0.3'), first[1]);
+  for (let i = 0; i < 4; i++) {
+    const k = i % 2;
+    assert.equal(await ranOn(stacks[k]!, 410 + i), first[k], `request ${i} with stack ${k} went to the other worker`);
+    await new Promise((r) => setTimeout(r, 1200));
+  }
+});
+
 test('errors caused by the request answer the same status and body as the single process', async () => {
   const bad = { prompt: 'x', steps: 2, width: 64, height: 64, override_settings: { sd_model_checkpoint: 'missing-model' } };
   const d = await call(frontUrl, '/sdapi/v1/txt2img', bad);
@@ -204,7 +239,7 @@ async function progressUntil(ok: (p: any) => boolean, ms = 60_000): Promise<any>
 
 test('progress with a live preview, socket.io events and interrupt reach the job on its worker', async () => {
   const { io } = await import('socket.io-client');
-  const socket = io(frontUrl, { transports: ['websocket'], forceNew: true });
+  const socket = io(frontUrl, { transports: ['websocket'], forceNew: true, extraHeaders: frontHeaders() });
   const events: { name: string; data: any }[] = [];
   socket.onAny((name: string, data: unknown) => events.push({ name, data }));
   await new Promise<void>((r) => socket.once('connect', () => r()));

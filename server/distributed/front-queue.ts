@@ -194,18 +194,19 @@ export class RedisFrontQueue extends EventEmitter implements WorkQueue {
     });
   }
 
-  /** A live worker with a free slot holding the checkpoint (and the LoRA stack, best), else none. */
+  /**
+   * The one live worker with a free slot that holds more of what the job needs (the checkpoint loaded: 1, and
+   * the LoRA stack merged too: 2) than the other free workers; none when several tie, so that equal workers
+   * share the load instead of all preferring the first.
+   */
   private preferredWorker(a: { checkpoint: string | null; stack: string }): string | null {
-    let best: { id: string; score: number } | null = null;
-    for (const w of this.workers) {
-      if (w.busy >= w.concurrency) continue;
-      for (const slot of w.loaded) {
-        if (a.checkpoint === null || slot.checkpoint !== a.checkpoint) continue;
-        const score = slot.stacks.includes(a.stack) ? 2 : 1;
-        if (!best || score > best.score) best = { id: w.id, score };
-      }
-    }
-    return best?.id ?? null;
+    if (a.checkpoint === null) return null;
+    const scored = this.workers
+      .filter((w) => w.busy < w.concurrency)
+      .map((w) => ({ id: w.id, score: Math.max(0, ...w.loaded.map((s) => (s.checkpoint !== a.checkpoint ? 0 : s.stacks.includes(a.stack) ? 2 : 1))) }))
+      .sort((x, y) => y.score - x.score);
+    const [best, next] = scored;
+    return best && best.score > 0 && (!next || next.score < best.score) && scored.length > 1 ? best.id : null;
   }
 
   private async refreshWorkers(): Promise<void> {
