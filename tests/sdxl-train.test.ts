@@ -203,3 +203,14 @@ test('train with an SDXL base_model through the YAML: a kohya SDXL LoRA (sdxl_ba
     await rm(tmp, { recursive: true, force: true });
   }
 });
+
+test('resolution left out: 1024 for an SDXL base_model, 512 otherwise; a written one wins', async () => {
+  const { parseTrainConfig } = await import('../engine/train/config.ts');
+  const { stringify } = await import('yaml');
+  const at = (base_model: string, extra: Record<string, unknown> = {}) =>
+    parseTrainConfig(stringify({ train_data_dir: '.', base_model, ...extra }), join(fixturesDir, 'cfg.yaml')).then((r) => r.config.resolution);
+  assert.equal(await at(join(dir, 'sdxl-tiny.safetensors')), 1024);
+  assert.equal(await at(join(dir, 'diffusers')), 1024);
+  assert.equal(await at(join(fixturesDir, 'sd-tiny', 'sd-tiny.safetensors')), 512);
+  assert.equal(await at(join(dir, 'sdxl-tiny.safetensors'), { resolution: 768 }), 768);
+});

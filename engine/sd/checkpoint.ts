@@ -130,6 +130,14 @@ export class Checkpoint {
   }
 }
 
+/** The family of the checkpoint at `path` from its headers alone (no weights read), or undefined when it is not one. */
+export async function checkpointFamily(path: string): Promise<SdArch['family'] | undefined> {
+  const ck = await Checkpoint.open(path).catch(() => undefined);
+  if (!ck) return undefined;
+  await ck.close();
+  return ck.arch.family;
+}
+
 /** Pickled checkpoints can run arbitrary code when loaded; this project never unpickles. */
 export function refuseUnsafe(path: string): void {
   const ext = extname(path).toLowerCase();

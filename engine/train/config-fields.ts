@@ -165,7 +165,7 @@ export const trainConfigFields = {
     expect: 'a path to a .safetensors checkpoint or a diffusers folder',
     group: 'Model',
     path: 'file-or-dir',
-    doc: 'Stable Diffusion 1.x model to train against: an LDM single-file `.safetensors` checkpoint or a diffusers folder (with model_index.json).',
+    doc: 'Stable Diffusion 1.x, 2.x or SDXL model to train against: a single-file `.safetensors` checkpoint (LDM / SGM) or a diffusers folder (with model_index.json).',
   },
   tokenizer: {
     schema: str().nullable(),
@@ -317,7 +317,7 @@ export const trainConfigFields = {
     default: 512,
     expect: `an integer ≥ ${BUCKET_STEP} that is a multiple of ${BUCKET_STEP}`,
     group: 'Images and buckets',
-    doc: 'Training resolution: buckets have an area of at most resolution²; without bucketing every image is resized and cropped to resolution × resolution.',
+    doc: 'Training resolution: buckets have an area of at most resolution²; without bucketing every image is resized and cropped to resolution × resolution. Left out with an SDXL base_model: 1024.',
   },
   enable_bucket: flag(
     true,

@@ -23,8 +23,12 @@ import {
   type SamplePrompt,
 } from './config-fields.ts';
 import { closest } from './suggest.ts';
-import { applyImpliedDefaults } from './implied-defaults.ts';
+import { applyImpliedDefaults, wrote } from './implied-defaults.ts';
+import { checkpointFamily } from '../sd/checkpoint.ts';
 import { isLlmModelFolder } from '../llm/config.ts';
+
+/** SDXL's native training size (sd-scripts' SDXL default). */
+export const SDXL_RESOLUTION = 1024;
 
 export type { TrainConfig, SamplePrompt } from './config-fields.ts';
 export { trainConfigFields, trainConfigKeys } from './config-fields.ts';
@@ -69,6 +73,8 @@ export async function parseTrainConfig(text: string, file: string): Promise<{ co
   if (!parsed.success || problems.length) throw configError(file, problems);
   const config = { ...(parsed.data as Record<string, unknown>) } as unknown as TrainConfig;
   config.sample_prompts = prompts;
+  // Left out, the resolution follows the base model: SDXL trains at its native 1024².
+  if (!wrote(rawMap, 'resolution') && (await checkpointFamily(resolve(baseDir, config.base_model))) === 'sdxl') config.resolution = SDXL_RESOLUTION;
   applyImpliedDefaults(config, rawMap);
   checkCombinations(config, rawMap, src, problems, warnings);
   await resolvePaths(config, baseDir, src, problems);
