@@ -196,6 +196,19 @@ test('datasets: upload images, edit a caption in place, see it in metadata.csv; 
   await page.check('#show-buckets');
   await page.locator('.bucket-label').first().waitFor();
   await shot('datasets');
+
+  // A kohya folder (`N_name` sub-folder, .txt sidecars) chosen as a folder: zipped in the page, structure kept.
+  const folder = join(files, 'kohya_set', '3_disk');
+  await mkdir(folder, { recursive: true });
+  for (const [n, data] of upload.slice(0, 2)) {
+    await writeFile(join(folder, n), data);
+    await writeFile(join(folder, n.replace(/\.png$/, '.txt')), `disk ${n}\n`);
+  }
+  await page.fill('#dataset-name', '');
+  await page.locator('#dataset-folder').setInputFiles(join(files, 'kohya_set'));
+  await page.locator('.caption-cell[data-key^="3_disk/"]').nth(1).waitFor({ timeout: 30_000 });
+  const kohya = (await t.get('/sdapi/v1/train/datasets/kohya_set/items')).body.items as { key: string; repeats: number; caption_source: string; caption: string }[];
+  assert.deepEqual(kohya.map((i) => [i.key, i.repeats, i.caption_source, i.caption]), upload.slice(0, 2).map(([n]) => [`3_disk/${n}`, 3, 'sidecar', `disk ${n}`]));
 });
 
 test('train: the form checks the config as it is typed, the run fills the loss chart and finishes; its LoRA goes to Generate', async () => {

@@ -58,6 +58,8 @@ export function datasetsTab(app: App): HTMLElement {
   const nameInput = h('input#dataset-name', { type: 'text', placeholder: 'my_style', pattern: '[A-Za-z0-9][A-Za-z0-9_.-]{0,63}', 'aria-label': t('new_dataset') });
   const fileInput = h('input#dataset-files', { type: 'file', multiple: true, accept: '.png,.jpg,.jpeg,.webp,.txt,.csv,.jsonl,.zip', class: 'visually-hidden' });
   const drop = h('label.dropzone#dataset-drop', { htmlFor: 'dataset-files', tabIndex: 0 }, t('drop_dataset'));
+  const folderInput = h('input#dataset-folder', { type: 'file', multiple: true, webkitdirectory: true, class: 'visually-hidden' });
+  const folderButton = h('label.button', { htmlFor: 'dataset-folder', tabIndex: 0, onkeydown: (e: KeyboardEvent) => (e.key === 'Enter' || e.key === ' ') && (e.preventDefault(), folderInput.click()) }, t('choose_folder'));
   const status = h('div.muted#dataset-status', { 'aria-live': 'polite' });
   const grid = h('div.caption-grid#caption-grid');
   const saveBtn = h('button.primary#save-captions', { type: 'button', disabled: true }, t('save_captions'));
@@ -222,6 +224,14 @@ export function datasetsTab(app: App): HTMLElement {
     }
   };
   fileInput.addEventListener('change', () => void uploadFiles([...(fileInput.files ?? [])].map((file) => ({ path: file.name, file }))));
+  folderInput.addEventListener('change', () => {
+    const picked = [...(folderInput.files ?? [])].filter((f) => !f.name.startsWith('.'));
+    const top = picked[0]?.webkitRelativePath.split('/')[0];
+    if (!nameInput.value && top) nameInput.value = top.replace(/[^A-Za-z0-9_.-]/g, '_');
+    void uploadFiles(picked.map((file) => ({ path: file.webkitRelativePath || file.name, file })));
+    folderInput.value = '';
+  });
+  drop.addEventListener('keydown', (e) => (e.key === 'Enter' || e.key === ' ') && (e.preventDefault(), fileInput.click()));
   drop.addEventListener('dragover', (e) => (e.preventDefault(), drop.classList.add('over')));
   drop.addEventListener('dragleave', () => drop.classList.remove('over'));
   drop.addEventListener('drop', async (e) => {
@@ -289,6 +299,8 @@ export function datasetsTab(app: App): HTMLElement {
       field(t('new_dataset'), nameInput),
       drop,
       fileInput,
+      h('div.row', folderButton),
+      folderInput,
       status,
     ),
     h('div.col.main-col',

@@ -65,6 +65,7 @@ const TEXT = {
   new_dataset: ['New dataset name', '新数据集名称'],
   drop_dataset: ['Drop a folder, a .zip or images here, or choose files', '拖入文件夹、.zip 或图片，或选择文件'],
   choose_files: ['Choose files', '选择文件'],
+  choose_folder: ['Choose a folder', '选择文件夹'],
   upload: ['Upload', '上传'],
   uploading: ['Uploading…', '上传中…'],
   delete: ['Delete', '删除'],
