@@ -16,6 +16,7 @@ import { demoNotice } from '../engine/demo/demo-model.ts';
 import { CheckpointManager } from './checkpoints.ts';
 import type { Layout, ServerContext, WorkQueue } from './context.ts';
 import { createEngineBackend } from './engine-backend.ts';
+import { sweepStaleTemps } from '../engine/util/atomic-write.ts';
 import { errorHandler } from './errors.ts';
 import { HashCache } from './hashes.ts';
 import { checkSamplesFormat, type ImagePolicy } from './images.ts';
@@ -128,6 +129,13 @@ export async function createServer(opts: ServerOptions = {}): Promise<LoraScript
   const log = opts.log ?? ((m: string) => console.log(m));
   const layout = resolveLayout(opts);
   for (const d of [layout.ckptDir, layout.loraDir, layout.vaeDir, layout.outputsDir]) await mkdir(d, { recursive: true });
+  // Temporary files of writers killed mid-write (kill -9, power loss) would otherwise stay forever.
+  const swept = (
+    await Promise.all(
+      ([[layout.dataDir, 0], [layout.loraDir, 1], [layout.outputsDir, 3], [join(layout.dataDir, 'training'), 2], [join(layout.dataDir, 'datasets'), 3]] as const).map(([d, depth]) => sweepStaleTemps(d, { depth })),
+    )
+  ).flat();
+  if (swept.length > 0) log(`removed ${swept.length} temporary file(s) left by an interrupted write: ${swept.slice(0, 3).join(', ')}${swept.length > 3 ? ', …' : ''}`);
 
   const creds = opts.apiAuth ? parseApiAuth(opts.apiAuth) : null;
   const forced: Record<string, OptionValue> = {};

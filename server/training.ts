@@ -16,8 +16,8 @@ import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { train, type TrainProgress, type TrainResult, type TrainEvent } from '../engine/train/trainer.ts';
 import type { TrainConfig } from '../engine/train/config.ts';
-import { stepPlan } from '../engine/train/dataset.ts';
 import { writeBufferAtomic } from '../engine/util/atomic-write.ts';
+import { newestTrainState } from '../engine/train/state.ts';
 import { isUserError } from '../engine/util/errors.ts';
 import type { ServerContext } from './context.ts';
 import { CancelledError, type JobContext, type JobHandle } from './queue.ts';
@@ -25,8 +25,12 @@ import type { PreparedTraining } from './train-config.ts';
 import { isInside, trainingSettings } from './train-settings.ts';
 import type { RemoteJob } from './distributed/front-queue.ts';
 import { remoteTraining } from './distributed/training-work.ts';
+import { isLlmModelFolder } from '../engine/llm/config.ts';
+import { ADAPTER_CONFIG, ADAPTER_WEIGHTS } from '../engine/llm/peft.ts';
+import { llmService } from './llm.ts';
 
-export type TrainJobStatus = 'queued' | 'running' | 'done' | 'cancelled' | 'failed';
+/** `interrupted`: the server stopped (crash, kill -9, power loss) while the job was queued or running; it can be resumed. */
+export type TrainJobStatus = 'queued' | 'running' | 'done' | 'cancelled' | 'failed' | 'interrupted';
 
 export interface LossPoint {
   step: number;
@@ -136,7 +140,11 @@ export class TrainingRegistry extends EventEmitter {
     this.ready = this.restore();
   }
 
-  /** Jobs that ended in an earlier run of the server, oldest first; they can be inspected, not cancelled. */
+  /**
+   * Jobs of earlier runs of the server, oldest first; they can be inspected, not cancelled. A record without
+   * an end was queued or running when that server died: it is listed as `interrupted`, with the newest
+   * complete state found in its folder (see `resume`).
+   */
   private async restore(): Promise<void> {
     const dir = trainingSettings(this.ctx).trainingDir;
     const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
@@ -147,7 +155,14 @@ export class TrainingRegistry extends EventEmitter {
       if (text === null) continue;
       try {
         const job = JSON.parse(text) as TrainJob;
-        if (typeof job.id === 'string' && job.ended_at && !this.jobs.has(job.id)) found.push(job);
+        if (typeof job.id !== 'string' || this.jobs.has(job.id)) continue;
+        if (!job.ended_at && job.status !== 'interrupted') {
+          const was = job.status;
+          job.status = 'interrupted';
+          job.error = `the server stopped while this job was ${was}`;
+          job.outputs.last_state = (await newestTrainState(job.outputs.work_dir)) ?? null;
+        }
+        found.push(job);
       } catch {
         this.ctx.log(`warning: ${join(dir, e.name, 'job.json')} is not valid JSON; that job is not listed`);
       }
@@ -173,7 +188,7 @@ export class TrainingRegistry extends EventEmitter {
       started_at: null,
       ended_at: null,
       config,
-      planned_steps: stepPlan(prepared.dataset, config).totalSteps,
+      planned_steps: prepared.plannedSteps,
       warnings: prepared.warnings,
       progress: null,
       loss_history: [],
@@ -193,6 +208,8 @@ export class TrainingRegistry extends EventEmitter {
       error: null,
     };
     this.jobs.set(id, job);
+    // On disk from the start, so a crash cannot make a queued or running job vanish from the list.
+    void this.persist(job);
     const work: RemoteJob<TrainResult> = { kind: 'train_lora', run: (c) => this.run(job, prepared, c), remote: remoteTraining(this.ctx, this, job, request.body, request.label) };
     const handle = this.ctx.queue.submit<TrainResult>(work, { id });
     this.handles.set(id, handle);
@@ -266,6 +283,7 @@ export class TrainingRegistry extends EventEmitter {
   private async run(job: TrainJob, prepared: PreparedTraining, c: JobContext): Promise<TrainResult> {
     job.status = 'running';
     job.started_at = new Date().toISOString();
+    void this.persist(job);
     const t0 = Date.now();
     c.progress({ step: 0, total: 0, jobNo: 0, jobCount: 1, textinfo: `Training ${job.outputs.lora_name}: loading`, preview: null });
     const onEvent = (e: TrainEvent): void => {
@@ -298,6 +316,7 @@ export class TrainingRegistry extends EventEmitter {
             job.outputs.states.push(e.path);
             job.outputs.last_state = e.path;
           } else if (e.kind !== 'final') job.outputs.intermediate.push(e.path);
+          void this.persist(job);
           break;
         case 'validation':
           job.validation.push({ step: e.step, loss: e.loss });
@@ -312,7 +331,13 @@ export class TrainingRegistry extends EventEmitter {
       const result = await train(prepared.config, { signal: c.signal, onEvent, dataset: prepared.dataset, threads: settings.threads });
       job.result = result;
       if (result.statePath) job.outputs.last_state = result.statePath;
-      if (result.outputPath) {
+      if (result.outputPath && (await isLlmModelFolder(job.config.base_model))) {
+        // An LLM adapter folder goes to models/LLM-adapters/<output_name>/, where the /v1 routes find it.
+        const target = join(llmService(this.ctx).adaptersDir, job.config.output_name);
+        for (const f of [ADAPTER_CONFIG, ADAPTER_WEIGHTS]) await writeBufferAtomic(join(target, f), await readFile(join(result.outputPath, f)));
+        job.outputs.lora = target;
+        this.log(job, `adapter ready: ${target} (use "adapters": [{"name": "${job.config.output_name}", "weight": 1}] on /v1/completions)`);
+      } else if (result.outputPath) {
         const target = join(this.ctx.layout.loraDir, `${job.config.output_name}.safetensors`);
         await writeBufferAtomic(target, await readFile(result.outputPath));
         job.outputs.lora = target;
@@ -331,12 +356,28 @@ export class TrainingRegistry extends EventEmitter {
     }
   }
 
-  /** The finished job's record beside its files, so it outlives the server process. */
-  private async persist(job: TrainJob): Promise<void> {
-    if (!job.started_at) return;
-    await writeBufferAtomic(join(job.outputs.work_dir, 'job.json'), JSON.stringify(job, null, 2) + '\n').catch((e: unknown) =>
-      this.ctx.log(`could not write ${job.outputs.work_dir}/job.json: ${(e as Error).message}`),
-    );
+  private readonly writes = new Map<string, Promise<void>>();
+
+  /**
+   * The job's record beside its files (`job.json`), so it outlives the server process: written when queued,
+   * when it starts, at every saved state and when it ends. Writes of one job run in order, each atomic.
+   */
+  private persist(job: TrainJob): Promise<void> {
+    const text = JSON.stringify(job, null, 2) + '\n';
+    const path = join(job.outputs.work_dir, 'job.json');
+    const next = (this.writes.get(job.id) ?? Promise.resolve())
+      .then(() => writeBufferAtomic(path, text))
+      .catch((e: unknown) => this.ctx.log(`could not write ${path}: ${(e as Error).message}`));
+    this.writes.set(job.id, next);
+    void next.then(() => {
+      if (this.writes.get(job.id) === next) this.writes.delete(job.id);
+    });
+    return next;
+  }
+
+  /** Resolves once every record written so far is on disk. */
+  async flushed(): Promise<void> {
+    await Promise.all([...this.writes.values()]);
   }
 }
 

@@ -107,18 +107,21 @@ export interface TestServer {
  * A real server on 127.0.0.1:0 over a fresh data dir. With `withModel`, the fixture checkpoint and both
  * kohya LoRAs are linked into the default folders.
  */
+/** The sd-tiny checkpoint, its tokenizer and two kohya LoRAs, linked into a data dir's model folders. */
+export async function linkFixtureModels(dataDir: string): Promise<void> {
+  await mkdir(join(dataDir, 'models/Stable-diffusion'), { recursive: true });
+  await mkdir(join(dataDir, 'models/Lora'), { recursive: true });
+  await symlink(join(sdTiny, 'sd-tiny.safetensors'), join(dataDir, 'models/Stable-diffusion/sd-tiny.safetensors')).catch(() => {});
+  // Single-file checkpoints ship no tokenizer; the engine looks in models/tokenizer.
+  await symlink(join(sdTiny, 'diffusers/tokenizer'), join(dataDir, 'models/tokenizer')).catch(() => {});
+  for (const n of ['lora_a', 'lora_b']) {
+    await symlink(join(sdTiny, 'lora-kohya', `${n}.safetensors`), join(dataDir, `models/Lora/${n}.safetensors`)).catch(() => {});
+  }
+}
+
 export async function startTestServer(opts: ServerOptions & { withModel?: boolean } = {}): Promise<TestServer> {
   const dataDir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), 'lora-scripts-server-')));
-  if (opts.withModel) {
-    await mkdir(join(dataDir, 'models/Stable-diffusion'), { recursive: true });
-    await mkdir(join(dataDir, 'models/Lora'), { recursive: true });
-    await symlink(join(sdTiny, 'sd-tiny.safetensors'), join(dataDir, 'models/Stable-diffusion/sd-tiny.safetensors')).catch(() => {});
-    // Single-file checkpoints ship no tokenizer; the engine looks in models/tokenizer.
-    await symlink(join(sdTiny, 'diffusers/tokenizer'), join(dataDir, 'models/tokenizer')).catch(() => {});
-    for (const n of ['lora_a', 'lora_b']) {
-      await symlink(join(sdTiny, 'lora-kohya', `${n}.safetensors`), join(dataDir, `models/Lora/${n}.safetensors`)).catch(() => {});
-    }
-  }
+  if (opts.withModel) await linkFixtureModels(dataDir);
   const server = await createServer({ port: 0, log: () => {}, ...opts, dataDir });
   const call = async (method: string, path: string, body: unknown, headers: Record<string, string> = {}) => {
     const r = await fetch(server.url + path, {

@@ -8,7 +8,7 @@
  * renamed into place, so a run killed mid-save leaves either the old state or the new one.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { SafetensorsFile, writeSafetensors, type TensorToWrite } from '../safetensors/index.ts';
 import { loadOptimizerState, saveOptimizerState } from '../optim/state-file.ts';
@@ -171,4 +171,19 @@ export function restoreNetwork(state: LoadedTrainState, network: LoraNetwork): v
     const a = state.alphas[m.name];
     if (a !== undefined) m.alpha = a;
   }
+}
+
+/**
+ * The newest complete state a run saved in `dir`, or null. A state folder appears by one rename once
+ * complete, so a readable `state.json` of this format marks it; a run killed while writing leaves only a
+ * hidden temporary folder.
+ */
+export async function newestTrainState(dir: string): Promise<string | null> {
+  const states = (await readdir(dir).catch(() => [] as string[])).filter((f) => /^state-\d{8}$/.test(f)).sort().reverse();
+  for (const s of states) {
+    const path = join(dir, s);
+    const info = await readFile(join(path, 'state.json'), 'utf8').then((t) => JSON.parse(t) as { format?: unknown }, () => null);
+    if (info?.format === STATE_FORMAT) return path;
+  }
+  return null;
 }

@@ -4,7 +4,7 @@
  * Trainings go through the shared queue, so they wait for generations ahead of them and the reverse.
  */
 import { stringify } from 'yaml';
-import type { Request } from 'express';
+import type { Request, Response } from 'express';
 import { join } from 'node:path';
 import { stat } from 'node:fs/promises';
 import { stepPlan } from '../../engine/train/dataset.ts';
@@ -18,6 +18,7 @@ import { trainingSettings } from '../train-settings.ts';
 import { newTrainJobId, trainingRegistry, type TrainJob } from '../training.ts';
 import { receiveDatasetUpload } from '../uploads.ts';
 import type { Api } from './api.ts';
+import { llmService } from '../llm.ts';
 
 const TRUE = new Set(['1', 'true', 'yes', 'on']);
 const flag = (req: Request, name: string) => TRUE.has(String(req.query[name] ?? '').toLowerCase());
@@ -53,7 +54,19 @@ function summary(ctx: ServerContext, job: TrainJob) {
     loss: job.loss_history.at(-1)?.loss ?? null,
     lora: job.outputs.lora,
     error: job.error,
+    // What a client can do next with a job that stopped before its end.
+    actions: job.status === 'interrupted' || (job.status === 'cancelled' && job.outputs.last_state) ? { resume: `/sdapi/v1/train/jobs/${job.id}/resume` } : {},
+    last_state: job.outputs.last_state,
   };
+}
+
+/**
+ * The request that continues a stopped job: its resolved config, from its newest state, in a folder of its
+ * own (output_dir and logging_dir left to their defaults, so the old job's record and logs stay as they are).
+ */
+function resumeBody(job: TrainJob): Record<string, unknown> {
+  const { output_dir: _o, logging_dir: _l, resume_from: _r, ...rest } = job.config as unknown as Record<string, unknown>;
+  return { ...rest, ...(job.outputs.last_state ? { resume_from: job.outputs.last_state } : {}) };
 }
 
 function detail(ctx: ServerContext, job: TrainJob) {
@@ -86,18 +99,38 @@ export function register(api: Api, ctx: ServerContext): void {
       ],
       example: { id: 'train-0123456789ab', status: 'queued', queue_position: 0, output_name: 'cats', lora: '/data/models/Lora/cats.safetensors', warnings: [] },
     },
+    async (req, res) => queueTraining(req, res, req.body),
+  );
+
+  async function queueTraining(req: Request, res: Response, body: unknown) {
+    const id = newTrainJobId();
+    const prepared = await prepareTrainingRequest(ctx, settings, body, { jobDir: join(settings.trainingDir, id) });
+    const name = prepared.config.output_name;
+    // No image dataset: an LLM run, whose adapter folder is published to models/LLM-adapters.
+    const lora = prepared.dataset ? join(ctx.layout.loraDir, `${name}.safetensors`) : join(llmService(ctx).adaptersDir, name);
+    if (registry.activeWithName(name)) throw new HttpError(409, `training job ${registry.activeWithName(name)!.id} already writes the LoRA '${name}'; choose another output_name`);
+    if (!flag(req, 'overwrite') && (await stat(lora).catch(() => null))) {
+      throw new HttpError(409, `the LoRA folder already has ${name}.safetensors; choose another output_name or add ?overwrite=true`);
+    }
+    const job = registry.submit(id, prepared, { body, label: workerLabel(req) });
+    res.status(202);
+    return { id: job.id, status: job.status, queue_position: registry.queuePosition(job.id), output_name: name, lora, work_dir: job.outputs.work_dir, warnings: job.warnings };
+  }
+
+  api.post(
+    '/sdapi/v1/train/jobs/:id/resume',
+    {
+      summary: 'Continue an interrupted (server stopped) or cancelled training from its newest saved state, as a new job with the same config (?overwrite=true as for jobs). Answers 202.',
+      tag,
+      query: [{ name: 'overwrite', type: 'boolean', default: false }],
+    },
     async (req, res) => {
-      const id = newTrainJobId();
-      const prepared = await prepareTrainingRequest(ctx, settings, req.body, { jobDir: join(settings.trainingDir, id) });
-      const name = prepared.config.output_name;
-      const lora = join(ctx.layout.loraDir, `${name}.safetensors`);
-      if (registry.activeWithName(name)) throw new HttpError(409, `training job ${registry.activeWithName(name)!.id} already writes the LoRA '${name}'; choose another output_name`);
-      if (!flag(req, 'overwrite') && (await stat(lora).catch(() => null))) {
-        throw new HttpError(409, `the LoRA folder already has ${name}.safetensors; choose another output_name or add ?overwrite=true`);
-      }
-      const job = registry.submit(id, prepared, { body: req.body, label: workerLabel(req) });
-      res.status(202);
-      return { id: job.id, status: job.status, queue_position: registry.queuePosition(job.id), output_name: name, lora, work_dir: job.outputs.work_dir, warnings: job.warnings };
+      await registry.ready;
+      const job = findJob(ctx, String(req.params['id']));
+      if (job.status !== 'interrupted' && job.status !== 'cancelled') throw new HttpError(409, `training job '${job.id}' is ${job.status}; only interrupted or cancelled jobs can be resumed`);
+      if (job.status === 'cancelled' && !job.outputs.last_state) throw new HttpError(409, `training job '${job.id}' was cancelled before it saved a state; queue it again instead`);
+      const out = await queueTraining(req, res, resumeBody(job));
+      return { ...out, resumes: job.id, resume_from: job.outputs.last_state };
     },
   );
 
@@ -125,6 +158,8 @@ export function register(api: Api, ctx: ServerContext): void {
   api.post('/sdapi/v1/train/dry-run', { summary: 'Validate a training config and plan its dataset (captions, buckets, steps), like `lora-scripts train --dry-run`; nothing is queued', tag }, async (req) => {
     const prepared = await prepareTrainingRequest(ctx, settings, req.body, { jobDir: join(settings.trainingDir, 'dry-run') });
     const { config, dataset } = prepared;
+    // An LLM config has text rows, not images: its plan is the step count.
+    if (!dataset) return { config, config_yaml: stringify(config, { lineWidth: 0 }), warnings: prepared.warnings, plan: { total_steps: prepared.plannedSteps } };
     const plan = stepPlan(dataset, config);
     return {
       config,
