@@ -209,6 +209,12 @@ test('datasets: upload images, edit a caption in place, see it in metadata.csv; 
   await page.locator('.caption-cell[data-key^="3_disk/"]').nth(1).waitFor({ timeout: 30_000 });
   const kohya = (await t.get('/sdapi/v1/train/datasets/kohya_set/items')).body.items as { key: string; repeats: number; caption_source: string; caption: string }[];
   assert.deepEqual(kohya.map((i) => [i.key, i.repeats, i.caption_source, i.caption]), upload.slice(0, 2).map(([n]) => [`3_disk/${n}`, 3, 'sidecar', `disk ${n}`]));
+
+  // Deleting asks first.
+  page.once('dialog', (d) => void d.accept());
+  await page.click('[aria-label="Delete kohya_set"]');
+  await page.locator('.dataset-list li[data-name="kohya_set"]').waitFor({ state: 'detached' });
+  assert.deepEqual(((await t.get('/sdapi/v1/train/datasets')).body as { name: string }[]).map((d) => d.name), ['disks']);
 });
 
 test('train: the form checks the config as it is typed, the run fills the loss chart and finishes; its LoRA goes to Generate', async () => {

@@ -181,14 +181,33 @@ export function datasetsTab(app: App): HTMLElement {
     await loadItems();
   };
 
+  let known: string[] = [];
+  const remove = async (name: string) => {
+    if (!confirm(`${name}: ${t('confirm_delete')}`)) return;
+    try {
+      await api.del(`sdapi/v1/train/datasets/${encodeURIComponent(name)}`);
+      if (current === name) {
+        current = null;
+        items = [];
+        dirty.clear();
+        markDirty();
+        renderGrid();
+      }
+      await refreshList();
+    } catch (e) {
+      app.notify(errorText(e), 'error');
+    }
+  };
   const refreshList = async () => {
     try {
       const ds = await api.get<DatasetInfo[]>('sdapi/v1/train/datasets');
+      known = ds.map((d) => d.name);
       clear(
         list,
         ds.map((d) =>
           h('li', { 'data-name': d.name, 'aria-current': d.name === current ? 'true' : null },
             h('button.link', { type: 'button', onclick: () => void open(d.name) }, h('strong', d.name), ` ${d.images} ${t('images')}, ${d.captioned} ${t('captioned')}`),
+            h('button.icon', { type: 'button', title: t('delete'), 'aria-label': `${t('delete')} ${d.name}`, onclick: () => void remove(d.name) }, '×'),
             d.error ? h('div.error', d.error) : null,
           ),
         ),
@@ -211,9 +230,11 @@ export function datasetsTab(app: App): HTMLElement {
       for (const f of files) tree[root ? f.path.slice(f.path.indexOf('/') + 1) : f.path] = [new Uint8Array(await f.file.arrayBuffer()), { level: 0 }];
       form.append('files', new Blob([zipSync(tree) as Uint8Array<ArrayBuffer>], { type: 'application/zip' }), `${name}.zip`);
     } else for (const f of files) form.append('files', f.file, f.path);
+    // Uploading to a name that exists replaces that dataset: only after the user agrees.
+    const replace = known.includes(name);
+    if (replace && !confirm(`${name}: ${t('confirm_replace')}`)) return;
     status.textContent = t('uploading');
     try {
-      const replace = current === name;
       await api.form(`sdapi/v1/train/datasets/${encodeURIComponent(name)}${replace ? '?replace=true' : ''}`, form);
       status.textContent = '';
       await refreshList();

@@ -132,7 +132,7 @@ export function generateTab(app: App): HTMLElement {
   prompt.onChange(renderWeights);
 
   // ---- img2img / inpaint input with mask painting
-  const modeSelect = h('select#mode', { 'aria-label': 'mode' }, h('option', { value: 'txt2img' }, t('mode_txt2img')), h('option', { value: 'img2img' }, t('mode_img2img')), h('option', { value: 'inpaint' }, t('mode_inpaint')));
+  const modeSelect = h('select#mode', { 'aria-label': t('mode') }, h('option', { value: 'txt2img' }, t('mode_txt2img')), h('option', { value: 'img2img' }, t('mode_img2img')), h('option', { value: 'inpaint' }, t('mode_inpaint')));
   const initImg = h('img.init-image', { alt: t('init_image') });
   const maskCanvas = h('canvas.mask-canvas', { 'aria-label': 'mask' });
   const brush = num('brush', 24, 2, 200);
@@ -367,7 +367,7 @@ export function generateTab(app: App): HTMLElement {
     h('div.col.main-col',
       field(t('prompt'), prompt.root),
       field(t('negative_prompt'), negative.root),
-      h('div.row.actions', genButton, interrupt, skip, field('mode', modeSelect)),
+      h('div.row.actions', genButton, interrupt, skip, field(t('mode'), modeSelect)),
       initBox,
       h('div.grid-params',
         field(t('sampler'), sampler), field(t('schedule'), scheduler), field(t('steps'), steps), field(t('cfg'), cfg),
