@@ -15,7 +15,10 @@ import { BUNDLED_CLIP_TOKENIZER } from '../engine/text/tokenizer.ts';
 import { parseTrainConfig, trainConfigFields, trainConfigKeys, type TrainConfig } from '../engine/train/config.ts';
 import { OUTPUT_NAME_PATTERN } from '../engine/train/config-fields.ts';
 import { overLimit } from './limits.ts';
-import { loadDataset, type Dataset } from '../engine/train/dataset.ts';
+import { loadDataset, stepPlan, type Dataset } from '../engine/train/dataset.ts';
+import { isLlmModelFolder } from '../engine/llm/config.ts';
+import { llmTrainingPlan } from '../engine/llm/trainer.ts';
+import { llmService } from './llm.ts';
 import { isUserError } from '../engine/util/errors.ts';
 import type { ServerContext } from './context.ts';
 import { ValidationError, type ValidationIssue } from './errors.ts';
@@ -25,7 +28,10 @@ export interface PreparedTraining {
   config: TrainConfig;
   /** Config warnings, then dataset warnings. */
   warnings: string[];
-  dataset: Dataset;
+  /** The image dataset (Stable Diffusion); absent for an LLM base model, whose text data the plan checked. */
+  dataset?: Dataset;
+  /** Optimizer steps the dataset plan gives. */
+  plannedSteps: number;
 }
 
 type Loc = (string | number)[];
@@ -43,14 +49,15 @@ function fail(loc: Loc, msg: string, type?: string): never {
 /** The folders each path key may point into; a path key not listed here is refused (fail closed). */
 function pathRoots(ctx: ServerContext, s: TrainingSettings): Record<string, { roots: string[]; what: string }> {
   const { ckptDir, loraDir, dataDir } = ctx.layout;
+  const llm = llmService(ctx);
   const datasets = { roots: datasetRoots(s), what: 'the dataset folders' };
   const training = { roots: [s.trainingDir], what: 'the training folder' };
   return {
     train_data_dir: datasets,
     metadata_path: datasets,
-    base_model: { roots: [ckptDir], what: 'the checkpoint folder' },
-    tokenizer: { roots: [ckptDir, join(dirname(ckptDir), 'tokenizer'), join(dataDir, 'models', 'tokenizer')], what: 'the checkpoint and tokenizer folders' },
-    init_lora: { roots: [loraDir, s.trainingDir], what: 'the LoRA and training folders' },
+    base_model: { roots: [ckptDir, llm.modelsDir], what: 'the checkpoint and LLM folders' },
+    tokenizer: { roots: [ckptDir, join(dirname(ckptDir), 'tokenizer'), join(dataDir, 'models', 'tokenizer'), llm.modelsDir], what: 'the checkpoint, tokenizer and LLM folders' },
+    init_lora: { roots: [loraDir, llm.adaptersDir, s.trainingDir], what: 'the LoRA, LLM adapter and training folders' },
     resume_from: training,
     output_dir: training,
     logging_dir: training,
@@ -115,7 +122,13 @@ export async function prepareTrainingRequest(
   const file = join(ctx.layout.dataDir, 'train-request.yaml');
   // Syntax errors and non-mapping documents: the loader reports them before it looks at any path.
   if (doc.errors.length || !isMap(doc.contents)) return reportConfigError(await parseTrainConfig(text ?? doc.toString(), file).then(() => null, (e: unknown) => e), text !== null);
-  const raw = doc.toJS() as Record<string, unknown>;
+  let raw: Record<string, unknown>;
+  try {
+    // toJS refuses documents whose aliases expand past its limit (a "billion laughs" bomb).
+    raw = doc.toJS({ maxAliasCount: 100 }) as Record<string, unknown>;
+  } catch (e) {
+    fail(text !== null ? ['yaml'] : [], `the config cannot be read: ${(e as Error).message}`);
+  }
   const rules = pathRoots(ctx, s);
 
   for (const key of trainConfigKeys) {
@@ -128,6 +141,11 @@ export async function prepareTrainingRequest(
       const ckpt = ctx.models.findCheckpoint(v);
       if (ckpt) {
         doc.set(key, ckpt.path);
+        continue;
+      }
+      // A causal LM by its folder name in models/LLM.
+      if ((await llmService(ctx).models()).includes(v)) {
+        doc.set(key, join(llmService(ctx).modelsDir, v));
         continue;
       }
       if (!v.includes('/') && !v.includes('\\')) {
@@ -172,7 +190,8 @@ export async function prepareTrainingRequest(
     return reportConfigError(e, text !== null);
   }
   const { config } = parsed;
-  checkTrainingWork(ctx, config);
+  const llm = await isLlmModelFolder(config.base_model);
+  checkTrainingWork(ctx, config, llm);
 
   // The loader found some paths itself (metadata.csv, a diffusers model's tokenizer); check them all again.
   for (const [key, rule] of Object.entries(rules)) {
@@ -184,6 +203,14 @@ export async function prepareTrainingRequest(
     }
   }
 
+  if (llm) {
+    try {
+      return { config, warnings: parsed.warnings, plannedSteps: (await llmTrainingPlan(config)).totalSteps };
+    } catch (e) {
+      if (isUserError(e)) fail(['train_data_dir'], e.message, 'value_error.dataset');
+      throw e;
+    }
+  }
   let dataset: Dataset;
   try {
     dataset = await loadDataset(config);
@@ -200,13 +227,15 @@ export async function prepareTrainingRequest(
   if (dataset.items.length > ctx.limits.maxDatasetImages) {
     throw overLimit('train_data_dir', `the dataset has ${dataset.items.length} images, over the limit of ${ctx.limits.maxDatasetImages}`, 'maxDatasetImages');
   }
-  return { config, warnings: [...parsed.warnings, ...dataset.warnings], dataset };
+  return { config, warnings: [...parsed.warnings, ...dataset.warnings], dataset, plannedSteps: stepPlan(dataset, config).totalSteps };
 }
 
 /** The work caps of server/limits.ts: training keeps activations for the backward pass, so its images get half the pixels. */
-function checkTrainingWork(ctx: ServerContext, c: TrainConfig): void {
+function checkTrainingWork(ctx: ServerContext, c: TrainConfig, llm: boolean): void {
   const L = ctx.limits;
   if (c.lora_rank > L.maxLoraRank) throw overLimit('lora_rank', `lora_rank is ${c.lora_rank}, over the limit of ${L.maxLoraRank}`, 'maxLoraRank');
+  // The pixel caps are for images; an LLM run's size is its token rows.
+  if (llm) return;
   const maxTrainPixels = L.maxPixels / 2;
   const pixels = c.resolution * c.resolution;
   if (pixels > maxTrainPixels) {

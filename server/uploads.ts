@@ -169,6 +169,9 @@ function receive(req: Request, res: Response, staging: string, s: TrainingSettin
   return new Promise((resolve, reject) => {
     upload(req, res, (err: unknown) => {
       if (err instanceof multer.MulterError) reject(multerError(err, s));
+      // busboy's parse errors (no boundary, malformed part header, truncated body) carry no errno code;
+      // errors of the file system (full disk, permissions) do and stay server errors.
+      else if (err instanceof Error && !(err instanceof HttpError) && (err as NodeJS.ErrnoException).code === undefined) reject(new HttpError(400, `bad multipart upload: ${err.message}`));
       else if (err) reject(err);
       else resolve((req.files as Express.Multer.File[] | undefined) ?? []);
     });
@@ -188,6 +191,7 @@ async function unpackZip(zipPath: string, dataDir: string, s: TrainingSettings):
   const accepted: ZipEntry[] = [];
   const skipped: string[] = [];
   const names = new Set<string>();
+  const files: string[] = [];
   let total = 0;
   for (const e of entries) {
     if (JUNK.test(e.name)) {
@@ -205,21 +209,30 @@ async function unpackZip(zipPath: string, dataDir: string, s: TrainingSettings):
     kindOf(rel);
     if (names.has(rel.toLowerCase())) refuse(`zip entry '${rel}' appears twice`);
     names.add(rel.toLowerCase());
+    files.push(rel.toLowerCase());
     if (e.size > s.maxUploadFileBytes) throw tooLarge(`zip entry '${rel}' unpacks to ${e.size} bytes, over the limit of ${s.maxUploadFileBytes} bytes per file`);
     total += e.size;
     if (total > s.maxUploadTotalBytes) throw tooLarge(`the zip unpacks to more than the limit of ${s.maxUploadTotalBytes} bytes in total`);
     accepted.push(e);
   }
   if (accepted.length > s.maxUploadFiles) throw tooLarge(`the zip holds ${accepted.length} files, over the limit of ${s.maxUploadFiles}`);
-  let files: Map<string, Uint8Array>;
+  // A file and a folder of the same name ('a.png' and 'a.png/b.png') cannot both be unpacked.
+  for (const f of files) {
+    const parts = f.split('/');
+    for (let i = 1; i < parts.length; i++) {
+      const folder = parts.slice(0, i).join('/');
+      if (names.has(folder)) refuse(`zip entries '${folder}' and '${f}' conflict: '${folder}' is both a file and a folder`);
+    }
+  }
+  let unpacked: Map<string, Uint8Array>;
   try {
-    files = extractZipEntries(buf, accepted);
+    unpacked = extractZipEntries(buf, accepted);
   } catch (e) {
     if (e instanceof ZipFormatError) refuse(e.message);
     throw e;
   }
   const written: string[] = [];
-  for (const [name, data] of files) {
+  for (const [name, data] of unpacked) {
     const target = join(dataDir, ...name.split('/'));
     await mkdir(dirname(target), { recursive: true });
     await writeFile(target, data, { flag: 'wx' });

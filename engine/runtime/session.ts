@@ -6,6 +6,7 @@ import { lower, type LowerOptions } from '../onnx/lower.ts';
 import { UserError } from '../util/errors.ts';
 import { defaultThreads, executionProviders, hasFastFloat16, logOnce, type Device } from './providers.ts';
 import { toFloat16 } from './precision.ts';
+import { removeOrtTraceFile } from './ort-trace-file.ts';
 
 export interface SessionOptions {
   device?: Device;
@@ -76,6 +77,7 @@ export function cachedSession(
     const so = sessionOptions(o);
     if (externalData.length) (so as { externalData?: unknown }).externalData = externalData;
     s = ort.InferenceSession.create(bytes, so);
+    removeOrtTraceFile(s);
     if (!o.profile) {
       s.catch(() => {
         sessions.delete(k);
