@@ -198,6 +198,8 @@ export async function prepareTrainingRequest(
     const v = (config as unknown as Record<string, unknown>)[key];
     // The project's own read-only vocabulary is the one path outside the data folder a config may read.
     if (key === 'tokenizer' && v === BUNDLED_CLIP_TOKENIZER) continue;
+    // A checkpoint the server lists is readable wherever it lies (the bundled demo model, used while the folder is empty).
+    if (key === 'base_model' && ctx.models.checkpoints().some((c) => c.path === v)) continue;
     if (typeof v === 'string' && key !== 'sample_prompts' && !rule.roots.some((r) => isInside(r, v))) {
       fail([key], `${key}: ${v} is outside ${rule.what}`, 'value_error.path');
     }

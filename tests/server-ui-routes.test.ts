@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { trainConfigDefaults, trainConfigKeys } from '../engine/train/config-fields.ts';
 import { readHeaderOnly } from '../engine/safetensors/index.ts';
+import { DEMO_MODEL } from '../engine/demo/demo-model.ts';
 import { startTestServer, sdTiny, type TestServer } from './server-fixture-backend.ts';
 import { patternPng, upload } from './server-train-support.ts';
 
@@ -111,4 +112,22 @@ test('LoRA upload: a LoRA lands in the folder and the list; a checkpoint is refu
   assert.deepEqual((await t.get('/sdapi/v1/lora-previews')).body, []);
   await writeFile(join(t.dataDir, 'models/Lora/uploaded_one.preview.png'), await patternPng(1));
   assert.deepEqual((await t.get('/sdapi/v1/lora-previews')).body, ['uploaded_one']);
+});
+
+test('with the checkpoint folder empty, a training config defaults to the bundled demo model and passes the checks', async () => {
+  const s = await startTestServer({ fallbackCheckpoint: DEMO_MODEL, loadOnStart: false });
+  try {
+    const files: [string, Uint8Array | string, string?][] = [['a.png', await patternPng(0), 'image/png'], ['metadata.csv', 'file_name,caption\na.png,a disk\n', 'text/csv']];
+    assert.equal((await upload(s, 'one', files)).status, 201);
+    const r = await s.post('/sdapi/v1/train/check', { train_data_dir: 'datasets/one', resolution: 64 });
+    assert.equal(r.body.valid, true, JSON.stringify(r.body));
+    const dry = await s.post('/sdapi/v1/train/dry-run', { train_data_dir: 'datasets/one', resolution: 64 });
+    assert.equal(dry.body.config.base_model, DEMO_MODEL);
+    // A path outside the checkpoint folder that is not a listed checkpoint stays refused.
+    const other = await s.post('/sdapi/v1/train/check', { train_data_dir: 'datasets/one', base_model: join(sdTiny, 'sd-tiny.safetensors') });
+    assert.equal(other.body.valid, false);
+    assert.equal(other.body.detail[0].type, 'value_error.path');
+  } finally {
+    await s.close();
+  }
 });
