@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ClipModel, normalizeRows } from '../engine/clip/model.ts';
+import { eosOneHot } from '../engine/models/clip-text.ts';
 import { clipPixelValues, resizeForClip } from '../engine/clip/preprocess.ts';
 import { decodeRgb } from '../engine/image/decode-rgb.ts';
 import { Goldens, assertClose } from './support/golden.ts';
@@ -71,15 +72,23 @@ test('text tower: tokenizer ids, pooled output, text embeddings and logits match
   const ids = await g.readRaw('golden/inputs.safetensors', 'input_ids');
   const n = ids.shape[0]!;
   m.phrases.forEach((p, i) => assert.deepEqual(model.tokenize(p), m.input_ids[i], `token ids of ${JSON.stringify(p)}`));
-  const graph = await model.textGraph(n);
-  const { eosOneHot } = await import('../engine/clip/model.ts');
-  const [embeds, hidden, pooled] = await graph.run({
+  const [embeds] = await (await model.textGraph(n)).run({
     input_ids: { data: ids.data as BigInt64Array, shape: [n, T] },
-    eos_onehot: { data: eosOneHot(ids.data as BigInt64Array, n, T, model.arch.eosTokenId), shape: [n, 1, T] },
+    eos_onehot: { data: eosOneHot(ids.data as BigInt64Array, n, T), shape: [n, 1, T] },
   });
+  const [hidden] = await (await model.textHiddenGraph(n)).run({ input_ids: { data: ids.data as BigInt64Array, shape: [n, T] } });
   await g.expectClose(hidden!.data as Float32Array, 'golden/text.safetensors', 'last_hidden_state');
-  await g.expectClose(pooled!.data as Float32Array, 'golden/text.safetensors', 'pooled');
   await g.expectClose(embeds!.data as Float32Array, 'golden/text.safetensors', 'text_embeds');
+  // transformers' pooled output is the last hidden state at each row's first end token.
+  const W = model.arch.text.width;
+  const onehot = eosOneHot(ids.data as BigInt64Array, n, T);
+  const h = hidden!.data as Float32Array;
+  const pooled = new Float32Array(n * W);
+  for (let r = 0; r < n; r++) {
+    const at = onehot.subarray(r * T, (r + 1) * T).indexOf(1);
+    pooled.set(h.subarray((r * T + at) * W, (r * T + at + 1) * W), r * W);
+  }
+  await g.expectClose(pooled, 'golden/text.safetensors', 'pooled');
   // From text, through the chunked path captioning uses.
   const fromText = await model.textEmbeds(m.phrases);
   await g.expectClose(fromText, 'golden/text.safetensors', 'text_embeds');

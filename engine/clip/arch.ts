@@ -12,16 +12,11 @@ import { UserError } from '../util/errors.ts';
 
 export interface ClipArch {
   source: 'hf' | 'openclip';
+  /** With its key prefix and its projection (`text_projection.weight` [D, W], or OpenCLIP's [W, D] applied as x @ P). */
   text: ClipTextArch;
-  /** Key prefix of the text tower (`text_model.` or OpenCLIP's file prefix). */
-  textPrefix: string;
-  /** `text_projection.weight` [D, W] (hf, a Linear) or `text_projection` [W, D] (openclip, x @ P). */
-  textProjectionKey: string;
   vision: ClipVisionArch;
   projectionDim: number;
   logitScaleKey: string | null;
-  /** End-of-text id: the pooled text output is taken at its first occurrence. */
-  eosTokenId: number;
 }
 
 export type ShapeOf = (key: string) => number[] | undefined;
@@ -76,9 +71,9 @@ export function hfClipArch(config: Json, shapeOf: ShapeOf, where: string): ClipA
       activation: act(tc['hidden_act'], `${where} text_config`),
       layerNormEps: num(tc['layer_norm_eps']) ?? 1e-5,
       skipLastLayer: false,
+      prefix: T,
+      projection: { key: 'text_projection.weight', transposed: false, dim: projDim },
     },
-    textPrefix: T,
-    textProjectionKey: 'text_projection.weight',
     vision: {
       layout: 'hf',
       prefix: V,
@@ -94,8 +89,6 @@ export function hfClipArch(config: Json, shapeOf: ShapeOf, where: string): ClipA
     },
     projectionDim: projDim,
     logitScaleKey: shapeOf('logit_scale') ? 'logit_scale' : null,
-    // openai's configs say eos_token_id 2 (a legacy value; transformers then pools at argmax(ids), the first 49407).
-    eosTokenId: num(tc['eos_token_id']) === undefined || num(tc['eos_token_id']) === 2 ? 49407 : num(tc['eos_token_id'])!,
   };
 }
 
@@ -143,9 +136,9 @@ export function openClipArch(shapeOf: ShapeOf, prefix: string, where: string, cf
       activation,
       layerNormEps: 1e-5,
       skipLastLayer: false,
+      prefix: P,
+      projection: { key: `${P}text_projection`, transposed: true, dim: projDim },
     },
-    textPrefix: P,
-    textProjectionKey: `${P}text_projection`,
     vision: {
       layout: 'openclip',
       prefix: V,
@@ -161,6 +154,5 @@ export function openClipArch(shapeOf: ShapeOf, prefix: string, where: string, cf
     },
     projectionDim: projDim,
     logitScaleKey: shapeOf(`${P}logit_scale`) ? `${P}logit_scale` : null,
-    eosTokenId: 49407,
   };
 }

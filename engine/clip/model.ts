@@ -10,10 +10,7 @@
  */
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { dirname, extname, join } from 'node:path';
-import { input, reshape } from '../graph/ops-core.ts';
-import { linear, matmul } from '../graph/ops-nn.ts';
-import type { Tensor } from '../graph/tensor.ts';
-import { clipTextEncoder } from '../models/clip-text.ts';
+import { clipTextEncoder, clipTextHidden, eosOneHot } from '../models/clip-text.ts';
 import { clipVisionEncoder } from '../models/clip-vision.ts';
 import { weightContext } from '../models/layers.ts';
 import { compile, type CompiledGraph, type SessionOptions } from '../runtime/session.ts';
@@ -106,18 +103,15 @@ export class ClipModel {
     return compile(all ? [o.embeds, o.lastHidden, o.penultimate, o.pooled] : [o.embeds], this.session);
   }
 
-  /** The text graph: inputs `input_ids` [B, T] and `eos_onehot` [B, 1, T]; outputs embeds, last hidden state, pooled. */
+  /** The text graph: inputs `input_ids` [B, T] and `eos_onehot` [B, 1, T]; output the text embeddings (`get_text_features`). */
   textGraph(batch: number): Promise<CompiledGraph> {
-    const a = this.arch;
-    const T = a.text.maxPositions;
-    const ctx = this.context();
-    const { hidden } = clipTextEncoder(ctx, a.text, { batch, tokens: T, prefix: a.textPrefix });
-    // The end token's row by a one-hot matmul; its position is found on the host (see eosOneHot).
-    const eos = input('eos_onehot', 'float32', [batch, 1, T]);
-    const pooled = reshape(matmul(eos, hidden), [batch, a.text.width]);
-    const proj = ctx.p(a.textProjectionKey);
-    const embeds: Tensor = a.source === 'openclip' ? matmul(pooled, proj) : linear(pooled, proj);
-    return compile([embeds, hidden, pooled], this.session);
+    const { pooled } = clipTextHidden(this.context(), this.arch.text, { batch, tokens: this.arch.text.maxPositions, fromEnd: 1, pooled: true });
+    return compile([pooled!], this.session);
+  }
+
+  /** transformers' `last_hidden_state` of the text tower (final LayerNorm applied), from `input_ids` [B, T]. */
+  textHiddenGraph(batch: number): Promise<CompiledGraph> {
+    return compile([clipTextEncoder(this.context(), this.arch.text, { batch, tokens: this.arch.text.maxPositions }).hidden], this.session);
   }
 
   /** `pixel_values` [n, 3, S, S] → image embeddings [n, D]. */
@@ -158,9 +152,9 @@ export class ClipModel {
     const out = new Float32Array(n * D);
     for (let i = 0; i < n; i += TEXT_BATCH) {
       const rows = Math.min(TEXT_BATCH, n - i);
-      const chunk = new BigInt64Array(TEXT_BATCH * T).fill(BigInt(this.arch.eosTokenId));
+      const chunk = new BigInt64Array(TEXT_BATCH * T);
       for (let j = 0; j < rows * T; j++) chunk[j] = BigInt(ids[i * T + j]!);
-      const [e] = await g.run({ input_ids: { data: chunk, shape: [TEXT_BATCH, T] }, eos_onehot: { data: eosOneHot(chunk, TEXT_BATCH, T, this.arch.eosTokenId), shape: [TEXT_BATCH, 1, T] } });
+      const [e] = await g.run({ input_ids: { data: chunk, shape: [TEXT_BATCH, T] }, eos_onehot: { data: eosOneHot(chunk, TEXT_BATCH, T), shape: [TEXT_BATCH, 1, T] } });
       out.set((e!.data as Float32Array).subarray(0, rows * D), i * D);
     }
     return out;
@@ -172,22 +166,6 @@ export class ClipModel {
     texts.forEach((t, i) => ids.set(this.tokenize(t), i * T));
     return this.textEmbedsFromIds(ids, texts.length);
   }
-}
-
-/** One-hot rows [B, 1, T] at each row's first end-of-text token (the last position when a row has none). */
-export function eosOneHot(ids: ArrayLike<bigint | number>, batch: number, tokens: number, eos: number): Float32Array {
-  const out = new Float32Array(batch * tokens);
-  for (let b = 0; b < batch; b++) {
-    let at = tokens - 1;
-    for (let t = 0; t < tokens; t++) {
-      if (Number(ids[b * tokens + t]!) === eos) {
-        at = t;
-        break;
-      }
-    }
-    out[b * tokens + at] = 1;
-  }
-  return out;
 }
 
 /** Rows of `a` [n, D] L2-normalised, in place. */

@@ -84,7 +84,7 @@ function layoutNames(layout: ClipTextArch['layout'], P: string): LayoutNames {
 function fusedQkv(ctx: ModuleContext, key: string, h: Tensor, width: number): [Tensor, Tensor, Tensor] {
   const w = ctx.p(`${key}_weight`);
   if (w.shape[0] !== 3 * width || w.shape[1] !== width) {
-    throw new UserError(`text encoder tensor '${key}_weight' has shape [${w.shape.join(', ')}], expected [${3 * width}, ${width}] (q, k, v stacked)`);
+    throw new UserError(`tensor '${key}_weight' has shape [${w.shape.join(', ')}], expected [${3 * width}, ${width}] (q, k, v stacked)`);
   }
   const qkv = linear(h, w, ctx.maybe(`${key}_bias`));
   const last = qkv.rank - 1;
@@ -100,21 +100,37 @@ export function fusedQkvModule(inProjKey: string, part: 'q' | 'k' | 'v'): string
   return `${inProjKey}.${part}`;
 }
 
-/** Token and position embeddings, then blocks [0, count). */
+/** Blocks [from, to) of the text tower (causal attention). */
 function runBlocks(ctx: ModuleContext, arch: ClipTextArch, names: LayoutNames, x: Tensor, from: number, to: number): Tensor {
-  const act = arch.activation === 'gelu' ? (t: Tensor) => gelu(t) : quickGelu;
-  for (let i = from; i < to; i++) {
-    const n = names.block(i);
-    const h = layerNormLayer(ctx, n.norm1, x, arch.layerNormEps);
-    const [q, k, v] = 'fused' in n.qkv
-      ? fusedQkv(ctx, n.qkv.fused, h, arch.width)
-      : [dense(ctx, n.qkv.q, h), dense(ctx, n.qkv.k, h), dense(ctx, n.qkv.v, h)];
-    const heads = [q, k, v].map((t) => splitHeads(t, arch.heads)) as [Tensor, Tensor, Tensor];
-    x = add(x, dense(ctx, n.out, mergeHeads(attention(...heads, { causal: true }))));
-    const m = layerNormLayer(ctx, n.norm2, x, arch.layerNormEps);
-    x = add(x, dense(ctx, n.fc2, act(dense(ctx, n.fc1, m))));
-  }
+  for (let i = from; i < to; i++) x = clipBlock(ctx, names.block(i), x, arch, true);
   return x;
+}
+
+export type ClipBlockNames = ReturnType<LayoutNames['block']>;
+
+/** Names of block `i` of a CLIP tower of this layout under `prefix` (the vision tower: `vision_model.` / `visual.`). */
+export function clipBlockNames(layout: ClipTextArch['layout'], prefix: string, i: number): ClipBlockNames {
+  return layoutNames(layout, prefix).block(i);
+}
+
+/**
+ * One CLIP transformer block, pre-LayerNorm: x + attention(ln_1(x)), then x + mlp(ln_2(x)). The text tower's
+ * attention is causal, the vision tower's is not; everything else is the same in both towers.
+ */
+export function clipBlock(
+  ctx: ModuleContext,
+  n: ClipBlockNames,
+  x: Tensor,
+  shape: Pick<ClipTextArch, 'width' | 'heads' | 'activation' | 'layerNormEps'>,
+  causal: boolean,
+): Tensor {
+  const act = shape.activation === 'gelu' ? (t: Tensor) => gelu(t) : quickGelu;
+  const h = layerNormLayer(ctx, n.norm1, x, shape.layerNormEps);
+  const [q, k, v] = 'fused' in n.qkv ? fusedQkv(ctx, n.qkv.fused, h, shape.width) : [dense(ctx, n.qkv.q, h), dense(ctx, n.qkv.k, h), dense(ctx, n.qkv.v, h)];
+  const heads = [q, k, v].map((t) => splitHeads(t, shape.heads)) as [Tensor, Tensor, Tensor];
+  x = add(x, dense(ctx, n.out, mergeHeads(attention(...heads, { causal }))));
+  const m = layerNormLayer(ctx, n.norm2, x, shape.layerNormEps);
+  return add(x, dense(ctx, n.fc2, act(dense(ctx, n.fc1, m))));
 }
 
 function embed(ctx: ModuleContext, names: LayoutNames, ids: Tensor, T: number): Tensor {

@@ -10,10 +10,10 @@
  * embedding that CLIP compares with text embeddings by cosine similarity.
  */
 import { add, concat, expand, input, reshape, slice, transpose, unsqueeze } from '../graph/ops-core.ts';
-import { attention, conv2d, gelu, linear, matmul, mergeHeads, quickGelu, splitHeads } from '../graph/ops-nn.ts';
+import { conv2d, linear, matmul } from '../graph/ops-nn.ts';
 import type { Tensor } from '../graph/tensor.ts';
-import { UserError } from '../util/errors.ts';
-import { dense, layerNormLayer, type ModuleContext } from './layers.ts';
+import { clipBlock, clipBlockNames } from './clip-text.ts';
+import { layerNormLayer, type ModuleContext } from './layers.ts';
 
 export interface ClipVisionArch {
   layout: 'hf' | 'openclip';
@@ -49,7 +49,6 @@ interface Names {
   positionEmbedding: string;
   preNorm: string;
   postNorm: string;
-  block(i: number): { norm1: string; norm2: string; out: string; fc1: string; fc2: string; qkv: { fused: string } | { q: string; k: string; v: string } };
 }
 
 function names(arch: ClipVisionArch): Names {
@@ -61,10 +60,6 @@ function names(arch: ClipVisionArch): Names {
       positionEmbedding: `${P}positional_embedding`,
       preNorm: `${P}ln_pre`,
       postNorm: `${P}ln_post`,
-      block: (i) => {
-        const L = `${P}transformer.resblocks.${i}.`;
-        return { norm1: `${L}ln_1`, norm2: `${L}ln_2`, out: `${L}attn.out_proj`, fc1: `${L}mlp.c_fc`, fc2: `${L}mlp.c_proj`, qkv: { fused: `${L}attn.in_proj` } };
-      },
     };
   }
   return {
@@ -73,28 +68,7 @@ function names(arch: ClipVisionArch): Names {
     positionEmbedding: `${P}embeddings.position_embedding.weight`,
     preNorm: `${P}pre_layrnorm`,
     postNorm: `${P}post_layernorm`,
-    block: (i) => {
-      const L = `${P}encoder.layers.${i}.`;
-      return {
-        norm1: `${L}layer_norm1`,
-        norm2: `${L}layer_norm2`,
-        out: `${L}self_attn.out_proj`,
-        fc1: `${L}mlp.fc1`,
-        fc2: `${L}mlp.fc2`,
-        qkv: { q: `${L}self_attn.q_proj`, k: `${L}self_attn.k_proj`, v: `${L}self_attn.v_proj` },
-      };
-    },
   };
-}
-
-/** q, k, v from a fused [3W, W] `in_proj_weight` (rows q | k | v), one GEMM. */
-function fusedQkv(ctx: ModuleContext, key: string, h: Tensor, width: number): [Tensor, Tensor, Tensor] {
-  const w = ctx.p(`${key}_weight`);
-  if (w.shape[0] !== 3 * width || w.shape[1] !== width) {
-    throw new UserError(`vision tower tensor '${key}_weight' has shape [${w.shape.join(', ')}], expected [${3 * width}, ${width}] (q, k, v stacked)`);
-  }
-  const qkv = linear(h, w, ctx.maybe(`${key}_bias`));
-  return [slice(qkv, 2, 0, width), slice(qkv, 2, width, 2 * width), slice(qkv, 2, 2 * width, 3 * width)];
 }
 
 /** `pixel_values` [B, 3, S, S] → the tower's hidden states, pooled output and image embedding. */
@@ -109,17 +83,10 @@ export function clipVisionEncoder(ctx: ModuleContext, arch: ClipVisionArch, opts
   const cls = expand(reshape(ctx.p(n.classEmbedding), [1, 1, W]), [B, 1, W]);
   let x = add(concat([cls, patches], 1), unsqueeze(ctx.p(n.positionEmbedding), 0));
   x = layerNormLayer(ctx, n.preNorm, x, arch.layerNormEps);
-  const act = arch.activation === 'gelu' ? (t: Tensor) => gelu(t) : quickGelu;
   let penultimate = x;
   for (let i = 0; i < arch.layers; i++) {
     penultimate = x;
-    const b = n.block(i);
-    const h = layerNormLayer(ctx, b.norm1, x, arch.layerNormEps);
-    const [q, k, v] = 'fused' in b.qkv ? fusedQkv(ctx, b.qkv.fused, h, W) : [dense(ctx, b.qkv.q, h), dense(ctx, b.qkv.k, h), dense(ctx, b.qkv.v, h)];
-    const heads = [q, k, v].map((t) => splitHeads(t, arch.heads)) as [Tensor, Tensor, Tensor];
-    x = add(x, dense(ctx, b.out, mergeHeads(attention(...heads))));
-    const m = layerNormLayer(ctx, b.norm2, x, arch.layerNormEps);
-    x = add(x, dense(ctx, b.fc2, act(dense(ctx, b.fc1, m))));
+    x = clipBlock(ctx, clipBlockNames(arch.layout, arch.prefix, i), x, arch, false);
   }
   const pooled = layerNormLayer(ctx, n.postNorm, reshape(slice(x, 1, 0, 1), [B, W]), arch.layerNormEps);
   const proj = ctx.p(arch.projectionKey);
