@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { fixturesDir, repoRoot } from './support/paths.ts';
+import { writeSmallVocabCheckpoint } from './support/small-vocab.ts';
 import { readPngText, parseInfotext } from '../engine/image/png-info.ts';
 
 const sd = join(fixturesDir, 'sd-tiny');
@@ -68,7 +69,9 @@ test('an unknown LoRA name fails in one line listing the closest names', async (
 
 test('a custom single file whose text encoder is smaller than the bundled CLIP vocabulary asks for its own tokenizer', async () => {
   const dir = await setup();
-  const r = spawnSync(process.execPath, [bin, 'generate', '--ckpt', join(sd, 'sd-tiny.safetensors'), '-p', 'x', '--out-dir', join(dir, 'o')], { encoding: 'utf8' });
+  const ckpt = join(dir, 'small-vocab.safetensors');
+  await writeSmallVocabCheckpoint(ckpt);
+  const r = spawnSync(process.execPath, [bin, 'generate', '--ckpt', ckpt, '-p', 'x', '--out-dir', join(dir, 'o')], { encoding: 'utf8' });
   assert.notEqual(r.status, 0);
   assert.match(r.stderr, /token embeddings/);
   assert.match(r.stderr, /vocab\.json/);

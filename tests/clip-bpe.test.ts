@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { access, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { access, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BUNDLED_CLIP_TOKENIZER, CLIP_BPE_GZ, loadClipTokenizer, type ClipTokenizer } from '../engine/text/tokenizer.ts';
@@ -13,6 +13,7 @@ import { writeSyntheticCheckpoint, type SyntheticSdConfig } from '../engine/sd/s
 import { loadTrainConfig } from '../engine/train/config.ts';
 import { UserError } from '../engine/util/errors.ts';
 import { fixturesDir } from './support/paths.ts';
+import { writeSmallVocabCheckpoint } from './support/small-vocab.ts';
 
 const bpeDir = join(fixturesDir, 'clip-bpe');
 const golden = JSON.parse(readFileSync(join(bpeDir, 'golden/token_ids.json'), 'utf8')) as {
@@ -106,9 +107,8 @@ test('a single file with a full CLIP vocabulary generates with no tokenizer give
 test('a custom text encoder smaller than the CLIP vocabulary is refused with a pointer to its own tokenizer', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'bundled-small-'));
   try {
-    // The fixture's single file, alone in a folder: its text encoder has its own small vocabulary.
     const path = join(dir, 'small.safetensors');
-    await symlink(join(fixturesDir, 'sd-tiny', 'sd-tiny.safetensors'), path);
+    await writeSmallVocabCheckpoint(path);
     await assert.rejects(SdGenerator.load(path, { threads: 1 }), (e: unknown) =>
       e instanceof UserError && /token embeddings/.test(e.message) && /own tokenizer/.test(e.message));
   } finally {

@@ -11,6 +11,7 @@ import { LlmTokenizer } from '../engine/llm/tokenizer.ts';
 import { LlmGenerator } from '../engine/llm/generate.ts';
 import { AdapterStacks } from '../engine/llm/adapter-stack.ts';
 import { DEFAULT_SAMPLING } from '../engine/llm/sampling.ts';
+import { ANSWER, writeTask } from './support/llm-task.ts';
 
 let t: TestServer;
 let gen: LlmGenerator;
@@ -95,4 +96,39 @@ test('stream: true sends server-sent events whose deltas add up to the text, the
   assert.equal(chunks.map((c) => c.choices[0].delta.content ?? '').join(''), plainText);
   assert.ok(chunks.at(-1).choices[0].finish_reason);
   assert.equal(chunks[0].choices[0].delta.role, 'assistant');
+});
+
+test('an LLM training job runs in the shared queue and its adapter serves /v1/chat/completions', async () => {
+  await writeTask(join(t.dataDir, 'datasets/task'), 40, 11);
+  const config = {
+    base_model: 'tiny',
+    train_data_dir: 'datasets/task',
+    output_name: 'task',
+    lora_rank: 8,
+    lora_alpha: 16,
+    target_modules: 'all-linear',
+    learning_rate: 0.01,
+    epochs: 12,
+    batch_size: 4,
+    max_seq_length: 96,
+    save_every_n_epochs: 0,
+    seed: 3,
+  };
+  const check = await t.post('/sdapi/v1/train/check', config);
+  assert.equal(check.body.valid, true, JSON.stringify(check.body));
+  assert.equal(check.body.plan.total_steps, 120);
+  const start = await t.post('/sdapi/v1/train/jobs', config);
+  assert.equal(start.status, 202, JSON.stringify(start.body));
+  assert.equal(start.body.lora, join(t.dataDir, 'models/LLM-adapters/task'));
+  let job;
+  for (let i = 0; i < 600; i++) {
+    job = (await t.get(`/sdapi/v1/train/jobs/${start.body.id}`)).body;
+    if (!['queued', 'running'].includes(job.status)) break;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  assert.equal(job.status, 'done', JSON.stringify(job.error ?? job.logs?.slice(-3)));
+  assert.ok((await t.get('/sdapi/v1/train/jobs')).body.some((j: { id: string }) => j.id === start.body.id), 'listed with the other runs');
+  assert.deepEqual((await t.get('/v1/adapters')).body.data.map((a: { name: string }) => a.name), ['style', 'task']);
+  const c = await t.post('/v1/chat/completions', { model: 'tiny', messages: [{ role: 'user', content: 'Rate this: green table' }], max_tokens: 10, temperature: 0, adapters: [{ name: 'task', weight: 1 }] });
+  assert.equal(c.body.choices[0].message.content, ANSWER);
 });

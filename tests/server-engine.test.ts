@@ -9,6 +9,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { startTestServer, sdTiny, type TestServer } from './server-fixture-backend.ts';
+import { writeSmallVocabCheckpoint } from './support/small-vocab.ts';
 
 let t: TestServer;
 const base = { steps: 4, width: 64, height: 64, sampler_name: 'Euler', cfg_scale: 7 };
@@ -109,17 +110,17 @@ test('img2img with a mask runs on the fixture model', async () => {
 });
 
 test('a checkpoint that cannot load (no tokenizer beside it for its custom vocabulary) answers 500 RuntimeError naming the cause', async () => {
-  const { mkdtemp, mkdir, symlink, rm } = await import('node:fs/promises');
+  const { mkdtemp, mkdir, rm } = await import('node:fs/promises');
   const { tmpdir } = await import('node:os');
   const dir = await mkdtemp(join(tmpdir(), 'lora-scripts-notok-'));
   await mkdir(join(dir, 'models/Stable-diffusion'), { recursive: true });
-  await symlink(join(sdTiny, 'sd-tiny.safetensors'), join(dir, 'models/Stable-diffusion/sd-tiny.safetensors'));
+  await writeSmallVocabCheckpoint(join(dir, 'models/Stable-diffusion/small-vocab.safetensors'));
   const s = await startTestServer({ dataDir: dir, loadOnStart: false });
   try {
     const r = await s.post('/sdapi/v1/txt2img', { ...base, prompt: 'x' });
     assert.equal(r.status, 500);
     assert.equal(r.body.error, 'RuntimeError');
-    assert.match(r.body.errors, /could not load checkpoint sd-tiny\.safetensors: .*token embeddings.*own tokenizer/);
+    assert.match(r.body.errors, /could not load checkpoint small-vocab\.safetensors: .*token embeddings.*own tokenizer/);
   } finally {
     await s.close();
     await rm(dir, { recursive: true, force: true });

@@ -21,7 +21,9 @@ import { checkStateConfig, loadTrainState, saveTrainStateTensors, stateDirName, 
 import { BAKE_RAM_FACTOR, type TrainOptions, type TrainProgress, type TrainResult } from '../train/trainer.ts';
 import { UserError } from '../util/errors.ts';
 import { answerLoss, batchFeeds } from './evaluate.ts';
-import { describeSummary, epochBatches, loadTextDataset, makeBatch, type Example } from './data.ts';
+import { describeSummary, epochBatches, loadTextDataset, makeBatch, type Example, type TextDataset } from './data.ts';
+import { readLlmConfig } from './config.ts';
+import { modelShapes } from './weights.ts';
 import { loadLlm, llmContext, type LoadedLlm } from './load.ts';
 import { ALL_LINEAR, LlmLoraNetwork, selectLlmTargets } from './lora-network.ts';
 import { llamaForCausalLM } from './model.ts';
@@ -310,22 +312,27 @@ export function trainLlm(config: TrainConfig, opts: TrainOptions = {}): Promise<
   return new LlmRun(config, opts).run();
 }
 
+/** What a run of this config will train: the tokenized dataset and its step counts (no model weights read). */
+export async function llmTrainingPlan(c: TrainConfig): Promise<{ data: TextDataset; batchesPerEpoch: number; stepsPerEpoch: number; totalSteps: number }> {
+  const tok = await LlmTokenizer.load(c.tokenizer);
+  const data = await loadTextDataset(c.train_data_dir, tok, { maxSeqLength: c.max_seq_length, validationSplit: c.validation_split, seed: c.seed });
+  const batchesPerEpoch = epochBatches(data.examples, { seed: c.seed, epoch: 0, batchSize: c.batch_size, packing: c.packing, maxSeqLength: c.max_seq_length }).length;
+  const stepsPerEpoch = Math.ceil(batchesPerEpoch / c.gradient_accumulation_steps);
+  return { data, batchesPerEpoch, stepsPerEpoch, totalSteps: stepsPerEpoch * c.epochs };
+}
+
 /** `train --dry-run` for an LLM: the dataset summary and step counts, nothing trained. */
 export async function llmDryRunReport(config: TrainConfig): Promise<string> {
   const c = config;
-  const model = await loadLlm(c.base_model);
-  const tok = await LlmTokenizer.load(c.tokenizer);
-  const data = await loadTextDataset(c.train_data_dir, tok, { maxSeqLength: c.max_seq_length, validationSplit: c.validation_split, seed: c.seed });
-  const targets = selectLlmTargets(model.weights, llmTargetList(c.target_modules));
-  const batches = epochBatches(data.examples, { seed: c.seed, epoch: 0, batchSize: c.batch_size, packing: c.packing, maxSeqLength: c.max_seq_length }).length;
-  const steps = Math.ceil(batches / c.gradient_accumulation_steps);
-  const a = model.arch;
+  const arch = await readLlmConfig(c.base_model);
+  const plan = await llmTrainingPlan(c);
+  const targets = selectLlmTargets(await modelShapes(c.base_model), llmTargetList(c.target_modules));
   return [
-    `# model ${c.base_model}: ${a.modelType}, ${a.layers} layers, hidden ${a.hidden}, ${a.heads} heads (${a.kvHeads} KV), vocab ${a.vocab}`,
-    `# data ${data.files.length} file(s) in ${c.train_data_dir}`,
-    describeSummary(data.summary, c.max_seq_length),
+    `# model ${c.base_model}: ${arch.modelType}, ${arch.layers} layers, hidden ${arch.hidden}, ${arch.heads} heads (${arch.kvHeads} KV), vocab ${arch.vocab}`,
+    `# data ${plan.data.files.length} file(s) in ${c.train_data_dir}`,
+    describeSummary(plan.data.summary, c.max_seq_length),
     `LoRA: ${targets.length} modules, rank ${c.lora_rank}, alpha ${c.lora_alpha}`,
-    `steps: ${batches} batches of ≤ ${c.batch_size} ${c.packing ? 'packed rows' : 'rows'} per epoch, ${steps} optimizer steps per epoch (gradient accumulation ${c.gradient_accumulation_steps}), ${steps * c.epochs} in total over ${c.epochs} epochs`,
+    `steps: ${plan.batchesPerEpoch} batches of ≤ ${c.batch_size} ${c.packing ? 'packed rows' : 'rows'} per epoch, ${plan.stepsPerEpoch} optimizer steps per epoch (gradient accumulation ${c.gradient_accumulation_steps}), ${plan.totalSteps} in total over ${c.epochs} epochs`,
     '',
     'dry run: config and dataset are valid; nothing was trained',
   ].join('\n');

@@ -5,7 +5,7 @@
  */
 import { readFile, stat } from 'node:fs/promises';
 import { join, resolve, sep } from 'node:path';
-import { SafetensorsFile } from '../safetensors/index.ts';
+import { readHeaderOnly, SafetensorsFile } from '../safetensors/index.ts';
 import type { WeightMap } from '../lora/types.ts';
 import { UserError } from '../util/errors.ts';
 
@@ -57,4 +57,11 @@ export async function loadModelWeights(dir: string): Promise<WeightMap> {
     }
   }
   return weights;
+}
+
+/** Tensor shapes of a model folder, from the shard headers only. */
+export async function modelShapes(dir: string): Promise<Map<string, { shape: number[] }>> {
+  const out = new Map<string, { shape: number[] }>();
+  for (const shard of await modelShards(dir)) for (const t of (await readHeaderOnly(shard)).tensors) out.set(t.name, { shape: [...t.shape] });
+  return out;
 }

@@ -14,7 +14,7 @@ import { fusedQkvModule } from '../models/clip-text.ts';
 import { kohyaModuleName, type LoraPart } from '../lora/names.ts';
 import type { LoraModule, ParsedLora } from '../lora/types.ts';
 import { UserError } from '../util/errors.ts';
-import type { TargetModules } from './config-fields.ts';
+import type { LlmTargetModules, TargetModules } from './config-fields.ts';
 import { seededRandom } from './seeded-random.ts';
 
 export interface WeightShapes {
@@ -154,7 +154,8 @@ export function selectTargets(weights: WeightShapes, targets: TargetModules, tex
 export interface LoraNetworkOptions {
   rank: number;
   alpha: number;
-  targets: TargetModules;
+  /** The config's value; the LLM-only forms (a list, all-linear) are refused here. */
+  targets: TargetModules | LlmTargetModules;
   textEncoder: boolean;
   /** Seeds the down projections' initialisation (per module, so the module order does not matter). */
   seed: number;
@@ -187,7 +188,9 @@ export class LoraNetwork {
   static create(weights: WeightShapes, opts: LoraNetworkOptions): LoraNetwork {
     if (!(Number.isInteger(opts.rank) && opts.rank >= 1)) throw new UserError(`lora_rank must be an integer ≥ 1, got ${opts.rank}`);
     if (!(opts.alpha > 0)) throw new UserError(`lora_alpha must be > 0, got ${opts.alpha}`);
-    const targets = selectTargets(weights, opts.targets, opts.textEncoder);
+    const t = opts.targets;
+    if (Array.isArray(t) || t === 'all-linear') throw new UserError(`target_modules ${JSON.stringify(t)} applies to LLM base models; for Stable Diffusion use attention, attention_mlp or attention_mlp_conv`);
+    const targets = selectTargets(weights, t, opts.textEncoder);
     if (!targets.length) throw new UserError(`target_modules ${opts.targets}: the model has no matching layers`);
     return new LoraNetwork(
       targets.map((t) => {

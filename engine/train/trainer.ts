@@ -45,6 +45,8 @@ import {
   stateDirName,
   type TrainPosition,
 } from './state.ts';
+import { isLlmModelFolder } from '../llm/config.ts';
+import { trainLlm } from '../llm/trainer.ts';
 
 export type TrainPhase = 'loading' | 'caching' | 'training' | 'saving' | 'done' | 'cancelled' | 'failed';
 
@@ -704,6 +706,8 @@ class Run {
 
 /** Runs a whole training from a validated config (see loadTrainConfig). */
 export async function train(config: TrainConfig, opts: TrainOptions = {}): Promise<TrainResult> {
+  // A Hugging Face causal-LM folder as base_model trains an LLM LoRA (PEFT adapter) with the same config.
+  if (await isLlmModelFolder(config.base_model)) return trainLlm(config, opts);
   return new Run(config, opts).run();
 }
 

@@ -42,7 +42,9 @@ export function register(api: Api, ctx: ServerContext): void {
     { summary: 'Check a training config as train/dry-run does; 200 with {valid: true, plan, warnings, images} or {valid: false, detail: [issues]}', tag: 'training' },
     async (req) => {
       try {
-        const { config, dataset, warnings } = await prepareTrainingRequest(ctx, settings, req.body, { jobDir: join(settings.trainingDir, 'dry-run') });
+        const { config, dataset, warnings, plannedSteps } = await prepareTrainingRequest(ctx, settings, req.body, { jobDir: join(settings.trainingDir, 'dry-run') });
+        // An LLM config has text rows, not images: its plan is the step count.
+        if (!dataset) return { valid: true, warnings, images: 0, plan: { total_steps: plannedSteps } };
         const plan = stepPlan(dataset, config);
         return { valid: true, warnings, images: dataset.items.length, plan: { batches_per_epoch: plan.batchesPerEpoch, steps_per_epoch: plan.stepsPerEpoch, total_steps: plan.totalSteps } };
       } catch (e) {
