@@ -6,12 +6,11 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { Redis } from 'ioredis';
 import { startRedis, type TestRedis } from './support/redis.ts';
-import { repoRoot } from './support/paths.ts';
+import { launchCli, type CliProcess } from './support/cli-process.ts';
 import { startTestServer, type TestServer } from './server-fixture-backend.ts';
 import { createEngineBackend } from '../server/engine-backend.ts';
 import { WORKER_KEY_PREFIX, type WorkerAnnouncement } from '../server/distributed/protocol.ts';
@@ -21,50 +20,8 @@ import { SafetensorsFile } from '../engine/safetensors/index.ts';
 // Training in this process (the reference) and in the workers runs on one thread, like generation.
 process.env['LORA_SCRIPTS_TRAIN_THREADS'] = '1';
 
-const bin = join(repoRoot, 'bin/lora-scripts.js');
-
-interface Proc {
-  name: string;
-  child: ChildProcess;
-  out: string;
-  waitFor(re: RegExp, ms?: number): Promise<RegExpExecArray>;
-  stop(): Promise<void>;
-}
-
-function launch(name: string, args: string[]): Proc {
-  const child = spawn(process.execPath, [bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LORA_SCRIPTS_TRAIN_THREADS: '1' } });
-  const p: Proc = {
-    name,
-    child,
-    out: '',
-    waitFor: (re, ms = 60_000) =>
-      new Promise((resolve, reject) => {
-        const check = () => {
-          const m = re.exec(p.out);
-          if (m) {
-            clearTimeout(timer);
-            child.stdout!.off('data', check);
-            child.off('exit', gone);
-            resolve(m);
-          }
-        };
-        const gone = () => reject(new Error(`${name} exited before printing ${re}:\n${p.out}`));
-        const timer = setTimeout(() => reject(new Error(`${name}: no ${re} within ${ms} ms:\n${p.out}`)), ms);
-        child.stdout!.on('data', check);
-        child.once('exit', gone);
-        check();
-      }),
-    stop: async () => {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      const gone = new Promise((r) => child.once('exit', r));
-      child.kill('SIGKILL');
-      await gone;
-    },
-  };
-  child.stdout!.on('data', (d) => (p.out += d));
-  child.stderr!.on('data', (d) => (p.out += d));
-  return p;
-}
+type Proc = CliProcess;
+const launch = (name: string, args: string[]): Proc => launchCli(name, args, { LORA_SCRIPTS_TRAIN_THREADS: '1' });
 
 let redis: TestRedis;
 let single: TestServer;
@@ -281,6 +238,8 @@ test('a worker killed with SIGKILL mid-job: after the stall timeout the other wo
   assert.ok(victim, 'one of the workers runs the job');
   const killedAt = Date.now();
   await victim.stop();
+  // Two workers again for what follows; the newcomer may also be the one that takes the job over.
+  const replacement = startWorker();
   const r = await answer;
   assert.equal(r.status, 200, JSON.stringify(r.body));
   const rescuer = workers.find((w) => w !== victim && w.out.includes('job task(kill-its-worker) done'));
@@ -288,8 +247,6 @@ test('a worker killed with SIGKILL mid-job: after the stall timeout the other wo
   assert.ok(Date.now() - killedAt >= STALL_S * 1000 * 0.75, 'the job waited for the stall timeout');
   const s = await single.post('/sdapi/v1/txt2img', body);
   assert.deepEqual(comparable(r.body), comparable(s.body));
-  // Two workers again for what follows.
-  const replacement = startWorker();
   await replacement.waitFor(/worker w\d+ on/);
 });
 
@@ -345,10 +302,10 @@ test('a training pinned to a label no worker carries waits in the queue until ca
 });
 
 test('a training whose worker is killed moves to the other worker and resumes from its last state to a bit-identical LoRA', async () => {
+  // The reference run in the single process trains meanwhile.
   const kept = await single.post('/sdapi/v1/train/jobs', tinyTraining({ output_name: 'kept' }));
   assert.equal(kept.status, 202, JSON.stringify(kept.body));
-  const reference = await trainingEnded(single.server.url, kept.body.id);
-  assert.equal(reference.status, 'done', JSON.stringify(reference.error));
+  const referenceEnded = trainingEnded(single.server.url, kept.body.id);
 
   const moved = await call(frontUrl, '/sdapi/v1/train/jobs', tinyTraining({ output_name: 'moved' }));
   assert.equal(moved.status, 202, JSON.stringify(moved.body));
@@ -364,6 +321,8 @@ test('a training whose worker is killed moves to the other worker and resumes fr
   }
   await victim.stop();
   const done = await trainingEnded(frontUrl, id);
+  const reference = await referenceEnded;
+  assert.equal(reference.status, 'done', JSON.stringify(reference.error));
   assert.equal(done.status, 'done', JSON.stringify(done.error));
   assert.equal(done.result.steps, reference.result.steps);
   assert.ok(done.logs.some((l: string) => /^resumed from .*state-\d{8}: step [1-9]/.test(l)), done.logs.join('\n'));

@@ -68,6 +68,8 @@ interface Pending {
   reject(e: unknown): void;
   /** Set once the add to Redis has gone through. */
   added: Promise<void>;
+  /** The worker this job was steered to, until it starts. */
+  prefer: string | null;
 }
 
 export interface FrontQueueOptions {
@@ -149,7 +151,7 @@ export class RedisFrontQueue extends EventEmitter implements WorkQueue {
     const owner = opts.owner ?? null;
     let p!: Pending;
     const promise = new Promise<T>((resolve, reject) => {
-      p = { id, owner, kind: job.kind, work: remote as RemoteWork<unknown>, resolve: resolve as (v: unknown) => void, reject, added: Promise.resolve() };
+      p = { id, owner, kind: job.kind, work: remote as RemoteWork<unknown>, resolve: resolve as (v: unknown) => void, reject, added: Promise.resolve(), prefer: null };
     });
     if (this.closed) {
       p.reject(new CancelledError('server is shutting down'));
@@ -184,7 +186,7 @@ export class RedisFrontQueue extends EventEmitter implements WorkQueue {
       data: d.data,
       options: ctx.options.all(),
       label: d.label ?? null,
-      prefer: d.affinity ? this.preferredWorker(d.affinity) : null,
+      prefer: (p.prefer = d.affinity ? this.preferredWorker(d.affinity) : null),
       queuedAt: Date.now(),
     };
     await this.queue.add(p.kind, envelope, {
@@ -201,8 +203,11 @@ export class RedisFrontQueue extends EventEmitter implements WorkQueue {
    */
   private preferredWorker(a: { checkpoint: string | null; stack: string }): string | null {
     if (a.checkpoint === null) return null;
+    // Jobs already steered to a worker and not started yet count as its work: a burst must not all wait for one.
+    const steered = new Map<string, number>();
+    for (const p of this.mine.values()) if (p.prefer !== null && !this.running.has(p.id)) steered.set(p.prefer, (steered.get(p.prefer) ?? 0) + 1);
     const scored = this.workers
-      .filter((w) => w.busy < w.concurrency)
+      .filter((w) => w.busy + (steered.get(w.id) ?? 0) < w.concurrency)
       .map((w) => ({ id: w.id, score: Math.max(0, ...w.loaded.map((s) => (s.checkpoint !== a.checkpoint ? 0 : s.stacks.includes(a.stack) ? 2 : 1))) }))
       .sort((x, y) => y.score - x.score);
     const [best, next] = scored;
