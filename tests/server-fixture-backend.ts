@@ -103,10 +103,6 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
-/**
- * A real server on 127.0.0.1:0 over a fresh data dir. With `withModel`, the fixture checkpoint and both
- * kohya LoRAs are linked into the default folders.
- */
 /** The sd-tiny checkpoint, its tokenizer and two kohya LoRAs, linked into a data dir's model folders. */
 export async function linkFixtureModels(dataDir: string): Promise<void> {
   await mkdir(join(dataDir, 'models/Stable-diffusion'), { recursive: true });
@@ -119,6 +115,10 @@ export async function linkFixtureModels(dataDir: string): Promise<void> {
   }
 }
 
+/**
+ * A real server on 127.0.0.1:0 over a fresh data dir. With `withModel`, the fixture checkpoint and both
+ * kohya LoRAs are linked into the default folders.
+ */
 export async function startTestServer(opts: ServerOptions & { withModel?: boolean } = {}): Promise<TestServer> {
   const dataDir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), 'lora-scripts-server-')));
   if (opts.withModel) await linkFixtureModels(dataDir);
