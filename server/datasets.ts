@@ -5,11 +5,12 @@
 import { readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import type { TrainConfig } from '../engine/train/config.ts';
-import { trainConfigDefaults } from '../engine/train/config-fields.ts';
 import { loadDataset, type CaptionSource } from '../engine/train/dataset.ts';
+import { findTable, listingConfig } from '../engine/train/dataset-listing.ts';
 import { HttpError } from './errors.ts';
 import type { TrainingSettings } from './train-settings.ts';
+
+export { findTable, listingConfig };
 
 export interface DatasetInfo {
   name: string;
@@ -36,14 +37,6 @@ export function checkDatasetName(name: string): string {
   return name;
 }
 
-export async function findTable(dir: string): Promise<string | null> {
-  for (const n of ['metadata.csv', 'metadata.jsonl']) {
-    const s = await stat(join(dir, n)).catch(() => null);
-    if (s?.isFile()) return join(dir, n);
-  }
-  return null;
-}
-
 async function folderSize(dir: string): Promise<{ files: number; bytes: number }> {
   let files = 0;
   let bytes = 0;
@@ -53,23 +46,6 @@ async function folderSize(dir: string): Promise<{ files: number; bytes: number }
     bytes += (await stat(join(e.parentPath, e.name))).size;
   }
   return { files, bytes };
-}
-
-/** A config that makes loadDataset read `dir` as a training run would, without refusing uncaptioned images. */
-export function listingConfig(dir: string, metadataPath: string | null, scratch: string): TrainConfig {
-  return {
-    ...(trainConfigDefaults() as unknown as TrainConfig),
-    train_data_dir: dir,
-    metadata_path: metadataPath,
-    allow_missing_captions: true,
-    enable_bucket: false,
-    base_model: '',
-    tokenizer: '',
-    output_dir: scratch,
-    logging_dir: scratch,
-    latent_cache_dir: scratch,
-    sample_prompts: [],
-  };
 }
 
 export async function describeDataset(dir: string, name: string, settings: TrainingSettings): Promise<DatasetInfo> {

@@ -8,9 +8,8 @@
  */
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { TrainConfig } from '../train/config.ts';
-import { trainConfigDefaults } from '../train/config-fields.ts';
 import { loadDataset } from '../train/dataset.ts';
+import { findTable, listingConfig } from '../train/dataset-listing.ts';
 import { splitTags, TAG_SEPARATOR } from '../train/captions.ts';
 import { writeCaptions, type CaptionChange } from '../train/caption-table.ts';
 import { UserError } from '../util/errors.ts';
@@ -77,30 +76,6 @@ function withTrigger(parts: string[], trigger: string): string {
   return (t ? [t, ...rest] : rest).join(`${TAG_SEPARATOR} `);
 }
 
-/** How training would read `folder` (captions from the table, sidecars, repeat folders), never refusing uncaptioned images. */
-function listingConfig(folder: string, table: string | null, extension: string): TrainConfig {
-  const nowhere = join(folder, '.lora-scripts-label-none');
-  return {
-    ...(trainConfigDefaults() as unknown as TrainConfig),
-    train_data_dir: folder,
-    metadata_path: table,
-    caption_extension: extension,
-    allow_missing_captions: true,
-    enable_bucket: false,
-    base_model: '',
-    tokenizer: '',
-    output_dir: nowhere,
-    logging_dir: nowhere,
-    latent_cache_dir: nowhere,
-    sample_prompts: [],
-  };
-}
-
-async function findTable(folder: string): Promise<string | null> {
-  for (const n of ['metadata.csv', 'metadata.jsonl']) if ((await stat(join(folder, n)).catch(() => null))?.isFile()) return join(folder, n);
-  return null;
-}
-
 export async function labelFolder(
   folder: string,
   settings: LabelSettings,
@@ -110,7 +85,7 @@ export async function labelFolder(
   const t0 = performance.now();
   if (!(await stat(folder).catch(() => null))?.isDirectory()) throw new UserError(`image folder not found: ${folder}`);
   const table = await findTable(folder);
-  const ds = await loadDataset(listingConfig(folder, table, settings.caption_extension));
+  const ds = await loadDataset(listingConfig(folder, table, join(folder, '.lora-scripts-label-none'), settings.caption_extension));
   // 'missing' leaves every image that has a caption of its own, wherever it is; a repeat folder's class tokens are not one.
   const todo = settings.mode === 'missing' ? ds.items.filter((i) => i.captionSource === 'none' || i.captionSource === 'folder') : ds.items;
   if (settings.model !== 'wd14') await captioners.clip?.prepare();
