@@ -9,6 +9,8 @@ import { Checkpoint } from '../engine/sd/checkpoint.ts';
 import { unetHeadsAt } from '../engine/sd/arch.ts';
 import { parseSidecar, readSidecar, sidecarYamlPath } from '../engine/sd/sidecar.ts';
 import { UserError } from '../engine/util/errors.ts';
+import { StableDiffusion } from '../engine/sd/model.ts';
+import { Goldens } from './support/golden.ts';
 
 const sd = join(fixturesDir, 'sd-tiny');
 const single = join(sd, 'sd-tiny.safetensors');
@@ -47,6 +49,34 @@ test("the fixture's LDM sidecar gives the UNet the diffusers folder's head count
     await one.close();
     await folder.close();
   }
+});
+
+test("the sidecar's head count is what the UNet runs with: the fixture's yaml matches the diffusers eps, another count does not", async () => {
+  const golden = await Goldens.open(sd);
+  const x = await golden.read('golden/inputs.safetensors', 'unet_latents');
+  const t = await golden.readRaw('golden/inputs.safetensors', 'unet_timesteps');
+  const ctx = await golden.read('golden/text_encoder.safetensors', 'last_hidden_state');
+  const [batch, , height, width] = x.shape as [number, number, number, number];
+  const eps = async (yaml: string) =>
+    withSidecar(yaml, async (path) => {
+      const m = await StableDiffusion.load(path, { threads: 1 });
+      return m.predict(x.data, Array.from(t.data as BigInt64Array, Number), ctx.data, { batch, height, width, tokens: ctx.shape[1]! });
+    });
+  await golden.expectClose(await eps(await fixtureYaml()), 'golden/unet.safetensors', 'eps_base');
+  // Another head count at every level: one head, or two where the fixture has one everywhere (channels are
+  // multiples of the 32 norm groups, so both always divide them).
+  const doc = parse(await fixtureYaml());
+  const unet = doc.model.params.unet_config.params;
+  const folder = await Checkpoint.open(join(sd, 'diffusers'));
+  const realHeads = folder.arch.unet.channelMult.map((_, l) => unetHeadsAt(folder.arch.unet, l));
+  await folder.close();
+  delete unet.num_head_channels;
+  unet.num_heads = realHeads.every((h) => h === 1) ? 2 : 1;
+  const wrong = await eps(stringify(doc));
+  const ref = (await golden.read('golden/unet.safetensors', 'eps_base')).data;
+  const maxDiff = wrong.reduce((m, v, i) => Math.max(m, Math.abs(v - ref[i]!)), 0);
+  const tol = golden.tolerance('golden/unet.safetensors', 'eps_base');
+  assert.ok(maxDiff > 100 * (tol.atol + tol.rtol), `a wrong head count changed eps by only ${maxDiff}`);
 });
 
 test('without a sidecar an SD 1.x single file gets the family rule: 8 heads at every level', async () => {
