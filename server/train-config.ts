@@ -137,8 +137,11 @@ export async function prepareTrainingRequest(
     if (!spec.path || typeof v !== 'string') continue;
     const rule = rules[key];
     if (!rule) fail([key], `${key}: paths for this key are not accepted over the API`);
+    // The project's own read-only vocabulary and a listed checkpoint (the bundled demo model) are named by
+    // their paths in the configs the server itself wrote (a resumed run's).
+    if (key === 'tokenizer' && v === BUNDLED_CLIP_TOKENIZER) continue;
     if (key === 'base_model') {
-      const ckpt = ctx.models.findCheckpoint(v);
+      const ckpt = ctx.models.findCheckpoint(v) ?? ctx.models.checkpoints().find((c) => c.path === resolve(ctx.layout.dataDir, v));
       if (ckpt) {
         doc.set(key, ckpt.path);
         continue;

@@ -123,6 +123,9 @@ test('with the checkpoint folder empty, a training config defaults to the bundle
     assert.equal(r.body.valid, true, JSON.stringify(r.body));
     const dry = await s.post('/sdapi/v1/train/dry-run', { train_data_dir: 'datasets/one', resolution: 64 });
     assert.equal(dry.body.config.base_model, DEMO_MODEL);
+    // The resolved config (demo model and bundled tokenizer by their paths) is accepted back, as a resume sends it.
+    const again = await s.post('/sdapi/v1/train/check', { train_data_dir: 'datasets/one', resolution: 64, base_model: dry.body.config.base_model, tokenizer: dry.body.config.tokenizer });
+    assert.equal(again.body.valid, true, JSON.stringify(again.body));
     // A path outside the checkpoint folder that is not a listed checkpoint stays refused.
     const other = await s.post('/sdapi/v1/train/check', { train_data_dir: 'datasets/one', base_model: join(sdTiny, 'sd-tiny.safetensors') });
     assert.equal(other.body.valid, false);
