@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { stat } from 'node:fs/promises';
 import { stepPlan } from '../../engine/train/dataset.ts';
 import { bucketName } from '../../engine/train/buckets.ts';
-import { dryRunReport } from '../../cli/commands/train.ts';
+import { dryRunReport } from '../../engine/train/dry-run-report.ts';
 import type { ServerContext } from '../context.ts';
 import { listDatasets, deleteDataset, removeStaleStaging } from '../datasets.ts';
 import { HttpError } from '../errors.ts';
