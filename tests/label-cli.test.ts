@@ -64,7 +64,7 @@ test('every format decodes as Pillow would give it, and the images embed as tran
   await g.expectClose(await m.imageEmbeds(px, manifest.images.length), 'golden/vision.safetensors', 'image_embeds');
 });
 
-test('label writes metadata.csv for every image; missing mode keeps hand edits; dry run writes nothing', async () => {
+test('label writes metadata.csv for every image; missing mode keeps hand edits and adds the trigger', async () => {
   const out = label([]);
   const images = ['deep_16bit.png', 'phone_rotated.jpg', 'photo_rgb.png', 'print_cmyk.jpg', 'scan_grey.png', 'sticker_rgba.png', 'sub/web.webp'];
   let t = await table();
@@ -90,14 +90,9 @@ test('label writes metadata.csv for every image; missing mode keeps hand edits; 
   assert.match(t.get('new.png')!, /^zkx, /);
   assert.match(t.get('sub/web.webp')!, /^zkx, /);
   assert.equal(t.get('photo_rgb.png'), (await table()).get('deep_16bit.png'));
-
-  const before = await readFile(join(data, 'metadata.csv'), 'utf8');
-  const dry = label(['--mode', 'overwrite', '--dry-run']);
-  assert.match(dry, /would replace {2}scan_grey\.png: .*\(was: my own words\)/);
-  assert.equal(await readFile(join(data, 'metadata.csv'), 'utf8'), before, 'dry run leaves the file alone');
 });
 
-test('sidecars with WD14 tags after the CLIP caption (both), from a tagger folder', async () => {
+test('sidecars with WD14 tags after the CLIP caption (both); a tags-only dry run writes nothing', async () => {
   const tagger = join(dir, 'tagger');
   await writeTinyTagger(tagger, [
     { name: 'grey_theme', category: 0, weights: [0, 0, 0], bias: logit(0.9) },
@@ -110,9 +105,13 @@ test('sidecars with WD14 tags after the CLIP caption (both), from a tagger folde
   const photo = (await readFile(join(data, 'photo_rgb.txt'), 'utf8')).trim();
   assert.ok(photo.endsWith(', grey theme') && !photo.includes('unlikely'), photo);
   assert.equal((await readFile(join(data, 'sub/web.txt'), 'utf8')).trim(), photo);
-  const onlyTags = spawnSync(process.execPath, [bin, 'label', data, '--wd14', tagger, '--dry-run', '--mode', 'overwrite', '--target', 'sidecar', '--no-progress'], { encoding: 'utf8' });
+  // Tags alone, as a dry run over the table: every change printed with the old caption, nothing written.
+  const before = await readFile(join(data, 'metadata.csv'), 'utf8');
+  const onlyTags = spawnSync(process.execPath, [bin, 'label', data, '--wd14', tagger, '--dry-run', '--mode', 'overwrite', '--no-progress', '--threads', '1'], { encoding: 'utf8' });
   assert.equal(onlyTags.status, 0, onlyTags.stderr);
-  assert.match(onlyTags.stdout, /would replace {2}photo_rgb\.png: grey theme {3}\(was: /);
+  assert.match(onlyTags.stdout, /would replace {2}scan_grey\.png: grey theme {3}\(was: my own words\)/);
+  assert.match(onlyTags.stdout, /would change 8 caption/);
+  assert.equal(await readFile(join(data, 'metadata.csv'), 'utf8'), before, 'dry run leaves the table alone');
   const noModel = spawnSync(process.execPath, [bin, 'label', data, '--model', join(dir, 'nope')], { encoding: 'utf8' });
   assert.equal(noModel.status, 2);
   assert.match(noModel.stderr, /CLIP model not found: .*nope/);

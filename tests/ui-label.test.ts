@@ -44,7 +44,7 @@ after(async () => {
 
 test('Auto-label captions the missing images of a dataset through the labelling job', async () => {
   await page.click('#tab-datasets');
-  await page.locator('.dataset-list li[data-name="shots"] button').click();
+  await page.locator('.dataset-list li[data-name="shots"] button.link').click();
   await page.locator('.caption-cell').nth(images.length - 1).waitFor({ timeout: 30_000 });
   await page.click('#auto-label');
   await page.locator('#label-status', { hasText: /^done/ }).waitFor({ timeout: 60_000 });
