@@ -46,13 +46,14 @@ class Client:
         url = self.base_url + path
         try:
             r = self.session.request(method, url, timeout=timeout or self.timeout, stream=stream, **kw)
+        except requests.Timeout:
+            # Before ConnectionError: a connect timeout is both, and a busy server is not a missing one.
+            raise LoraScriptsError(f"lora-scripts server at {self.base_url} did not answer {method} {path} within {timeout or self.timeout:g} s") from None
         except requests.ConnectionError as e:
             raise LoraScriptsError(
                 f"lora-scripts server at {self.base_url} is unreachable ({_reason(e)}); "
                 f"start it with `lora-scripts serve --port {_port(self.base_url)}` or fix the URL in Settings → lora-scripts"
             ) from None
-        except requests.Timeout:
-            raise LoraScriptsError(f"lora-scripts server at {self.base_url} did not answer {method} {path} within {timeout or self.timeout:g} s") from None
         if r.status_code == 401:
             raise LoraScriptsError(f"lora-scripts server at {self.base_url} refused the credentials (HTTP 401); set the user and password of its --api-auth in Settings → lora-scripts")
         if r.status_code >= 400:

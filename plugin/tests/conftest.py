@@ -107,4 +107,5 @@ def auth_server():
 
 @pytest.fixture()
 def client(server) -> Client:
-    return Client(server.url, timeout=30)
+    # Generous: CI machines may be busy, and a slow answer is not what these tests are about.
+    return Client(server.url, timeout=120)
