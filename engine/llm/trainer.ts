@@ -281,9 +281,11 @@ class LlmRun {
 
   private async saveAdapter(dir: string): Promise<void> {
     const c = this.config;
+    // An init_lora adapter keeps its own alpha (its scale is what was trained).
+    const first = this.network.modules[0];
     await writePeftAdapter(dir, {
-      rank: c.lora_rank,
-      alpha: c.lora_alpha,
+      rank: first?.rank ?? c.lora_rank,
+      alpha: first?.alpha ?? c.lora_alpha,
       dropout: c.lora_dropout,
       targetModules: this.network.targetNames(),
       baseModel: basename(c.base_model),
