@@ -102,6 +102,15 @@ test('WD14 tagger: deepdanbooru interrogate and "both" labelling; bad requests n
   const side = (await readFile(join(t.dataDir, 'datasets/pics/extra.txt'), 'utf8')).trim();
   assert.match(side, /^pxl, .+, hero \(character\), long hair$/, 'trigger first, CLIP caption, then tags without repeating the trigger');
 
+  // A job cancelled while it waits behind another never runs; an ended job cannot be cancelled.
+  const first = await t.post('/sdapi/v1/label', { dataset: 'pics', mode: 'overwrite', dry_run: true });
+  const second = await t.post('/sdapi/v1/label', { dataset: 'pics', mode: 'overwrite', dry_run: true });
+  assert.equal((await t.post(`/sdapi/v1/label/jobs/${second.body.id}/cancel`, {})).status, 200);
+  await ended(first.body.id);
+  assert.equal((await t.get(`/sdapi/v1/label/jobs/${second.body.id}`)).body.status, 'cancelled');
+  assert.ok(!rec.events.some((e) => e.event === 'job-start' && (e.data as { id: string }).id === second.body.id), 'the cancelled job never started');
+  assert.equal((await t.post(`/sdapi/v1/label/jobs/${first.body.id}/cancel`, {})).status, 409);
+
   const bad = await t.post('/sdapi/v1/label', { dataset: 'pics', mode: 'sometimes' });
   assert.equal(bad.status, 422);
   assert.match(bad.body.detail, /mode: /);
