@@ -241,7 +241,7 @@ export function trainTab(app: App): HTMLElement {
       actions,
       ['queued', 'running'].includes(j.status) ? h('button#cancel-run', { type: 'button', onclick: () => void api.post(`sdapi/v1/train/jobs/${encodeURIComponent(j.id)}/cancel`).then(() => refreshRuns(), (e) => app.notify(errorText(e), 'error')) }, t('cancel')) : null,
       j.status === 'done' && j.lora ? h('button.primary#use-lora', { type: 'button', onclick: () => emit(app, 'use-lora', j.output_name) }, t('use_in_generate')) : null,
-      ['cancelled', 'failed'].includes(j.status) && j.outputs?.last_state ? h('button#resume-run', { type: 'button', onclick: () => void resume(j) }, t('resume')) : null,
+      j.actions?.resume ? h('button#resume-run', { type: 'button', onclick: () => void resume(j) }, t('resume')) : null,
     );
   };
   const renderInfo = (j: any) => {
@@ -257,12 +257,10 @@ export function trainTab(app: App): HTMLElement {
     );
   };
 
+  // The server's resume action queues the run's own config again with resume_from = its newest state.
   const resume = async (j: any) => {
-    const cfg = { ...j.config, resume_from: j.outputs.last_state };
-    // Folders and the tokenizer are the server's to fill for the new job, as for a fresh one.
-    for (const k of ['output_dir', 'logging_dir', 'latent_cache_dir', 'tokenizer']) delete cfg[k];
     try {
-      const r = await api.post(`sdapi/v1/train/jobs?overwrite=true`, cfg);
+      const r = await api.post(`sdapi/v1/train/jobs/${encodeURIComponent(j.id)}/resume?overwrite=true`);
       await refreshRuns();
       await showDetail(r.id);
     } catch (e) {
