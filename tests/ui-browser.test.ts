@@ -335,6 +335,7 @@ test('models: checkpoints with the active one, LoRAs with metadata (the trained 
   await page.locator('#lora-list [data-lora="stripes_ui"] summary').click();
   await page.locator('#lora-list [data-lora="stripes_ui"] .lora-details div').waitFor();
   assert.match(await page.textContent('#lora-list [data-lora="stripes_ui"] .lora-details') ?? '', /rank 4/);
+  await shot('models');
   // Upload a LoRA from the page: it joins the list.
   const copy = join(files, 'uploaded_ui.safetensors');
   await writeFile(copy, await readFile(join(t.dataDir, 'models/Lora/stripes_ui.safetensors')));
@@ -345,7 +346,6 @@ test('models: checkpoints with the active one, LoRAs with metadata (the trained 
   await page.click('#refresh-checkpoints');
   await page.locator('#checkpoint-list [data-model="other"] button').click();
   await page.locator('#checkpoint-list [data-model="other"] .badge').waitFor({ timeout: 60_000 });
-  await shot('models');
   assert.deepEqual(problems, [], 'no console errors');
 });
 
