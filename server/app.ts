@@ -143,7 +143,7 @@ export async function createServer(opts: ServerOptions = {}): Promise<LoraScript
   const options = await OptionsStore.load(layout.configPath, forced);
   const hashes = new HashCache(layout.cachePath);
   const models = new ModelIndex(layout.ckptDir, layout.vaeDir, hashes, opts.fallbackCheckpoint);
-  const loras = new LoraIndex(layout.loraDir, hashes, log);
+  const loras = new LoraIndex(layout.loraDir, hashes);
   await Promise.all([models.refreshCheckpoints(), models.refreshVaes(), loras.refresh()]);
   const backend =
     opts.backend ??

@@ -3,7 +3,7 @@
  * checkpoint is hashed once:
  * - checkpoint: sha256 of the whole file ("Model hash" = first 10 hex);
  * - legacy checkpoint hash: sha256 of 64 KiB at offset 1 MiB, first 8 hex;
- * - LoRA "addnet" hash: sha256 of a .safetensors file after its header (first 12 hex in infotexts).
+ * - LoRA hashes are the engine's (engine/lora/hash.ts); this cache only keeps them.
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
@@ -27,19 +27,6 @@ export async function legacyHash(path: string): Promise<string> {
     const buf = Buffer.alloc(0x10000);
     const { bytesRead } = await fh.read(buf, 0, buf.length, 0x100000);
     return createHash('sha256').update(buf.subarray(0, bytesRead)).digest('hex').slice(0, 8);
-  } finally {
-    await fh.close();
-  }
-}
-
-/** Offset of a safetensors file's tensor data: 8 + the header length stored in its first 8 bytes. */
-export async function safetensorsDataStart(path: string): Promise<number> {
-  const fh = await open(path, 'r');
-  try {
-    const buf = Buffer.alloc(8);
-    const { bytesRead } = await fh.read(buf, 0, 8, 0);
-    if (bytesRead < 8) return 0;
-    return 8 + Number(buf.readBigUInt64LE(0));
   } finally {
     await fh.close();
   }

@@ -6,7 +6,9 @@
  *   digits. kohya computes both on an in-memory save whose metadata keeps only the `ss_*` keys.
  */
 import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
+import { extname } from 'node:path';
 import { readHeaderOnly } from '../safetensors/index.ts';
 
 const LEGACY_OFFSET = 0x100000;
@@ -58,11 +60,27 @@ export function sshsHashes(tensors: LaidOutTensor[], metadata: Record<string, st
   return { sshs_model_hash: body.digest('hex'), sshs_legacy_hash: legacy.digest('hex').slice(0, 8) };
 }
 
-/** A1111's LoRA hash of a file on disk: `sshs_model_hash` from the metadata if present, else the addnet hash. */
+/** A `sshs_model_hash` the file carries, if it looks like one (lower-cased). */
+export function storedLoraHash(metadata: Record<string, string>): string | null {
+  const v = metadata.sshs_model_hash;
+  return v && /^[0-9a-f]{12,}$/i.test(v) ? v.toLowerCase() : null;
+}
+
+/** What A1111 hashes when a LoRA carries no stored hash: the addnet hash of a .safetensors, else the whole file. */
+export async function computedLoraHash(path: string): Promise<string> {
+  if (extname(path).toLowerCase() === '.safetensors') return addnetHash(path);
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+/** A1111's LoRA hash of a file on disk: `sshs_model_hash` from the metadata if present, else the computed one. */
 export async function loraFileHash(path: string): Promise<string> {
-  const h = await readHeaderOnly(path);
-  if (h.metadata.sshs_model_hash) return h.metadata.sshs_model_hash;
-  return addnetHash(path);
+  if (extname(path).toLowerCase() === '.safetensors') {
+    const stored = storedLoraHash((await readHeaderOnly(path)).metadata);
+    if (stored) return stored;
+  }
+  return computedLoraHash(path);
 }
 
 /** sha256 of the bytes after the header, streamed. */

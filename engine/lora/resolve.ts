@@ -21,7 +21,8 @@ export interface LoraEntry {
   size: number;
 }
 
-const EXTENSIONS = new Set(['.safetensors']);
+// A1111 lists pickled LoRAs too; only their loading is refused (engine/lora/load.ts says why).
+const EXTENSIONS = new Set(['.safetensors', '.pt', '.ckpt']);
 // A1111 lower-cases the names it tests against this set, so 'Addams' in its source can never match; kept as written.
 const ALWAYS_FORBIDDEN = ['none', 'Addams'];
 
@@ -90,8 +91,8 @@ export class LoraLibrary {
         next.set(p, old);
         continue;
       }
-      // A broken file still shows up by its stem; loading it later reports what is wrong with it.
-      const metadata = await readHeaderOnly(p).then((h) => h.metadata, () => ({}) as Record<string, string>);
+      // A broken file still shows up by its stem; loading it later reports what is wrong with it. Pickles are never opened.
+      const metadata: Record<string, string> = extname(p).toLowerCase() !== '.safetensors' ? {} : await readHeaderOnly(p).then((h) => h.metadata, () => ({}) as Record<string, string>);
       const name = basename(p, extname(p));
       next.set(p, { name, alias: metadata.ss_output_name || name, path: p, metadata, mtimeMs: st.mtimeMs, size: st.size });
     }
@@ -118,6 +119,14 @@ export class LoraLibrary {
   private lookup(name: string): LoraEntry | undefined {
     if (this.forbidden.has(name.toLowerCase())) return this.byStem.get(name);
     return this.byAlias.get(name);
+  }
+
+  /**
+   * The file for a stem or alias in the last scan, without touching the disk (A1111's lookup; path-like
+   * names go through `resolve`). For callers that must answer at once, such as HTTP routes.
+   */
+  find(name: string): LoraEntry | undefined {
+    return this.lookup(name);
   }
 
   /** Path-like names ("style/foo" or "style/foo.safetensors") must stay inside the LoRA folder. */

@@ -121,7 +121,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const layout = resolveLayout(opts);
   const hashes = new HashCache(layout.cachePath);
   const models = new ModelIndex(layout.ckptDir, layout.vaeDir, hashes);
-  const loras = new LoraIndex(layout.loraDir, hashes, log);
+  const loras = new LoraIndex(layout.loraDir, hashes);
   await Promise.all([models.refreshCheckpoints(), models.refreshVaes(), loras.refresh()]);
   const optionsPath = join(tmpdir(), `lora-scripts-worker-${id}-options.json`);
   const slots: Slot[] = [];
