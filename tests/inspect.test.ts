@@ -61,7 +61,8 @@ async function expectedLora(path: string, kind: string): Promise<{ ranks: number
         const mod = n.slice(0, -'.lora_down.weight'.length);
         ranks.push(f.info(n).shape[0]!);
         alphas.push(f.has(`${mod}.alpha`) ? (await f.readFloat32(`${mod}.alpha`))[0]! : null);
-        const part = mod.startsWith('lora_unet_') ? 'unet' : 'text_encoder';
+        // SDXL files name their two text encoders lora_te1_ / lora_te2_.
+        const part = mod.startsWith('lora_unet_') ? 'unet' : mod.startsWith('lora_te1_') ? 'text_encoder_1' : mod.startsWith('lora_te2_') ? 'text_encoder_2' : 'text_encoder';
         parts[part] = (parts[part] ?? 0) + 1;
       }
       if (f.metadata.ss_network_dim) assert.ok(ranks.every((r) => r === Number(f.metadata.ss_network_dim)), 'fixture: ss_network_dim');
