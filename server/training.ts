@@ -138,6 +138,22 @@ export class TrainingRegistry extends EventEmitter {
   constructor(private readonly ctx: ServerContext) {
     super();
     this.ready = this.restore();
+    // An API front also hears of trainings that other fronts (or its own earlier run) queued: their records
+    // come from the workers running them (server/distributed/front-queue.ts).
+    ctx.queue.on('remote-job', (e: { kind: string; record: unknown; ended: boolean }) => {
+      if (e.kind === 'train_lora') this.adopt(e.record as TrainJob, e.ended);
+    });
+  }
+
+  /** Takes over the record of a training this server did not queue (or no longer remembers queuing). */
+  private adopt(record: TrainJob, ended: boolean): void {
+    if (!record || typeof record.id !== 'string' || this.handles.has(record.id)) return;
+    const before = this.jobs.get(record.id);
+    this.jobs.set(record.id, record);
+    const seen = before?.logs.length ?? 0;
+    for (const message of record.logs.slice(record.logs.length >= seen ? seen : 0)) this.emit('train-log', { id: record.id, message, time: new Date().toISOString() });
+    if (record.progress) this.emit('train-progress', record.progress);
+    if (ended && record.outputs.lora) void this.ctx.loras.refresh().catch(() => {});
   }
 
   /**
@@ -241,7 +257,9 @@ export class TrainingRegistry extends EventEmitter {
   cancel(id: string): 'removed' | 'stopping' | false {
     const job = this.jobs.get(id);
     const handle = this.handles.get(id);
-    if (!job || !handle || job.ended_at) return false;
+    if (!job || job.ended_at) return false;
+    // A training another front queued runs on a worker: the queue reaches it there.
+    if (!handle) return this.ctx.queue.cancel(id) ? 'stopping' : false;
     if (job.status === 'queued') {
       handle.cancel();
       this.log(job, 'removed from the queue before it started');

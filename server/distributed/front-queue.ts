@@ -12,6 +12,9 @@
  *   front sees every job; `current()` is the job that started first among those running.
  * - Interrupt, skip and cancel go to the worker running the job on a pub/sub channel.
  * - A front that stops leaves its jobs in Redis: workers finish them, and results stay there a while.
+ *
+ * Events beyond JobQueue's: `remote-job` ({id, kind, record, ended}) for a job this front did not queue, with
+ * the handler's extra data (a training's record) on each report and its value when it ends.
  */
 import { EventEmitter } from 'node:events';
 import { Queue, QueueEvents } from 'bullmq';
@@ -284,7 +287,12 @@ export class RedisFrontQueue extends EventEmitter implements WorkQueue {
       const image = fromWireImage(preview);
       state.preview = async () => image;
     }
-    if (extra !== undefined) this.mine.get(id)?.work.onProgress?.(extra);
+    if (extra !== undefined) {
+      const p = this.mine.get(id);
+      if (p) p.work.onProgress?.(extra);
+      // Another front's job (or one queued before this front restarted): whoever keeps records takes it.
+      else this.emit('remote-job', { id, kind: state.kind, record: extra, ended: false });
+    }
     this.emit('progress', state);
   }
 
@@ -304,6 +312,7 @@ export class RedisFrontQueue extends EventEmitter implements WorkQueue {
         error = e;
       }
     }
+    if (!p && answer?.ok && state) this.emit('remote-job', { id, kind: state.kind, record: answer.value, ended: true });
     if (p) {
       this.forget(id);
       if (error) p.work.onFailure?.(error);

@@ -64,7 +64,10 @@ export const handlers: Record<string, Handler> = {
       const prepared = await prepareTrainingRequest(ctx, settings, body, { jobDir: join(settings.trainingDir, id) });
       // A job that comes back after its worker died continues from the last state that worker saved.
       const resume = prepared.config.resume_from === null ? await lastSavedState(prepared.config.output_dir) : null;
-      if (resume) prepared.config = { ...prepared.config, resume_from: resume };
+      if (resume) {
+        prepared.config = { ...prepared.config, resume_from: resume };
+        ctx.log(`training ${id} continues from ${resume}`);
+      }
       const registry = trainingRegistry(ctx);
       const done = ended(ctx, id).then(() => registry.get(id));
       registry.submit(id, prepared);

@@ -36,6 +36,8 @@ export function launchCli(name: string, args: string[], env: Record<string, stri
         };
         const gone = () => reject(new Error(`${name} exited before printing ${re}:\n${p.out}`));
         const timer = setTimeout(() => reject(new Error(`${name}: no ${re} within ${ms} ms:\n${p.out}`)), ms);
+        // A wait that lost a race (Promise.any over several processes) must not keep the test process alive.
+        timer.unref();
         child.stdout!.on('data', check);
         child.once('exit', gone);
         check();
