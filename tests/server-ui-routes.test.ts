@@ -134,3 +134,23 @@ test('with the checkpoint folder empty, a training config defaults to the bundle
     await s.close();
   }
 });
+
+test('--api-auth: the page loads without credentials; the page\'s own requests get 401 without a browser challenge', async () => {
+  const s = await startTestServer({ apiAuth: 'alice:s3cret', loadOnStart: false });
+  try {
+    const page = await fetch(`${s.server.url}/`);
+    assert.equal(page.status, 200);
+    assert.match(await page.text(), /ui\/app\.js/);
+    const plain = await fetch(`${s.server.url}/sdapi/v1/options`);
+    assert.equal(plain.status, 401);
+    assert.equal(plain.headers.get('www-authenticate'), 'Basic');
+    const fromPage = await fetch(`${s.server.url}/sdapi/v1/options`, { headers: { 'X-Requested-With': 'XMLHttpRequest' } });
+    assert.equal(fromPage.status, 401);
+    assert.equal(fromPage.headers.get('www-authenticate'), null);
+    assert.equal((await fromPage.json()).detail, 'Not authenticated');
+    const ok = await fetch(`${s.server.url}/sdapi/v1/options`, { headers: { Authorization: `Basic ${Buffer.from('alice:s3cret').toString('base64')}` } });
+    assert.equal(ok.status, 200);
+  } finally {
+    await s.close();
+  }
+});

@@ -369,6 +369,16 @@ test('a phone-sized screen shows every tab without sideways scrolling; 中文 by
     }
     await p.selectOption('#lang', 'en');
     await p.locator('#tab-datasets', { hasText: 'Datasets' }).waitFor();
+    // ?theme= overrides the system theme (for pages that embed this one).
+    await p.goto(`${t.server.url}/?theme=dark`);
+    await p.locator('#tab-generate[aria-selected=true]').waitFor();
+    const [light, dark] = await p.evaluate(() => {
+      const bg = getComputedStyle(document.body).backgroundColor;
+      document.documentElement.dataset['theme'] = 'light';
+      return [getComputedStyle(document.body).backgroundColor, bg];
+    });
+    assert.notEqual(dark, light);
+    assert.ok(dark.match(/\d+/g)!.slice(0, 3).every((c) => Number(c) < 60), `dark background: ${dark}`);
   } finally {
     await phone.close();
   }
