@@ -74,7 +74,9 @@ export async function parseTrainConfig(text: string, file: string): Promise<{ co
   const config = { ...(parsed.data as Record<string, unknown>) } as unknown as TrainConfig;
   config.sample_prompts = prompts;
   // Left out, the resolution follows the base model: SDXL trains at its native 1024².
-  if (!wrote(rawMap, 'resolution') && (await checkpointFamily(resolve(baseDir, config.base_model))) === 'sdxl') config.resolution = SDXL_RESOLUTION;
+  if (!wrote(rawMap, 'resolution') && config.base_model && (await checkpointFamily(resolve(baseDir, config.base_model))) === 'sdxl') {
+    config.resolution = SDXL_RESOLUTION;
+  }
   applyImpliedDefaults(config, rawMap);
   checkCombinations(config, rawMap, src, problems, warnings);
   await resolvePaths(config, baseDir, src, problems);
