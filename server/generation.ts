@@ -8,12 +8,12 @@ import { join, resolve, relative, isAbsolute } from 'node:path';
 import { randomInt } from 'node:crypto';
 import { writeBufferAtomic } from '../engine/util/atomic-write.ts';
 import { formatInfotext, parseInfotext, type InfotextValue } from '../engine/image/png-info.ts';
-import { isUserError, UserError } from '../engine/util/errors.ts';
-import { getPromptSchedule } from '../engine/text/prompt-schedule.ts';
+import { UserError } from '../engine/util/errors.ts';
 import type { GenerationHooks, GenerationOutput, GenerationParams, Img2ImgParams, LoraRef, RawImage } from './backend.ts';
 import type { ServerContext } from './context.ts';
 import { HttpError, ValidationError } from './errors.ts';
 import { overLimit } from './limits.ts';
+import { checkPrompts } from './prompt-check.ts';
 import { checkSamplesFormat, decodeImageInput, encodeImage, makeGrid, prepareMask, resizeForImg2img, toRaw } from './images.ts';
 import { OPTION_DEFAULTS, coerceOption, RESTRICTED_OPTIONS } from './options.ts';
 import { extractPromptTags } from '../engine/lora/prompt-tags.ts';
@@ -120,24 +120,6 @@ function checkWork(ctx: ServerContext, kind: GenerationKind, req: Req): void {
   }
 }
 
-/**
- * Prompt syntax the job would only fail on later: `<lora:…>` multipliers that are not finite numbers, and
- * prompt editing the parser cannot finish within its budget (checked on the text the pipeline parses).
- */
-function checkPrompts(req: Req): void {
-  for (const k of ['prompt', 'negative_prompt', 'hr_prompt', 'hr_negative_prompt']) {
-    const v = req[k];
-    if (typeof v !== 'string' || v === '') continue;
-    try {
-      const bare = k === 'prompt' || k === 'hr_prompt' ? extractPromptTags(v).prompt : v;
-      getPromptSchedule(bare, req['steps'] as number);
-    } catch (e) {
-      if (isUserError(e)) throw new ValidationError([{ loc: ['body', k], msg: `${k}: ${e.message}`, type: 'value_error.prompt' }]);
-      throw e;
-    }
-  }
-}
-
 /** Effective options for one job: global options with `override_settings` applied (unknown keys noted, restricted ones ignored). */
 function effectiveOptions(ctx: ServerContext, req: Req, notes: string[]): Record<string, unknown> {
   const opts: Record<string, unknown> = ctx.options.all();
@@ -195,7 +177,7 @@ export async function prepareGeneration(ctx: ServerContext, kind: GenerationKind
   if (typeof req['infotext'] === 'string' && req['infotext'] !== '') applyInfotext(req, set, req['infotext']);
   checkScripts(req);
   checkWork(ctx, kind, req);
-  checkPrompts(req);
+  await checkPrompts(req, req['steps'] as number);
   const initImages: RawImage[] = [];
   let mask: RawImage | null = null;
   if (kind === 'img2img') {
@@ -239,9 +221,9 @@ export async function runGeneration(ctx: ServerContext, kind: GenerationKind, pr
   const ckpt = await ctx.checkpoints.ensureLoaded(typeof overrideCkpt === 'string' ? overrideCkpt : null, opts['sd_vae'], notes);
   const vae = ctx.checkpoints.vaeFor(ckpt, opts['sd_vae'], notes);
 
-  // Sampler: A1111 uses sampler_index when sampler_name is null; names the backend lacks fall back.
+  // Sampler: A1111 uses sampler_index when sampler_name is null or empty; names the backend lacks fall back.
   const available = ctx.backend.samplers ? SAMPLERS.filter((s) => ctx.backend.samplers!.includes(s.name)) : SAMPLERS;
-  const sampler = resolveSampler((req['sampler_name'] as string | null) ?? (req['sampler_index'] as string), req['scheduler'] as string | null, available.length ? available : SAMPLERS);
+  const sampler = resolveSampler((req['sampler_name'] as string | null) || (req['sampler_index'] as string), req['scheduler'] as string | null, available.length ? available : SAMPLERS);
   notes.push(...sampler.notes);
 
   // Prompts: styles first, then extra-network tags from the first prompt (A1111 uses it for the whole batch).
