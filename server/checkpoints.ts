@@ -70,12 +70,14 @@ export class CheckpointManager {
    */
   async ensureLoaded(wanted: string | null, sdVae: unknown, notes: string[]): Promise<CheckpointEntry> {
     const current = this.backend.currentCheckpoint();
+    // A1111 drops an override naming no known model and runs with the current one.
+    if (wanted && !this.models.findCheckpoint(wanted)) {
+      notes.push(`override_settings.sd_model_checkpoint: model '${wanted}' not found; the current model was used`);
+      wanted = null;
+    }
     const want = wanted ?? (this.options.get('sd_model_checkpoint') as string | null);
     let target: CheckpointEntry | null = null;
-    if (want) {
-      target = this.models.findCheckpoint(want);
-      if (!target && wanted) throw new HttpError(404, `model '${wanted}' not found`, 'RuntimeError');
-    }
+    if (want) target = this.models.findCheckpoint(want);
     if (!target && current) target = this.models.findCheckpoint(current.name);
     if (!target) target = this.models.checkpoints()[0] ?? null;
     if (!target) throw this.noCheckpoint();

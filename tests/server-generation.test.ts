@@ -465,3 +465,23 @@ test('enable_hr: first pass, pixel upscale, img2img second pass at the target si
   assert.equal((c2[1]!.params as any).denoisingStrength, 0.7);
   assert.match(JSON.parse(r2.body.info).infotexts[0], /Hires prompt: "other <lora:lora_a:1>", Hires resize: 100x0, Hires upscaler: Lanczos, Hires sampler: Euler a/);
 });
+
+test('A1111 fallbacks: sampler_name "" means sampler_index; an override naming an unknown model runs on the current one', async () => {
+  let r = await t.post('/sdapi/v1/txt2img', { steps: 1, width: 8, height: 8, sampler_name: '' });
+  assert.equal(r.status, 200);
+  assert.equal(backend.calls.at(-1)!.params.sampler, 'Euler', "sampler_index's default");
+  r = await t.post('/sdapi/v1/txt2img', { steps: 1, width: 8, height: 8, sampler_name: '', sampler_index: 'DPM++ 2M' });
+  assert.equal(backend.calls.at(-1)!.params.sampler, 'DPM++ 2M');
+
+  const before = backend.currentCheckpoint()!.path;
+  const loads = backend.loads.length;
+  r = await t.post('/sdapi/v1/txt2img', { steps: 1, width: 8, height: 8, override_settings: { sd_model_checkpoint: 'no-such-model' } });
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  assert.equal(backend.currentCheckpoint()!.path, before);
+  assert.equal(backend.loads.length, loads, 'nothing reloaded');
+  const info = JSON.parse(r.body.info);
+  assert.equal(info.sd_model_name, 'sd-tiny');
+  assert.ok(info.notes.some((n: string) => /no-such-model' not found; the current model was used/.test(n)), info.notes.join('; '));
+  const opts = (await t.get('/sdapi/v1/options')).body;
+  assert.match(opts.sd_model_checkpoint, /^sd-tiny\.safetensors/, 'the setting is unchanged');
+});
