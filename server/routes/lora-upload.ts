@@ -39,7 +39,8 @@ export function register(api: Api, ctx: ServerContext): void {
     '/sdapi/v1/loras/upload',
     { summary: 'Upload one LoRA (.safetensors, multipart); ?replace=true replaces a file of the same name. Answers 201 with its list entry.', tag, query: [{ name: 'replace', type: 'boolean', default: false }] },
     async (req, res) => {
-      const staged = join(dir, `.upload-${randomBytes(6).toString('hex')}.safetensors`);
+      // Not a .safetensors name while it is checked, so a LoRA-folder scan meanwhile does not list it.
+      const staged = join(dir, `.upload-${randomBytes(6).toString('hex')}.part`);
       let original = '';
       const upload = multer({
         storage: multer.diskStorage({ destination: dir, filename: (_r, file, cb) => ((original = file.originalname), cb(null, basename(staged))) }),
