@@ -105,6 +105,13 @@ after(async () => {
   await Promise.all([front?.stop(), ...workers.map((w) => w.stop())]);
   await single?.close();
   await redis?.stop();
+  // Everything this file started is stopped. Should some handle still hold the event loop (seen once in a
+  // full run on the loaded CI machine, not reproduced since), name it and end rather than hang the suite.
+  setTimeout(() => {
+    const handles = (process as unknown as { _getActiveHandles(): object[] })._getActiveHandles().map((h) => h.constructor.name);
+    console.error(`distributed test: still alive after cleanup (${handles.join(', ')}); exiting`);
+    process.exit(process.exitCode ?? 0);
+  }, 10_000).unref();
 });
 
 test('workers announce the checkpoints, LoRAs, device and memory they have', async () => {
@@ -179,7 +186,7 @@ test('a job goes to the worker that holds its checkpoint and LoRA stack when bot
 });
 
 test('errors caused by the request answer the same status and body as the single process', async () => {
-  const bad = { prompt: 'x', steps: 2, width: 64, height: 64, override_settings: { samples_format: 'bmp' } };
+  const bad = { prompt: 'x', steps: 2, width: 64, height: 64, override_settings: { sd_model_checkpoint: 'missing-model' } };
   const d = await call(frontUrl, '/sdapi/v1/txt2img', bad);
   const s = await single.post('/sdapi/v1/txt2img', bad);
   assert.equal(d.status, s.status);
