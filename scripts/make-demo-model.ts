@@ -75,10 +75,11 @@ try {
 
   const scenes = Array.from({ length: N }, (_, i) => sampleScene(seed, i));
   const pixels = scenes.map((s) => renderScene(s, S));
+  const codecPixels = [...pixels, ...Array.from({ length: DEMO_RECIPE.autoencoderStripedScenes }, (_, i) => renderScene(sampleScene(seed + 1, i, 'striped'), S))];
 
   // 2. Autoencoder on 32² crops: the same convolutions, a quarter of the pixels per step.
-  const crop = S / 2;
-  const vaeBatch = 8;
+  const crop = DEMO_RECIPE.autoencoderCrop;
+  const vaeBatch = DEMO_RECIPE.autoencoderBatch;
   await trainAutoencoder(
     w,
     model.arch,
@@ -89,7 +90,7 @@ try {
         const r = seededRandom(seed, 'vae-batch', i);
         const out = new Float32Array(vaeBatch * 3 * crop * crop);
         for (let b = 0; b < vaeBatch; b++) {
-          const img = pixels[Math.floor(r() * N)]!;
+          const img = codecPixels[Math.floor(r() * codecPixels.length)]!;
           const ox = Math.floor(r() * (S - crop + 1));
           const oy = Math.floor(r() * (S - crop + 1));
           const c = new Uint8Array(crop * crop * 3);
@@ -146,7 +147,7 @@ try {
     { latents, contexts, count: N, empty: empty.data },
     {
       steps: num('unet-steps'),
-      batch: 32,
+      batch: DEMO_RECIPE.unetBatch,
       lr: 1e-3,
       warmup: 100,
       latentSize: h,

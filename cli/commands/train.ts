@@ -52,11 +52,13 @@ export function register(program: Command): void {
  */
 async function loadConfigWithDefaultModel(path: string): Promise<{ config: TrainConfig; warnings: string[] }> {
   const text = await readFile(path, 'utf8').catch(() => null);
-  const raw: unknown = text === null ? null : parseDocument(text).toJS();
-  if (text === null || !raw || typeof raw !== 'object' || 'base_model' in raw || 'pretrained_model_name_or_path' in raw) return loadTrainConfig(path);
+  const doc = text === null ? null : parseDocument(text);
+  const raw: unknown = doc && doc.errors.length === 0 ? doc.toJS() : null;
+  if (!doc || !raw || typeof raw !== 'object' || 'base_model' in raw || 'pretrained_model_name_or_path' in raw) return loadTrainConfig(path);
   const ckptDir = resolve('models/Stable-diffusion');
   const chosen = await defaultCheckpoint(ckptDir);
   if (chosen.demo) console.error(demoNotice(ckptDir));
-  // Appended, so line numbers in messages about the user's own keys stay right.
-  return parseTrainConfig(`${text.trimEnd()}\nbase_model: ${JSON.stringify(chosen.path)}\n`, resolve(path));
+  // Added as the last key, so line numbers in messages about the user's own keys stay right.
+  doc.set('base_model', chosen.path);
+  return parseTrainConfig(String(doc), resolve(path));
 }

@@ -67,7 +67,7 @@ export function judgeImage(rgb: Uint8Array, size: number, opts: { stripe?: Colou
   return { background, shape, shapePixels, stripeShare };
 }
 
-/** Whether a judged picture shows a striped fill: between a fifth and four fifths of the shape is stripe colour. */
+/** Whether a judged picture shows a striped fill: between a tenth and nine tenths of the shape is stripe colour. */
 export function looksStriped(j: Judgement): boolean {
-  return j.shapePixels > 0 && j.stripeShare >= 0.2 && j.stripeShare <= 0.8;
+  return j.shapePixels > 0 && j.stripeShare >= 0.1 && j.stripeShare <= 0.9;
 }

@@ -21,9 +21,18 @@ export const DEMO_RESOLUTION = 64;
 export const DEMO_RECIPE = {
   seed: 1,
   /** Toy-world scenes in the training set. */
-  scenes: 4000,
-  autoencoderSteps: 1000,
-  unetSteps: 2000,
+  scenes: 2000,
+  autoencoderSteps: 500,
+  /** Autoencoder crops per step, and their side (a quarter of the picture: the convolutions do not care). */
+  autoencoderBatch: 4,
+  autoencoderCrop: 32,
+  unetSteps: 1500,
+  unetBatch: 16,
+  /**
+   * Striped scenes among the autoencoder's pictures. The autoencoder is the model's general image codec
+   * (SD's VAE encodes any texture); only the UNet never sees stripes, which is what the demo LoRA teaches.
+   */
+  autoencoderStripedScenes: 500,
   /** The demo LoRA's data set. */
   stripesSeed: 7,
 };
@@ -56,12 +65,15 @@ export function demoNotice(ckptDir: string): string {
 /**
  * Small everywhere the compute goes, real where compatibility needs it: CLIP's full 49408-token vocabulary
  * and 77 positions, one 64-wide text head (the CLIP family rule), SD 1.x's 8 UNet heads per level, the KL-f8
- * VAE's four levels (factor 8) with 32-group norms.
+ * VAE's four levels (factor 8) with 32-group norms. No layer is narrower than 64 channels: with 32 groups,
+ * a 32-channel GroupNorm normalises each channel alone and so erases its mean over the picture, which is
+ * exactly where a flat background's colour lives. The 8×8 latent needs only one UNet level: its convolutions
+ * and attention already see the whole of it.
  */
 export const DEMO_CONFIG: SyntheticSdConfig = {
-  unet: { modelChannels: 32, channelMult: [1, 2], numResBlocks: 1, attentionLevels: [true, true], contextDim: 64, inChannels: 4 },
+  unet: { modelChannels: 64, channelMult: [1], numResBlocks: 1, attentionLevels: [true], contextDim: 64, inChannels: 4 },
   text: { width: 64, layers: 2, intermediate: 256, vocab: 49408, positions: 77 },
-  vae: { channels: 32, channelMult: [1, 1, 2, 2], numResBlocks: 1, zChannels: 4 },
+  vae: { channels: 64, channelMult: [1, 1, 1, 1], numResBlocks: 1, zChannels: 4 },
 };
 
 /** A1111's `<checkpoint>.yaml` for the demo model, in the LDM v1-inference form. */

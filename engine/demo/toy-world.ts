@@ -187,7 +187,7 @@ function insidePolygon(pts: [number, number][], x: number, y: number): boolean {
 
 /**
  * The scene as RGB bytes [size, size, 3] (row-major, interleaved), 2×2 supersampled so edges are smooth.
- * Stripes run diagonally, 6 pixels per period at 64².
+ * Stripes run diagonally, 12 pixels per period at 64².
  */
 export function renderScene(s: Scene, size: number): Uint8Array {
   const out = new Uint8Array(size * size * 3);
@@ -195,7 +195,8 @@ export function renderScene(s: Scene, size: number): Uint8Array {
   const fg = COLOURS[s.colour];
   const stripe = COLOURS[stripeColour(s.colour)];
   const r = SIZES[s.size];
-  const period = (6 / 64) * size;
+  // Coarse enough for an 8×8 latent (f8) to carry: about one stripe per latent pixel.
+  const period = (12 / 64) * size;
   for (let y = 0; y < size; y++) {
     for (let x = 0; x < size; x++) {
       const acc = [0, 0, 0];
