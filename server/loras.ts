@@ -40,8 +40,9 @@ export class LoraIndex {
     await this.library.refresh();
   }
 
+  /** As `/sdapi/v1/loras` lists them: one per file stem. */
   list(): LoraEntry[] {
-    return this.library.list();
+    return this.library.listByStem();
   }
 
   /** The file for a `<lora:NAME>` stem or alias as of the last scan (the engine's rule), or null. */

@@ -31,6 +31,7 @@ test('the server resolves <lora:NAME> to the same file as the CLI, and hashes it
     const server = new LoraIndex(dir, new HashCache(cache));
     await server.refresh();
     await cli.refresh();
+    // Listed as A1111 lists them: one entry per stem (no two files here share one).
     assert.deepEqual(server.list().map((e) => e.path), cli.list().map((e) => e.path));
     for (const name of ['first', 'again', 'second', 'lora_b', 'stamped', 'old', 'none']) {
       const want = await cli.resolve(name).then((e) => e.path, () => null);
@@ -44,6 +45,12 @@ test('the server resolves <lora:NAME> to the same file as the CLI, and hashes it
     assert.equal(await server.shortHash(first), (await addnetHash(kohyaA)).slice(0, 12));
     assert.equal(await server.shortHash(server.resolve('stamped')!), 'abcdef012345');
     assert.equal(await server.shortHash(server.resolve('old')!), (await loraFileHash(join(dir, 'old.pt'))).slice(0, 12));
+    // Two files with one stem: A1111's table keeps the later file, in the earlier one's place.
+    await copyFile(kohyaB, join(dir, 'sub/first.safetensors'));
+    await server.refresh();
+    assert.deepEqual(server.list().filter((e) => e.name === 'first').map((e) => e.path), [join(dir, 'sub/first.safetensors')]);
+    assert.equal(server.list()[0]!.name, 'first');
+    assert.equal(server.resolve('first')!.path, join(dir, 'sub/first.safetensors'));
     // The computed hash is cached by size + mtime, so a restart does not rehash.
     const stored = JSON.parse(await import('node:fs/promises').then((f) => f.readFile(cache, 'utf8')));
     assert.equal(stored.hashes[`lora/${first.path}`].sha256, await addnetHash(kohyaA));

@@ -116,6 +116,11 @@ export class LoraLibrary {
     return [...this.entries.values()];
   }
 
+  /** One entry per stem, a later file replacing an earlier one in its place (A1111's table of networks). */
+  listByStem(): LoraEntry[] {
+    return [...this.byStem.values()];
+  }
+
   private lookup(name: string): LoraEntry | undefined {
     if (this.forbidden.has(name.toLowerCase())) return this.byStem.get(name);
     return this.byAlias.get(name);
