@@ -186,7 +186,7 @@ test('a job goes to the worker that holds its checkpoint and LoRA stack when bot
 });
 
 test('errors caused by the request answer the same status and body as the single process', async () => {
-  const bad = { prompt: 'x', steps: 2, width: 64, height: 64, override_settings: { sd_model_checkpoint: 'missing-model' } };
+  const bad = { prompt: 'x', steps: 2, width: 64, height: 64, override_settings: { samples_format: 'bmp' } };
   const d = await call(frontUrl, '/sdapi/v1/txt2img', bad);
   const s = await single.post('/sdapi/v1/txt2img', bad);
   assert.equal(d.status, s.status);
