@@ -63,6 +63,7 @@ test('configs/demo_lora.yaml trains with the train CLI (shortened run; base_mode
     delete cfg['base_model'];
     cfg['output_dir'] = join(dir, 'out');
     cfg['latent_cache_dir'] = join(dir, 'latents');
+    cfg['logging_dir'] = join(dir, 'logs');
     cfg['epochs'] = 2;
     const data = join(dir, 'stripes');
     await cp(DEMO_STRIPES_DIR, data, { recursive: true });
