@@ -485,3 +485,44 @@ test('A1111 fallbacks: sampler_name "" means sampler_index; an override naming a
   const opts = (await t.get('/sdapi/v1/options')).body;
   assert.match(opts.sd_model_checkpoint, /^sd-tiny\.safetensors/, 'the setting is unchanged');
 });
+
+test('/internal/progress follows one task by id (queued, active with a preview, completed); /internal/pending-tasks lists the waiting ones', async () => {
+  backend.stepMs = 30;
+  const first = t.post('/sdapi/v1/txt2img', { prompt: 'one', steps: 12, width: 16, height: 16, force_task_id: 'task(first-one)' });
+  await waitFor(async () => (await t.get('/sdapi/v1/progress')).body.state.sampling_step >= 1, 'first running');
+  const second = t.post('/sdapi/v1/txt2img', { prompt: 'two', steps: 12, width: 16, height: 16, force_task_id: 'task(second-one)' });
+  await waitFor(async () => (await t.get('/internal/pending-tasks')).body.size === 1, 'second queued');
+  assert.deepEqual((await t.get('/internal/pending-tasks')).body, { size: 1, tasks: ['task(second-one)'] });
+
+  const queued = (await t.post('/internal/progress', { id_task: 'task(second-one)' })).body;
+  assert.deepEqual(queued, { active: false, queued: true, completed: false, progress: null, eta: null, live_preview: null, id_live_preview: -1, textinfo: 'In queue: 1/1' });
+  let active: any;
+  await waitFor(async () => {
+    active = (await t.post('/internal/progress', { id_task: 'task(first-one)', id_live_preview: -1 })).body;
+    return active.active && active.live_preview !== null;
+  }, 'a live preview');
+  assert.equal(active.queued, false);
+  assert.equal(active.completed, false);
+  assert.ok(active.progress > 0 && active.progress < 1, String(active.progress));
+  assert.ok(active.eta > 0);
+  assert.match(active.live_preview, /^data:image\/png;base64,/);
+  assert.ok(active.id_live_preview >= 0);
+  const img = await sharp(Buffer.from(active.live_preview.split(',')[1], 'base64')).metadata();
+  assert.deepEqual([img.width, img.height], [16, 16]);
+  // A client that already has this preview gets none again; one that asks for none gets none.
+  const again = (await t.post('/internal/progress', { id_task: 'task(first-one)', id_live_preview: active.id_live_preview })).body;
+  if (again.id_live_preview === active.id_live_preview) assert.equal(again.live_preview, null);
+  assert.equal((await t.post('/internal/progress', { id_task: 'task(first-one)', live_preview: false })).body.live_preview, null);
+
+  assert.equal((await first).status, 200);
+  assert.equal((await second).status, 200);
+  backend.stepMs = 0;
+  const done = (await t.post('/internal/progress', { id_task: 'task(first-one)' })).body;
+  assert.deepEqual([done.active, done.queued, done.completed, done.textinfo], [false, false, true, 'Waiting...']);
+  const unknown = (await t.post('/internal/progress', { id_task: 'task(never)' })).body;
+  assert.deepEqual([unknown.active, unknown.queued, unknown.completed], [false, false, false]);
+  assert.deepEqual((await t.get('/internal/pending-tasks')).body, { size: 0, tasks: [] });
+  const bad = await t.post('/internal/progress', { id_task: 'task(first-one)', id_live_preview: 'abc' });
+  assert.equal(bad.status, 422);
+  assert.deepEqual(bad.body.detail[0].loc, ['body', 'id_live_preview'], 'A1111 validation shape');
+});

@@ -6,6 +6,7 @@ import type { ServerContext } from '../context.ts';
 import type { Api } from './api.ts';
 import { register as generate } from './generate.ts';
 import { register as progress } from './progress.ts';
+import { register as internalProgress } from './internal-progress.ts';
 import { register as options } from './options.ts';
 import { register as models } from './models.ts';
 import { register as loras } from './loras.ts';
@@ -20,4 +21,4 @@ import { register as datasetCaptions } from './dataset-captions.ts';
 import { register as label } from './label.ts';
 import { register as llm } from './llm.ts';
 
-export const routeModules: ((api: Api, ctx: ServerContext) => void)[] = [generate, progress, options, models, loras, info, train, datasetImages, loraFiles, loraUpload, trainSchema, trainFiles, datasetCaptions, label, llm];
+export const routeModules: ((api: Api, ctx: ServerContext) => void)[] = [generate, progress, internalProgress, options, models, loras, info, train, datasetImages, loraFiles, loraUpload, trainSchema, trainFiles, datasetCaptions, label, llm];
