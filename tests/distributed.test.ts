@@ -13,7 +13,7 @@ import { startRedis, type TestRedis } from './support/redis.ts';
 import { launchCli, type CliProcess } from './support/cli-process.ts';
 import { startTestServer, type TestServer } from './server-fixture-backend.ts';
 import { createEngineBackend } from '../server/engine-backend.ts';
-import { WORKER_KEY_PREFIX, type WorkerAnnouncement } from '../server/distributed/protocol.ts';
+import { WORKER_KEY_PREFIX, bullJobId, type WorkerAnnouncement } from '../server/distributed/protocol.ts';
 import { writePatternDataset } from './support/train-fixture.ts';
 import { SafetensorsFile } from '../engine/safetensors/index.ts';
 
@@ -36,7 +36,7 @@ const frontHeaders = (): Record<string, string> => ({ authorization: `Basic ${Bu
  * Longer than the longest event-loop pause of a worker (building the tiny model's training sessions: ≈3 s on
  * an idle core, several times that on this shared machine under load); shorter makes a busy worker lose its job.
  */
-const STALL_S = 12;
+const STALL_S = 20;
 
 function startWorker(): Proc {
   const id = `w${nextWorker++}`;
@@ -329,9 +329,11 @@ test('a training whose worker and front are killed moves to the other worker, re
     if (j.outputs.last_state) break;
     await new Promise((r) => setTimeout(r, 50));
   }
-  const others = workers.filter((w) => w !== victim && started.test(w.out)).map((w) => w.name);
-  assert.deepEqual(others, [], 'no other worker took the job before the kill (a stall from a blocked event loop would make this test prove nothing)');
-  await victim.stop();
+  // Under heavy load a worker's event loop may stay blocked past the stall timeout, and the job moves before
+  // the kill; the worker that lost it says so and stops. Kill the one that runs it now.
+  const lost = `lost the lock on ${bullJobId(id)}`;
+  const runner = workers.filter((w) => w.child.exitCode === null && started.test(w.out) && !w.out.includes(lost)).at(-1) ?? victim;
+  await runner.stop();
   // The front goes down too; a new one on the same Redis takes over the job's record from the workers.
   await front.stop();
   front = launch('front-2', ['serve', '--queue', redis.url, '--port', '0', '--data-dir', single.dataDir, '--api-auth', FRONT_AUTH]);
@@ -342,7 +344,7 @@ test('a training whose worker and front are killed moves to the other worker, re
   assert.equal(done.status, 'done', JSON.stringify(done.error));
   assert.equal(done.result.steps, reference.result.steps);
   assert.ok(done.logs.some((l: string) => /^resumed from .*state-\d{8}: step [1-9]/.test(l)), `${done.logs.join('\n')}\n${workers.map((w) => `${w.name}: ${w.out}`).join('\n')}`);
-  assert.ok(workers.some((w) => w !== victim && w.out.includes(`job ${id} done`)), 'another worker finished it');
+  assert.ok(workers.some((w) => w !== runner && w.out.includes(`job ${id} done`)), 'another worker finished it');
 
   const a = await tensors(join(single.dataDir, 'models/Lora/kept.safetensors'));
   const b = await tensors(join(single.dataDir, 'models/Lora/moved.safetensors'));
