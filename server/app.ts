@@ -74,6 +74,9 @@ export interface ServerOptions {
   limits?: Partial<WorkLimits>;
   /** Allow http(s) image URLs in requests (A1111 `api_enable_requests`); loopback/private stays refused. */
   apiEnableRequests?: boolean;
+  /** Enable POST /sdapi/v1/server-stop (A1111 `--api-server-stop`): it closes the server, then calls `onServerStop`. */
+  apiServerStop?: boolean;
+  onServerStop?: () => void;
   /** Load the selected checkpoint at start (default true). */
   loadOnStart?: boolean;
   log?: (msg: string) => void;
@@ -190,6 +193,7 @@ export async function createServer(opts: ServerOptions = {}): Promise<LoraScript
       device: opts.device ?? 'cpu',
       backend: backend.description,
       api_enable_requests: Boolean(opts.apiEnableRequests),
+      api_server_stop: Boolean(opts.apiServerStop),
     },
     version: VERSION,
     log,
@@ -220,6 +224,14 @@ export async function createServer(opts: ServerOptions = {}): Promise<LoraScript
 
   const api = new Api(express.Router());
   for (const register of routeModules) register(api, ctx);
+  if (opts.apiServerStop) {
+    // Behind authentication like every API route; answers first, then stops as A1111 does.
+    api.post('/sdapi/v1/server-stop', { summary: 'Stop the server (only with --api-server-stop)', tag: 'server', example: 'Stopping.' }, (_req, res) => {
+      res.once('finish', () => void close().then(() => opts.onServerStop?.()));
+      res.type('text/plain').send('Stopping.');
+      return undefined;
+    });
+  }
   api.get('/openapi.json', { summary: 'This OpenAPI document', tag: 'docs' }, () => openApiDocument(api.routes, VERSION));
   api.get('/docs', { summary: 'Human-readable API page', tag: 'docs' }, (_req, res) => {
     res.type('html').send(docsHtml(api.routes, VERSION));

@@ -6,6 +6,7 @@ interface ServeFlags {
   port: string;
   apiAuth?: string;
   corsAllowOrigins?: string;
+  apiServerStop?: boolean;
   corsAllowOriginsRegex?: string;
   ckptDir?: string;
   loraDir?: string;
@@ -33,6 +34,7 @@ export function register(program: Command): void {
     .option('--port <n>', 'port', '7860')
     .option('--api-auth <user:pass[,user2:pass2]>', 'require HTTP Basic auth on every route')
     .option('--cors-allow-origins <a,b>', 'origins allowed to call the API from a browser')
+    .option('--api-server-stop', 'enable POST /sdapi/v1/server-stop (behind --api-auth when set)')
     .option('--cors-allow-origins-regex <re>', 'regular expression for allowed origins')
     .option('--data-dir <dir>', 'base folder for models/, outputs/, config.json (default: current directory)')
     .option('--ckpt-dir <dir>', 'checkpoint folder (default: <data-dir>/models/Stable-diffusion)')
@@ -82,6 +84,8 @@ export function register(program: Command): void {
         tokenizerDir: f.tokenizerDir,
         lowMemory: f.lowMemory,
         apiEnableRequests: f.apiEnableRequests,
+        apiServerStop: f.apiServerStop,
+        onServerStop: () => process.exit(0),
         maxBodyBytes: Math.round(maxBodyMb * 1024 * 1024),
         limits,
       });
