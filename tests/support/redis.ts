@@ -13,6 +13,8 @@ export interface TestRedis {
   port: number;
   url: string;
   stop(): Promise<void>;
+  /** SIGKILL at once, for a test process that must exit now. */
+  kill(): void;
 }
 
 function freePort(): Promise<number> {
@@ -55,6 +57,9 @@ export async function startRedis(opts: { password?: string } = {}): Promise<Test
   return {
     port,
     url: `redis://${auth}127.0.0.1:${port}`,
+    kill: () => {
+      if (proc.exitCode === null) proc.kill('SIGKILL');
+    },
     stop: async () => {
       if (proc.exitCode === null) {
         const gone = new Promise((r) => proc.once('exit', r));
