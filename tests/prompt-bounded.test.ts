@@ -75,7 +75,8 @@ test('brackets left open thousands deep are refused quickly with a 422 naming th
     assert.ok(isUserError(r.value) && r.value.status === 422);
     assert.match(r.value.message, /too complex/);
     console.log(`refused after ${r.ms.toFixed(0)} ms`);
-    assert.ok(r.ms < 4000, `refused after ${r.ms.toFixed(0)} ms`);
+    // Generous for a loaded CI machine: before, these took minutes or ended the process.
+    assert.ok(r.ms < 10_000, `refused after ${r.ms.toFixed(0)} ms`);
   }
   // Deep but finishable nesting still parses, as A1111 does.
   const nested = getPromptSchedule('[a:'.repeat(40) + 'x' + ':0.5]'.repeat(40), 10);

@@ -153,7 +153,9 @@ test('kill -9 during a training: listed as interrupted with its newest state, re
   // The record is on disk while the job waits or runs, not only once it ends.
   const record = join(q.body.work_dir, 'job.json');
   await until('job.json', () => stat(record).then(() => true, () => false), 10_000);
-  await until('two saved states', async () => (await json(`${a.url}/sdapi/v1/train/jobs/${id}`)).body.outputs?.states?.length >= 2);
+  await until('two saved states', async () => (await json(`${a.url}/sdapi/v1/train/jobs/${id}`)).body.outputs?.states?.length >= 2).catch((e: Error) => {
+    throw new Error(`${e.message}; server exit ${a.proc.exitCode ?? a.proc.signalCode ?? 'none'}, log:\n${a.logs.join('').slice(-3000)}`);
+  });
   await kill9(a);
   const onDisk = JSON.parse(await readFile(record, 'utf8'));
   assert.equal(onDisk.status, 'running');
