@@ -33,8 +33,9 @@ import { routeModules } from './routes/index.ts';
 import { uiRouter } from './routes/ui.ts';
 import { attachTrainingSocket } from './train-socket.ts';
 import { attachLabelSocket } from './labelling.ts';
+import { VERSION } from '../engine/version.ts';
 
-export const VERSION = 'lora-scripts v0.1.0';
+export { VERSION };
 
 export interface ServerOptions {
   /** Base folder for models, outputs and config.json; default the current directory. */

@@ -47,6 +47,7 @@ test('generate writes A1111-style PNGs with infotext; seeds repeat; LoRA tags st
   assert.equal(String(info['Seed']), '1234');
   assert.equal(String(info['Steps']), '3');
   assert.equal(info['Sampler'], 'Euler a');
+  assert.equal(info['Version'], (await import('../server/app.ts')).VERSION, 'the same Version as the server writes');
 
   const again = generate(dir, 'b', 'a cube');
   assert.deepEqual(await pixels(again.stdout.trim().split('\n').pop()!), await pixels(fileA));

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { basename, extname, join, resolve } from 'node:path';
 import { mkdir, readdir } from 'node:fs/promises';
 import { UserError } from '../../engine/util/errors.ts';
+import { VERSION } from '../../engine/version.ts';
 
 interface GenerateFlags {
   ckpt?: string;
@@ -125,7 +126,7 @@ export function register(program: Command): void {
           'Clip skip': clipSkip > 1 ? clipSkip : null,
           RNG: randnSource === 'GPU' ? null : randnSource,
           Tiling: f.tiling ? true : null,
-          Version: 'lora-scripts 0.1.0',
+          Version: VERSION,
         };
         const png = await sharp.default(Buffer.from(px), { raw: { width, height, channels: 3 } }).png().toBuffer();
         const file = join(f.outDir, `${String(index++).padStart(5, '0')}-${seeds[i]}.png`);
