@@ -2,7 +2,7 @@
 CLIPVisionModelWithProjection, fp32, eager attention and SDPA both tried), images per second at batch 1 and
 the given batch, plus CLIPImageProcessor on one JPEG. Prints one JSON line.
 
-usage: python bench/torch_clip.py <threads> <jpeg> <batch> <reps>
+usage: python bench/torch_clip.py <threads> <jpeg> <batch> <reps> [attention implementations, default sdpa,eager]
 """
 import json
 import sys
@@ -13,6 +13,7 @@ from PIL import Image
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
 threads, jpeg, batch, reps = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+attns = (sys.argv[5] if len(sys.argv) > 5 else "sdpa,eager").split(",")
 torch.set_num_threads(threads)
 torch.manual_seed(0)
 cfg = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
@@ -30,7 +31,7 @@ def best(fn, n):
 
 
 out = {"torch": torch.__version__, "threads": threads}
-for attn in ("sdpa", "eager"):
+for attn in attns:
     cfg._attn_implementation = attn
     model = CLIPVisionModelWithProjection(cfg).eval()
     for b in sorted({1, batch}):
