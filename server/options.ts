@@ -112,6 +112,9 @@ export const OPTION_DEFAULTS: Record<string, OptionValue> = {
   add_version_to_infotext: true,
   add_vae_name_to_info: true,
   add_vae_hash_to_info: true,
+  // The UI's "send to img2img" switches; API clients (and A1111's own test_options_write) read and flip them.
+  send_seed: true,
+  send_size: true,
   face_restoration: false,
   face_restoration_model: 'CodeFormer',
   code_former_weight: 0.5,
