@@ -30,6 +30,7 @@ import { llamaForCausalLM } from './model.ts';
 import { causalLmLoss } from './objective.ts';
 import { loadPeftAdapter, writePeftAdapter } from './peft.ts';
 import { LlmTokenizer } from './tokenizer.ts';
+import { StepRate } from '../train/step-rate.ts';
 
 const ATTENTION = ['q_proj', 'k_proj', 'v_proj', 'o_proj'];
 
@@ -55,8 +56,7 @@ class LlmRun {
   private examples: Example[] = [];
   private totalSteps = 0;
   private lastStatePath?: string;
-  private stepTimes: number[] = [];
-  private sessionStart = Date.now();
+  private readonly rate = new StepRate();
   private padId = 0;
   private readonly t0 = performance.now();
 
@@ -184,7 +184,7 @@ class LlmRun {
   private async loop(start: TrainPosition): Promise<'finished' | 'stopped' | 'cancelled'> {
     const c = this.config;
     const lossAvg = new LossAverage();
-    this.sessionStart = Date.now();
+    this.rate.restart();
     this.emit({ phase: 'training', epoch: start.epoch + 1 });
     for (let epoch = start.epoch; epoch < c.epochs; epoch++) {
       const batches = epochBatches(this.examples, this.batchOpts(epoch));
@@ -215,12 +215,7 @@ class LlmRun {
     const c = this.config;
     const avg = lossAvg.add(epoch, stepInEpoch, report.loss);
     this.logger!.scalars(report.step, stepScalars({ loss: report.loss, lossAverage: avg, lrs: report.lrs, gradNorm: report.gradNorm, memoryMiB: memoryMiB() }));
-    const now = Date.now();
-    this.stepTimes.push(now);
-    if (this.stepTimes.length > 20) this.stepTimes.shift();
-    const n = this.stepTimes.length;
-    const span = n >= 2 ? (now - this.stepTimes[0]!) / 1000 : (now - this.sessionStart) / 1000;
-    const itPerSec = span > 0 ? (n >= 2 ? n - 1 : 1) / span : undefined;
+    const itPerSec = this.rate.tick();
     this.emit({
       phase: 'training',
       epoch: epoch + 1,

@@ -47,6 +47,7 @@ import {
 } from './state.ts';
 import { isLlmModelFolder } from '../llm/config.ts';
 import { trainLlm } from '../llm/trainer.ts';
+import { StepRate } from './step-rate.ts';
 
 export type TrainPhase = 'loading' | 'caching' | 'training' | 'saving' | 'done' | 'cancelled' | 'failed';
 
@@ -170,8 +171,7 @@ class Run {
   private scaling = 0.18215;
   private totalSteps = 0;
   private epochs = 0;
-  private readonly stepTimes: number[] = [];
-  private sessionStart = 0;
+  private readonly rate = new StepRate();
   private lastStatePath?: string;
   private sampler?: TrainingSampler;
   private progress: TrainProgress;
@@ -477,7 +477,7 @@ class Run {
     const placements = trainItems.map((i) => i.placement);
     const repeats = trainItems.map((i) => i.repeats);
     const lossAvg = new LossAverage();
-    this.sessionStart = Date.now();
+    this.rate.restart();
     const stepsBefore = this.stepper.globalStep;
     this.emit({ phase: 'training', step: stepsBefore, totalSteps: this.totalSteps, epoch: start.epoch + 1 });
 
@@ -531,13 +531,7 @@ class Run {
       report.step,
       stepScalars({ loss: report.loss, lossAverage: avg, lrs: report.lrs, gradNorm: report.gradNorm, memoryMiB: memoryMiB() }),
     );
-    // Speed over the last steps, so the first step's graph compilation does not skew the ETA for long.
-    const now = Date.now();
-    this.stepTimes.push(now);
-    if (this.stepTimes.length > 20) this.stepTimes.shift();
-    const n = this.stepTimes.length;
-    const span = n >= 2 ? (now - this.stepTimes[0]!) / 1000 : (now - this.sessionStart) / 1000;
-    const itPerSec = span > 0 ? (n >= 2 ? n - 1 : 1) / span : undefined;
+    const itPerSec = this.rate.tick();
     this.emit({
       phase: 'training',
       epoch: epoch + 1,
