@@ -31,6 +31,7 @@ import { JobQueue, CancelledError, type RunningState } from './queue.ts';
 import { Api } from './routes/api.ts';
 import { routeModules } from './routes/index.ts';
 import { uiRouter } from './routes/ui.ts';
+import { stopPromptChecks } from './prompt-check.ts';
 import { attachTrainingSocket } from './train-socket.ts';
 import { attachLabelSocket } from './labelling.ts';
 import { VERSION } from '../engine/version.ts';
@@ -296,6 +297,8 @@ export async function createServer(opts: ServerOptions = {}): Promise<LoraScript
       await new Promise<void>((r) => io.close(() => r()));
       httpServer.closeAllConnections();
       await new Promise<void>((r) => httpServer.close(() => r()));
+      // The prompt-check worker is shared by the process; a server started later makes a new one.
+      await stopPromptChecks();
     })());
   return { app, httpServer, io, ctx, url, port, close };
 }
