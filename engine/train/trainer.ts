@@ -531,18 +531,7 @@ class Run {
       report.step,
       stepScalars({ loss: report.loss, lossAverage: avg, lrs: report.lrs, gradNorm: report.gradNorm, memoryMiB: memoryMiB() }),
     );
-    const itPerSec = this.rate.tick();
-    this.emit({
-      phase: 'training',
-      epoch: epoch + 1,
-      step: report.step,
-      loss: report.loss,
-      lossAverage: avg,
-      lrs: report.lrs,
-      gradNorm: report.gradNorm,
-      itPerSec,
-      etaSeconds: itPerSec ? (this.totalSteps - report.step) / itPerSec : undefined,
-    });
+    this.emit(this.rate.progress(report, avg, epoch, this.totalSteps));
     if (c.save_steps > 0 && report.step % c.save_steps === 0 && report.step < this.totalSteps) {
       const path = join(c.output_dir, `${c.output_name}-step${padStep(report.step)}.safetensors`);
       await this.saveLora(path, items, root, epoch + 1);
