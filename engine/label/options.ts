@@ -7,6 +7,7 @@ import { UserError } from '../util/errors.ts';
 import { DEFAULT_CLIP_CAPTION, type ClipCaptionOptions } from './clip-captioner.ts';
 import { DEFAULT_TABLES, TABLE_NAMES } from './tables.ts';
 import { DEFAULT_WD14, type Wd14Options } from './wd14.ts';
+import { CAPTION_WRITE_MODES } from '../train/caption-table.ts';
 
 const probability = z.number().min(0).max(1);
 
@@ -15,7 +16,7 @@ export const labelSettingsSchema = z
     /** What writes the captions: CLIP phrases, WD14 tags, or the CLIP caption followed by the tags. */
     model: z.enum(['clip', 'wd14', 'both']).default('clip'),
     /** missing: only images without a caption; overwrite: replace; append: add the new tags an old caption lacks. */
-    mode: z.enum(['missing', 'overwrite', 'append']).default('missing'),
+    mode: z.enum(CAPTION_WRITE_MODES).default('missing'),
     /** metadata: the folder's metadata.csv (or .jsonl); sidecar: photo.png → photo.txt. */
     target: z.enum(['metadata', 'sidecar']).default('metadata'),
     caption_extension: z.string().regex(/^\.[A-Za-z0-9_-]+$/, 'a file extension such as .txt').default('.txt'),

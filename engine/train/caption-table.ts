@@ -14,6 +14,7 @@ import { stringify as stringifyCsv } from 'csv-stringify/sync';
 import { UserError } from '../util/errors.ts';
 import { writeBufferAtomic } from '../util/atomic-write.ts';
 import { splitTags, TAG_SEPARATOR } from './captions.ts';
+import { findTable } from './dataset-listing.ts';
 
 export interface CaptionRow {
   /** As written in the table: relative to the table's folder. */
@@ -97,7 +98,8 @@ export function tableEntryPath(tableDir: string, fileName: string): string {
 }
 
 /** How a new caption meets an existing one. */
-export type CaptionWriteMode = 'missing' | 'overwrite' | 'append';
+export const CAPTION_WRITE_MODES = ['missing', 'overwrite', 'append'] as const;
+export type CaptionWriteMode = (typeof CAPTION_WRITE_MODES)[number];
 
 export interface CaptionChange {
   /** The image, relative to the dataset folder with '/' separators. */
@@ -166,17 +168,8 @@ async function writeSidecars(root: string, updates: ReadonlyMap<string, string>,
   return changes;
 }
 
-async function defaultTable(root: string): Promise<string> {
-  const csv = join(root, 'metadata.csv');
-  const jsonl = join(root, 'metadata.jsonl');
-  const exists = async (p: string) => (await readFile(p).then(() => true, () => false));
-  if (await exists(csv)) return csv;
-  if (await exists(jsonl)) return jsonl;
-  return csv;
-}
-
 async function writeTable(root: string, updates: ReadonlyMap<string, string>, opts: WriteCaptionsOptions): Promise<CaptionChange[]> {
-  const file = opts.table ?? (await defaultTable(root));
+  const file = opts.table ?? (await findTable(root)) ?? join(root, 'metadata.csv');
   const existing = await readCaptionTable(file).catch((e: NodeJS.ErrnoException | UserError) => {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw e;

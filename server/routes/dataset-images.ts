@@ -8,7 +8,7 @@ import { extname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import sharp from 'sharp';
 import type { Request } from 'express';
-import { writeCaptions, type CaptionWriteMode } from '../../engine/train/caption-table.ts';
+import { CAPTION_WRITE_MODES, writeCaptions, type CaptionWriteMode } from '../../engine/train/caption-table.ts';
 import type { ServerContext } from '../context.ts';
 import { checkDatasetName } from '../datasets.ts';
 import { HttpError } from '../errors.ts';
@@ -17,17 +17,12 @@ import { trainingRegistry } from '../training.ts';
 import { safeUploadName } from '../uploads.ts';
 import type { Api } from './api.ts';
 
-const MODES = new Set<CaptionWriteMode>(['missing', 'overwrite', 'append']);
+const MODES = new Set<CaptionWriteMode>(CAPTION_WRITE_MODES);
 const ADD_MAX_IMAGES = 256;
 const ADD_MAX_PIXELS = 64 * 1024 * 1024;
 
 function datasetDir(settings: TrainingSettings, name: string): string {
   return join(settings.datasetsDir, checkDatasetName(name));
-}
-
-async function tableOf(dir: string): Promise<string | null> {
-  for (const n of ['metadata.csv', 'metadata.jsonl']) if ((await stat(join(dir, n)).catch(() => null))?.isFile()) return join(dir, n);
-  return null;
 }
 
 function modeOf(v: unknown, field: string, fallback: CaptionWriteMode): CaptionWriteMode {
@@ -95,7 +90,7 @@ export function register(api: Api, ctx: ServerContext): void {
         await rename(tmp, join(dir, p.file));
       }
       const updates = new Map(prepared.filter((p) => p.caption !== null).map((p) => [p.file, p.caption!]));
-      const changes = updates.size ? await writeCaptions(updates, { root: dir, target: 'metadata', table: await tableOf(dir), mode }) : [];
+      const changes = updates.size ? await writeCaptions(updates, { root: dir, target: 'metadata', mode }) : [];
       res.status(201);
       return { dataset: name, added: prepared.filter((p) => !p.exists).map((p) => p.file), kept: prepared.filter((p) => p.exists).map((p) => p.file), changes };
     },
