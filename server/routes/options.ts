@@ -1,7 +1,7 @@
 /** GET/POST /sdapi/v1/options and GET /sdapi/v1/cmd-flags. */
 import type { ServerContext } from '../context.ts';
 import { HttpError } from '../errors.ts';
-import { OPTION_DEFAULTS } from '../options.ts';
+import { unknownOptionKey } from '../options.ts';
 import type { Api } from './api.ts';
 
 export function register(api: Api, ctx: ServerContext): void {
@@ -13,9 +13,7 @@ export function register(api: Api, ctx: ServerContext): void {
       throw new HttpError(422, 'expected a JSON object of option → value');
     }
     const values = { ...(body as Record<string, unknown>) };
-    for (const k of Object.keys(values)) {
-      if (!(k in OPTION_DEFAULTS) && ctx.options.all()[k] === undefined) throw new HttpError(422, k, 'KeyError');
-    }
+    unknownOptionKey(values, ctx.options.all());
     const wanted = values['sd_model_checkpoint'];
     delete values['sd_model_checkpoint'];
     if (typeof wanted === 'string' && wanted !== '') {
