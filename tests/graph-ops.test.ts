@@ -89,7 +89,9 @@ test('matmul broadcasts batch dims and linear uses [out, in] weights', async () 
   assert.throws(() => g.linear(a, g.param('bad', [5, 3])), UserError);
 });
 
-function convRef(x: Float32Array, [N, C, H, W]: number[], w: Float32Array, [O, I, kh, kw]: number[], s: number, p: number, groups: number, circular = false) {
+type Nchw = [number, number, number, number];
+
+function convRef(x: Float32Array, [N, C, H, W]: Nchw, w: Float32Array, [O, I, kh, kw]: Nchw, s: number, p: number, groups: number, circular = false) {
   const oh = Math.floor((H + 2 * p - kh) / s) + 1;
   const ow = Math.floor((W + 2 * p - kw) / s) + 1;
   const out = new Float64Array(N * O * oh * ow);
@@ -117,7 +119,7 @@ function convRef(x: Float32Array, [N, C, H, W]: number[], w: Float32Array, [O, I
 }
 
 test('conv2d: stride, zero and circular padding, groups match a direct convolution', async () => {
-  const xs = [2, 4, 7, 6];
+  const xs: Nchw = [2, 4, 7, 6];
   const xd = rand(2 * 4 * 7 * 6, 7);
   const x = g.input('x', 'float32', xs);
   for (const [s, p, groups, circular] of [
@@ -127,7 +129,7 @@ test('conv2d: stride, zero and circular padding, groups match a direct convoluti
     [1, 1, 1, true],
     [2, 0, 4, false],
   ] as const) {
-    const ws = [4, 4 / groups, 3, 3];
+    const ws: Nchw = [4, 4 / groups, 3, 3];
     const wd = rand(ws.reduce((a, b) => a * b), 11 + s + p + groups);
     const w = g.param('w', ws, wd);
     const y = g.conv2d(x, w, undefined, { stride: s, padding: p, groups, paddingMode: circular ? 'circular' : 'zeros' });

@@ -35,6 +35,15 @@ function assertSameTensors(a: Map<string, { dtype: string; shape: number[]; byte
   }
 }
 
+/** A PEFT file's `lora_adapter_metadata` (its LoraConfig as JSON); a file without it fails the test. */
+async function adapterMetadata(path: string): Promise<Record<string, unknown>> {
+  const f = await SafetensorsFile.open(path);
+  await f.close();
+  const text = f.metadata['lora_adapter_metadata'];
+  assert.ok(text !== undefined, `${path} has no lora_adapter_metadata`);
+  return JSON.parse(text) as Record<string, unknown>;
+}
+
 async function withTmp<T>(fn: (dir: string) => Promise<T>): Promise<T> {
   const dir = await mkdtemp(join(tmpdir(), 'lora-write-'));
   try {
@@ -49,8 +58,8 @@ test('kohya fixture → PEFT equals the fixture PEFT file (keys, values, rank/al
     const peft = await convertLora({ input: kohyaA, output: join(dir, 'peft') });
     assert.equal(peft.to, 'peft');
     assertSameTensors(await tensorsOf(peft.file), await tensorsOf(peftA), 'kohya→peft');
-    const ours = JSON.parse((await SafetensorsFile.open(peft.file).then(async (f) => (await f.close(), f.metadata))).lora_adapter_metadata);
-    const theirs = JSON.parse((await SafetensorsFile.open(peftA).then(async (f) => (await f.close(), f.metadata))).lora_adapter_metadata);
+    const ours = await adapterMetadata(peft.file);
+    const theirs = await adapterMetadata(peftA);
     for (const k of ['unet.r', 'unet.lora_alpha', 'text_encoder.r', 'text_encoder.lora_alpha']) assert.equal(ours[k], theirs[k], k);
 
     const back = await convertLora({ input: peft.file, output: join(dir, 'back.safetensors') });
@@ -191,12 +200,12 @@ test('describeLora on the fixtures: parts, rank, alpha and format agree with the
 
   const peftFile = join(sd, 'lora-diffusers/lora_b/pytorch_lora_weights.safetensors');
   const praw = await tensorsOf(peftFile);
-  const cfg = JSON.parse((await SafetensorsFile.open(peftFile).then(async (f) => (await f.close(), f.metadata))).lora_adapter_metadata);
+  const cfg = await adapterMetadata(peftFile);
   const p = await describeLora(join(sd, 'lora-diffusers/lora_b'));
   assert.equal(p.format, 'peft');
   assert.deepEqual(p.parts, { unet: [...praw.keys()].filter((k) => k.startsWith('unet.') && k.endsWith('.lora_A.weight')).length });
   assert.deepEqual(p.ranks, [cfg['unet.r']]);
-  assert.deepEqual(p.scales, [cfg['unet.lora_alpha'] / cfg['unet.r']]);
+  assert.deepEqual(p.scales, [Number(cfg['unet.lora_alpha']) / Number(cfg['unet.r'])]);
 });
 
 test('SDXL: kohya LDM-named UNet modules and te1/te2 convert to diffusers names and back to kohya LDM names', () =>

@@ -28,12 +28,12 @@ class RefAdamW {
   step(g: Float32Array, lr: number): void {
     this.k++;
     for (let i = 0; i < g.length; i++) {
-      this.p[i] -= lr * this.wd * this.p[i]!;
+      this.p[i]! -= lr * this.wd * this.p[i]!;
       this.m[i] = this.b1 * this.m[i]! + (1 - this.b1) * g[i]!;
       this.v[i] = this.b2 * this.v[i]! + (1 - this.b2) * g[i]! * g[i]!;
       const mHat = this.m[i]! / (1 - this.b1 ** this.k);
       const vHat = this.v[i]! / (1 - this.b2 ** this.k);
-      this.p[i] -= (lr * mHat) / (Math.sqrt(vHat) + this.eps);
+      this.p[i]! -= (lr * mHat) / (Math.sqrt(vHat) + this.eps);
     }
   }
 }

@@ -66,7 +66,7 @@ test('fuzzed safetensors files give a clean result or a clean UserError', { time
       truncate: () => base.subarray(0, int(base.length)),
       flipBytes: () => {
         const b = Buffer.from(base);
-        for (let k = 1 + int(8); k > 0; k--) b[int(b.length)] ^= 1 << int(8);
+        for (let k = 1 + int(8); k > 0; k--) b[int(b.length)]! ^= 1 << int(8);
         return b;
       },
       flipHeaderBytes: () => {

@@ -28,7 +28,7 @@ export function matmulAccumulate(
       const f = c * u[o * r + k]!;
       if (f === 0) continue;
       const dk = k * cols;
-      for (let j = 0; j < cols; j++) out[base + j] += f * d[dk + j]!;
+      for (let j = 0; j < cols; j++) out[base + j]! += f * d[dk + j]!;
     }
   }
 }
@@ -55,7 +55,7 @@ function tucker(core: F32Tensor, down: F32Tensor, upT: Float32Array, out: number
         const dv = down.data[j * inn + q]!;
         if (dv === 0) continue;
         const dst = i * inn * k + q * k, src = (i * R2 + j) * k;
-        for (let yx = 0; yx < k; yx++) t[dst + yx] += core.data[src + yx]! * dv;
+        for (let yx = 0; yx < k; yx++) t[dst + yx]! += core.data[src + yx]! * dv;
       }
     }
   }

@@ -95,10 +95,15 @@ const VAE = 'first_stage_model.';
 const LDM_TEXT_HF = 'cond_stage_model.transformer.';
 const CLIP_OPEN = 'cond_stage_model.model.';
 
-function need(shapeOf: ShapeOf, key: string, what: string): number[] {
+/** A weight's shape: every tensor the inference reads is a matrix or a conv kernel, so it has two leading dims. */
+type WeightShape = [number, number, ...number[]];
+
+function need(shapeOf: ShapeOf, key: string, what: string): WeightShape {
   const s = shapeOf(key);
   if (!s) throw new UserError(`not a Stable Diffusion checkpoint: tensor '${key}' (${what}) is missing`);
-  return s;
+  const [d0, d1, ...rest] = s;
+  if (d0 === undefined || d1 === undefined) throw new UserError(`not a Stable Diffusion checkpoint: tensor '${key}' (${what}) has shape [${s.join(', ')}], expected at least two dimensions`);
+  return [d0, d1, ...rest];
 }
 
 function countIndices(shapeOf: ShapeOf, prefix: (i: number) => string, probe: string): number {
@@ -111,26 +116,32 @@ export function inferUnetArch(shapeOf: ShapeOf, family: SdFamily): UnetArch {
   const convIn = need(shapeOf, `${UNET}input_blocks.0.0.weight`, 'UNet conv_in');
   const modelChannels = convIn[0];
   const inChannels = convIn[1];
-  const levels: { ch: number; attn: boolean; depth: number }[][] = [[]];
+  type ResBlock = { ch: number; attn: boolean; depth: number };
+  let level: ResBlock[] = [];
+  const levels: ResBlock[][] = [level];
   for (let n = 1; ; n++) {
     const p = `${UNET}input_blocks.${n}.`;
     if (shapeOf(`${p}0.op.weight`)) {
-      levels.push([]);
+      level = [];
+      levels.push(level);
       continue;
     }
-    const conv = shapeOf(`${p}0.in_layers.2.weight`);
-    if (!conv) break;
+    if (!shapeOf(`${p}0.in_layers.2.weight`)) break;
+    const conv = need(shapeOf, `${p}0.in_layers.2.weight`, 'res block conv');
     const attn = shapeOf(`${p}1.proj_in.weight`) !== undefined;
     const depth = attn ? countIndices(shapeOf, (i) => `${p}1.transformer_blocks.${i}.`, 'norm1.weight') : 0;
-    levels[levels.length - 1].push({ ch: conv[0], attn, depth });
+    level.push({ ch: conv[0], attn, depth });
   }
-  const numResBlocks = levels[0].length;
+  const numResBlocks = levels[0]?.length ?? 0;
   if (numResBlocks === 0) throw new UserError(`not a Stable Diffusion UNet: no res blocks under '${UNET}input_blocks'`);
-  for (const [i, l] of levels.entries()) {
-    if (l.length !== numResBlocks) {
+  // Each level is described by its first res block; all of a level's blocks share its width and attention.
+  const firsts = levels.map((l, i) => {
+    const first = l[0];
+    if (!first || l.length !== numResBlocks) {
       throw new UserError(`unsupported UNet: level ${i} has ${l.length} res blocks, level 0 has ${numResBlocks}`);
     }
-  }
+    return first;
+  });
   const proj = shapeOf(`${UNET}middle_block.1.proj_in.weight`) ?? need(shapeOf, `${UNET}input_blocks.1.1.proj_in.weight`, 'proj_in');
   const toK = findFirst(shapeOf, [`${UNET}middle_block.1.transformer_blocks.0.attn2.to_k.weight`, `${UNET}input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight`]);
   const useLinearProjection = proj.length === 2;
@@ -138,10 +149,10 @@ export function inferUnetArch(shapeOf: ShapeOf, family: SdFamily): UnetArch {
     inChannels,
     outChannels: need(shapeOf, `${UNET}out.2.weight`, 'UNet conv_out')[0],
     modelChannels,
-    channelMult: levels.map((l) => l[0].ch / modelChannels),
+    channelMult: firsts.map((b) => b.ch / modelChannels),
     numResBlocks,
-    attentionLevels: levels.map((l) => l[0].attn),
-    transformerDepth: levels.map((l) => l[0].depth),
+    attentionLevels: firsts.map((b) => b.attn),
+    transformerDepth: firsts.map((b) => b.depth),
     contextDim: toK[1],
     useLinearProjection,
     // SD1 configs fix 8 heads at every level; SD2 and SDXL fix a 64-wide head.
@@ -152,10 +163,9 @@ export function inferUnetArch(shapeOf: ShapeOf, family: SdFamily): UnetArch {
   };
 }
 
-function findFirst(shapeOf: ShapeOf, keys: string[]): number[] {
+function findFirst(shapeOf: ShapeOf, keys: string[]): WeightShape {
   for (const k of keys) {
-    const s = shapeOf(k);
-    if (s) return s;
+    if (shapeOf(k)) return need(shapeOf, k, 'cross-attention to_k');
   }
   throw new UserError(`not a Stable Diffusion UNet: none of ${keys.map((k) => `'${k}'`).join(', ')} found`);
 }
@@ -167,9 +177,9 @@ function findFirst(shapeOf: ShapeOf, keys: string[]): number[] {
 export function inferClipTextArch(shapeOf: ShapeOf, hfPrefix: string = LDM_TEXT_HF, openPrefix: string = CLIP_OPEN): ClipTextArch {
   const H = `${hfPrefix}text_model.`;
   if (shapeOf(`${H}embeddings.token_embedding.weight`)) {
-    const [vocabSize, width] = shapeOf(`${H}embeddings.token_embedding.weight`)!;
+    const [vocabSize, width] = need(shapeOf, `${H}embeddings.token_embedding.weight`, 'token embedding');
     const layers = countIndices(shapeOf, (i) => `${H}encoder.layers.${i}.`, 'layer_norm1.weight');
-    const proj = shapeOf(`${hfPrefix}text_projection.weight`);
+    const proj = shapeOf(`${hfPrefix}text_projection.weight`) && need(shapeOf, `${hfPrefix}text_projection.weight`, 'text projection');
     return {
       layout: 'hf',
       vocabSize,
@@ -182,12 +192,12 @@ export function inferClipTextArch(shapeOf: ShapeOf, hfPrefix: string = LDM_TEXT_
       layerNormEps: 1e-5,
       skipLastLayer: false,
       ...(hfPrefix === LDM_TEXT_HF ? {} : { prefix: H }),
-      ...(proj ? { projection: { key: `${hfPrefix}text_projection.weight`, transposed: false, dim: proj[0]! } } : {}),
+      ...(proj ? { projection: { key: `${hfPrefix}text_projection.weight`, transposed: false, dim: proj[0] } } : {}),
     };
   }
   if (shapeOf(`${openPrefix}token_embedding.weight`)) {
-    const [vocabSize, width] = shapeOf(`${openPrefix}token_embedding.weight`)!;
-    const proj = shapeOf(`${openPrefix}text_projection`);
+    const [vocabSize, width] = need(shapeOf, `${openPrefix}token_embedding.weight`, 'token embedding');
+    const proj = shapeOf(`${openPrefix}text_projection`) && need(shapeOf, `${openPrefix}text_projection`, 'text projection');
     return {
       layout: 'openclip',
       vocabSize,
@@ -200,7 +210,7 @@ export function inferClipTextArch(shapeOf: ShapeOf, hfPrefix: string = LDM_TEXT_
       layerNormEps: 1e-5,
       skipLastLayer: proj !== undefined,
       ...(openPrefix === CLIP_OPEN ? {} : { prefix: openPrefix }),
-      ...(proj ? { projection: { key: `${openPrefix}text_projection`, transposed: true, dim: proj[1]! } } : {}),
+      ...(proj ? { projection: { key: `${openPrefix}text_projection`, transposed: true, dim: proj[1] } } : {}),
     };
   }
   throw new UserError(`no text encoder found: expected '${H}*' (CLIP) or '${openPrefix}*' (OpenCLIP) tensors`);
@@ -239,9 +249,11 @@ export function inferVaeArch(shapeOf: ShapeOf): VaeArch {
 
 /** Heads of the spatial transformer at `level` (the middle block uses the last level). */
 export function unetHeadsAt(arch: UnetArch, level: number): number {
-  const ch = arch.modelChannels * arch.channelMult[level];
+  const mult = arch.channelMult[level];
+  if (mult === undefined) throw new UserError(`UNet level ${level} does not exist (the UNet has ${arch.channelMult.length} levels)`);
+  const ch = arch.modelChannels * mult;
   const heads = 'headDim' in arch.heads ? ch / arch.heads.headDim : arch.heads.numHeads[level];
-  if (!Number.isInteger(heads) || heads < 1 || ch % heads !== 0) {
+  if (heads === undefined || !Number.isInteger(heads) || heads < 1 || ch % heads !== 0) {
     throw new UserError(`UNet level ${level}: ${ch} channels do not split into ${heads} heads`);
   }
   return heads;
@@ -265,11 +277,11 @@ function inferSdxlArch(shapeOf: ShapeOf): SdArch {
   const pooledDim = te2.projection.dim;
   // Base SDXL embeds six size numbers (original h/w, crop top/left, target h/w); a refiner five (with an aesthetic score).
   const sizeConditions = 6;
-  const sizeEmbedDim = (label[1]! - pooledDim) / sizeConditions;
+  const sizeEmbedDim = (label[1] - pooledDim) / sizeConditions;
   if (!Number.isInteger(sizeEmbedDim) || sizeEmbedDim <= 0 || sizeEmbedDim % 2 !== 0) {
     throw new UserError(`unsupported SDXL UNet: label_emb takes ${label[1]} features, which is not the pooled width ${pooledDim} + 6 size embeddings (an SDXL refiner?)`);
   }
-  unet.adm = { inChannels: label[1]!, pooledDim, sizeEmbedDim, sizeConditions };
+  unet.adm = { inChannels: label[1], pooledDim, sizeEmbedDim, sizeConditions };
   if (unet.contextDim !== textEncoder.width + te2.width) {
     throw new UserError(`SDXL checkpoint: cross-attention width ${unet.contextDim} is not the sum of the text encoders' widths (${textEncoder.width} + ${te2.width})`);
   }

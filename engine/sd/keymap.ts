@@ -75,6 +75,17 @@ const UNET_TOP_FROM_LDM: Record<string, string> = Object.fromEntries(
   Object.entries(UNET_TOP_TO_LDM).map(([a, b]) => [b, a]),
 );
 
+/**
+ * The capture groups of `re` in `s` (index 0 = the whole match), or null. Every pattern here has at most four
+ * groups and none that can match empty text, so a group that took no part reads ''.
+ */
+type Groups = [string, string, string, string, string];
+function match(s: string, re: RegExp): Groups | null {
+  const m = s.match(re);
+  if (!m) return null;
+  return [m[0], m[1] ?? '', m[2] ?? '', m[3] ?? '', m[4] ?? ''];
+}
+
 /** Replaces the first matching dotted prefix of `rest` through `table` ("conv1.weight" → "in_layers.2.weight"). */
 function renameHead(rest: string, table: Record<string, string>): string | undefined {
   for (const [from, to] of Object.entries(table)) {
@@ -99,8 +110,8 @@ function unetToLdm(name: string, layout: UnetLayout): string | undefined {
   const top = renameHead(n, UNET_TOP_TO_LDM);
   if (top !== undefined) return LDM_PREFIX.unet + top;
   const per = layout.layersPerBlock + 1;
-  let m: RegExpMatchArray | null;
-  if ((m = n.match(/^down_blocks\.(\d+)\.(resnets|attentions|downsamplers)\.(\d+)\.(.+)$/))) {
+  let m: Groups | null;
+  if ((m = match(n, /^down_blocks\.(\d+)\.(resnets|attentions|downsamplers)\.(\d+)\.(.+)$/))) {
     const i = +m[1], j = +m[3], rest = m[4];
     if (i >= layout.levels) return undefined;
     if (m[2] === 'downsamplers') {
@@ -113,7 +124,7 @@ function unetToLdm(name: string, layout: UnetLayout): string | undefined {
     const r = renameHead(rest, RESNET_TO_LDM);
     return r === undefined ? undefined : `${LDM_PREFIX.unet}input_blocks.${block}.0.${r}`;
   }
-  if ((m = n.match(/^mid_block\.(resnets|attentions)\.(\d+)\.(.+)$/))) {
+  if ((m = match(n, /^mid_block\.(resnets|attentions)\.(\d+)\.(.+)$/))) {
     const j = +m[2], rest = m[3];
     if (m[1] === 'attentions') return j === 0 && layout.midAttention ? `${LDM_PREFIX.unet}middle_block.1.${rest}` : undefined;
     if (j > 1) return undefined;
@@ -121,7 +132,7 @@ function unetToLdm(name: string, layout: UnetLayout): string | undefined {
     const idx = layout.midAttention ? 2 * j : j;
     return r === undefined ? undefined : `${LDM_PREFIX.unet}middle_block.${idx}.${r}`;
   }
-  if ((m = n.match(/^up_blocks\.(\d+)\.(resnets|attentions|upsamplers)\.(\d+)\.(.+)$/))) {
+  if ((m = match(n, /^up_blocks\.(\d+)\.(resnets|attentions|upsamplers)\.(\d+)\.(.+)$/))) {
     const i = +m[1], j = +m[3], rest = m[4];
     if (i >= layout.levels) return undefined;
     if (m[2] === 'upsamplers') {
@@ -141,8 +152,8 @@ function unetToLdm(name: string, layout: UnetLayout): string | undefined {
 function unetFromLdm(key: string, layout: UnetLayout): string | undefined {
   const n = stripPrefix(key, [LDM_PREFIX.unet, 'diffusion_model.']);
   const per = layout.layersPerBlock + 1;
-  let m: RegExpMatchArray | null;
-  if ((m = n.match(/^input_blocks\.(\d+)\.(\d+)\.(.+)$/))) {
+  let m: Groups | null;
+  if ((m = match(n, /^input_blocks\.(\d+)\.(\d+)\.(.+)$/))) {
     const k = +m[1], sub = +m[2], rest = m[3];
     if (k === 0) return sub === 0 ? renameHead(`input_blocks.0.0.${rest}`, UNET_TOP_FROM_LDM) : undefined;
     if (k % per === 0) {
@@ -157,7 +168,7 @@ function unetFromLdm(key: string, layout: UnetLayout): string | undefined {
     const r = renameHead(rest, RESNET_FROM_LDM);
     return r === undefined ? undefined : `down_blocks.${i}.resnets.${j}.${r}`;
   }
-  if ((m = n.match(/^middle_block\.(\d+)\.(.+)$/))) {
+  if ((m = match(n, /^middle_block\.(\d+)\.(.+)$/))) {
     const k = +m[1], rest = m[2];
     if (layout.midAttention && k === 1) return `mid_block.attentions.0.${rest}`;
     const j = layout.midAttention ? (k % 2 === 0 ? k / 2 : -1) : k;
@@ -165,7 +176,7 @@ function unetFromLdm(key: string, layout: UnetLayout): string | undefined {
     const r = renameHead(rest, RESNET_FROM_LDM);
     return r === undefined ? undefined : `mid_block.resnets.${j}.${r}`;
   }
-  if ((m = n.match(/^output_blocks\.(\d+)\.(\d+)\.(.+)$/))) {
+  if ((m = match(n, /^output_blocks\.(\d+)\.(\d+)\.(.+)$/))) {
     const k = +m[1], sub = +m[2], rest = m[3];
     const i = Math.floor(k / per), j = k % per;
     if (i >= layout.levels) return undefined;
@@ -219,8 +230,8 @@ function vaeToLdm(name: string, layout: VaeLayout): string | undefined {
   const n = stripPrefix(name, ['vae.']);
   const top = renameHead(n, VAE_TOP_TO_LDM);
   if (top !== undefined) return LDM_PREFIX.vae + top;
-  let m: RegExpMatchArray | null;
-  if ((m = n.match(/^encoder\.down_blocks\.(\d+)\.(resnets|downsamplers)\.(\d+)\.(.+)$/))) {
+  let m: Groups | null;
+  if ((m = match(n, /^encoder\.down_blocks\.(\d+)\.(resnets|downsamplers)\.(\d+)\.(.+)$/))) {
     const i = +m[1], j = +m[3], rest = m[4];
     if (i >= layout.levels) return undefined;
     if (m[2] === 'downsamplers') {
@@ -228,7 +239,7 @@ function vaeToLdm(name: string, layout: VaeLayout): string | undefined {
     }
     return `${LDM_PREFIX.vae}encoder.down.${i}.block.${j}.${keepOrRename(rest, VAE_RESNET_TO_LDM)}`;
   }
-  if ((m = n.match(/^decoder\.up_blocks\.(\d+)\.(resnets|upsamplers)\.(\d+)\.(.+)$/))) {
+  if ((m = match(n, /^decoder\.up_blocks\.(\d+)\.(resnets|upsamplers)\.(\d+)\.(.+)$/))) {
     const i = +m[1], j = +m[3], rest = m[4];
     if (i >= layout.levels) return undefined;
     const level = layout.levels - 1 - i;
@@ -237,7 +248,7 @@ function vaeToLdm(name: string, layout: VaeLayout): string | undefined {
     }
     return `${LDM_PREFIX.vae}decoder.up.${level}.block.${j}.${keepOrRename(rest, VAE_RESNET_TO_LDM)}`;
   }
-  if ((m = n.match(/^(encoder|decoder)\.mid_block\.(resnets|attentions)\.(\d+)\.(.+)$/))) {
+  if ((m = match(n, /^(encoder|decoder)\.mid_block\.(resnets|attentions)\.(\d+)\.(.+)$/))) {
     const side = m[1], j = +m[3], rest = m[4];
     if (m[2] === 'resnets') {
       return j <= 1 ? `${LDM_PREFIX.vae}${side}.mid.block_${j + 1}.${keepOrRename(rest, VAE_RESNET_TO_LDM)}` : undefined;
@@ -252,23 +263,23 @@ function vaeFromLdm(key: string, layout: VaeLayout): string | undefined {
   const n = stripPrefix(key, [LDM_PREFIX.vae]);
   const top = renameHead(n, VAE_TOP_FROM_LDM);
   if (top !== undefined) return top;
-  let m: RegExpMatchArray | null;
-  if ((m = n.match(/^encoder\.down\.(\d+)\.(block\.(\d+)|downsample)\.(.+)$/))) {
+  let m: Groups | null;
+  if ((m = match(n, /^encoder\.down\.(\d+)\.(block\.(\d+)|downsample)\.(.+)$/))) {
     const i = +m[1], rest = m[4];
     if (i >= layout.levels) return undefined;
-    if (m[3] === undefined) return `encoder.down_blocks.${i}.downsamplers.0.${rest}`;
+    if (m[3] === '') return `encoder.down_blocks.${i}.downsamplers.0.${rest}`;
     return `encoder.down_blocks.${i}.resnets.${m[3]}.${keepOrRename(rest, VAE_RESNET_FROM_LDM)}`;
   }
-  if ((m = n.match(/^decoder\.up\.(\d+)\.(block\.(\d+)|upsample)\.(.+)$/))) {
+  if ((m = match(n, /^decoder\.up\.(\d+)\.(block\.(\d+)|upsample)\.(.+)$/))) {
     const level = +m[1], rest = m[4];
     if (level >= layout.levels) return undefined;
     const i = layout.levels - 1 - level;
-    if (m[3] === undefined) return `decoder.up_blocks.${i}.upsamplers.0.${rest}`;
+    if (m[3] === '') return `decoder.up_blocks.${i}.upsamplers.0.${rest}`;
     return `decoder.up_blocks.${i}.resnets.${m[3]}.${keepOrRename(rest, VAE_RESNET_FROM_LDM)}`;
   }
-  if ((m = n.match(/^(encoder|decoder)\.mid\.(block_(\d)|attn_1)\.(.+)$/))) {
+  if ((m = match(n, /^(encoder|decoder)\.mid\.(block_(\d)|attn_1)\.(.+)$/))) {
     const side = m[1], rest = m[4];
-    if (m[3] !== undefined) return `${side}.mid_block.resnets.${+m[3] - 1}.${keepOrRename(rest, VAE_RESNET_FROM_LDM)}`;
+    if (m[3] !== '') return `${side}.mid_block.resnets.${+m[3] - 1}.${keepOrRename(rest, VAE_RESNET_FROM_LDM)}`;
     const r = renameHead(rest, VAE_ATTN_FROM_LDM);
     return r === undefined ? undefined : `${side}.mid_block.attentions.0.${r}`;
   }
@@ -304,13 +315,13 @@ function textToLdm(name: string, layout: TextEncoderLayout): LdmTarget | undefin
   const P = LDM_PREFIX.text_encoder_openclip;
   if (rel === 'embeddings.token_embedding.weight') return { key: `${P}token_embedding.weight` };
   if (rel === 'embeddings.position_embedding.weight') return { key: `${P}positional_embedding` };
-  let m: RegExpMatchArray | null;
-  if ((m = rel.match(/^final_layer_norm\.(weight|bias)$/))) return { key: `${P}ln_final.${m[1]}` };
-  if ((m = rel.match(/^encoder\.layers\.(\d+)\.self_attn\.(q|k|v)_proj\.(weight|bias)$/))) {
+  let m: Groups | null;
+  if ((m = match(rel, /^final_layer_norm\.(weight|bias)$/))) return { key: `${P}ln_final.${m[1]}` };
+  if ((m = match(rel, /^encoder\.layers\.(\d+)\.self_attn\.(q|k|v)_proj\.(weight|bias)$/))) {
     const idx = { q: 0, k: 1, v: 2 }[m[2] as 'q' | 'k' | 'v'];
     return { key: `${P}transformer.resblocks.${m[1]}.attn.in_proj_${m[3]}`, rows: [idx * layout.width, (idx + 1) * layout.width] };
   }
-  if ((m = rel.match(/^encoder\.layers\.(\d+)\.(.+)$/))) {
+  if ((m = match(rel, /^encoder\.layers\.(\d+)\.(.+)$/))) {
     const r = renameHead(m[2], OPENCLIP_LAYER);
     return r === undefined ? undefined : { key: `${P}transformer.resblocks.${m[1]}.${r}` };
   }
@@ -324,9 +335,9 @@ function textFromLdm(key: string): string | undefined {
   const n = key.slice(P.length);
   if (n === 'token_embedding.weight') return 'text_model.embeddings.token_embedding.weight';
   if (n === 'positional_embedding') return 'text_model.embeddings.position_embedding.weight';
-  let m: RegExpMatchArray | null;
-  if ((m = n.match(/^ln_final\.(weight|bias)$/))) return `text_model.final_layer_norm.${m[1]}`;
-  if ((m = n.match(/^transformer\.resblocks\.(\d+)\.(.+)$/))) {
+  let m: Groups | null;
+  if ((m = match(n, /^ln_final\.(weight|bias)$/))) return `text_model.final_layer_norm.${m[1]}`;
+  if ((m = match(n, /^transformer\.resblocks\.(\d+)\.(.+)$/))) {
     const r = renameHead(m[2], OPENCLIP_LAYER_FROM);
     return r === undefined ? undefined : `text_model.encoder.layers.${m[1]}.${r}`;
   }
@@ -397,7 +408,7 @@ export function ldmShapeFor(target: LdmTarget, diffusersShape: number[]): number
 function maxIndex(keys: string[], re: RegExp): number {
   let max = -1;
   for (const k of keys) {
-    const m = k.match(re);
+    const m = match(k, re);
     if (m) max = Math.max(max, +m[1]);
   }
   return max;
@@ -426,7 +437,10 @@ export function inferUnetLayout(ldmOrDiffusersKeys: string[]): UnetLayout {
   const maxIn = maxIndex(keys, /^input_blocks\.(\d+)\./);
   if (maxIn < 0) throw new UserError('cannot infer the UNet layout: no input_blocks.* or down_blocks.* tensors');
   const firstOp = Math.min(
-    ...keys.map((k) => k.match(/^input_blocks\.(\d+)\.0\.op\./)).filter((m) => m).map((m) => +m![1]),
+    ...keys.flatMap((k) => {
+      const m = match(k, /^input_blocks\.(\d+)\.0\.op\./);
+      return m ? [+m[1]] : [];
+    }),
   );
   // With no downsampler the model has a single level: every input block after conv_in is one res block.
   const per = Number.isFinite(firstOp) ? firstOp : maxIn + 1;
@@ -457,7 +471,7 @@ export function inferVaeLayout(ldmOrDiffusersKeys: string[]): VaeLayout {
 export function inferTextEncoderLayout(keys: string[], shapeOf?: (key: string) => number[] | undefined): TextEncoderLayout {
   const probe = keys.find((k) => k.startsWith(LDM_PREFIX.text_encoder_openclip + 'transformer.resblocks.') && k.endsWith('.attn.out_proj.weight'));
   if (!probe) return { kind: 'hf' };
-  const shape = shapeOf?.(probe);
-  if (!shape) throw new UserError(`cannot infer the OpenCLIP text encoder width: no shape for '${probe}'`);
-  return { kind: 'openclip', width: shape[0] };
+  const width = shapeOf?.(probe)?.[0];
+  if (width === undefined) throw new UserError(`cannot infer the OpenCLIP text encoder width: no shape for '${probe}'`);
+  return { kind: 'openclip', width };
 }
