@@ -3,7 +3,7 @@
  * `serve` run it. Load time and the first (session-building) generation are reported apart from the warm ones.
  */
 import { DEMO_MODEL } from '../engine/demo/demo-model.ts';
-import { SdGenerator } from '../engine/sd/generator.ts';
+import { SdGenerator } from '../engine/generate/generator.ts';
 
 export const name = 'demo';
 

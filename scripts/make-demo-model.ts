@@ -24,7 +24,7 @@ import { toChw } from '../engine/image/load.ts';
 import { writeSafetensors } from '../engine/safetensors/index.ts';
 import { f32ToF16 } from '../engine/safetensors/float.ts';
 import { ClipConditioner } from '../engine/sd/conditioning.ts';
-import { SdGenerator } from '../engine/sd/generator.ts';
+import { SdGenerator } from '../engine/generate/generator.ts';
 import { StableDiffusion } from '../engine/sd/model.ts';
 import { writeSyntheticCheckpoint } from '../engine/sd/synthetic.ts';
 import { BUNDLED_CLIP_TOKENIZER, loadClipTokenizer } from '../engine/text/tokenizer.ts';

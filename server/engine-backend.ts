@@ -1,9 +1,9 @@
 /**
- * The backend `serve` uses: the engine's SdGenerator (engine/sd/generator.ts) behind GenerationBackend.
+ * The backend `serve` uses: the engine's SdGenerator (engine/generate/generator.ts) behind GenerationBackend.
  * Only conversions live here: RawImage bytes ↔ the pipeline's [3, H, W] floats in [-1, 1], LoraRef → the
  * merger's stack items, and the pipeline's report (sampler actually used, notes) → infotext entries.
  */
-import { SdGenerator, findTokenizerDir } from '../engine/sd/generator.ts';
+import { SdGenerator, findTokenizerDir } from '../engine/generate/generator.ts';
 import { toRgbBytes, type GenerateHooks, type GenerateRequest } from '../engine/sd/pipeline.ts';
 import { toChw } from '../engine/image/load.ts';
 import { SAMPLERS as ENGINE_SAMPLERS } from '../engine/sampling/registry.ts';
@@ -14,7 +14,7 @@ import type { CheckpointRef, GenerationBackend, GenerationHooks, GenerationOutpu
 export interface EngineBackendOptions {
   /** `cpu` (default), `cuda`, `dml`, `coreml`: the ONNX Runtime execution provider. */
   device: string;
-  /** CLIP tokenizer folder; by default searched beside the checkpoint (see engine/sd/generator.ts). */
+  /** CLIP tokenizer folder; by default searched beside the checkpoint (see engine/generate/generator.ts). */
   tokenizer?: string;
   /** Folders tried when none is found beside the checkpoint (the server passes `models/tokenizer`, so checkpoints in subfolders work). */
   fallbackTokenizerDirs?: string[];

@@ -10,7 +10,7 @@
  */
 import { basename, dirname, join, resolve } from 'node:path';
 import { Document, isMap, parseDocument } from 'yaml';
-import { findTokenizerDir } from '../engine/sd/generator.ts';
+import { findTokenizerDir } from '../engine/generate/generator.ts';
 import { BUNDLED_CLIP_TOKENIZER } from '../engine/text/tokenizer.ts';
 import { parseTrainConfig, trainConfigFields, trainConfigKeys, type TrainConfig } from '../engine/train/config.ts';
 import { OUTPUT_NAME_PATTERN } from '../engine/train/config-fields.ts';

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { BUNDLED_CLIP_TOKENIZER, CLIP_BPE_GZ, loadClipTokenizer, type ClipTokenizer } from '../engine/text/tokenizer.ts';
 import { cleanClipText } from '../engine/text/clip-clean.ts';
 import { chunkPrompt } from '../engine/text/chunker.ts';
-import { findTokenizerDir, SdGenerator } from '../engine/sd/generator.ts';
+import { findTokenizerDir, SdGenerator } from '../engine/generate/generator.ts';
 import { writeSyntheticCheckpoint, type SyntheticSdConfig } from '../engine/sd/synthetic.ts';
 import { loadTrainConfig } from '../engine/train/config.ts';
 import { UserError } from '../engine/util/errors.ts';

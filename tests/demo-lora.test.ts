@@ -14,7 +14,7 @@ import { looksStriped } from '../engine/demo/colour-judge.ts';
 import { DEMO_DIR, DEMO_MODEL, DEMO_STRIPES_DIR } from '../engine/demo/demo-model.ts';
 import { generateCases } from '../engine/demo/evaluate.ts';
 import { COLOUR_NAMES, SHAPES, heldOutTriples } from '../engine/demo/toy-world.ts';
-import { SdGenerator } from '../engine/sd/generator.ts';
+import { SdGenerator } from '../engine/generate/generator.ts';
 import { seededRandom, shuffled } from '../engine/train/seeded-random.ts';
 import { repoRoot } from './support/paths.ts';
 

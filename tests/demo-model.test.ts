@@ -15,7 +15,7 @@ import { DEMO_MODEL, DEMO_MODEL_NAME, DEMO_RECIPE, DEMO_RESOLUTION } from '../en
 import { colourAccuracy, generateCases } from '../engine/demo/evaluate.ts';
 import { captionFor, heldOutTriples, isHeldOut, plainPrompt, renderScene, sampleScene, stripeColour } from '../engine/demo/toy-world.ts';
 import { SafetensorsFile } from '../engine/safetensors/index.ts';
-import { SdGenerator } from '../engine/sd/generator.ts';
+import { SdGenerator } from '../engine/generate/generator.ts';
 import { createServer } from '../server/app.ts';
 import { repoRoot } from './support/paths.ts';
 

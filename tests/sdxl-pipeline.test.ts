@@ -8,7 +8,7 @@ import { fixturesDir } from './support/paths.ts';
 import { Goldens, assertClose } from './support/golden.ts';
 import { StableDiffusion } from '../engine/sd/model.ts';
 import { Pipeline } from '../engine/sd/pipeline.ts';
-import { SdGenerator } from '../engine/sd/generator.ts';
+import { SdGenerator } from '../engine/generate/generator.ts';
 import { SdxlConditioner, concatFeatures, type Conditioning } from '../engine/sd/conditioning.ts';
 
 const dir = join(fixturesDir, 'sdxl-tiny');

@@ -61,7 +61,7 @@ export function register(program: Command): void {
     .option('--low-memory', 'feed every weight to ONNX Runtime instead of baking conv weights (≈ 5 GiB less for SD 1.5, a little slower)')
     .action(async (f: GenerateFlags) => {
       const [{ SdGenerator }, { extractPromptTags }, { LoraLibrary }, { toRgbBytes }, { writePngText, formatInfotext }, { writeBufferAtomic }, sharp] = await Promise.all([
-        import('../../engine/sd/generator.ts'),
+        import('../../engine/generate/generator.ts'),
         import('../../engine/lora/prompt-tags.ts'),
         import('../../engine/lora/resolve.ts'),
         import('../../engine/sd/pipeline.ts'),

@@ -3,7 +3,7 @@
  * measurement behind the demo model's quality figures (make-demo-model prints it, a test asserts it).
  */
 import { toRgbBytes } from '../sd/pipeline.ts';
-import type { SdGenerator } from '../sd/generator.ts';
+import type { SdGenerator } from '../generate/generator.ts';
 import type { StackItem } from '../lora/merge.ts';
 import { judgeImage, type Judgement } from './colour-judge.ts';
 import { plainPrompt, stripeColour, type ColourName, type ShapeName } from './toy-world.ts';

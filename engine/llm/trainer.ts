@@ -9,7 +9,6 @@
  * repeats an uninterrupted one exactly when lora_dropout is 0.
  */
 import { readdir, rm, stat } from 'node:fs/promises';
-import { totalmem } from 'node:os';
 import { basename, join } from 'node:path';
 import { compile, type CompiledGraph } from '../runtime/session.ts';
 import { compileTrainStep, type TrainStep } from '../runtime/train-step.ts';
@@ -18,7 +17,8 @@ import { LossAverage } from '../logging/loss-average.ts';
 import { TAGS, TrainingLogger, memoryMiB, stepScalars } from '../logging/training-logger.ts';
 import type { TrainConfig } from '../train/config.ts';
 import { checkStateConfig, loadTrainState, saveTrainStateTensors, stateDirName, type TrainPosition } from '../train/state.ts';
-import { BAKE_RAM_FACTOR, type TrainOptions, type TrainProgress, type TrainResult } from '../train/trainer.ts';
+import type { TrainOptions, TrainProgress, TrainResult } from '../train/trainer.ts';
+import { bakeFrozenWeights } from '../train/frozen-weights.ts';
 import { UserError } from '../util/errors.ts';
 import { answerLoss, batchFeeds } from './evaluate.ts';
 import { describeSummary, epochBatches, loadTextDataset, makeBatch, type Example, type TextDataset } from './data.ts';
@@ -114,7 +114,7 @@ class LlmRun {
       this.log(`resumed from ${state.dir} at step ${state.info.step} (epoch ${start.epoch + 1}, micro-batch ${start.batch})`);
     }
 
-    const bake = this.opts.frozenWeights === 'fed' ? false : this.opts.frozenWeights === 'baked' || this.modelBytes() * BAKE_RAM_FACTOR <= totalmem();
+    const bake = bakeFrozenWeights(this.opts.frozenWeights ?? 'auto', this.modelBytes());
     const session = { device: c.device, threads: this.opts.threads, weights: bake ? ('external' as const) : ('inputs' as const) };
     const graph = llamaForCausalLM(llmContext(this.model.weights, { adapter: this.network.hook(c.lora_dropout, true), training: true }), this.model.arch, {
       checkpointLayers: this.opts.gradientCheckpointing,

@@ -11,7 +11,6 @@
  */
 import { EventEmitter } from 'node:events';
 import { createHash } from 'node:crypto';
-import { totalmem } from 'node:os';
 import { readdir, rm, stat, mkdir } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { StableDiffusion } from '../sd/model.ts';
@@ -46,6 +45,7 @@ import {
   type TrainPosition,
 } from './state.ts';
 import { isLlmModelFolder } from '../llm/config.ts';
+import { bakeFrozenWeights } from './frozen-weights.ts';
 import { trainLlm } from '../llm/trainer.ts';
 import { StepRate } from './step-rate.ts';
 
@@ -117,11 +117,7 @@ export interface TrainResult {
 }
 
 const TOKENS = 77;
-/**
- * Baking needs room for the model (JS), ONNX Runtime's copy and its pre-packed kernels, plus activations:
- * SD 1.5 at 512² peaked above 16 GiB baked versus 11 GiB fed, so a 24 GiB machine feeds it.
- */
-export const BAKE_RAM_FACTOR = 6;
+export { BAKE_RAM_FACTOR } from './frozen-weights.ts';
 
 class Cancelled extends Error {}
 
@@ -429,7 +425,7 @@ class Run {
       const mode = this.opts.frozenWeights ?? 'auto';
       let bytes = 0;
       for (const w of this.model.weights.values()) bytes += w.data.byteLength;
-      this.bake = mode === 'baked' || (mode === 'auto' && totalmem() >= BAKE_RAM_FACTOR * bytes);
+      this.bake = bakeFrozenWeights(mode, bytes);
       this.log(`frozen weights: ${this.bake ? 'baked into the session (faster, more memory)' : 'fed at every step (less memory)'}`);
     }
     return { device: this.config.device, threads: this.opts.threads, weights: this.bake ? 'external' : 'inputs' };

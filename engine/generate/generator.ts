@@ -6,9 +6,9 @@
 import { dirname, join } from 'node:path';
 import { LoraMerger, type MergeResult, type StackItem } from '../lora/merge.ts';
 import { BUNDLED_CLIP_TOKENIZER, hasTokenizerFiles, loadClipTokenizer, type ClipTokenizer } from '../text/tokenizer.ts';
-import { conditionerFor, type Conditioner } from './conditioning.ts';
-import { StableDiffusion, type LoadOptions } from './model.ts';
-import { Pipeline, type GenerateHooks, type GenerateRequest, type GenerateResult } from './pipeline.ts';
+import { conditionerFor, type Conditioner } from '../sd/conditioning.ts';
+import { StableDiffusion, type LoadOptions } from '../sd/model.ts';
+import { Pipeline, type GenerateHooks, type GenerateRequest, type GenerateResult } from '../sd/pipeline.ts';
 
 export interface GeneratorOptions extends LoadOptions {
   /** Folder with the CLIP tokenizer; searched for when not given (see `findTokenizerDir`). */
