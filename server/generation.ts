@@ -7,7 +7,8 @@ import { mkdir, readdir } from 'node:fs/promises';
 import { join, resolve, relative, isAbsolute } from 'node:path';
 import { randomInt } from 'node:crypto';
 import { writeBufferAtomic } from '../engine/util/atomic-write.ts';
-import { formatInfotext, parseInfotext, type InfotextValue } from '../engine/image/png-info.ts';
+import { parseInfotext, type InfotextValue } from '../engine/image/png-info.ts';
+import { generationInfotext, namedHashes, scheduleTypeLabel, type NamedHash } from '../engine/generate/infotext.ts';
 import { UserError } from '../engine/util/errors.ts';
 import type { GenerationHooks, GenerationOutput, GenerationParams, Img2ImgParams, LoraRef, RawImage } from './backend.ts';
 import type { ServerContext } from './context.ts';
@@ -19,7 +20,7 @@ import { OPTION_DEFAULTS, coerceOption, RESTRICTED_OPTIONS } from './options.ts'
 import { extractPromptTags } from '../engine/lora/prompt-tags.ts';
 import type { JobContext, JobHandle } from './queue.ts';
 import { img2imgModel, txt2imgModel } from './requests.ts';
-import { SAMPLERS, SCHEDULERS, resolveSampler } from './samplers.ts';
+import { SAMPLERS, resolveSampler } from './samplers.ts';
 import { fieldsSet, validateModel } from './schema.ts';
 import { applyStyle, readStyles } from './styles.ts';
 import { planHires, upscaleForHires } from './hires.ts';
@@ -248,7 +249,7 @@ export async function runGeneration(ctx: ServerContext, kind: GenerationKind, pr
   const loraTags = req['disable_extra_networks'] ? [] : parsed.loras;
   if (!req['disable_extra_networks']) for (const o of parsed.other) notes.push(`Skipping unknown extra network: ${o.type}`);
   const loras: LoraRef[] = [];
-  const loraHashes: string[] = [];
+  const loraHashes: NamedHash[] = [];
   const notFound: string[] = [];
   let rescanned = false;
   for (const lt of loraTags) {
@@ -263,7 +264,7 @@ export async function runGeneration(ctx: ServerContext, kind: GenerationKind, pr
       continue;
     }
     loras.push({ name: lt.name, path: e.path, teMultiplier: lt.te, unetMultiplier: lt.unet, dynDim: lt.dyn ?? null });
-    if (opts['lora_add_hashes_to_infotext']) loraHashes.push(`${lt.name.replace(/[:,]/g, '')}: ${await ctx.loras.shortHash(e)}`);
+    if (opts['lora_add_hashes_to_infotext']) loraHashes.push({ name: lt.name, hash: await ctx.loras.shortHash(e) });
   }
   if (notFound.length > 0) notes.push(`Lora not found: ${notFound.join(', ')}`);
 
@@ -297,34 +298,35 @@ export async function runGeneration(ctx: ServerContext, kind: GenerationKind, pr
     else if (!notFound.includes(lt.name)) notes.push(`Lora not found (hr_prompt): ${lt.name}`);
   }
 
-  const infotextFor = (i: number, extra: Record<string, InfotextValue>): string => {
-    const params: Record<string, InfotextValue> = {
-      Steps: req['steps'] as number,
-      Sampler: sampler.sampler,
-      'Schedule type': effectiveScheduleLabel(sampler),
-      'CFG scale': formatFloat(req['cfg_scale'] as number),
-      'Image CFG scale': req['image_cfg_scale'] == null ? null : formatFloat(req['image_cfg_scale'] as number),
-      Seed: allSeeds[i]!,
-      Size: `${req['width']}x${req['height']}`,
-      'Model hash': opts['add_model_hash_to_info'] ? ckpt.shortHash : null,
-      Model: opts['add_model_name_to_info'] ? stemOf(ckpt.name) : null,
-      'VAE hash': null,
-      VAE: opts['add_vae_name_to_info'] && vae ? stemOf(vae.name) : null,
-      'Variation seed': subseedStrength === 0 ? null : allSubseeds[i]!,
-      'Variation seed strength': subseedStrength === 0 ? null : formatFloat(subseedStrength),
-      'Seed resize from': (req['seed_resize_from_w'] as number) > 0 && (req['seed_resize_from_h'] as number) > 0 ? `${req['seed_resize_from_w']}x${req['seed_resize_from_h']}` : null,
-      'Denoising strength': infotextDenoising == null ? null : formatFloat(infotextDenoising),
-      'Clip skip': clipSkip <= 1 ? null : clipSkip,
-      ENSD: Number(opts['eta_noise_seed_delta']) !== 0 ? Number(opts['eta_noise_seed_delta']) : null,
-      RNG: opts['randn_source'] !== 'GPU' ? String(opts['randn_source']) : null,
-      Tiling: req['tiling'] ?? opts['tiling'] ? 'True' : null,
-      'Lora hashes': loraHashes.length > 0 ? loraHashes.join(', ') : null,
-      ...(hires ? hires.infotext : {}),
-      ...extra,
-      Version: opts['add_version_to_infotext'] ? ctx.version : null,
-    };
-    return formatInfotext(prompt, negative, params);
-  };
+  const infotextFor = (i: number, extra: Record<string, InfotextValue>): string =>
+    generationInfotext({
+      prompt,
+      negativePrompt: negative,
+      steps: req['steps'] as number,
+      sampler: sampler.sampler,
+      scheduleType: scheduleTypeLabel(sampler.sampler, sampler.scheduler),
+      cfgScale: req['cfg_scale'] as number,
+      imageCfgScale: req['image_cfg_scale'] as number | null,
+      seed: allSeeds[i] ?? seed,
+      width: req['width'] as number,
+      height: req['height'] as number,
+      modelHash: opts['add_model_hash_to_info'] ? ckpt.shortHash : null,
+      model: opts['add_model_name_to_info'] ? stemOf(ckpt.name) : null,
+      vae: opts['add_vae_name_to_info'] && vae ? stemOf(vae.name) : null,
+      subseed: allSubseeds[i] ?? subseed,
+      subseedStrength,
+      seedResizeFromW: req['seed_resize_from_w'] as number,
+      seedResizeFromH: req['seed_resize_from_h'] as number,
+      denoisingStrength: infotextDenoising,
+      clipSkip,
+      ensd: Number(opts['eta_noise_seed_delta']),
+      rng: String(opts['randn_source']),
+      tiling: Boolean(req['tiling'] ?? opts['tiling']),
+      hires: hires ? hires.infotext : null,
+      loraHashes,
+      extra,
+      version: opts['add_version_to_infotext'] ? ctx.version : null,
+    });
 
   job.progress({ jobNo: 0, jobCount: nIter, step: 0, total: req['steps'] as number });
   const images: string[] = [];
@@ -462,7 +464,7 @@ export async function runGeneration(ctx: ServerContext, kind: GenerationKind, pr
   }
 
   const extraGen: Record<string, unknown> = { ...extraParams };
-  if (loraHashes.length > 0) extraGen['Lora hashes'] = loraHashes.join(', ');
+  if (loraHashes.length > 0) extraGen['Lora hashes'] = namedHashes(loraHashes);
   if (denoising != null && kind === 'img2img') extraGen['Denoising strength'] = denoising;
   const info = {
     prompt,
@@ -507,20 +509,7 @@ export async function runGeneration(ctx: ServerContext, kind: GenerationKind, pr
   return { images, parameters, info: JSON.stringify(info) };
 }
 
-/** A1111's samplers write the schedule they actually used: Automatic means the sampler's own default (Karras for DPM++ 2M). */
-function effectiveScheduleLabel(r: { sampler: string; scheduler: string; schedulerLabel: string }): string {
-  if (r.scheduler !== 'automatic') return r.schedulerLabel;
-  const own = SAMPLERS.find((s) => s.name === r.sampler)?.options['scheduler'];
-  return (own && SCHEDULERS.find((s) => s.name === own)?.label) || 'Automatic';
-}
-
 function stemOf(name: string): string {
   const base = name.split('/').pop() ?? name;
   return base.replace(/\.safetensors$/i, '');
 }
-
-/** Python prints floats as 7.0; infotexts made through A1111's API carry that form. */
-function formatFloat(x: number): string {
-  return Number.isInteger(x) ? x.toFixed(1) : String(x);
-}
-
