@@ -143,6 +143,32 @@ export function groupNorm(x: Tensor, groups: number, gamma?: Tensor, beta?: Tens
   return out;
 }
 
+/**
+ * GroupNorm's statistics on [N, C, ...]: per (sample, group) mean and (biased) variance, each [N, groups, 1].
+ * With `groupNormGiven` they split `groupNorm` in two, so tiles of one image can share its statistics.
+ */
+export function groupStats(x: Tensor, groups: number): { mean: Tensor; variance: Tensor } {
+  const C = x.shape[1];
+  if (typeof C !== 'number' || C % groups !== 0) throw new ShapeError(`groupStats: ${x} channels not divisible by ${groups}`);
+  const g = reshape(x, [x.shape[0]!, groups, -1]);
+  const m = mean(g, 2, true);
+  const d = sub(g, m);
+  return { mean: m, variance: mean(mul(d, d), 2, true) };
+}
+
+/** `groupNorm` with statistics from elsewhere (`groupStats` of the whole image), mean and variance [N, groups, 1]. */
+export function groupNormGiven(x: Tensor, groups: number, stats: { mean: Tensor; variance: Tensor }, gamma?: Tensor, beta?: Tensor, eps = 1e-5): Tensor {
+  const C = x.shape[1];
+  if (typeof C !== 'number' || C % groups !== 0) throw new ShapeError(`groupNormGiven: ${x} channels not divisible by ${groups}`);
+  const g = reshape(x, [x.shape[0]!, groups, -1]);
+  const y = reshape(div(sub(g, stats.mean), sqrt(add(stats.variance, eps))), x.shape);
+  const cshape = [C, ...x.shape.slice(2).map(() => 1)];
+  let out = y;
+  if (gamma) out = mul(out, reshape(gamma, cshape));
+  if (beta) out = add(out, reshape(beta, cshape));
+  return out;
+}
+
 /** RMSNorm (Llama): `x / sqrt(mean(x^2, -1) + eps) * weight`. */
 export function rmsNorm(x: Tensor, weight?: Tensor, eps = 1e-6): Tensor {
   // Written as Pow/ReduceMean/Add/Sqrt/Div so ORT fuses it into SimplifiedLayerNormalization.

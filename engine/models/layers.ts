@@ -3,8 +3,8 @@
  * so the same names serve loading, LoRA merging and LoRA training: a trainer hooks `adapter` to add a
  * low-rank branch beside any Linear or Conv without the model knowing.
  */
-import { add, param, reshape } from '../graph/ops-core.ts';
-import { conv2d, groupNorm, layerNorm, linear, type Conv2dOptions } from '../graph/ops-nn.ts';
+import { add, input, param, reshape } from '../graph/ops-core.ts';
+import { conv2d, groupNorm, groupNormGiven, groupStats, layerNorm, linear, type Conv2dOptions } from '../graph/ops-nn.ts';
 import type { Tensor } from '../graph/tensor.ts';
 import { UserError } from '../util/errors.ts';
 
@@ -27,6 +27,18 @@ export interface ModuleContext {
   training?: boolean;
   /** Circular padding in every 3×3 conv (seamless tiling). */
   tiling?: boolean;
+  /** GroupNorm statistics shared between separately run tiles of one image (tiled VAE). */
+  normStats?: SharedNormStats;
+}
+
+/**
+ * How GroupNorm layers get their statistics when an image runs as tiles. 'collect': each layer computes them
+ * and records the tensors in `layers` (the caller makes them graph outputs); 'given': each layer reads them from
+ * the graph inputs `<key>.mean` and `<key>.var`, [batch, groups, 1], and records those inputs.
+ */
+export interface SharedNormStats {
+  mode: 'collect' | 'given';
+  layers: Map<string, { mean: Tensor; variance: Tensor }>;
 }
 
 /** A context whose weights are graph parameters bound to the given buffers; each key becomes one parameter. */
@@ -70,7 +82,15 @@ export function conv(ctx: ModuleContext, key: string, x: Tensor, opts: Conv2dOpt
 }
 
 export function groupNormLayer(ctx: ModuleContext, key: string, x: Tensor, groups: number, eps: number): Tensor {
-  return groupNorm(x, groups, ctx.p(`${key}.weight`), ctx.p(`${key}.bias`), eps);
+  const shared = ctx.normStats;
+  if (!shared) return groupNorm(x, groups, ctx.p(`${key}.weight`), ctx.p(`${key}.bias`), eps);
+  if (shared.layers.has(key)) throw new Error(`groupNormLayer: ${key} used twice in one graph with shared statistics`);
+  const stats =
+    shared.mode === 'collect'
+      ? groupStats(x, groups)
+      : { mean: input(`${key}.mean`, 'float32', [x.shape[0]!, groups, 1]), variance: input(`${key}.var`, 'float32', [x.shape[0]!, groups, 1]) };
+  shared.layers.set(key, stats);
+  return groupNormGiven(x, groups, stats, ctx.p(`${key}.weight`), ctx.p(`${key}.bias`), eps);
 }
 
 export function layerNormLayer(ctx: ModuleContext, key: string, x: Tensor, eps: number): Tensor {

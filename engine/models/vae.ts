@@ -41,6 +41,11 @@ function middle(ctx: ModuleContext, key: string, x: Tensor, arch: VaeArch): Tens
 /** Image [B, 3, H, W] in [-1, 1] → the latent distribution's mean [B, embedDim, H/8, W/8] (unscaled). */
 export function vaeEncoder(ctx: ModuleContext, arch: VaeArch, opts: { batch: number; height: number; width: number }): { image: Tensor; mean: Tensor } {
   const image = input('image', 'float32', [opts.batch, 3, opts.height, opts.width]);
+  return { image, mean: encoderMid(ctx, arch, encoderDown(ctx, arch, image)) };
+}
+
+/** The encoder up to its middle: conv_in and the down levels, purely local (convolutions and GroupNorms). */
+export function encoderDown(ctx: ModuleContext, arch: VaeArch, image: Tensor): Tensor {
   const E = `${P}encoder`;
   const levels = arch.channelMult.length;
   let h = conv(ctx, `${E}.conv_in`, image, { padding: 1 });
@@ -49,24 +54,39 @@ export function vaeEncoder(ctx: ModuleContext, arch: VaeArch, opts: { batch: num
     // LDM pads only right and bottom before its stride-2 conv, so odd phases line up with the decoder.
     if (level < levels - 1) h = conv(ctx, `${E}.down.${level}.downsample.conv`, h, { stride: 2, padding: [0, 0, 1, 1] });
   }
+  return h;
+}
+
+/** The rest of the encoder at latent resolution: the middle (its attention sees every pixel), norm, conv_out, quant_conv. */
+export function encoderMid(ctx: ModuleContext, arch: VaeArch, h: Tensor): Tensor {
+  const E = `${P}encoder`;
   h = middle(ctx, `${E}.mid`, h, arch);
   h = conv(ctx, `${E}.conv_out`, silu(groupNormLayer(ctx, `${E}.norm_out`, h, arch.normGroups, arch.normEps)), { padding: 1 });
   const moments = conv(ctx, `${P}quant_conv`, h);
-  return { image, mean: slice(moments, 1, 0, arch.embedDim) };
+  return slice(moments, 1, 0, arch.embedDim);
 }
 
 /** Latent [B, embedDim, h, w] (already divided by the scaling factor) → image [B, 3, 8h, 8w], raw (about [-1, 1]). */
 export function vaeDecoder(ctx: ModuleContext, arch: VaeArch, opts: { batch: number; height: number; width: number }): { latent: Tensor; image: Tensor } {
   const latent = input('latent', 'float32', [opts.batch, arch.embedDim, opts.height, opts.width]);
+  return { latent, image: decoderUp(ctx, arch, decoderMid(ctx, arch, latent)) };
+}
+
+/** The decoder at latent resolution: post_quant_conv, conv_in and the middle (its attention sees every pixel). */
+export function decoderMid(ctx: ModuleContext, arch: VaeArch, latent: Tensor): Tensor {
   const D = `${P}decoder`;
-  const levels = arch.channelMult.length;
   let h = conv(ctx, `${P}post_quant_conv`, latent);
   h = conv(ctx, `${D}.conv_in`, h, { padding: 1 });
-  h = middle(ctx, `${D}.mid`, h, arch);
+  return middle(ctx, `${D}.mid`, h, arch);
+}
+
+/** The rest of the decoder, purely local: the up levels, norm and conv_out. */
+export function decoderUp(ctx: ModuleContext, arch: VaeArch, h: Tensor): Tensor {
+  const D = `${P}decoder`;
+  const levels = arch.channelMult.length;
   for (let level = levels - 1; level >= 0; level--) {
     for (let r = 0; r <= arch.numResBlocks; r++) h = resnet(ctx, `${D}.up.${level}.block.${r}`, h, arch);
     if (level > 0) h = conv(ctx, `${D}.up.${level}.upsample.conv`, upsampleNearest(h, 2), { padding: 1 });
   }
-  const image = conv(ctx, `${D}.conv_out`, silu(groupNormLayer(ctx, `${D}.norm_out`, h, arch.normGroups, arch.normEps)), { padding: 1 });
-  return { latent, image };
+  return conv(ctx, `${D}.conv_out`, silu(groupNormLayer(ctx, `${D}.norm_out`, h, arch.normGroups, arch.normEps)), { padding: 1 });
 }

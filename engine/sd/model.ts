@@ -7,9 +7,10 @@ import { stat } from 'node:fs/promises';
 import { topoSort, type Tensor } from '../graph/tensor.ts';
 import { compile, type CompiledGraph, type SessionOptions } from '../runtime/session.ts';
 import { clipTextEncoder, clipTextHidden, clipTextPrefix, eosOneHot } from '../models/clip-text.ts';
-import { weightContext, type ModuleContext } from '../models/layers.ts';
+import { weightContext, type ModuleContext, type SharedNormStats } from '../models/layers.ts';
 import { sizeConditionVector, timestepFeatures, unet } from '../models/unet.ts';
-import { vaeDecoder, vaeEncoder } from '../models/vae.ts';
+import { decoderMid, decoderUp, encoderDown, encoderMid, vaeDecoder, vaeEncoder } from '../models/vae.ts';
+import { input } from '../graph/ops-core.ts';
 import type { SdArch } from './arch.ts';
 import { Checkpoint, type WeightMap } from './checkpoint.ts';
 import { refuseUnusedWeights, unusedWeights } from './used-weights.ts';
@@ -49,8 +50,15 @@ export interface LoadOptions extends Omit<SessionOptions, 'weights' | 'alwaysFee
   prediction?: Prediction | 'auto';
 }
 
+/** Per GroupNorm layer of the VAE (by checkpoint key), one image's statistics: mean and variance, [batch, groups, 1]. */
+export type VaeNormStats = Map<string, { mean: Float32Array; variance: Float32Array }>;
+
+export type VaePart = 'decoder-mid' | 'decoder-up' | 'encoder-down' | 'encoder-mid';
+
 export class StableDiffusion {
   private readonly graphs = new Map<string, Promise<CompiledGraph>>();
+  /** Shared-statistics VAE graphs: their GroupNorm layer keys in graph order. */
+  private readonly normLayers = new Map<string, string[]>();
   /** Baked mode: the weights each cached graph baked in. */
   private readonly baked = new Map<string, Set<string>>();
   /** Baked mode: weights that must stay fed because something (a LoRA merge) changes them in place. */
@@ -225,6 +233,52 @@ export class StableDiffusion {
     ]);
     const [out] = await g.run({ latent });
     return out!.data as Float32Array;
+  }
+
+  /**
+   * One part of the VAE, for tiled decoding and encoding (see tiled-vae.ts). 'decoder-mid': latent → the
+   * decoder's middle features; 'decoder-up': those → image; 'encoder-down': image → features at latent
+   * resolution; 'encoder-mid': those → latent mean. `x` is [batch, channels, height, width]. The local parts
+   * ('decoder-up', 'encoder-down') take `norms`: 'collect' returns every GroupNorm's statistics beside the
+   * output; given statistics (from such a run) replace each GroupNorm's own.
+   */
+  async vaePart(part: VaePart, x: Float32Array, dims: { batch: number; height: number; width: number }, norms?: 'collect' | VaeNormStats): Promise<{ out: Float32Array; stats: VaeNormStats }> {
+    const { batch, height, width } = dims;
+    const vae = this.arch.vae;
+    const mode = norms === undefined ? undefined : norms === 'collect' ? 'collect' : 'given';
+    if (mode && (part === 'decoder-mid' || part === 'encoder-mid')) throw new Error(`vaePart: ${part} has no shared statistics`);
+    const key = `vae-${part}-${mode ?? 'own'}:${batch}:${height}:${width}`;
+    const channels = part === 'decoder-mid' ? vae.embedDim : part === 'encoder-down' ? 3 : vae.channels * vae.channelMult[vae.channelMult.length - 1]!;
+    const g = await this.graph(key, () => {
+      const shared: SharedNormStats | undefined = mode ? { mode, layers: new Map() } : undefined;
+      const ctx = this.context(shared ? { normStats: shared } : {});
+      const x = input('x', 'float32', [batch, channels, height, width]);
+      const out =
+        part === 'decoder-mid' ? decoderMid(ctx, vae, x) : part === 'decoder-up' ? decoderUp(ctx, vae, x) : part === 'encoder-down' ? encoderDown(ctx, vae, x) : encoderMid(ctx, vae, x);
+      this.normLayers.set(key, [...(shared?.layers.keys() ?? [])]);
+      return mode === 'collect' ? [out, ...[...shared!.layers.values()].flatMap((t) => [t.mean, t.variance])] : [out];
+    });
+    const layers = this.normLayers.get(key) ?? [];
+    const feeds: Record<string, Float32Array> = { x };
+    if (norms instanceof Map) {
+      for (const k of layers) {
+        const s = norms.get(k);
+        if (!s) throw new Error(`vaePart: no statistics for ${k}`);
+        feeds[`${k}.mean`] = s.mean;
+        feeds[`${k}.var`] = s.variance;
+      }
+    }
+    const [out, ...rest] = await g.run(feeds);
+    const stats: VaeNormStats = norms instanceof Map ? norms : new Map();
+    if (norms === 'collect') {
+      layers.forEach((k, i) => {
+        const mean = rest[2 * i]?.data;
+        const variance = rest[2 * i + 1]?.data;
+        if (!(mean instanceof Float32Array) || !(variance instanceof Float32Array)) throw new Error(`vaePart: statistics of ${k} missing`);
+        stats.set(k, { mean, variance });
+      });
+    }
+    return { out: out!.data as Float32Array, stats };
   }
 
   /** Image [batch, 3, H, W] in [-1, 1] → latent mean (not yet scaled). */

@@ -12,6 +12,7 @@ import { UserError } from '../util/errors.ts';
 import type { Conditioner, Conditioning } from './conditioning.ts';
 import type { StableDiffusion } from './model.ts';
 import { parsePrediction, type Prediction } from './prediction.ts';
+import { decodeTiled, encodeTiled, tilesNeeded, type VaeTilingMode } from './tiled-vae.ts';
 
 export interface GenerateRequest {
   prompt: string;
@@ -38,6 +39,11 @@ export interface GenerateRequest {
   etaNoiseSeedDelta?: number;
   /** Seamless tiling: circular padding in every 3×3 conv of the UNet and VAE. */
   tiling?: boolean;
+  /**
+   * Tiled VAE decode/encode (tiled-vae.ts): 'auto' (default) when the latent is larger than one tile (512² for
+   * SD), 'on', 'off'. Seamless `tiling` needs the whole image and turns it off.
+   */
+  vaeTiling?: VaeTilingMode;
   img2img?: Img2ImgInput;
   /** Replaces the seeded initial noise [batch, C, h, w] (as diffusers' `latents=`); later draws still follow the seeds. */
   initialNoise?: Float32Array;
@@ -168,7 +174,7 @@ export class Pipeline {
     let init: Float32Array | undefined;
     let keep: Float32Array | undefined;
     if (r.img2img) {
-      init = await this.encodeImages(r.img2img.images, B, r.width, r.height, !!r.tiling);
+      init = await this.encodeImages(r.img2img.images, B, r.width, r.height, r);
       if (r.img2img.mask) {
         const m = latentMask(r.img2img.mask, r.width, r.height);
         const C = this.model.arch.unet.inChannels;
@@ -187,10 +193,10 @@ export class Pipeline {
       if (hr.latentMode) {
         upscaled = resizeLatents(latent, B, this.model.arch.unet.inChannels, r.height / 8, r.width / 8, hr.height / 8, hr.width / 8, hr.latentMode);
       } else {
-        const small = await this.decodeLatents(latent, B, r.height / 8, r.width / 8, !!r.tiling);
+        const small = await this.decodeLatents(latent, B, r.height / 8, r.width / 8, r);
         const big = resizeImages(small, B, r.width, r.height, hr.width, hr.height);
         const per = 3 * hr.width * hr.height;
-        upscaled = await this.encodeImages(Array.from({ length: B }, (_, b) => big.subarray(b * per, (b + 1) * per)), B, hr.width, hr.height, !!r.tiling);
+        upscaled = await this.encodeImages(Array.from({ length: B }, (_, b) => big.subarray(b * per, (b + 1) * per)), B, hr.width, hr.height, r);
         notes.push(`hires upscaler '${r.hires!.upscaler}' is not available; used Lanczos`);
       }
       const second = await this.pass(
@@ -206,7 +212,7 @@ export class Pipeline {
     }
     if (keep && init && !hr) for (let i = 0; i < latent.length; i++) latent[i] = latent[i]! * (1 - keep[i]!) + init[i]! * keep[i]!;
 
-    const images = await this.decodeLatents(latent, B, height / 8, width / 8, !!r.tiling);
+    const images = await this.decodeLatents(latent, B, height / 8, width / 8, r);
     if (r.img2img?.mask && !hr) overlayOriginal(images, r.img2img.images, r.img2img.mask, B);
     return { images, width, height, sampler: first.sampler, scheduleType: first.scheduleType, stopped, notes };
   }
@@ -360,7 +366,14 @@ export class Pipeline {
     return out;
   }
 
-  private async encodeImages(images: Float32Array[], B: number, width: number, height: number, tiling: boolean): Promise<Float32Array> {
+  /** Whether the VAE runs in tiles for a latent of h × w cells. */
+  private vaeTiles(r: Pick<GenerateRequest, 'tiling' | 'vaeTiling'>, h: number, w: number): boolean {
+    return !r.tiling && tilesNeeded(r.vaeTiling ?? 'auto', h, w);
+  }
+
+  private async encodeImages(images: Float32Array[], B: number, width: number, height: number, r: Pick<GenerateRequest, 'tiling' | 'vaeTiling'>): Promise<Float32Array> {
+    const tiling = !!r.tiling;
+    const tiles = this.vaeTiles(r, height / 8, width / 8);
     const scale = this.model.arch.vae.scalingFactor;
     const per = this.model.arch.vae.embedDim * (height / 8) * (width / 8);
     const out = new Float32Array(B * per);
@@ -369,7 +382,7 @@ export class Pipeline {
       const im = images[images.length === 1 ? 0 : b]!;
       let z = encoded.get(im);
       if (!z) {
-        z = await this.model.encode(im, { batch: 1, height, width, tiling });
+        z = tiles ? await encodeTiled(this.model, im, height, width) : await this.model.encode(im, { batch: 1, height, width, tiling });
         encoded.set(im, z);
       }
       for (let i = 0; i < per; i++) out[b * per + i] = z[i]! * scale;
@@ -378,14 +391,16 @@ export class Pipeline {
   }
 
   /** Decodes one image at a time: the VAE decoder's activations at 512² dominate peak memory. */
-  private async decodeLatents(latent: Float32Array, B: number, h: number, w: number, tiling: boolean): Promise<Float32Array> {
+  private async decodeLatents(latent: Float32Array, B: number, h: number, w: number, r: Pick<GenerateRequest, 'tiling' | 'vaeTiling'>): Promise<Float32Array> {
+    const tiling = !!r.tiling;
+    const tiles = this.vaeTiles(r, h, w);
     const scale = this.model.arch.vae.scalingFactor;
     const per = latent.length / B;
     const pix = 3 * h * 8 * w * 8;
     const out = new Float32Array(B * pix);
     for (let b = 0; b < B; b++) {
       const z = latent.slice(b * per, (b + 1) * per).map((v) => v / scale);
-      out.set(await this.model.decode(z, { batch: 1, height: h, width: w, tiling }), b * pix);
+      out.set(tiles ? await decodeTiled(this.model, z, h, w) : await this.model.decode(z, { batch: 1, height: h, width: w, tiling }), b * pix);
     }
     return out;
   }
