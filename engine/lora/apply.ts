@@ -4,8 +4,8 @@
  * order per weight (order only matters for DoRA, which renormalises the running weight, as A1111 does).
  * A module the model lacks, or whose shape does not fit, is reported by name and skipped.
  */
-import { applyModule, numel } from './delta.ts';
-import { addLowRankOrt } from './lowrank-ort.ts';
+import { numel } from './delta.ts';
+import { isPlain, mergeTargetOffThread } from './merge-target.ts';
 import { resolveTargets, type TargetIndex } from './targets.ts';
 import type { LoraModule, ParsedLora, WeightMap } from './types.ts';
 
@@ -22,6 +22,8 @@ export interface StackLayer {
 export interface ApplyReport {
   /** LDM keys whose values changed. */
   touched: Set<string>;
+  /** Merged values of whole weights in buffers of their own (a cache may keep them instead of copying). */
+  merged: Map<string, Float32Array>;
   /** Per layer: modules applied, and names (module names or tensor keys) that matched nothing. */
   layers: { name: string; applied: number; unmatched: string[]; errors: string[] }[];
 }
@@ -34,17 +36,17 @@ export interface ApplyOptions {
    * smaller ones (and LoHa, LoKr, Tucker, DoRA) use the JS reference. Default 65536; Infinity = JS only.
    */
   ortMinElements?: number;
+  /**
+   * A copy of a weight's current values in a SharedArrayBuffer, when the caller keeps one (the merger's
+   * pristine copies): the merge worker reads it there, so this thread copies nothing to send.
+   */
+  sharedCopyOf?: (key: string) => Float32Array | undefined;
 }
 
 interface Job {
   layer: number;
   m: LoraModule;
   mult: number;
-}
-
-/** A LoRA / LoCon module whose update is a plain product up @ down (no CP core, no DoRA). */
-function isPlain(m: LoraModule): boolean {
-  return (m.kind === 'lora' || m.kind === 'locon') && !!m.tensors.up && !!m.tensors.down && !m.tensors.mid && !m.dora;
 }
 
 export async function applyStack(weights: WeightMap, stack: StackLayer[], index: TargetIndex, options: ApplyOptions = {}): Promise<ApplyReport> {
@@ -77,40 +79,31 @@ export async function applyStack(weights: WeightMap, stack: StackLayer[], index:
       jobs.set(k, list);
     }
   });
+  const merged = new Map<string, Float32Array>();
+  const partial = new Set<string>();
+  // One target weight at a time goes to the merge worker: the event loop gets a turn between weights and
+  // stays free while the arithmetic runs.
   for (const list of jobs.values()) {
     const target = list[0]!.m.target!;
     const w = weights.get(target.key)!;
-    let view = w.data, shape = w.shape;
-    if (target.rows) {
-      const inner = numel(w.shape.slice(1));
-      view = w.data.subarray(target.rows[0] * inner, target.rows[1] * inner);
-      shape = [target.rows[1] - target.rows[0], ...w.shape.slice(1)];
-    }
-    // Runs of plain modules are additive, so they go through one GEMM with their ranks concatenated;
-    // DoRA and the other kinds are applied one by one, in stack order, on the running weight.
-    for (let i = 0; i < list.length; ) {
-      let j = i;
-      while (j < list.length && isPlain(list[j]!.m) && fitsLowRank(list[j]!.m, view.length)) j++;
-      if (j > i && view.length >= ortMin) {
-        touch(target.key);
-        await addLowRankBatch(view, list.slice(i, j));
-        for (let k = i; k < j; k++) layers[list[k]!.layer]!.applied++;
-        i = j;
-        continue;
-      }
+    const inner = numel(w.shape.slice(1));
+    const [start, end] = target.rows ? [target.rows[0] * inner, target.rows[1] * inner] : [0, w.data.length];
+    const view = target.rows ? w.data.subarray(start, end) : w.data;
+    const shape = target.rows ? [target.rows[1] - target.rows[0], ...w.shape.slice(1)] : w.shape;
+    touch(target.key);
+    const source = options.sharedCopyOf?.(target.key)?.subarray(start, end);
+    const { outcome, data } = await mergeTargetOffThread(view, shape, list.map(({ m, mult }) => ({ m, mult })), ortMin, source);
+    if (data && !target.rows) merged.set(target.key, data);
+    else partial.add(target.key);
+    outcome.forEach((error, i) => {
       const job = list[i]!;
-      try {
-        touch(target.key);
-        applyModule(view, shape, job.m, job.mult);
-        layers[job.layer]!.applied++;
-      } catch (e) {
-        layers[job.layer]!.errors.push((e as Error).message);
-      }
+      if (error === null) layers[job.layer]!.applied++;
+      else layers[job.layer]!.errors.push(error);
       applyBiasDelta(weights, job, touch, layers[job.layer]!.errors);
-      i++;
-    }
+    });
   }
-  return { touched, layers };
+  for (const k of partial) merged.delete(k);
+  return { touched, layers, merged };
 }
 
 /** up[:, :n] and down[:n] of a plain module (A1111 rebuild_conventional with dyn_dim). */
@@ -130,29 +123,6 @@ function truncateRank(m: LoraModule, n: number): LoraModule {
       down: { shape: [n, ...down.shape.slice(1)], data: down.data.slice(0, n * cols) },
     },
   };
-}
-
-function fitsLowRank(m: LoraModule, n: number): boolean {
-  const { up, down } = m.tensors;
-  const out = up!.shape[0]!, r = down!.shape[0]!;
-  return up!.data.length === out * r && out * (down!.data.length / r) === n;
-}
-
-/** weight += Σ_jobs (mult·scale·up) @ down as one GEMM over the concatenated ranks. */
-async function addLowRankBatch(view: Float32Array, jobs: Job[]): Promise<void> {
-  const rows = jobs[0]!.m.tensors.up!.shape[0]!;
-  const cols = view.length / rows;
-  const R = jobs.reduce((n, j) => n + j.m.tensors.down!.shape[0]!, 0);
-  const u = new Float32Array(rows * R);
-  const d = jobs.length === 1 ? jobs[0]!.m.tensors.down!.data : new Float32Array(R * cols);
-  let off = 0;
-  for (const { m, mult } of jobs) {
-    const r = m.tensors.down!.shape[0]!, up = m.tensors.up!.data, f = mult * m.scale;
-    for (let o = 0; o < rows; o++) for (let k = 0; k < r; k++) u[o * R + off + k] = f * up[o * r + k]!;
-    if (jobs.length > 1) d.set(m.tensors.down!.data, off * cols);
-    off += r;
-  }
-  await addLowRankOrt(view, u, d, rows, R, cols);
 }
 
 function applyBiasDelta(weights: WeightMap, job: Job, touch: (k: string) => void, errors: string[]): void {

@@ -11,6 +11,7 @@ import { applyStack, type ApplyReport } from './apply.ts';
 import { loadLora, loraFileOf } from './load.ts';
 import { refuseWrongFamily } from './family.ts';
 import { TargetIndex } from './targets.ts';
+import { timeSlicer } from '../util/time-slice.ts';
 import type { SdFamily } from '../sd/arch.ts';
 import type { ParsedLora, WeightMap } from './types.ts';
 
@@ -56,6 +57,13 @@ interface CachedStack {
   values: Map<string, Float32Array>;
   bytes: number;
   loras: MergeResult['loras'];
+}
+
+/** Pristine copies live in shared memory, where the merge worker reads them without a copy. */
+function sharedCopy(a: Float32Array): Float32Array {
+  const c = new Float32Array(new SharedArrayBuffer(a.byteLength));
+  c.set(a);
+  return c;
 }
 
 function bytesOfLora(l: ParsedLora): number {
@@ -169,10 +177,12 @@ export class LoraMerger {
     return lora;
   }
 
-  private restoreDirty(except?: Set<string>): void {
+  private async restoreDirty(except?: Set<string>): Promise<void> {
+    const slice = timeSlicer();
     for (const k of this.dirty) {
       if (except?.has(k)) continue;
       this.weights.get(k)!.data.set(this.pristine.get(k)!);
+      await slice();
     }
     this.dirty = new Set();
   }
@@ -195,8 +205,12 @@ export class LoraMerger {
       this.stacks.delete(key);
       this.stacks.set(key, cached);
       const changed = new Set([...this.dirty, ...cached.values.keys()]);
-      this.restoreDirty(new Set(cached.values.keys()));
-      for (const [k, v] of cached.values) this.weights.get(k)!.data.set(v);
+      await this.restoreDirty(new Set(cached.values.keys()));
+      const slice = timeSlicer();
+      for (const [k, v] of cached.values) {
+        this.weights.get(k)!.data.set(v);
+        await slice();
+      }
       this.dirty = new Set(cached.values.keys());
       this.activeKey = key;
       this.activeLoras = cached.loras;
@@ -211,20 +225,22 @@ export class LoraMerger {
     if (this.family) for (const l of loaded) refuseWrongFamily(l.lora, l.name, this.family);
 
     const before = new Set(this.dirty);
-    this.restoreDirty();
+    await this.restoreDirty();
     this.dirty = new Set();
     let report: ApplyReport;
     try {
       report = await applyStack(this.weights, loaded, this.index, {
         ortMinElements: this.ortMinElements,
         beforeTouch: (k) => {
-          if (!this.pristine.has(k)) this.pristine.set(k, this.weights.get(k)!.data.slice());
+          if (!this.pristine.has(k)) this.pristine.set(k, sharedCopy(this.weights.get(k)!.data));
           this.dirty.add(k);
         },
+        // Every weight is pristine here (restored above), so the merge worker can read the shared copy.
+        sharedCopyOf: (k) => this.pristine.get(k),
       });
     } catch (e) {
       // Whatever was half-applied goes back, so the weights are the base model, never a torn mix.
-      this.restoreDirty();
+      await this.restoreDirty();
       this.activeKey = '';
       this.activeLoras = [];
       throw e;
@@ -236,11 +252,12 @@ export class LoraMerger {
       if (l.unmatched.length) this.log(`LoRA ${l.name}: ${l.unmatched.length} keys match nothing in the model: ${l.unmatched.join(', ')}`);
       for (const e of l.errors) this.log(`LoRA ${l.name}: ${e}`);
     }
-    if (key !== '') this.remember(key, report.touched, this.activeLoras);
+    if (key !== '') await this.remember(key, report.touched, this.activeLoras, report.merged);
     return done(false, new Set([...before, ...report.touched]));
   }
 
-  private remember(key: string, touched: Set<string>, loras: MergeResult['loras']): void {
+  /** Caches the merged values of `touched`; `merged` holds some of them already in buffers of their own. */
+  private async remember(key: string, touched: Set<string>, loras: MergeResult['loras'], merged: Map<string, Float32Array>): Promise<void> {
     let bytes = 0;
     for (const k of touched) bytes += this.weights.get(k)!.data.byteLength;
     if (bytes > this.cacheBytes) return;
@@ -250,7 +267,11 @@ export class LoraMerger {
       this.stackBytes -= v.bytes;
     }
     const values = new Map<string, Float32Array>();
-    for (const k of touched) values.set(k, this.weights.get(k)!.data.slice());
+    const slice = timeSlicer();
+    for (const k of touched) {
+      values.set(k, merged.get(k) ?? this.weights.get(k)!.data.slice());
+      await slice();
+    }
     this.stacks.set(key, { values, bytes, loras });
     this.stackBytes += bytes;
   }
