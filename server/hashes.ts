@@ -6,20 +6,11 @@
  * - LoRA hashes are the engine's (engine/lora/hash.ts); this cache only keeps them.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { open, readFile, stat } from 'node:fs/promises';
 import { writeBufferAtomic } from '../engine/util/atomic-write.ts';
+import { sha256File } from '../engine/util/sha256-file.ts';
 
-export async function sha256File(path: string, start = 0): Promise<string> {
-  const h = createHash('sha256');
-  await new Promise<void>((resolve, reject) => {
-    createReadStream(path, { start, highWaterMark: 1 << 20 })
-      .on('data', (c) => h.update(c))
-      .on('end', () => resolve())
-      .on('error', reject);
-  });
-  return h.digest('hex');
-}
+export { sha256File };
 
 export async function legacyHash(path: string): Promise<string> {
   const fh = await open(path, 'r');

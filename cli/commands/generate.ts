@@ -1,8 +1,7 @@
 import type { Command } from 'commander';
-import { basename, extname, join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { mkdir, readdir } from 'node:fs/promises';
 import { UserError } from '../../engine/util/errors.ts';
-import { VERSION } from '../../engine/version.ts';
 
 interface GenerateFlags {
   ckpt?: string;
@@ -60,14 +59,11 @@ export function register(program: Command): void {
     .option('--threads <n>', 'intra-op threads (default: all cores)')
     .option('--low-memory', 'feed every weight to ONNX Runtime instead of baking conv weights (≈ 5 GiB less for SD 1.5, a little slower)')
     .action(async (f: GenerateFlags) => {
-      const [{ SdGenerator }, { extractPromptTags }, { LoraLibrary }, { toRgbBytes }, { writePngText, formatInfotext }, { writeBufferAtomic }, sharp] = await Promise.all([
+      const [{ SdGenerator }, { GenerationService, encodePng, modelIdentity }, { LoraLibrary }, { writeBufferAtomic }] = await Promise.all([
         import('../../engine/generate/generator.ts'),
-        import('../../engine/lora/prompt-tags.ts'),
+        import('../../engine/generate/service.ts'),
         import('../../engine/lora/resolve.ts'),
-        import('../../engine/sd/pipeline.ts'),
-        import('../../engine/image/png-info.ts'),
         import('../../engine/util/atomic-write.ts'),
-        import('sharp'),
       ]);
       const { defaultCheckpoint, demoNotice, DEMO_RESOLUTION } = await import('../../engine/demo/demo-model.ts');
       const ckptDir = resolve('models/Stable-diffusion');
@@ -87,12 +83,6 @@ export function register(program: Command): void {
       const randnSource = f.randnSource.toUpperCase();
       if (randnSource !== 'GPU' && randnSource !== 'CPU' && randnSource !== 'NV') throw new UserError(`--randn-source must be GPU, CPU or NV, got '${f.randnSource}'`);
 
-      const tags = extractPromptTags(f.prompt);
-      const library = new LoraLibrary(resolve(f.loraDir));
-      if (tags.loras.length) await library.refresh();
-      const loras = [];
-      for (const t of tags.loras) loras.push({ path: (await library.resolve(t.name)).path, te: t.te, unet: t.unet, name: t.name });
-
       const t0 = performance.now();
       const gen = await SdGenerator.load(chosen.path, {
         tokenizer: f.tokenizer,
@@ -102,10 +92,11 @@ export function register(program: Command): void {
         ...(f.lowMemory ? { weights: 'inputs' as const } : {}),
       });
       console.error(`loaded ${basename(chosen.path)} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+      const service = new GenerationService(gen, await modelIdentity(chosen.path), new LoraLibrary(resolve(f.loraDir)));
       const seeds = Array.from({ length: batch }, (_, i) => seed + i);
       const t1 = performance.now();
-      const out = await gen.generate(
-        { prompt: tags.prompt, negativePrompt: f.negativePrompt, seeds, width, height, steps, cfgScale, sampler: f.sampler, scheduler: f.scheduler, clipSkip, tiling: !!f.tiling, randnSource, loras },
+      const out = await service.render(
+        { prompt: f.prompt, negativePrompt: f.negativePrompt, seeds, width, height, steps, cfgScale, sampler: f.sampler, scheduler: f.scheduler, clipSkip, tiling: !!f.tiling, randnSource },
         { onStep: (s, total) => process.stderr.write(`\rstep ${s}/${total}`) },
       );
       process.stderr.write(`\rsampled in ${((performance.now() - t1) / 1000).toFixed(1)} s\n`);
@@ -113,24 +104,9 @@ export function register(program: Command): void {
 
       await mkdir(f.outDir, { recursive: true });
       let index = (await readdir(f.outDir)).filter((n) => /^\d{5}-/.test(n)).length;
-      const pixels = toRgbBytes(out.images, batch, width, height);
-      for (const [i, px] of pixels.entries()) {
-        const params = {
-          Steps: steps,
-          Sampler: out.sampler,
-          'Schedule type': out.scheduleType,
-          'CFG scale': cfgScale,
-          Seed: seeds[i]!,
-          Size: `${width}x${height}`,
-          Model: basename(chosen.path, extname(chosen.path)),
-          'Clip skip': clipSkip > 1 ? clipSkip : null,
-          RNG: randnSource === 'GPU' ? null : randnSource,
-          Tiling: f.tiling ? true : null,
-          Version: VERSION,
-        };
-        const png = await sharp.default(Buffer.from(px), { raw: { width, height, channels: 3 } }).png().toBuffer();
-        const file = join(f.outDir, `${String(index++).padStart(5, '0')}-${seeds[i]}.png`);
-        await writeBufferAtomic(file, writePngText(png, { parameters: formatInfotext(f.prompt, f.negativePrompt, params) }));
+      for (const im of out.images) {
+        const file = join(f.outDir, `${String(index++).padStart(5, '0')}-${im.seed}.png`);
+        await writeBufferAtomic(file, await encodePng(im, im.infotext));
         console.log(resolve(file));
       }
     });
