@@ -4,9 +4,9 @@
  * parse can take up to a second for a hostile prompt, so it runs on a worker thread: the HTTP loop (progress,
  * interrupt, every other route) keeps answering meanwhile.
  */
-import { Worker } from 'node:worker_threads';
 import { extractPromptTags } from '../engine/lora/prompt-tags.ts';
-import { getPromptSchedule } from '../engine/text/prompt-schedule.ts';
+import { cachedParses, getPromptSchedule, rememberParses, type PromptParse } from '../engine/text/prompt-schedule.ts';
+import { WorkerPool, WorkerStartError } from '../engine/util/worker-pool.ts';
 import { isUserError } from '../engine/util/errors.ts';
 import { ValidationError } from './errors.ts';
 
@@ -34,77 +34,40 @@ export function promptIssue(fields: Record<string, unknown>, steps: number): Pro
   return null;
 }
 
-// The worker loads this very module through tsx (the package runs from its TypeScript sources).
-const WORKER_SOURCE = `
-const { parentPort, workerData } = require('node:worker_threads');
-import('tsx/esm/api')
-  .then((tsx) => tsx.tsImport(workerData.module, workerData.module))
-  .then((mod) => {
-    parentPort.on('message', ({ id, fields, steps }) => {
-      try {
-        parentPort.postMessage({ id, issue: mod.promptIssue(fields, steps) });
-      } catch (e) {
-        parentPort.postMessage({ id, error: String(e && e.message || e) });
-      }
-    });
-    parentPort.postMessage({ ready: true });
-  });
-`;
-
-let worker: Worker | null = null;
-let ready: Promise<Worker> | null = null;
-let nextId = 0;
-const waiting = new Map<number, { resolve: (i: PromptIssue | null) => void; reject: (e: Error) => void }>();
-
-function startWorker(): Promise<Worker> {
-  ready ??= new Promise<Worker>((resolve, reject) => {
-    const w = new Worker(WORKER_SOURCE, { eval: true, workerData: { module: import.meta.url } });
-    w.unref();
-    w.on('message', (m: { ready?: boolean; id?: number; issue?: PromptIssue | null; error?: string }) => {
-      if (m.ready) return resolve(w);
-      const p = waiting.get(m.id!);
-      waiting.delete(m.id!);
-      if (m.error !== undefined) p?.reject(new Error(m.error));
-      else p?.resolve(m.issue ?? null);
-    });
-    const fail = (e: Error) => {
-      for (const p of waiting.values()) p.reject(e);
-      waiting.clear();
-      worker = null;
-      ready = null;
-      reject(e);
-    };
-    w.on('error', fail);
-    w.on('exit', (code) => fail(new Error(`prompt check worker exited (${code})`)));
-    worker = w;
-  });
-  return ready;
+/** `promptIssue` plus the parses it made, for the thread that queues the job (see `rememberParses`). */
+export function promptIssueWithParses(fields: Record<string, unknown>, steps: number): { issue: PromptIssue | null; parses: PromptParse[] } {
+  const issue = promptIssue(fields, steps);
+  const texts = PROMPT_FIELDS.map((k) => fields[k]).filter((v): v is string => typeof v === 'string' && v !== '');
+  return { issue, parses: issue ? [] : cachedParses(texts.flatMap((v) => [v, extractPromptTags(v).prompt])) };
 }
 
-/** Throws FastAPI's 422 (loc = the prompt field) when a prompt field has a problem; the parse runs off the event loop. */
+const pool = new WorkerPool(import.meta.url, 'prompt check');
+
+/**
+ * Throws FastAPI's 422 (loc = the prompt field) when a prompt field has a problem; the parse runs off the
+ * event loop, and its result is kept for the job's own parse of the same text.
+ */
 export async function checkPrompts(fields: Record<string, unknown>, steps: number): Promise<void> {
   let issue: PromptIssue | null;
   // Without `[` there is nothing to parse (only tags to read): no need to leave the thread.
   const parses = PROMPT_FIELDS.some((k) => typeof fields[k] === 'string' && (fields[k] as string).includes('['));
   if (!parses) issue = promptIssue(fields, steps);
-  else try {
-    const w = await startWorker();
-    const id = nextId++;
-    issue = await new Promise<PromptIssue | null>((resolve, reject) => {
-      waiting.set(id, { resolve, reject });
-      w.postMessage({ id, fields: Object.fromEntries(PROMPT_FIELDS.map((k) => [k, fields[k]])), steps });
-    });
-  } catch {
-    // Without a worker (it failed to start), check here rather than not at all.
-    issue = promptIssue(fields, steps);
+  else {
+    const sent = Object.fromEntries(PROMPT_FIELDS.map((k) => [k, fields[k]]));
+    try {
+      const r = await pool.run<{ issue: PromptIssue | null; parses: PromptParse[] }>('promptIssueWithParses', [sent, steps]);
+      rememberParses(r.parses);
+      issue = r.issue;
+    } catch (e) {
+      // Without a worker (it failed to start), check here rather than not at all.
+      if (!(e instanceof WorkerStartError)) throw e;
+      issue = promptIssue(fields, steps);
+    }
   }
   if (issue) throw new ValidationError([{ loc: ['body', issue.field], msg: issue.message, type: 'value_error.prompt' }]);
 }
 
 /** Stops the worker (tests, shutdown); a later check starts a new one. */
 export async function stopPromptChecks(): Promise<void> {
-  const w = worker;
-  worker = null;
-  ready = null;
-  if (w) await w.terminate();
+  await pool.close();
 }

@@ -205,6 +205,40 @@ function render(nodes: readonly Node[], step: number): string {
   return out;
 }
 
+/**
+ * Parses of recent prompts (null: the grammar rejects it), newest last, bounded by their total length. A
+ * server checks a request's prompts on a worker thread before queueing; handing those parses to this cache
+ * (`rememberParses`) spares the job a second parse of up to a second on the event loop.
+ */
+const parses = new Map<string, Node[] | null>();
+let parsedChars = 0;
+const MAX_PARSED_CHARS = 1 << 20;
+
+function rememberParse(prompt: string, tree: Node[] | null): void {
+  if (prompt.length > MAX_PARSED_CHARS / 4) return;
+  if (parses.delete(prompt)) parsedChars -= prompt.length;
+  parses.set(prompt, tree);
+  parsedChars += prompt.length;
+  for (const k of parses.keys()) {
+    if (parsedChars <= MAX_PARSED_CHARS) break;
+    parses.delete(k);
+    parsedChars -= k.length;
+  }
+}
+
+/** A prompt and its parse, as plain data that can cross to another thread. */
+export type PromptParse = { prompt: string; tree: unknown };
+
+/** The cached parses of `prompts` (those parsed by `getPromptSchedule` on this thread). */
+export function cachedParses(prompts: readonly string[]): PromptParse[] {
+  return prompts.filter((p) => parses.has(p)).map((p) => ({ prompt: p, tree: parses.get(p) }));
+}
+
+/** Adds parses made on another thread (see `cachedParses`) to this thread's cache. */
+export function rememberParses(list: readonly PromptParse[]): void {
+  for (const { prompt, tree } of list) rememberParse(prompt, tree as Node[] | null);
+}
+
 /** The schedule of one prompt for `baseSteps` sampling steps. */
 export function getPromptSchedule(prompt: string, baseSteps: number, opts: ScheduleOptions = {}): ScheduledPrompt[] {
   const old = opts.useOldScheduling ?? false;
@@ -215,13 +249,18 @@ export function getPromptSchedule(prompt: string, baseSteps: number, opts: Sched
 
   // Without `[` there is no edit or alternation, and a prompt the grammar rejects is kept as it is anyway.
   if (!prompt.includes('[')) return [{ endAtStep: steps, prompt }];
-  let tree: Node[];
-  try {
-    tree = parsePrompt(prompt, opts.wholeParse ?? false, new ParseBudget(opts.maxParseWork ?? DEFAULT_MAX_PARSE_WORK));
-  } catch (e) {
-    if (e instanceof GrammarError) return [{ endAtStep: steps, prompt }];
-    throw e;
+  const cacheable = !opts.wholeParse && (opts.maxParseWork ?? DEFAULT_MAX_PARSE_WORK) === DEFAULT_MAX_PARSE_WORK;
+  let tree = cacheable ? parses.get(prompt) : undefined;
+  if (tree === undefined) {
+    try {
+      tree = parsePrompt(prompt, opts.wholeParse ?? false, new ParseBudget(opts.maxParseWork ?? DEFAULT_MAX_PARSE_WORK));
+    } catch (e) {
+      if (!(e instanceof GrammarError)) throw e;
+      tree = null;
+    }
+    if (cacheable) rememberParse(prompt, tree);
   }
+  if (tree === null) return [{ endAtStep: steps, prompt }];
 
   const points = new Set<number>([steps]);
   visitScheduled(
