@@ -35,6 +35,8 @@ import { stopPromptChecks } from './prompt-check.ts';
 import { attachTrainingSocket } from './train-socket.ts';
 import { attachLabelSocket } from './labelling.ts';
 import { VERSION } from '../engine/version.ts';
+import { UpscalerLibrary } from '../engine/upscale/upscalers.ts';
+import type { Device } from '../engine/runtime/providers.ts';
 
 export { VERSION };
 
@@ -44,6 +46,8 @@ export interface ServerOptions {
   ckptDir?: string;
   loraDir?: string;
   vaeDir?: string;
+  /** ESRGAN-family upscaler folder (default `models/ESRGAN`). */
+  esrganDir?: string;
   /** Bind 0.0.0.0 instead of 127.0.0.1. */
   listen?: boolean;
   /** Explicit bind address (wins over `listen`). */
@@ -104,6 +108,7 @@ export function resolveLayout(opts: ServerOptions): Layout {
     ckptDir: resolve(dataDir, opts.ckptDir ?? 'models/Stable-diffusion'),
     loraDir: resolve(dataDir, opts.loraDir ?? 'models/Lora'),
     vaeDir: resolve(dataDir, opts.vaeDir ?? 'models/VAE'),
+    esrganDir: resolve(dataDir, opts.esrganDir ?? 'models/ESRGAN'),
     outputsDir: join(dataDir, 'outputs'),
     configPath: join(dataDir, 'config.json'),
     cachePath: join(dataDir, 'cache.json'),
@@ -149,7 +154,8 @@ export async function createServer(opts: ServerOptions = {}): Promise<LoraScript
   const hashes = new HashCache(layout.cachePath);
   const models = new ModelIndex(layout.ckptDir, layout.vaeDir, hashes, opts.fallbackCheckpoint);
   const loras = new LoraIndex(layout.loraDir, hashes);
-  await Promise.all([models.refreshCheckpoints(), models.refreshVaes(), loras.refresh()]);
+  const upscalers = new UpscalerLibrary(layout.esrganDir, (opts.device ?? 'cpu') as Device);
+  await Promise.all([models.refreshCheckpoints(), models.refreshVaes(), loras.refresh(), upscalers.refresh()]);
   const backend =
     opts.backend ??
     createEngineBackend({
@@ -168,6 +174,7 @@ export async function createServer(opts: ServerOptions = {}): Promise<LoraScript
     backend,
     models,
     loras,
+    upscalers,
     checkpoints,
     queue,
     previews: new PreviewCache(),
@@ -185,6 +192,7 @@ export async function createServer(opts: ServerOptions = {}): Promise<LoraScript
       ckpt_dir: layout.ckptDir,
       lora_dir: layout.loraDir,
       vae_dir: layout.vaeDir,
+      esrgan_models_path: layout.esrganDir,
       listen: host === '0.0.0.0',
       port: opts.port ?? 7860,
       api: true,

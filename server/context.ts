@@ -9,6 +9,7 @@ import type { ModelIndex } from './models.ts';
 import type { OptionsStore } from './options.ts';
 import type { PreviewCache } from './progress.ts';
 import type { JobQueue } from './queue.ts';
+import type { UpscalerLibrary } from '../engine/upscale/upscalers.ts';
 
 /** The public members of the in-process JobQueue; the Redis front (server/distributed/front-queue.ts) has the same. */
 export type WorkQueue = { [K in Exclude<keyof JobQueue, keyof EventEmitter>]: JobQueue[K] } & Pick<EventEmitter, 'on' | 'off' | 'once' | 'emit'>;
@@ -18,6 +19,8 @@ export interface Layout {
   ckptDir: string;
   loraDir: string;
   vaeDir: string;
+  /** ESRGAN-family upscaler models (A1111 `--esrgan-models-path`). */
+  esrganDir: string;
   outputsDir: string;
   /** `<data-dir>/config.json` (options). */
   configPath: string;
@@ -33,6 +36,8 @@ export interface ServerContext {
   backend: GenerationBackend;
   models: ModelIndex;
   loras: LoraIndex;
+  /** Built-in and ESRGAN upscalers (`/sdapi/v1/upscalers`, extras). */
+  upscalers: UpscalerLibrary;
   checkpoints: CheckpointManager;
   queue: WorkQueue;
   previews: PreviewCache;

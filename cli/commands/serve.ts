@@ -11,6 +11,7 @@ interface ServeFlags {
   ckptDir?: string;
   loraDir?: string;
   vaeDir?: string;
+  esrganModelsPath?: string;
   dataDir?: string;
   device: string;
   tokenizerDir?: string;
@@ -40,6 +41,7 @@ export function register(program: Command): void {
     .option('--ckpt-dir <dir>', 'checkpoint folder (default: <data-dir>/models/Stable-diffusion)')
     .option('--lora-dir <dir>', 'LoRA folder (default: <data-dir>/models/Lora)')
     .option('--vae-dir <dir>', 'VAE folder (default: <data-dir>/models/VAE)')
+    .option('--esrgan-models-path <dir>', 'ESRGAN-family upscaler models, .safetensors (default: <data-dir>/models/ESRGAN)')
     .option('--low-memory', 'feed every weight to ONNX Runtime instead of baking conv weights (≈ 5 GiB less for SD 1.5, a little slower)')
     .option('--device <name>', 'ONNX Runtime device: cpu, cuda, dml, coreml', 'cpu')
     .option('--tokenizer-dir <dir>', 'CLIP tokenizer folder for single-file checkpoints (default: beside the checkpoint, then models/tokenizer, then the bundled CLIP vocabulary)')
@@ -80,6 +82,7 @@ export function register(program: Command): void {
         ckptDir: f.ckptDir,
         loraDir: f.loraDir,
         vaeDir: f.vaeDir,
+        esrganDir: f.esrganModelsPath,
         device: f.device,
         tokenizerDir: f.tokenizerDir,
         lowMemory: f.lowMemory,

@@ -27,6 +27,7 @@ import { resolveLimits } from '../limits.ts';
 import { LoraIndex } from '../loras.ts';
 import { ModelIndex } from '../models.ts';
 import { OptionsStore } from '../options.ts';
+import { UpscalerLibrary } from '../../engine/upscale/upscalers.ts';
 import { PreviewCache } from '../progress.ts';
 import { JobQueue, type RunningState } from '../queue.ts';
 import { handlers } from './handlers.ts';
@@ -98,6 +99,8 @@ async function slotContext(opts: WorkerOptions, shared: { models: ModelIndex; lo
     backend,
     models: shared.models,
     loras: shared.loras,
+    // Extras run on the front; a worker never lists or runs upscalers.
+    upscalers: new UpscalerLibrary(layout.esrganDir),
     checkpoints,
     queue: new JobQueue(),
     previews: new PreviewCache(),

@@ -20,5 +20,6 @@ import { register as trainFiles } from './train-files.ts';
 import { register as datasetCaptions } from './dataset-captions.ts';
 import { register as label } from './label.ts';
 import { register as llm } from './llm.ts';
+import { register as extras } from './extras.ts';
 
-export const routeModules: ((api: Api, ctx: ServerContext) => void)[] = [generate, progress, internalProgress, options, models, loras, info, train, datasetImages, loraFiles, loraUpload, trainSchema, trainFiles, datasetCaptions, label, llm];
+export const routeModules: ((api: Api, ctx: ServerContext) => void)[] = [generate, progress, internalProgress, options, models, loras, info, train, datasetImages, loraFiles, loraUpload, trainSchema, trainFiles, datasetCaptions, label, llm, extras];

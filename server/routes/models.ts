@@ -1,5 +1,5 @@
 /**
- * Lists and refreshes: samplers, schedulers, upscalers, checkpoints, VAEs, styles, embeddings, …, and
+ * Lists and refreshes: samplers, schedulers, checkpoints, VAEs, styles, embeddings, …, and
  * checkpoint unload/reload. Lists of features lora-scripts does not have (face restorers, hypernetworks,
  * RealESRGAN, embeddings, scripts) answer A1111's shape with no entries.
  */
@@ -18,9 +18,6 @@ export function register(api: Api, ctx: ServerContext): void {
     return SAMPLERS.filter((s) => !supported || supported.includes(s.name));
   });
   api.get('/sdapi/v1/schedulers', { summary: 'Schedulers', tag: 'lists' }, () => SCHEDULERS);
-  api.get('/sdapi/v1/upscalers', { summary: 'Upscalers (built-in only)', tag: 'lists' }, () =>
-    ['None', 'Lanczos', 'Nearest'].map((name) => ({ name, model_name: null, model_path: null, model_url: null, scale: 4 })),
-  );
   api.get('/sdapi/v1/latent-upscale-modes', { summary: 'Latent upscale modes', tag: 'lists' }, () => LATENT_UPSCALE_MODES.map((name) => ({ name })));
   api.get('/sdapi/v1/sd-models', { summary: 'Checkpoints in the checkpoint folder', tag: 'models' }, () =>
     ctx.models.checkpoints().map((c) => ({ title: c.title, model_name: c.modelName, hash: c.shortHash, sha256: c.sha256, filename: c.path, config: c.config })),
