@@ -11,6 +11,7 @@ import http from 'node:http';
 import https from 'node:https';
 import sharp from 'sharp';
 import { writePngText } from '../engine/image/png-info.ts';
+import { gated } from '../engine/image/pixel-gate.ts';
 import type { RawImage } from './backend.ts';
 import { jpegWithUserComment, webpWithUserComment } from './exif.ts';
 import { HttpError } from './errors.ts';
@@ -171,6 +172,10 @@ function rasterFormat(b: Buffer): string | null {
 
 /** Decodes to 8-bit pixels at its own size; a truncated or corrupt image is a 422. */
 export async function toRaw(bytes: Buffer, channels: 1 | 3, maxPixels: number): Promise<RawImage> {
+  return gated(bytes, () => decodeRaw(bytes, channels, maxPixels));
+}
+
+async function decodeRaw(bytes: Buffer, channels: 1 | 3, maxPixels: number): Promise<RawImage> {
   try {
     let img = sharp(bytes, { limitInputPixels: maxPixels, failOn: 'truncated' }).rotate();
     img = channels === 1 ? img.grayscale() : img.removeAlpha().toColourspace('srgb');
@@ -198,6 +203,10 @@ async function finishRaw(s: sharp.Sharp, channels: 1 | 3): Promise<RawImage> {
  */
 export async function resizeForImg2img(img: RawImage, width: number, height: number, mode: number): Promise<RawImage> {
   if (img.width === width && img.height === height) return img;
+  return gated(img.width * img.height + 2 * width * height, () => resizeRaw(img, width, height, mode));
+}
+
+async function resizeRaw(img: RawImage, width: number, height: number, mode: number): Promise<RawImage> {
   const ch = img.channels === 1 ? 1 : 3;
   if (mode === 1) return finishRaw(rawSharp(img).resize(width, height, { fit: 'cover', position: 'centre' }), ch);
   if (mode === 2) {
@@ -218,7 +227,7 @@ export async function prepareMask(mask: RawImage, invert: boolean, blurX: number
   if (invert) s = s.negate();
   const sigma = Math.max(blurX, blurY);
   if (sigma >= 0.3) s = s.blur(sigma);
-  return finishRaw(s, 1);
+  return gated(2 * mask.width * mask.height, () => finishRaw(s, 1));
 }
 
 export type SamplesFormat = 'png' | 'jpg' | 'jpeg' | 'webp';
@@ -236,6 +245,10 @@ export async function encodeImage(
   infotext: string | null,
   opts: { jpegQuality?: number; webpLossless?: boolean } = {},
 ): Promise<Buffer> {
+  return gated(img.width * img.height, () => encodeRaw(img, format, infotext, opts));
+}
+
+async function encodeRaw(img: RawImage, format: SamplesFormat, infotext: string | null, opts: { jpegQuality?: number; webpLossless?: boolean }): Promise<Buffer> {
   const s = rawSharp(img);
   if (format === 'png') {
     const png = await s.png().toBuffer();
@@ -263,6 +276,8 @@ export async function makeGrid(images: RawImage[]): Promise<RawImage> {
     top: Math.floor(i / cols) * h,
   }));
   // Compositing adds an alpha band; flatten in a second pass (sharp orders operations itself within one).
-  const composed = await canvas.composite(layers).png().toBuffer();
-  return finishRaw(sharp(composed).removeAlpha(), 3);
+  return gated(3 * rows * cols * w * h, async () => {
+    const composed = await canvas.composite(layers).png().toBuffer();
+    return finishRaw(sharp(composed).removeAlpha(), 3);
+  });
 }

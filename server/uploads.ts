@@ -16,6 +16,7 @@ import { randomBytes } from 'node:crypto';
 import type { Request, Response } from 'express';
 import multer, { type StorageEngine } from 'multer';
 import sharp from 'sharp';
+import { gated } from '../engine/image/pixel-gate.ts';
 import { parse as parseCsv } from 'csv-parse/sync';
 import { loadDataset } from '../engine/train/dataset.ts';
 import { HttpError } from './errors.ts';
@@ -250,7 +251,7 @@ async function verifyImages(dataDir: string, rels: string[], s: TrainingSettings
       const meta = await img.metadata();
       if (!['png', 'jpeg', 'webp'].includes(meta.format ?? '')) refuse(`'${rel}' is not a png, jpeg or webp image (sharp reads it as ${meta.format ?? 'unknown'})`);
       if (meta.format !== FORMAT_OF_EXT[extname(rel).toLowerCase()]) refuse(`'${rel}' is a ${meta.format} image; give it a matching extension`);
-      await img.stats();
+      await gated((meta.width ?? 0) * (meta.height ?? 0), () => img.stats());
     } catch (e) {
       if (e instanceof HttpError) throw e;
       refuse(`'${rel}' is not a readable image: ${(e as Error).message}`);

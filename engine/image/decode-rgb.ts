@@ -5,6 +5,7 @@
  * orientation is applied first, so a phone photo is captioned upright.
  */
 import sharp from 'sharp';
+import { gated } from './pixel-gate.ts';
 import { UserError } from '../util/errors.ts';
 
 export interface RgbImage {
@@ -20,7 +21,7 @@ export async function decodeRgb(source: string | Buffer, opts: { background?: { 
     let img = sharp(source, { failOn: 'error' }).autoOrient();
     if (opts.background) img = img.flatten({ background: opts.background });
     // 'srgb' is libvips' 8-bit sRGB interpretation: 16-bit inputs are scaled down, not clipped.
-    const out = await img.toColourspace('srgb').removeAlpha().raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
+    const out = await gated(source, () => img.toColourspace('srgb').removeAlpha().raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true }));
     if (out.info.channels !== 3) throw new Error(`decoded to ${out.info.channels} channels, expected 3`);
     return { width: out.info.width, height: out.info.height, data: new Uint8Array(out.data.buffer, out.data.byteOffset, out.data.byteLength) };
   } catch (e) {

@@ -3,6 +3,7 @@
  * trains upright), transparency is flattened onto white, and any colour space (grey, CMYK, 16-bit) ends as 8-bit sRGB.
  */
 import sharp from 'sharp';
+import { gated, headerPixels } from './pixel-gate.ts';
 import { UserError } from '../util/errors.ts';
 
 export interface ImageSize {
@@ -46,7 +47,7 @@ export async function probeImage(path: string): Promise<ImageSize & { format: st
 /** Decodes the whole file so that truncated or corrupt data is found before training, not in the middle of it. */
 export async function verifyImage(path: string): Promise<void> {
   try {
-    await sharp(path, { failOn: 'error' }).raw().toBuffer();
+    await gated(path, () => sharp(path, { failOn: 'error' }).raw().toBuffer());
   } catch (e) {
     throw unreadable(path, e);
   }
@@ -67,7 +68,8 @@ export async function loadImageTensor(path: string, transform?: ImageTransform):
         .resize(transform.resized.width, transform.resized.height, { fit: 'fill', kernel: 'lanczos3' })
         .extract(transform.crop);
     }
-    const out = await img.removeAlpha().raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
+    const resized = transform ? transform.resized.width * transform.resized.height : 0;
+    const out = await gated((await headerPixels(path)) + resized, () => img.removeAlpha().raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true }));
     if (out.info.channels !== 3) throw new Error(`decoded to ${out.info.channels} channels, expected 3`);
     pixels = out.data;
     width = out.info.width;

@@ -11,6 +11,7 @@
  */
 import { extname, join } from 'node:path';
 import sharp from 'sharp';
+import { gated } from '../../engine/image/pixel-gate.ts';
 import { bucketName } from '../../engine/train/buckets.ts';
 import { writeCaptions } from '../../engine/train/caption-table.ts';
 import { loadDataset } from '../../engine/train/dataset.ts';
@@ -140,13 +141,14 @@ export function register(api: Api, ctx: ServerContext): void {
         throw new HttpError(422, `key: '${key}' is not an image of this dataset`);
       }
       const size = Math.min(1024, Math.max(16, Math.round(Number(req.query['size'] ?? 256)) || 256));
-      const jpeg = await sharp(file, { limitInputPixels: 64 * 1024 * 1024 })
-        .rotate()
-        .resize(size, size, { fit: 'inside', withoutEnlargement: true })
-        .flatten({ background: '#808080' })
-        .jpeg({ quality: 82 })
-        .toBuffer()
-        .catch((e: Error) => {
+      const jpeg = await gated(file, () =>
+        sharp(file, { limitInputPixels: 64 * 1024 * 1024 })
+          .rotate()
+          .resize(size, size, { fit: 'inside', withoutEnlargement: true })
+          .flatten({ background: '#808080' })
+          .jpeg({ quality: 82 })
+          .toBuffer(),
+      ).catch((e: Error) => {
           throw new HttpError(/missing|no such file/i.test(e.message) ? 404 : 422, `cannot read ${key}: ${e.message}`);
         });
       res.setHeader('Cache-Control', 'no-cache');
