@@ -4,7 +4,7 @@
  * same way everywhere: W' = W + Σ mᵢ·(αᵢ/rᵢ)·ΔWᵢ, applied in place before sampling, restored on the next change.
  */
 import { dirname, join } from 'node:path';
-import { LoraMerger, type MergeResult, type StackItem } from '../lora/merge.ts';
+import { LoraMerger, type LoraMergerOptions, type MergeResult, type StackItem } from '../lora/merge.ts';
 import { BUNDLED_CLIP_TOKENIZER, hasTokenizerFiles, loadClipTokenizer, type ClipTokenizer } from '../text/tokenizer.ts';
 import { conditionerFor, type Conditioner } from '../sd/conditioning.ts';
 import { StableDiffusion, type LoadOptions } from '../sd/model.ts';
@@ -55,9 +55,19 @@ export class SdGenerator {
     // touch them cost one session rebuild (see StableDiffusion.weightsChanged).
     const model = await StableDiffusion.load(checkpoint, { weights: 'baked', ...opts });
     tokenizer.checkFits(model.arch.textEncoder.vocabSize, checkpoint);
-    const merger = new LoraMerger(model.weights, { family: model.arch.family });
+    return SdGenerator.over(model, tokenizer);
+  }
+
+  /** A generator over a model loaded elsewhere (the trainer's), merging LoRAs into its weights with `merger` options. */
+  static over(model: StableDiffusion, tokenizer: ClipTokenizer, merger: Omit<LoraMergerOptions, 'family'> = {}): SdGenerator {
     const conditioner = conditionerFor(model, tokenizer);
-    return new SdGenerator(model, tokenizer, merger, conditioner, new Pipeline(model, conditioner));
+    return new SdGenerator(model, tokenizer, new LoraMerger(model.weights, { ...merger, family: model.arch.family }), conditioner, new Pipeline(model, conditioner));
+  }
+
+  /** Puts the base weights back (after a stack that must not outlive its images, such as a training sample's). */
+  async restoreBase(): Promise<void> {
+    await this.model.weightsChanged(await this.merger.restore());
+    this.conditioner.clear?.();
   }
 
   /** Makes `loras` the active stack (restoring the base weights first) and generates. */

@@ -68,9 +68,10 @@ export async function loraShortHash(e: Pick<LoraEntry, 'path' | 'metadata'>): Pr
   return (storedLoraHash(e.metadata) ?? (await computedLoraHash(e.path))).slice(0, 12);
 }
 
-/** A PNG of the image with its infotext in the `parameters` text chunk, as A1111 saves it. */
-export async function encodePng(img: { width: number; height: number; rgb: Uint8Array }, infotext: string | null): Promise<Buffer> {
-  const png = await sharp(Buffer.from(img.rgb.buffer, img.rgb.byteOffset, img.rgb.byteLength), { raw: { width: img.width, height: img.height, channels: 3 } })
+/** A PNG of the image (RGB unless `channels` says otherwise) with its infotext in the `parameters` text chunk, as A1111 saves it. */
+export async function encodePng(img: { width: number; height: number; rgb: Uint8Array; channels?: 1 | 3 | 4 }, infotext: string | null): Promise<Buffer> {
+  const raw = { width: img.width, height: img.height, channels: img.channels ?? 3 };
+  const png = await sharp(Buffer.from(img.rgb.buffer, img.rgb.byteOffset, img.rgb.byteLength), { raw })
     .png()
     .toBuffer();
   return infotext ? writePngText(png, { parameters: infotext }) : png;

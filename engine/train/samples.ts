@@ -1,16 +1,15 @@
 /**
- * Sample images during training: the LoRA as it stands is written to a scratch file, merged into the model's
- * weights through the same merger the `<lora:…>` prompt tags use (so samples show what A1111 would render),
- * the prompts are rendered with the generation pipeline, and the weights are restored bit-exactly before
- * training continues. PNGs go to `<output_dir>/sample/` as kohya names them.
+ * Sample images during training: the LoRA as it stands is written to a scratch file and rendered through the
+ * generation service (engine/generate/service.ts) over the training model — the same merger, pipeline and
+ * infotext as `lora-scripts generate` and the server, so a sample shows what A1111 would render and its PNG
+ * says how it was made. The weights are restored bit-exactly before training continues. PNGs go to
+ * `<output_dir>/sample/` as kohya names them.
  */
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import sharp from 'sharp';
+import { SdGenerator } from '../generate/generator.ts';
+import { GenerationService, encodePng, modelIdentity, type ModelIdentity } from '../generate/service.ts';
 import { writeKohyaLora } from '../lora/write.ts';
-import { LoraMerger } from '../lora/merge.ts';
-import { conditionerFor, type Conditioner } from '../sd/conditioning.ts';
-import { Pipeline, toRgbBytes } from '../sd/pipeline.ts';
 import type { StableDiffusion } from '../sd/model.ts';
 import type { ClipTokenizer } from '../text/tokenizer.ts';
 import type { SamplePrompt } from './config.ts';
@@ -24,58 +23,57 @@ export interface RenderedSample {
   path: string;
   png: Uint8Array;
   prompt: string;
+  infotext: string;
 }
 
 export class TrainingSampler {
-  private readonly merger: LoraMerger;
-  private readonly pipeline: Pipeline;
-  private readonly conditioner: Conditioner;
+  private readonly generator: SdGenerator;
+  private identity?: ModelIdentity;
 
   constructor(
-    private readonly model: StableDiffusion,
+    model: StableDiffusion,
     tokenizer: ClipTokenizer,
     private readonly network: LoraNetwork,
     private readonly dir: string,
     private readonly name: string,
     log: (m: string) => void,
+    /** The base checkpoint the model was loaded from (the infotext's Model and Model hash). */
+    private readonly checkpoint: string,
   ) {
-    this.merger = new LoraMerger(model.weights, { cacheBytes: 0, loraCacheBytes: 0, log, family: model.arch.family });
-    this.conditioner = conditionerFor(model, tokenizer);
-    this.pipeline = new Pipeline(model, this.conditioner);
+    // No caches: the network changes between samples, and the training run needs the memory.
+    this.generator = SdGenerator.over(model, tokenizer, { cacheBytes: 0, loraCacheBytes: 0, log });
   }
 
   async render(prompts: readonly SamplePrompt[], step: number, defaults: { seed: number; size: number }): Promise<RenderedSample[]> {
+    this.identity ??= await modelIdentity(this.checkpoint);
+    const service = new GenerationService(this.generator, this.identity, null);
     const scratch = join(this.dir, `.sample-lora-${process.pid}-${step}.safetensors`);
     await writeKohyaLora(scratch, this.network.toLoraModules());
     const out: RenderedSample[] = [];
     try {
-      await this.merger.apply([{ path: scratch, te: 1, unet: 1, name: 'training' }]);
-      // The text encoder may carry the LoRA now: contexts cached before would be stale.
-      this.conditioner.clear?.();
       const stamp = new Date().toISOString().replace(/[-:T]/g, '').slice(0, 14);
       for (const [i, p] of prompts.entries()) {
         const seed = p.seed ?? defaults.seed;
-        const width = p.width ?? defaults.size;
-        const height = p.height ?? defaults.size;
-        const r = await this.pipeline.generate({
+        const r = await service.render({
           prompt: p.prompt,
           negativePrompt: p.negative_prompt,
           seeds: [seed],
-          width,
-          height,
+          width: p.width ?? defaults.size,
+          height: p.height ?? defaults.size,
           steps: p.steps,
           cfgScale: p.cfg_scale,
           sampler: SAMPLE_SAMPLER,
+          extraLoras: [{ path: scratch, te: 1, unet: 1, name: 'training' }],
         });
-        const [rgb] = toRgbBytes(r.images, 1, r.width, r.height);
-        const png = new Uint8Array(await sharp(Buffer.from(rgb!), { raw: { width: r.width, height: r.height, channels: 3 } }).png().toBuffer());
+        const [image] = r.images;
+        if (!image) throw new Error(`sample ${i}: the pipeline returned no image`);
+        const png = new Uint8Array(await encodePng(image, image.infotext));
         const path = join(this.dir, `${this.name}_${String(step).padStart(6, '0')}_${String(i).padStart(2, '0')}_${stamp}_${seed}.png`);
         await writeBufferAtomic(path, png);
-        out.push({ path, png, prompt: p.prompt });
+        out.push({ path, png, prompt: p.prompt, infotext: image.infotext });
       }
     } finally {
-      await this.merger.restore();
-      this.conditioner.clear?.();
+      await this.generator.restoreBase();
       await rm(scratch, { force: true });
     }
     return out;

@@ -543,7 +543,7 @@ class Run {
   private async samples(step: number): Promise<void> {
     const c = this.config;
     if (!c.sample_prompts.length) return;
-    this.sampler ??= new TrainingSampler(this.model, this.tokenizer, this.network, join(c.output_dir, 'sample'), c.output_name, (m) => this.log(m));
+    this.sampler ??= new TrainingSampler(this.model, this.tokenizer, this.network, join(c.output_dir, 'sample'), c.output_name, (m) => this.log(m), c.base_model);
     const rendered = await this.sampler.render(c.sample_prompts, step, { seed: c.seed, size: c.resolution });
     for (const [i, r] of rendered.entries()) {
       await this.logger!.image(`sample/${i}`, step, r.png);

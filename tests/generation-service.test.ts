@@ -1,0 +1,103 @@
+/**
+ * One generation service: the same prompt and settings give the same PNG (pixels and infotext, byte for byte)
+ * from `lora-scripts generate`, from the server's txt2img with the engine backend, and from a training sample
+ * (TrainingSampler over a fresh network, whose zero-initialised up weights leave the model as it is).
+ */
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fixturesDir, repoRoot } from './support/paths.ts';
+import { startTestServer, type TestServer } from './server-fixture-backend.ts';
+import { readPngText } from '../engine/image/png-info.ts';
+import { SdGenerator } from '../engine/generate/generator.ts';
+import { TrainingSampler } from '../engine/train/samples.ts';
+import { LoraNetwork } from '../engine/train/lora-network.ts';
+import type { SamplePrompt } from '../engine/train/config-fields.ts';
+import { VERSION } from '../engine/version.ts';
+
+const sd = join(fixturesDir, 'sd-tiny');
+const ckpt = join(sd, 'sd-tiny.safetensors');
+const tokenizer = join(sd, 'diffusers/tokenizer');
+const bin = join(repoRoot, 'bin/lora-scripts.js');
+
+interface Manifest {
+  config: { steps: number; cfg_scale: number; sidecar_yaml: { config: { model: { params: { first_stage_config: { params: { ddconfig: { resolution: number } } } } } } } };
+}
+const manifest = JSON.parse(await readFile(join(sd, 'manifest.json'), 'utf8')) as Manifest;
+// The fixture's own sizes: the VAE's training resolution, the steps and CFG its goldens use.
+const size = manifest.config.sidecar_yaml.config.model.params.first_stage_config.params.ddconfig.resolution;
+const settings = { prompt: 'a red cube on a table', negative: 'blurry', seed: 4321, steps: manifest.config.steps, cfg: manifest.config.cfg_scale, sampler: 'DDIM' };
+
+const tmp: string[] = [];
+let server: TestServer | undefined;
+after(async () => {
+  await server?.close();
+  for (const d of tmp) await rm(d, { recursive: true, force: true });
+});
+
+async function cliPng(prompt: string, loraDir: string): Promise<Buffer> {
+  const out = await mkdtemp(join(tmpdir(), 'gensvc-cli-'));
+  tmp.push(out);
+  const r = spawnSync(
+    process.execPath,
+    [bin, 'generate', '--ckpt', ckpt, '--tokenizer', tokenizer, '-p', prompt, '-n', settings.negative, '-W', String(size), '-H', String(size),
+      '--steps', String(settings.steps), '--cfg-scale', String(settings.cfg), '--sampler', settings.sampler, '--seed', String(settings.seed),
+      '--lora-dir', loraDir, '--out-dir', out, '--threads', '1'],
+    { encoding: 'utf8' },
+  );
+  assert.equal(r.status, 0, r.stderr);
+  const file = r.stdout.trim().split('\n').pop();
+  assert.ok(file, `generate printed no file: ${r.stdout}`);
+  return readFile(file);
+}
+
+async function serverPng(prompt: string): Promise<Buffer> {
+  if (!server) {
+    server = await startTestServer({ withModel: true });
+    await server.post('/sdapi/v1/reload-checkpoint');
+  }
+  const r = await server.post('/sdapi/v1/txt2img', {
+    prompt, negative_prompt: settings.negative, seed: settings.seed, width: size, height: size, steps: settings.steps, cfg_scale: settings.cfg, sampler_name: settings.sampler,
+  });
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  return Buffer.from(r.body.images[0], 'base64');
+}
+
+const infotextOf = (png: Buffer): string | undefined => readPngText(png).parameters;
+
+test('CLI, server and a training sample make the same PNG and infotext for the same prompt and settings', async () => {
+  const cli = await cliPng(settings.prompt, join(sd, 'lora-kohya'));
+  const text = infotextOf(cli);
+  assert.ok(text, 'the CLI PNG carries an infotext');
+  assert.match(text, new RegExp(`^${settings.prompt}\\nNegative prompt: ${settings.negative}\\nSteps: ${settings.steps}, Sampler: ${settings.sampler}, Schedule type: \\w+, CFG scale: ${settings.cfg.toFixed(1)}, Seed: ${settings.seed}, Size: ${size}x${size}, Model hash: [0-9a-f]{10}, Model: sd-tiny, Version: ${VERSION}$`));
+
+  const viaServer = await serverPng(settings.prompt);
+  assert.equal(infotextOf(viaServer), text);
+  assert.ok(viaServer.equals(cli), 'server PNG bytes equal the CLI PNG bytes');
+
+  const gen = await SdGenerator.load(ckpt, { tokenizer, threads: 1 });
+  const dir = await mkdtemp(join(tmpdir(), 'gensvc-sample-'));
+  tmp.push(dir);
+  const network = LoraNetwork.create(gen.model.weights, { rank: 2, alpha: 1, targets: 'attention', textEncoder: true, seed: 0 });
+  const sampler = new TrainingSampler(gen.model, gen.tokenizer, network, dir, 'svc', () => {}, ckpt);
+  const prompt: SamplePrompt = { prompt: settings.prompt, negative_prompt: settings.negative, steps: settings.steps, cfg_scale: settings.cfg, seed: settings.seed, width: null, height: null };
+  const [sample] = await sampler.render([prompt], 1, { seed: 0, size });
+  assert.ok(sample, 'one sample rendered');
+  assert.equal(sample.infotext, text);
+  assert.ok(Buffer.from(sample.png).equals(cli), 'training sample PNG bytes equal the CLI PNG bytes');
+});
+
+test('CLI and server resolve the same <lora:…> tags to the same files: same pixels, same Lora hashes', async () => {
+  const prompt = `${settings.prompt} <lora:lora_a:0.8>`;
+  const cli = await cliPng(prompt, join(sd, 'lora-kohya'));
+  const text = infotextOf(cli);
+  assert.match(text ?? '', /Lora hashes: "lora_a: [0-9a-f]{12}"/);
+  const viaServer = await serverPng(prompt);
+  assert.equal(infotextOf(viaServer), text);
+  assert.ok(viaServer.equals(cli), 'server PNG bytes equal the CLI PNG bytes');
+  const plain = await cliPng(settings.prompt, join(sd, 'lora-kohya'));
+  assert.ok(!plain.equals(cli), 'the LoRA changes the image');
+});
