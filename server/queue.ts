@@ -130,6 +130,16 @@ export class JobQueue extends EventEmitter {
     return this.running?.entry.id === id || this.waiting.some((e) => e.id === id);
   }
 
+  /**
+   * Where job `id` stands: waiting, running, or neither (ended, or never queued here). A queue shared by
+   * processes (server/distributed/front-queue.ts) asks its store, so a restarted front can tell a job that
+   * a worker still runs from one that died with its server.
+   */
+  async liveState(id: string): Promise<'waiting' | 'running' | null> {
+    if (this.running?.entry.id === id) return 'running';
+    return this.waiting.some((e) => e.id === id) ? 'waiting' : null;
+  }
+
   /** Drops a waiting job, or interrupts it if it is the running one. */
   cancel(id: string): boolean {
     const e = this.running?.entry.id === id ? this.running.entry : this.waiting.find((w) => w.id === id);

@@ -172,7 +172,11 @@ export class TrainingRegistry extends EventEmitter {
       try {
         const job = JSON.parse(text) as TrainJob;
         if (typeof job.id !== 'string' || this.jobs.has(job.id)) continue;
-        if (!job.ended_at && job.status !== 'interrupted') {
+        // A job queue shared with workers (`--queue`) may still hold it: then it waits or runs elsewhere,
+        // and its record follows from the worker's reports.
+        const live = !job.ended_at ? await this.ctx.queue.liveState(job.id).catch(() => null) : null;
+        if (live) job.status = live === 'running' ? 'running' : 'queued';
+        else if (!job.ended_at && job.status !== 'interrupted') {
           const was = job.status;
           job.status = 'interrupted';
           job.error = `the server stopped while this job was ${was}`;

@@ -359,6 +359,20 @@ export class RedisFrontQueue extends EventEmitter implements WorkQueue {
     return this.mine.has(id) || this.running.has(id) || this.waiting.some((w) => w.id === id) || this.local.has(id);
   }
 
+  /**
+   * Asks Redis, not this front's memory: after a restart the front has not yet heard of a job that a worker
+   * runs (`active`, also while a killed worker's job waits for the stall check to hand it on) or that waits.
+   */
+  async liveState(id: string): Promise<'waiting' | 'running' | null> {
+    const local = await this.local.liveState(id);
+    if (local) return local;
+    const job = await this.queue.getJob(bullJobId(id));
+    const state = job ? await job.getState() : null;
+    if (state === 'active') return 'running';
+    if (state === 'waiting' || state === 'prioritized' || state === 'delayed' || state === 'waiting-children') return 'waiting';
+    return null;
+  }
+
   cancel(id: string): boolean {
     const p = this.mine.get(id);
     if (p) return this.cancelPending(p);
