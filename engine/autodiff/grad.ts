@@ -34,7 +34,7 @@ function buildGrad(loss: Tensor, params: readonly Tensor[], opts: GradOptions): 
   const total = (t: Tensor): Tensor | undefined => {
     const list = pending.get(t);
     if (!list) return undefined;
-    return list.reduce((a, b) => g.add(a, b));
+    return concatOfPads(list, t) ?? list.reduce((a, b) => g.add(a, b));
   };
 
   const seed = opts.seed ?? (loss.rank === 0 ? g.scalar(1, loss.dtype) : g.expand(g.scalar(1, loss.dtype), loss.shape));
@@ -60,6 +60,39 @@ function buildGrad(loss: Tensor, params: readonly Tensor[], opts: GradOptions): 
     });
   }
   return params.map((p) => total(p) ?? g.expand(g.scalar(0, p.dtype), p.shape));
+}
+
+/**
+ * The gradients of slices that tile `t` along one axis (a split: GEGLU's halves, attention's query chunks)
+ * arrive as zero-padded pieces; their sum is the pieces' concatenation, which reads each element once
+ * instead of padding every piece to full size and adding them up. Undefined when `list` is not such a tiling.
+ */
+function concatOfPads(list: readonly Tensor[], t: Tensor): Tensor | undefined {
+  if (list.length < 2) return undefined;
+  let axis = -1;
+  const pieces: { begin: number; len: number; x: Tensor }[] = [];
+  for (const d of list) {
+    if (d.op !== 'pad' || d.attrs['value'] !== 0) return undefined;
+    const pads = d.attrs['pads'] as number[];
+    const x = d.inputs[0]!;
+    const r = x.rank;
+    const padded = x.shape.map((_, i) => i).filter((i) => pads[i] !== 0 || pads[i + r] !== 0);
+    if (padded.length !== 1) return undefined;
+    const a = padded[0]!;
+    if (axis === -1) axis = a;
+    else if (a !== axis) return undefined;
+    const len = x.shape[a];
+    if (typeof len !== 'number') return undefined;
+    pieces.push({ begin: pads[a]!, len, x });
+  }
+  pieces.sort((p, q) => p.begin - q.begin);
+  let at = 0;
+  for (const p of pieces) {
+    if (p.begin !== at) return undefined;
+    at += p.len;
+  }
+  if (at !== t.shape[axis]) return undefined;
+  return g.concat(pieces.map((p) => p.x), axis);
 }
 
 /**

@@ -150,6 +150,19 @@ R['sigmoid'] = (t, dy, _n, f) => {
   const y = f(t);
   return [g.mul(dy, g.mul(y, g.sub(1, y)))];
 };
+// GELU'(x) = Φ(x) + x φ(x): the normal CDF and density, from x alone.
+R['gelu'] = (t, dy, _n, f) => {
+  const x = f(t.inputs[0]!);
+  const cdf = g.mul(g.add(g.erf(g.div(x, Math.SQRT2)), 1), 0.5);
+  const pdf = g.mul(g.exp(g.mul(g.mul(x, x), -0.5)), 1 / Math.sqrt(2 * Math.PI));
+  return [g.mul(dy, g.add(cdf, g.mul(x, pdf)))];
+};
+// SiLU'(x) = s (1 + x (1 - s)) with s = sigmoid(x), recomputed.
+R['silu'] = (t, dy, _n, f) => {
+  const x = f(t.inputs[0]!);
+  const s = g.sigmoid(x);
+  return [g.mul(dy, g.mul(s, g.add(g.mul(x, g.sub(1, s)), 1)))];
+};
 R['erf'] = (t, dy, _n, f) => {
   const x = f(t.inputs[0]!);
   return [g.mul(dy, g.mul(g.exp(g.neg(g.mul(x, x))), 2 / Math.sqrt(Math.PI)))];
@@ -272,22 +285,26 @@ R['conv_transpose2d'] = (t, dy, need, f) => {
   ];
 };
 
-/** dx of y = (x - mean) / sqrt(var + eps) over axes axis..end, given y and dL/dy. */
-function normalizeBackward(x: Tensor, y: Tensor, dy: Tensor, axis: number, eps: number): Tensor {
+/**
+ * y = (x - mean) / sqrt(var + eps) over axes axis..end, rebuilt from x in the backward pass (the statistics
+ * are needed anyway, so keeping the forward's y as well would only cost memory), and dx given dL/dy.
+ */
+function normalizeBackward(x: Tensor, dy: Tensor, axis: number, eps: number): { y: Tensor; dx: Tensor } {
   const axes = Array.from({ length: x.rank - axis }, (_, i) => axis + i);
   const xc = g.sub(x, g.mean(x, axes, true));
   const rstd = g.rsqrt(g.add(g.mean(g.mul(xc, xc), axes, true), eps));
+  const y = g.mul(xc, rstd);
   const inner = g.sub(g.sub(dy, g.mean(dy, axes, true)), g.mul(y, g.mean(g.mul(dy, y), axes, true)));
-  return g.mul(inner, rstd);
+  return { y, dx: g.mul(inner, rstd) };
 }
 
-R['normalize'] = (t, dy, _n, f) => [normalizeBackward(f(t.inputs[0]!), f(t), dy, t.attrs['axis'] as number, t.attrs['eps'] as number)];
+R['normalize'] = (t, dy, _n, f) => [normalizeBackward(f(t.inputs[0]!), dy, t.attrs['axis'] as number, t.attrs['eps'] as number).dx];
 R['layer_norm'] = (t, dy, need, f) => {
   const [x, gamma, beta] = t.inputs.map(f) as [Tensor, Tensor, Tensor | undefined];
   const eps = t.attrs['eps'] as number;
-  const xhat = g.normalize(x, x.rank - 1, eps);
+  const { y: xhat, dx } = normalizeBackward(x, g.mul(dy, gamma), x.rank - 1, eps);
   return [
-    need[0] ? normalizeBackward(x, xhat, g.mul(dy, gamma), x.rank - 1, eps) : undefined,
+    need[0] ? dx : undefined,
     need[1] ? sumToShape(g.mul(dy, xhat), gamma.shape) : undefined,
     beta && need[2] ? sumToShape(dy, beta.shape) : undefined,
   ];
@@ -310,10 +327,11 @@ R['causal_mask'] = (t, dy) => [node('causal_mask', [dy], { ...t.attrs, fill: 0 }
 /** Above this many score elements per head, the attention backward walks the queries in row chunks. */
 export const MHA_BACKWARD_CHUNK_ELEMENTS = 1 << 20;
 
-// Attention backward from the probabilities P = softmax(s * q k^T): dV = P^T dO, dS = P * (dO V^T - rowsum),
-// dQ = s * dS K, dK = s * dS^T Q. P is recomputed here: the fused forward never materialises it. Large
-// attentions (SD's 4096 x 4096 per head) go by query-row chunks, so only one chunk's [rows, S] P, dP and dS
-// exist at a time instead of several full score tensors.
+// Attention backward from the probabilities P = softmax(s * q k^T): dV = P^T dO, dS = P * (dO V^T - D),
+// dQ = s * dS K, dK = s * dS^T Q, where D = rowsum(P * dO V^T) = rowsum(dO * O) (Dao et al. 2022): a
+// [T, Dv] product instead of one more pass over [T, S]. P is recomputed here: the fused forward never
+// materialises it. Large attentions (SD's 4096 x 4096 per head) go by query-row chunks, so only one chunk's
+// [rows, S] P, dP and dS exist at a time instead of several full score tensors.
 R['mha'] = (t, dy, need, f) => {
   const [q, k, v] = t.inputs.map(f) as [Tensor, Tensor, Tensor];
   const heads = t.attrs['heads'] as number;
@@ -330,6 +348,7 @@ R['mha'] = (t, dy, need, f) => {
   const ranges: [number, number][] = chunked ? [] : [[0, 0]];
   if (chunked) for (let r = 0; r < (T as number); r += rows) ranges.push([r, Math.min(T as number, r + rows)]);
   const khT = g.mT(kh);
+  const rowDot = need[0] || need[1] ? g.sum(g.mul(dO, g.splitHeads(f(t), heads)), -1, true) : undefined;
   let dv: Tensor | undefined;
   let dk: Tensor | undefined;
   const dqParts: Tensor[] = [];
@@ -345,7 +364,7 @@ R['mha'] = (t, dy, need, f) => {
     }
     if (need[0] || need[1]) {
       const dp = g.matmul(dOc, g.mT(vh));
-      const ds = g.mul(p, g.sub(dp, g.sum(g.mul(dp, p), -1, true)));
+      const ds = g.mul(p, g.sub(dp, chunked ? g.slice(rowDot!, 2, r0, r1) : rowDot!));
       if (need[0]) dqParts.push(g.matmul(ds, kh));
       if (need[1]) {
         const part = g.matmul(g.mT(ds), qc);

@@ -1,5 +1,5 @@
 import { UserError } from '../util/errors.ts';
-import { arrayFrom, type DType } from './dtype.ts';
+import { arrayFrom, isFloat, type DType } from './dtype.ts';
 import {
   add, concat, constant, div, equal, erf, less, maximum, mean, mul, mT, neg, pow, reshape, scalar, sigmoid, slice, sqrt, sub, sum, tanh, transpose, unsqueeze, where,
 } from './ops-core.ts';
@@ -186,17 +186,32 @@ export function logSoftmax(x: Tensor, axis = -1): Tensor {
   return node('log_softmax', [x], { axis: normAxis(axis, x.rank, 'logSoftmax') }, x.dtype, x.shape);
 }
 
-/** GELU; `approximate: 'tanh'` is the tanh formula (PyTorch `approximate='tanh'`). */
+/**
+ * GELU; `approximate: 'tanh'` is the tanh formula (PyTorch `approximate='tanh'`). The exact form is one
+ * primitive: its gradient needs only x, so training keeps one tensor instead of the formula's four
+ * intermediates, and ORT still fuses the forward into one Gelu kernel (`geluComposite`).
+ */
 export function gelu(x: Tensor, approximate: 'none' | 'tanh' = 'none'): Tensor {
-  // Div by sqrt(2) (not Mul by its inverse) is the form ORT's GeluFusion recognises.
-  if (approximate === 'none') return mul(mul(x, 0.5), add(erf(div(x, Math.SQRT2)), 1));
+  if (!isFloat(x.dtype)) throw new ShapeError(`gelu: needs a float tensor, got ${x}`);
+  if (approximate === 'none') return node('gelu', [x], {}, x.dtype, x.shape);
   const inner = mul(add(x, mul(mul(mul(x, x), x), 0.044715)), Math.sqrt(2 / Math.PI));
   return mul(mul(x, 0.5), add(tanh(inner), 1));
 }
 
+/** The standard-op form of exact GELU; dividing by sqrt(2) (not multiplying) is the form ORT's GeluFusion recognises. */
+export const geluComposite = (x: Tensor): Tensor => mul(mul(x, 0.5), add(erf(div(x, Math.SQRT2)), 1));
+
 /** CLIP's `x * sigmoid(1.702 x)`. */
 export const quickGelu = (x: Tensor): Tensor => mul(x, sigmoid(mul(x, 1.702)));
-export const silu = (x: Tensor): Tensor => mul(x, sigmoid(x));
+
+/**
+ * SiLU `x * sigmoid(x)` as one primitive: its gradient recomputes sigmoid from x, so training keeps x alone
+ * (not x and sigmoid(x)), and the forward stays fusable (ORT's QuickGelu with alpha 1).
+ */
+export function silu(x: Tensor): Tensor {
+  if (!isFloat(x.dtype)) throw new ShapeError(`silu: needs a float tensor, got ${x}`);
+  return node('silu', [x], {}, x.dtype, x.shape);
+}
 
 // ---------- attention ----------
 

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { allocArray, toHalfBits, type AnyTypedArray, type DType } from '../graph/dtype.ts';
 import { requireStatic } from '../graph/shape.ts';
 import { topoSort, type Dim, Tensor } from '../graph/tensor.ts';
-import { mhaComposite } from '../graph/ops-nn.ts';
+import { geluComposite, mhaComposite } from '../graph/ops-nn.ts';
 import { encodeModel, ONNX_DTYPE, type AttrValue, type NodeDef, type TensorInit, type ValueInfo } from './model.ts';
 
 export const OPSET = 21;
@@ -279,6 +279,8 @@ export const LOWERERS: Record<string, Lowerer> = {
     const n = cx.emit('Shape', ins, { start: int(axis), end: int(axis + 1) });
     return cx.emit('Reshape', [cx.emit('Cast', [n], { to: int(ONNX_DTYPE[t.dtype]) }), cx.i64([])]);
   },
+  gelu: (cx, t) => cx.lowerTensor(geluComposite(t.inputs[0]!)),
+  silu: (cx, _t, ins) => cx.emit('Mul', [ins[0]!, cx.emit('Sigmoid', ins)]),
   rand_like: (cx, t, ins) =>
     cx.emit('RandomUniformLike', ins, { dtype: int(ONNX_DTYPE[t.dtype]), low: flt(0), high: flt(1) }, { unique: true }),
   mha: (cx, t) => {

@@ -44,6 +44,11 @@ export class TrainStep {
     readonly scaler?: LossScaler,
   ) {}
 
+  /** Writes the ORT profile of a step compiled with `session.profile`. */
+  endProfiling(): void {
+    this.graph.endProfiling();
+  }
+
   async run(feeds: Readonly<Record<string, FeedValue>>, paramValues?: ParamValues): Promise<TrainStepResult> {
     const all = this.scaler ? { ...feeds, [SCALE_INPUT]: new Float32Array([this.scaler.scale]) } : feeds;
     const out = await this.graph.run(all, paramValues);

@@ -232,6 +232,11 @@ export class LoraTrainStep {
   run(x: StepInputs): Promise<TrainStepResult> {
     return this.step.run(feeds(this.model, x, this.trainTextEncoder));
   }
+
+  /** Writes the ORT profile of a step compiled with `session.profile`. */
+  endProfiling(): void {
+    this.step.endProfiling();
+  }
 }
 
 /** The same loss (and the model output) without gradients: validation and held-out measurements. */
