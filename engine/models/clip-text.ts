@@ -14,7 +14,7 @@
  * (`hidden_states[-2]`, sgm's `layer: penultimate` / `layer_idx`), and the OpenCLIP tower also returns its
  * pooled output: the final-LayerNormed last block at the first end token, through `text_projection`.
  */
-import { add, input, reshape, slice } from '../graph/ops-core.ts';
+import { add, input, reshape, slice, where } from '../graph/ops-core.ts';
 import { attention, embedding, gelu, linear, matmul, mergeHeads, quickGelu, splitHeads } from '../graph/ops-nn.ts';
 import type { Tensor } from '../graph/tensor.ts';
 import type { ClipTextArch } from '../sd/arch.ts';
@@ -28,6 +28,8 @@ export interface ClipTextOptions {
   clipSkip?: number;
   /** Key prefix of the model; default: where an LDM checkpoint keeps this layout (`clipTextPrefix`). */
   prefix?: string;
+  /** Take textual-inversion vectors as inputs (`embeds`, `embeds_mask`; see `embed`). */
+  embedOverride?: boolean;
 }
 
 /** Where an LDM checkpoint (and the loader's diffusers mapping) keeps the text encoder of this layout. */
@@ -133,9 +135,19 @@ export function clipBlock(
   return add(x, dense(ctx, n.fc2, act(dense(ctx, n.fc1, m))));
 }
 
-function embed(ctx: ModuleContext, names: LayoutNames, ids: Tensor, T: number): Tensor {
+/**
+ * Token plus position embeddings. With `override`, the graph also takes `embeds` [B, T, width] and
+ * `embeds_mask` [B, T, 1]: where the mask is set, those vectors replace the token embedding (textual
+ * inversion, A1111's `EmbeddingsWithFixes`); position embeddings are added to them all the same.
+ */
+function embed(ctx: ModuleContext, names: LayoutNames, ids: Tensor, T: number, override?: { width: number }): Tensor {
   const pos = slice(ctx.p(names.positionEmbedding), 0, 0, T);
-  return add(embedding(ctx.p(names.tokenEmbedding), ids), pos);
+  let tok = embedding(ctx.p(names.tokenEmbedding), ids);
+  if (override) {
+    const B = ids.shape[0]!;
+    tok = where(input('embeds_mask', 'bool', [B, T, 1]), input('embeds', 'float32', [B, T, override.width]), tok);
+  }
+  return add(tok, pos);
 }
 
 export function clipTextEncoder(ctx: ModuleContext, arch: ClipTextArch, opts: ClipTextOptions): { ids: Tensor; hidden: Tensor } {
@@ -147,7 +159,7 @@ export function clipTextEncoder(ctx: ModuleContext, arch: ClipTextArch, opts: Cl
   }
   const names = layoutNames(arch.layout, opts.prefix ?? arch.prefix ?? clipTextPrefix(arch.layout));
   const ids = input('input_ids', 'int64', [B, T]);
-  const x = runBlocks(ctx, arch, names, embed(ctx, names, ids, T), 0, N - (skip - 1));
+  const x = runBlocks(ctx, arch, names, embed(ctx, names, ids, T, opts.embedOverride ? arch : undefined), 0, N - (skip - 1));
   const hidden = layerNormLayer(ctx, names.finalNorm, x, arch.layerNormEps);
   return { ids, hidden };
 }
@@ -161,6 +173,8 @@ export interface ClipHiddenOptions {
   pooled?: boolean;
   /** Name of the token-id input (default `input_ids`): two towers in one graph need two. */
   idsName?: string;
+  /** Take textual-inversion vectors as inputs (`embeds`, `embeds_mask`; see `embed`). */
+  embedOverride?: boolean;
 }
 
 /** SDXL's use of a CLIP tower (see the file comment): a raw hidden state, and optionally the pooled projection. */
@@ -172,7 +186,7 @@ export function clipTextHidden(ctx: ModuleContext, arch: ClipTextArch, opts: Cli
   }
   const names = layoutNames(arch.layout, arch.prefix ?? clipTextPrefix(arch.layout));
   const ids = input(opts.idsName ?? 'input_ids', 'int64', [B, T]);
-  const hidden = runBlocks(ctx, arch, names, embed(ctx, names, ids, T), 0, N - (fromEnd - 1));
+  const hidden = runBlocks(ctx, arch, names, embed(ctx, names, ids, T, opts.embedOverride ? arch : undefined), 0, N - (fromEnd - 1));
   if (!opts.pooled) return { ids, hidden };
   if (!arch.projection) throw new UserError('this text encoder has no text_projection, so it has no pooled output');
   const last = layerNormLayer(ctx, names.finalNorm, fromEnd === 1 ? hidden : runBlocks(ctx, arch, names, hidden, N - (fromEnd - 1), N), arch.layerNormEps);

@@ -14,8 +14,10 @@
  */
 import { chunkPrompt, type ChunkOptions } from '../text/chunker.ts';
 import { applyEmphasis } from '../text/emphasis.ts';
+import type { PromptChunk } from '../text/chunker.ts';
 import type { ClipTokenizer } from '../text/tokenizer.ts';
-import type { StableDiffusion } from './model.ts';
+import { towerVectors, type EmbeddingLibrary, type TextualInversion } from './embeddings.ts';
+import type { StableDiffusion, TokenVectors } from './model.ts';
 
 export interface Conditioning {
   /** [tokens, dim] */
@@ -24,6 +26,8 @@ export interface Conditioning {
   tokens: number;
   /** SDXL: the pooled text embedding [pooledDim] that joins the size conditioning. */
   pooled?: Float32Array;
+  /** Names of the textual-inversion embeddings the prompt used. */
+  embeddings?: string[];
 }
 
 export interface EncodeOptions {
@@ -37,6 +41,78 @@ export interface Conditioner {
   encode(prompt: string, clipSkip: number, opts?: EncodeOptions): Promise<Conditioning>;
   /** Drops cached contexts: needed when the text encoders' weights change (a LoRA stack switch). */
   clear?(): void;
+  /** The textual-inversion embeddings prompts may name (null: none). */
+  setEmbeddings?(library: EmbeddingLibrary | null): void;
+  /** The embeddings used since the last call (for the infotext), and resets the record. */
+  takeUsedEmbeddings?(): TextualInversion[];
+}
+
+/** The width of a token embedding for this model: A1111's expected embedding shape (SDXL: both towers' widths). */
+export function embeddingWidth(model: StableDiffusion): number {
+  return model.arch.textEncoder.width + (model.arch.textEncoder2?.width ?? 0);
+}
+
+/** A conditioner's view of the embedding library: its matcher (rebuilt when the library changes) and the embeddings used. */
+class EmbeddingUse {
+  private library: EmbeddingLibrary | null = null;
+  private cached: { key: string; matcher: ReturnType<EmbeddingLibrary['matcher']> } | null = null;
+  private readonly used = new Map<string, TextualInversion>();
+
+  constructor(
+    private readonly model: StableDiffusion,
+    private readonly tokenizer: ClipTokenizer,
+  ) {}
+
+  set(library: EmbeddingLibrary | null): void {
+    this.library = library;
+    this.cached = null;
+    if (library) library.expectedShape = embeddingWidth(this.model);
+  }
+
+  matcher(): ReturnType<EmbeddingLibrary['matcher']> | undefined {
+    const lib = this.library;
+    if (!lib) return undefined;
+    const key = `${lib.version}:${lib.expectedShape}`;
+    if (this.cached?.key !== key) this.cached = { key, matcher: lib.matcher(this.tokenizer) };
+    return this.cached.matcher;
+  }
+
+  record(c: Conditioning): Conditioning {
+    const lib = this.library;
+    for (const name of c.embeddings ?? []) {
+      const e = lib?.split().loaded.find((x) => x.name === name);
+      if (e && !this.used.has(name)) this.used.set(name, e);
+    }
+    return c;
+  }
+
+  take(): TextualInversion[] {
+    const out = [...this.used.values()];
+    this.used.clear();
+    return out;
+  }
+}
+
+/** The embeddings named in these chunks, in order of first use. */
+function chunkEmbeddings(chunks: PromptChunk[]): string[] {
+  const names: string[] = [];
+  for (const c of chunks) for (const f of c.fixes ?? []) if (!names.includes(f.embedding.name)) names.push(f.embedding.name);
+  return names;
+}
+
+/** One tower's replacement vectors for a chunk's embedding positions, or undefined when the chunk has none. */
+function chunkVectors(chunk: PromptChunk, width: number): TokenVectors | undefined {
+  if (!chunk.fixes?.length) return undefined;
+  const T = chunk.ids.length;
+  const embeds = new Float32Array(T * width);
+  const mask = new Uint8Array(T);
+  for (const f of chunk.fixes) {
+    const vec = towerVectors(f.embedding as TextualInversion, width);
+    const n = Math.min(f.embedding.vectors, T - 1 - f.offset);
+    embeds.set(vec.subarray(0, n * width), f.offset * width);
+    mask.fill(1, f.offset, f.offset + n);
+  }
+  return { embeds, mask };
 }
 
 /** SD 2.x's padding id (A1111's OpenCLIP wrapper sets `id_pad = 0`, the tokenizer's "!"). */
@@ -53,6 +129,7 @@ export class ClipConditioner implements Conditioner {
   private readonly cache = new Map<string, Conditioning>();
   private readonly tokenizer: ClipTokenizer;
   private readonly sd2: boolean;
+  private readonly ti: EmbeddingUse;
 
   constructor(
     private readonly model: StableDiffusion,
@@ -61,6 +138,15 @@ export class ClipConditioner implements Conditioner {
   ) {
     this.sd2 = model.arch.family === 'sd2';
     this.tokenizer = this.sd2 && tokenizer.pad !== SD2_PAD_ID ? withPad(tokenizer, SD2_PAD_ID) : tokenizer;
+    this.ti = new EmbeddingUse(model, this.tokenizer);
+  }
+
+  setEmbeddings(library: EmbeddingLibrary | null): void {
+    this.ti.set(library);
+  }
+
+  takeUsedEmbeddings(): TextualInversion[] {
+    return this.ti.take();
   }
 
   /** The tokenizer as this model's conditioning uses it (SD2: padding id 0). */
@@ -68,20 +154,22 @@ export class ClipConditioner implements Conditioner {
     return this.tokenizer;
   }
 
-  async encode(prompt: string, requestedClipSkip: number): Promise<Conditioning> {
+  async encode(prompt: string, requestedClipSkip: number, _opts: EncodeOptions = {}): Promise<Conditioning> {
     const clipSkip = this.sd2 ? 1 : requestedClipSkip;
-    const key = `${clipSkip}\u0000${prompt}`;
+    const embeddings = this.ti.matcher();
+    const key = `${clipSkip}\u0000${embeddings?.version ?? ''}\u0000${prompt}`;
     const hit = this.cache.get(key);
-    if (hit) return hit;
-    const chunks = chunkPrompt(this.tokenizer, prompt, this.opts);
+    if (hit) return this.ti.record(hit);
+    const chunks = chunkPrompt(this.tokenizer, prompt, { ...this.opts, embeddings });
     const T = chunks[0]!.ids.length;
     const dim = this.model.arch.textEncoder.width;
     const data = new Float32Array(chunks.length * T * dim);
     for (const [i, c] of chunks.entries()) {
-      const z = await this.model.encodeText(BigInt64Array.from(c.ids, BigInt), 1, T, clipSkip);
+      const z = await this.model.encodeText(BigInt64Array.from(c.ids, BigInt), 1, T, clipSkip, chunkVectors(c, dim));
       data.set(applyEmphasis(z, [T, dim], c.multipliers, this.opts.emphasis), i * T * dim);
     }
-    const out = { data, tokens: chunks.length * T };
+    const out = { data, tokens: chunks.length * T, embeddings: chunkEmbeddings(chunks) };
+    this.ti.record(out);
     // Prompts repeat across batches and n_iter; a small cache spares the text encoder.
     remember(this.cache, key, out);
     return out;
@@ -103,6 +191,7 @@ const SDXL_CLIP_L_FROM_END = 2;
 export class SdxlConditioner implements Conditioner {
   private readonly cache = new Map<string, Conditioning>();
   private readonly tokenizer2: ClipTokenizer;
+  private readonly ti: EmbeddingUse;
 
   constructor(
     private readonly model: StableDiffusion,
@@ -110,18 +199,28 @@ export class SdxlConditioner implements Conditioner {
     private readonly opts: ChunkOptions = {},
   ) {
     this.tokenizer2 = tokenizer.pad !== SDXL_PAD_ID ? withPad(tokenizer, SDXL_PAD_ID) : tokenizer;
+    this.ti = new EmbeddingUse(model, tokenizer);
+  }
+
+  setEmbeddings(library: EmbeddingLibrary | null): void {
+    this.ti.set(library);
+  }
+
+  takeUsedEmbeddings(): TextualInversion[] {
+    return this.ti.take();
   }
 
   async encode(prompt: string, clipSkip: number, o: EncodeOptions = {}): Promise<Conditioning> {
     const fromEnd = o.sdxlClipLSkip ? clipSkip : SDXL_CLIP_L_FROM_END;
     const zero = !!o.negative && prompt === '';
-    const key = `${fromEnd}\u0000${zero}\u0000${prompt}`;
+    const embeddings = this.ti.matcher();
+    const key = `${fromEnd}\u0000${zero}\u0000${embeddings?.version ?? ''}\u0000${prompt}`;
     const hit = this.cache.get(key);
-    if (hit) return hit;
+    if (hit) return this.ti.record(hit);
     const te1 = this.model.arch.textEncoder;
     const te2 = this.model.arch.textEncoder2!;
-    const chunks1 = chunkPrompt(this.tokenizer, prompt, this.opts);
-    const chunks2 = chunkPrompt(this.tokenizer2, prompt, this.opts);
+    const chunks1 = chunkPrompt(this.tokenizer, prompt, { ...this.opts, embeddings });
+    const chunks2 = chunkPrompt(this.tokenizer2, prompt, { ...this.opts, embeddings });
     const T = chunks1[0]!.ids.length;
     const [w1, w2] = [te1.width, te2.width];
     const dim = w1 + w2;
@@ -130,14 +229,17 @@ export class SdxlConditioner implements Conditioner {
     if (!zero) {
       for (const [i, c] of chunks1.entries()) {
         const c2 = chunks2[i]!;
-        const r = await this.model.encodeTextSdxl(BigInt64Array.from(c.ids, BigInt), BigInt64Array.from(c2.ids, BigInt), 1, T, fromEnd);
+        const v1 = chunkVectors(c, w1);
+        const v2 = chunkVectors(c2, w2);
+        const r = await this.model.encodeTextSdxl(BigInt64Array.from(c.ids, BigInt), BigInt64Array.from(c2.ids, BigInt), 1, T, fromEnd, v1 && v2 ? { te1: v1, te2: v2 } : undefined);
         const h1 = applyEmphasis(r.hidden1, [T, w1], c.multipliers, this.opts.emphasis);
         const h2 = applyEmphasis(r.hidden2, [T, w2], c2.multipliers, this.opts.emphasis);
         data.set(concatFeatures(h1, h2, T), i * T * dim);
         if (i === 0) pooled = r.pooled;
       }
     }
-    const out = { data, tokens: chunks1.length * T, pooled };
+    const out = { data, tokens: chunks1.length * T, pooled, embeddings: zero ? [] : chunkEmbeddings(chunks1) };
+    this.ti.record(out);
     remember(this.cache, key, out);
     return out;
   }

@@ -55,6 +55,12 @@ export type VaeNormStats = Map<string, { mean: Float32Array; variance: Float32Ar
 
 export type VaePart = 'decoder-mid' | 'decoder-up' | 'encoder-down' | 'encoder-mid';
 
+/** Textual-inversion vectors for a text encoder call: `embeds` [batch, tokens, width] used where `mask` [batch, tokens] is 1. */
+export interface TokenVectors {
+  embeds: Float32Array;
+  mask: Uint8Array;
+}
+
 export class StableDiffusion {
   private readonly graphs = new Map<string, Promise<CompiledGraph>>();
   /** Shared-statistics VAE graphs: their GroupNorm layer keys in graph order. */
@@ -179,12 +185,18 @@ export class StableDiffusion {
     }
   }
 
-  /** Token ids [batch, tokens] → hidden states [batch, tokens, width] (A1111's clip skip applied). */
-  async encodeText(ids: BigInt64Array, batch: number, tokens: number, clipSkip = 1): Promise<Float32Array> {
-    const g = await this.graph(`text:${batch}:${tokens}:${clipSkip}`, () => [
-      clipTextEncoder(this.context(), this.arch.textEncoder, { batch, tokens, clipSkip, prefix: textPrefix(this.arch) }).hidden,
+  /**
+   * Token ids [batch, tokens] → hidden states [batch, tokens, width] (A1111's clip skip applied). With
+   * `vectors`, the positions marked in its mask take its vectors instead of the token embedding (textual inversion).
+   */
+  async encodeText(ids: BigInt64Array, batch: number, tokens: number, clipSkip = 1, vectors?: TokenVectors): Promise<Float32Array> {
+    const ti = vectors !== undefined;
+    const g = await this.graph(`text:${batch}:${tokens}:${clipSkip}${ti ? ':ti' : ''}`, () => [
+      clipTextEncoder(this.context(), this.arch.textEncoder, { batch, tokens, clipSkip, prefix: textPrefix(this.arch), embedOverride: ti }).hidden,
     ]);
-    const [out] = await g.run({ input_ids: ids });
+    const feeds: Record<string, BigInt64Array | Float32Array | Uint8Array> = { input_ids: ids };
+    if (vectors) Object.assign(feeds, { embeds: vectors.embeds, embeds_mask: vectors.mask });
+    const [out] = await g.run(feeds);
     return out!.data as Float32Array;
   }
 
@@ -193,18 +205,27 @@ export class StableDiffusion {
    * `hidden_states[-clipLFromEnd]` [batch, tokens, w1], the OpenCLIP penultimate one [batch, tokens, w2],
    * and the pooled OpenCLIP projection [batch, pooledDim]. No final LayerNorm on the hidden states.
    */
-  async encodeTextSdxl(ids1: BigInt64Array, ids2: BigInt64Array, batch: number, tokens: number, clipLFromEnd = 2): Promise<{ hidden1: Float32Array; hidden2: Float32Array; pooled: Float32Array }> {
+  async encodeTextSdxl(
+    ids1: BigInt64Array,
+    ids2: BigInt64Array,
+    batch: number,
+    tokens: number,
+    clipLFromEnd = 2,
+    vectors?: { te1: TokenVectors; te2: TokenVectors },
+  ): Promise<{ hidden1: Float32Array; hidden2: Float32Array; pooled: Float32Array }> {
     const te2 = this.arch.textEncoder2;
     if (!te2) throw new Error('encodeTextSdxl: not an SDXL model');
-    const g1 = await this.graph(`sdxl-te1:${batch}:${tokens}:${clipLFromEnd}`, () => [
-      clipTextHidden(this.context(), this.arch.textEncoder, { batch, tokens, fromEnd: clipLFromEnd }).hidden,
+    const ti = vectors !== undefined;
+    const g1 = await this.graph(`sdxl-te1:${batch}:${tokens}:${clipLFromEnd}${ti ? ':ti' : ''}`, () => [
+      clipTextHidden(this.context(), this.arch.textEncoder, { batch, tokens, fromEnd: clipLFromEnd, embedOverride: ti }).hidden,
     ]);
-    const g2 = await this.graph(`sdxl-te2:${batch}:${tokens}`, () => {
-      const r = clipTextHidden(this.context(), te2, { batch, tokens, fromEnd: 2, pooled: true });
+    const g2 = await this.graph(`sdxl-te2:${batch}:${tokens}${ti ? ':ti' : ''}`, () => {
+      const r = clipTextHidden(this.context(), te2, { batch, tokens, fromEnd: 2, pooled: true, embedOverride: ti });
       return [r.hidden, r.pooled!];
     });
-    const [hidden1] = await g1.run({ input_ids: ids1 });
-    const [hidden2, pooled] = await g2.run({ input_ids: ids2, eos_onehot: eosOneHot(ids2, batch, tokens) });
+    const over = (v: TokenVectors | undefined): Record<string, Float32Array | Uint8Array> => (v ? { embeds: v.embeds, embeds_mask: v.mask } : {});
+    const [hidden1] = await g1.run({ input_ids: ids1, ...over(vectors?.te1) });
+    const [hidden2, pooled] = await g2.run({ input_ids: ids2, eos_onehot: eosOneHot(ids2, batch, tokens), ...over(vectors?.te2) });
     return { hidden1: hidden1!.data as Float32Array, hidden2: hidden2!.data as Float32Array, pooled: pooled!.data as Float32Array };
   }
 

@@ -1,5 +1,6 @@
 import type { ClipTokenizer } from './tokenizer.ts';
 import { parsePromptAttention } from './prompt-parser.ts';
+import { UserError } from '../util/errors.ts';
 
 /**
  * A1111's prompt chunking (`sd_hijack_clip.FrozenCLIPEmbedderWithCustomWordsBase.tokenize_line`):
@@ -18,6 +19,27 @@ export interface ChunkOptions {
   emphasis?: EmphasisMode;
   /** A1111 option `comma_padding_backtrack`, default 20; 0 disables. */
   commaPaddingBacktrack?: number;
+  /** Textual-inversion embeddings to find in the prompt (engine/sd/embeddings.ts). */
+  embeddings?: EmbeddingMatcher;
+}
+
+/** A textual-inversion embedding as the chunker sees it: a name standing for `vectors` token positions. */
+export interface PromptEmbedding {
+  name: string;
+  vectors: number;
+}
+
+export interface EmbeddingMatcher {
+  /** Changes whenever the set of embeddings does (conditioning caches key on it). */
+  readonly version: string;
+  /** The embedding whose name's token ids start at `tokens[pos]`, and how many ids the name takes. */
+  at(tokens: readonly number[], pos: number): { embedding: PromptEmbedding; length: number } | null;
+}
+
+/** Where an embedding's vectors replace token embeddings: from index `offset` of the 77 ids (BOS is 0). */
+export interface ChunkFix {
+  offset: number;
+  embedding: PromptEmbedding;
 }
 
 export interface PromptChunk {
@@ -25,6 +47,8 @@ export interface PromptChunk {
   ids: number[];
   /** 77 attention multipliers, 1 for BOS, EOS and padding. */
   multipliers: number[];
+  /** Embeddings in this chunk (A1111's `fixes`); absent when there are none. */
+  fixes?: ChunkFix[];
 }
 
 export interface TokenizedPrompt {
@@ -42,6 +66,7 @@ export function tokenizePrompt(tokenizer: ClipTokenizer, text: string, opts: Chu
   const chunks: PromptChunk[] = [];
   let tokens: number[] = [];
   let mults: number[] = [];
+  let fixes: ChunkFix[] = [];
   let tokenCount = 0;
   let lastComma = -1;
 
@@ -51,9 +76,10 @@ export function tokenizePrompt(tokenizer: ClipTokenizer, text: string, opts: Chu
       tokens.push(tokenizer.eos);
       mults.push(1.0);
     }
-    chunks.push(frame(tokenizer, tokens, mults));
+    chunks.push(fixes.length ? { ...frame(tokenizer, tokens, mults), fixes } : frame(tokenizer, tokens, mults));
     tokens = [];
     mults = [];
+    fixes = [];
     lastComma = -1;
   };
 
@@ -63,7 +89,9 @@ export function tokenizePrompt(tokenizer: ClipTokenizer, text: string, opts: Chu
       continue;
     }
     const w = emphasis === 'Ignore' ? 1.0 : weight;
-    for (const token of tokenizer.encode(fragment)) {
+    const encoded = tokenizer.encode(fragment);
+    for (let pos = 0; pos < encoded.length; ) {
+      const token = encoded[pos]!;
       if (token === comma) {
         lastComma = tokens.length;
       } else if (
@@ -77,13 +105,29 @@ export function tokenizePrompt(tokenizer: ClipTokenizer, text: string, opts: Chu
         const movedMults = mults.slice(at);
         tokens = tokens.slice(0, at);
         mults = mults.slice(0, at);
+        // As in A1111, embeddings among the moved tokens keep their place (and vectors) in the closed chunk.
         nextChunk();
         tokens = movedTokens;
         mults = movedMults;
       }
       if (tokens.length === CHUNK_LENGTH) nextChunk();
-      tokens.push(token);
-      mults.push(w);
+      const hit = opts.embeddings?.at(encoded, pos);
+      if (!hit) {
+        tokens.push(token);
+        mults.push(w);
+        pos++;
+        continue;
+      }
+      // An embedding takes `vectors` positions (id 0, replaced by its vectors), all in one chunk.
+      const n = hit.embedding.vectors;
+      if (n > CHUNK_LENGTH) throw new UserError(`embedding ${hit.embedding.name} has ${n} vectors, more than the ${CHUNK_LENGTH} tokens of a prompt chunk`);
+      if (tokens.length + n > CHUNK_LENGTH) nextChunk();
+      fixes.push({ offset: tokens.length + 1, embedding: hit.embedding });
+      for (let i = 0; i < n; i++) {
+        tokens.push(0);
+        mults.push(w);
+      }
+      pos += hit.length;
     }
   }
   if (tokens.length > 0 || chunks.length === 0) nextChunk(true);
