@@ -36,6 +36,7 @@ import { attachTrainingSocket } from './train-socket.ts';
 import { attachLabelSocket } from './labelling.ts';
 import { VERSION } from '../engine/version.ts';
 import { UpscalerLibrary } from '../engine/upscale/upscalers.ts';
+import { EmbeddingLibrary } from '../engine/sd/embeddings.ts';
 import type { Device } from '../engine/runtime/providers.ts';
 
 export { VERSION };
@@ -48,6 +49,8 @@ export interface ServerOptions {
   vaeDir?: string;
   /** ESRGAN-family upscaler folder (default `models/ESRGAN`). */
   esrganDir?: string;
+  /** Textual-inversion embeddings folder (default `models/embeddings`). */
+  embeddingsDir?: string;
   /** Bind 0.0.0.0 instead of 127.0.0.1. */
   listen?: boolean;
   /** Explicit bind address (wins over `listen`). */
@@ -109,6 +112,7 @@ export function resolveLayout(opts: ServerOptions): Layout {
     loraDir: resolve(dataDir, opts.loraDir ?? 'models/Lora'),
     vaeDir: resolve(dataDir, opts.vaeDir ?? 'models/VAE'),
     esrganDir: resolve(dataDir, opts.esrganDir ?? 'models/ESRGAN'),
+    embeddingsDir: resolve(dataDir, opts.embeddingsDir ?? 'models/embeddings'),
     outputsDir: join(dataDir, 'outputs'),
     configPath: join(dataDir, 'config.json'),
     cachePath: join(dataDir, 'cache.json'),
@@ -155,7 +159,8 @@ export async function createServer(opts: ServerOptions = {}): Promise<LoraScript
   const models = new ModelIndex(layout.ckptDir, layout.vaeDir, hashes, opts.fallbackCheckpoint);
   const loras = new LoraIndex(layout.loraDir, hashes);
   const upscalers = new UpscalerLibrary(layout.esrganDir, (opts.device ?? 'cpu') as Device);
-  await Promise.all([models.refreshCheckpoints(), models.refreshVaes(), loras.refresh(), upscalers.refresh()]);
+  const embeddings = new EmbeddingLibrary(layout.embeddingsDir);
+  await Promise.all([models.refreshCheckpoints(), models.refreshVaes(), loras.refresh(), upscalers.refresh(), embeddings.refresh().then((p) => p.forEach((msg) => log(msg)))]);
   const backend =
     opts.backend ??
     createEngineBackend({
@@ -163,6 +168,7 @@ export async function createServer(opts: ServerOptions = {}): Promise<LoraScript
       tokenizer: opts.tokenizerDir ? resolve(layout.dataDir, opts.tokenizerDir) : undefined,
       fallbackTokenizerDirs: [join(dirname(layout.ckptDir), 'tokenizer'), join(layout.dataDir, 'models/tokenizer')],
       lowMemory: opts.lowMemory,
+      embeddings,
     });
   const queue = opts.queue ?? new JobQueue();
   const checkpoints = new CheckpointManager(backend, models, options, log);
@@ -175,6 +181,7 @@ export async function createServer(opts: ServerOptions = {}): Promise<LoraScript
     models,
     loras,
     upscalers,
+    embeddings,
     checkpoints,
     queue,
     previews: new PreviewCache(),
@@ -193,6 +200,7 @@ export async function createServer(opts: ServerOptions = {}): Promise<LoraScript
       lora_dir: layout.loraDir,
       vae_dir: layout.vaeDir,
       esrgan_models_path: layout.esrganDir,
+      embeddings_dir: layout.embeddingsDir,
       listen: host === '0.0.0.0',
       port: opts.port ?? 7860,
       api: true,

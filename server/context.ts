@@ -10,6 +10,7 @@ import type { OptionsStore } from './options.ts';
 import type { PreviewCache } from './progress.ts';
 import type { JobQueue } from './queue.ts';
 import type { UpscalerLibrary } from '../engine/upscale/upscalers.ts';
+import type { EmbeddingLibrary } from '../engine/sd/embeddings.ts';
 
 /** The public members of the in-process JobQueue; the Redis front (server/distributed/front-queue.ts) has the same. */
 export type WorkQueue = { [K in Exclude<keyof JobQueue, keyof EventEmitter>]: JobQueue[K] } & Pick<EventEmitter, 'on' | 'off' | 'once' | 'emit'>;
@@ -21,6 +22,8 @@ export interface Layout {
   vaeDir: string;
   /** ESRGAN-family upscaler models (A1111 `--esrgan-models-path`). */
   esrganDir: string;
+  /** Textual-inversion embeddings (A1111 `--embeddings-dir`). */
+  embeddingsDir: string;
   outputsDir: string;
   /** `<data-dir>/config.json` (options). */
   configPath: string;
@@ -38,6 +41,8 @@ export interface ServerContext {
   loras: LoraIndex;
   /** Built-in and ESRGAN upscalers (`/sdapi/v1/upscalers`, extras). */
   upscalers: UpscalerLibrary;
+  /** Textual-inversion embeddings (`/sdapi/v1/embeddings`); the loaded model uses them in prompts. */
+  embeddings: EmbeddingLibrary;
   checkpoints: CheckpointManager;
   queue: WorkQueue;
   previews: PreviewCache;

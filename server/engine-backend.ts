@@ -9,6 +9,8 @@ import { toChw } from '../engine/image/load.ts';
 import { SAMPLERS as ENGINE_SAMPLERS } from '../engine/sampling/registry.ts';
 import type { NoiseSource } from '../engine/rng/noise.ts';
 import type { Device } from '../engine/runtime/providers.ts';
+import type { EmbeddingLibrary } from '../engine/sd/embeddings.ts';
+import { namedHashes } from '../engine/generate/infotext.ts';
 import type { CheckpointRef, GenerationBackend, GenerationHooks, GenerationOutput, GenerationParams, Img2ImgParams, RawImage } from './backend.ts';
 
 export interface EngineBackendOptions {
@@ -22,6 +24,8 @@ export interface EngineBackendOptions {
   threads?: number;
   /** Feed all weights instead of baking conv weights into the sessions (less memory, a little slower). */
   lowMemory?: boolean;
+  /** Textual-inversion embeddings the loaded model uses in prompts. */
+  embeddings?: EmbeddingLibrary;
 }
 
 function request(p: GenerationParams): GenerateRequest {
@@ -84,13 +88,18 @@ export function createEngineBackend(opts: EngineBackendOptions): GenerationBacke
         initialNoiseMultiplier: img2img.initialNoiseMultiplier,
       };
     }
+    const conditioner = gen.pipeline.conditioner;
+    conditioner.takeUsedEmbeddings?.();
     const out = await gen.generate({ ...req, loras: p.loras.map((l) => ({ path: l.path, te: l.teMultiplier, unet: l.unetMultiplier, name: l.name, ...(l.dynDim !== null ? { dyn: l.dynDim } : {}) })) }, hooksFor(hooks));
+    // A1111 writes the hashes of the embeddings the prompts used (option textual_inversion_add_hashes_to_infotext).
+    const used = conditioner.takeUsedEmbeddings?.() ?? [];
+    const tiHashes = opts.embeddings && used.length && p.options['textual_inversion_add_hashes_to_infotext'] !== false ? await Promise.all(used.map(async (e) => ({ name: e.name, hash: await opts.embeddings!.shortHash(e) }))) : [];
     const images = toRgbBytes(out.images, p.seeds.length, p.width, p.height).map((data) => ({ width: p.width, height: p.height, channels: 3 as const, data }));
     return {
       images,
       // What the sampler really used wins over the server's reading of the request.
       // 'Automatic' from the pipeline means "the sampler's default"; the server names that default itself.
-      extraParams: { Sampler: out.sampler, ...(out.scheduleType && out.scheduleType !== 'Automatic' ? { 'Schedule type': out.scheduleType } : {}) },
+      extraParams: { Sampler: out.sampler, ...(out.scheduleType && out.scheduleType !== 'Automatic' ? { 'Schedule type': out.scheduleType } : {}), ...(tiHashes.length ? { 'TI hashes': namedHashes(tiHashes) } : {}) },
       notes: out.notes,
     };
   };
@@ -102,6 +111,7 @@ export function createEngineBackend(opts: EngineBackendOptions): GenerationBacke
       gen = null;
       current = null;
       gen = await SdGenerator.load(ckpt.path, { vae: vae?.path, device: opts.device as Device, tokenizer: await tokenizerFor(ckpt.path), threads: opts.threads, ...(opts.lowMemory ? { weights: 'inputs' as const } : {}) });
+      gen.pipeline.conditioner.setEmbeddings?.(opts.embeddings ?? null);
       current = ckpt;
     },
     async unload() {

@@ -12,6 +12,7 @@ interface ServeFlags {
   loraDir?: string;
   vaeDir?: string;
   esrganModelsPath?: string;
+  embeddingsDir?: string;
   dataDir?: string;
   device: string;
   tokenizerDir?: string;
@@ -41,6 +42,7 @@ export function register(program: Command): void {
     .option('--ckpt-dir <dir>', 'checkpoint folder (default: <data-dir>/models/Stable-diffusion)')
     .option('--lora-dir <dir>', 'LoRA folder (default: <data-dir>/models/Lora)')
     .option('--vae-dir <dir>', 'VAE folder (default: <data-dir>/models/VAE)')
+    .option('--embeddings-dir <dir>', 'textual-inversion embeddings, .safetensors (default: <data-dir>/models/embeddings)')
     .option('--esrgan-models-path <dir>', 'ESRGAN-family upscaler models, .safetensors (default: <data-dir>/models/ESRGAN)')
     .option('--low-memory', 'feed every weight to ONNX Runtime instead of baking conv weights (≈ 5 GiB less for SD 1.5, a little slower)')
     .option('--device <name>', 'ONNX Runtime device: cpu, cuda, dml, coreml', 'cpu')
@@ -83,6 +85,7 @@ export function register(program: Command): void {
         loraDir: f.loraDir,
         vaeDir: f.vaeDir,
         esrganDir: f.esrganModelsPath,
+        embeddingsDir: f.embeddingsDir,
         device: f.device,
         tokenizerDir: f.tokenizerDir,
         lowMemory: f.lowMemory,

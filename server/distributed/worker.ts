@@ -28,6 +28,7 @@ import { LoraIndex } from '../loras.ts';
 import { ModelIndex } from '../models.ts';
 import { OptionsStore } from '../options.ts';
 import { UpscalerLibrary } from '../../engine/upscale/upscalers.ts';
+import { EmbeddingLibrary } from '../../engine/sd/embeddings.ts';
 import { PreviewCache } from '../progress.ts';
 import { JobQueue, type RunningState } from '../queue.ts';
 import { handlers } from './handlers.ts';
@@ -83,6 +84,9 @@ const LABEL_RETRY_MS = 1000;
 async function slotContext(opts: WorkerOptions, shared: { models: ModelIndex; loras: LoraIndex }, optionsPath: string, log: (m: string) => void): Promise<ServerContext> {
   const layout = resolveLayout(opts);
   const options = await OptionsStore.load(optionsPath);
+  // The worker's own view of the shared embeddings folder, read when its slot starts.
+  const embeddings = new EmbeddingLibrary(layout.embeddingsDir);
+  (await embeddings.refresh()).forEach((msg) => log(msg));
   // A worker never writes the shared config.json: a save asked for by a job is carried back to its front.
   options.save = async () => {};
   const backend = createEngineBackend({
@@ -91,6 +95,7 @@ async function slotContext(opts: WorkerOptions, shared: { models: ModelIndex; lo
     fallbackTokenizerDirs: [join(dirname(layout.ckptDir), 'tokenizer'), join(layout.dataDir, 'models/tokenizer')],
     lowMemory: opts.lowMemory,
     threads: opts.threads,
+    embeddings,
   });
   const checkpoints = new CheckpointManager(backend, shared.models, options, log);
   return {
@@ -101,6 +106,7 @@ async function slotContext(opts: WorkerOptions, shared: { models: ModelIndex; lo
     loras: shared.loras,
     // Extras run on the front; a worker never lists or runs upscalers.
     upscalers: new UpscalerLibrary(layout.esrganDir),
+    embeddings,
     checkpoints,
     queue: new JobQueue(),
     previews: new PreviewCache(),

@@ -1,11 +1,12 @@
 /**
  * Lists and refreshes: samplers, schedulers, checkpoints, VAEs, styles, embeddings, …, and
  * checkpoint unload/reload. Lists of features lora-scripts does not have (face restorers, hypernetworks,
- * RealESRGAN, embeddings, scripts) answer A1111's shape with no entries.
+ * RealESRGAN, scripts) answer A1111's shape with no entries.
  */
 import type { ServerContext } from '../context.ts';
 import { SAMPLERS, SCHEDULERS } from '../samplers.ts';
 import { readStyles } from '../styles.ts';
+import type { TextualInversion } from '../../engine/sd/embeddings.ts';
 import type { Api } from './api.ts';
 
 const LATENT_UPSCALE_MODES = ['Latent', 'Latent (antialiased)', 'Latent (bicubic)', 'Latent (bicubic antialiased)', 'Latent (nearest)', 'Latent (nearest-exact)'];
@@ -29,7 +30,12 @@ export function register(api: Api, ctx: ServerContext): void {
   api.get('/sdapi/v1/face-restorers', { summary: 'Face restorers (not supported: empty)', tag: 'lists' }, () => []);
   api.get('/sdapi/v1/realesrgan-models', { summary: 'RealESRGAN models (not supported: empty)', tag: 'lists' }, () => []);
   api.get('/sdapi/v1/prompt-styles', { summary: 'Prompt styles from <data-dir>/styles.csv', tag: 'lists' }, () => readStyles(ctx.layout.stylesPath));
-  api.get('/sdapi/v1/embeddings', { summary: 'Textual-inversion embeddings (not supported: empty)', tag: 'lists' }, () => ({ loaded: {}, skipped: {} }));
+  api.get('/sdapi/v1/embeddings', { summary: 'Textual-inversion embeddings: loaded (usable with the loaded model) and skipped (another text width)', tag: 'lists' }, () => {
+    const { loaded, skipped } = ctx.embeddings.split();
+    const byName = (list: TextualInversion[]) =>
+      Object.fromEntries(list.map((e) => [e.name, { step: e.step, sd_checkpoint: e.sdCheckpoint, sd_checkpoint_name: e.sdCheckpointName, shape: e.shape, vectors: e.vectors }]));
+    return { loaded: byName(loaded), skipped: byName(skipped) };
+  });
   api.get('/sdapi/v1/scripts', { summary: 'Scripts (none)', tag: 'lists' }, () => ({ txt2img: [], img2img: [] }));
   api.get('/sdapi/v1/script-info', { summary: 'Script details (none)', tag: 'lists' }, () => []);
   api.get('/sdapi/v1/extensions', { summary: 'Extensions (none)', tag: 'lists' }, () => []);
@@ -42,7 +48,12 @@ export function register(api: Api, ctx: ServerContext): void {
     await inQueue('refresh_vae', () => ctx.models.refreshVaes());
     return null;
   });
-  api.post('/sdapi/v1/refresh-embeddings', { summary: 'Rescan embeddings (none supported)', tag: 'models', example: null }, () => null);
+  api.post('/sdapi/v1/refresh-embeddings', { summary: 'Rescan the embeddings folder', tag: 'models', example: null }, async () => {
+    await inQueue('refresh_embeddings', async () => {
+      for (const msg of (await ctx.embeddings.refresh()).values()) ctx.log(msg);
+    });
+    return null;
+  });
   api.post('/sdapi/v1/unload-checkpoint', { summary: 'Free the loaded checkpoint', tag: 'models', example: {} }, async () => {
     await inQueue('unload_checkpoint', () => ctx.backend.unload());
     return {};
