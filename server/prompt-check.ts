@@ -18,7 +18,7 @@ export interface PromptIssue {
 }
 
 /** The first problem among the request's prompt fields, or null. Runs the parse the pipeline will run. */
-export function promptIssue(fields: Record<string, unknown>, steps: number): PromptIssue | null {
+export function promptIssue(fields: Record<string, unknown>, steps: number, parsed: string[] = []): PromptIssue | null {
   for (const k of PROMPT_FIELDS) {
     const v = fields[k];
     if (typeof v !== 'string' || v === '') continue;
@@ -26,6 +26,7 @@ export function promptIssue(fields: Record<string, unknown>, steps: number): Pro
       // The pipeline parses the text without its extra-network tags.
       const bare = k === 'prompt' || k === 'hr_prompt' ? extractPromptTags(v).prompt : v;
       getPromptSchedule(bare, steps);
+      parsed.push(bare);
     } catch (e) {
       if (isUserError(e)) return { field: k, message: `${k}: ${e.message}` };
       throw e;
@@ -36,9 +37,9 @@ export function promptIssue(fields: Record<string, unknown>, steps: number): Pro
 
 /** `promptIssue` plus the parses it made, for the thread that queues the job (see `rememberParses`). */
 export function promptIssueWithParses(fields: Record<string, unknown>, steps: number): { issue: PromptIssue | null; parses: PromptParse[] } {
-  const issue = promptIssue(fields, steps);
-  const texts = PROMPT_FIELDS.map((k) => fields[k]).filter((v): v is string => typeof v === 'string' && v !== '');
-  return { issue, parses: issue ? [] : cachedParses(texts.flatMap((v) => [v, extractPromptTags(v).prompt])) };
+  const parsed: string[] = [];
+  const issue = promptIssue(fields, steps, parsed);
+  return { issue, parses: issue ? [] : cachedParses(parsed) };
 }
 
 const pool = new WorkerPool(import.meta.url, 'prompt check');

@@ -17,6 +17,7 @@ import type { Request, Response } from 'express';
 import multer, { type StorageEngine } from 'multer';
 import sharp from 'sharp';
 import { gated } from '../engine/image/pixel-gate.ts';
+import { multipartParseError } from './multipart-error.ts';
 import { parse as parseCsv } from 'csv-parse/sync';
 import { loadDataset } from '../engine/train/dataset.ts';
 import { HttpError } from './errors.ts';
@@ -170,10 +171,7 @@ function receive(req: Request, res: Response, staging: string, s: TrainingSettin
   return new Promise((resolve, reject) => {
     upload(req, res, (err: unknown) => {
       if (err instanceof multer.MulterError) reject(multerError(err, s));
-      // busboy's parse errors (no boundary, malformed part header, truncated body) carry no errno code;
-      // errors of the file system (full disk, permissions) do and stay server errors.
-      else if (err instanceof Error && !(err instanceof HttpError) && (err as NodeJS.ErrnoException).code === undefined) reject(new HttpError(400, `bad multipart upload: ${err.message}`));
-      else if (err) reject(err);
+      else if (err) reject(multipartParseError(err) ?? err);
       else resolve((req.files as Express.Multer.File[] | undefined) ?? []);
     });
   });

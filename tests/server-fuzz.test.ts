@@ -2,17 +2,23 @@
  * Seeded, time-bounded fuzzing of the live server (real HTTP, real multipart, real image decoding, the
  * fixture backend for the math): random JSON fields for txt2img/img2img, prompts built from the prompt
  * syntax's own characters, broken and hostile images, random training configs as JSON and YAML, multipart
- * dataset uploads with hostile names, zips and truncated bodies. Every answer must be below 500 and well
- * formed, the process must not crash, and a known request must still give the known answer after every
- * batch of cases. `LORA_SCRIPTS_FUZZ_SEED` / `LORA_SCRIPTS_FUZZ_CASES` override the seed and case count.
+ * dataset uploads with hostile names, zips and truncated bodies; options writes, LoRA uploads (broken,
+ * hostile and real safetensors), labelling and interrogate requests, dataset caption edits, listings and
+ * thumbnails, training-job files, and the OpenAI-shaped LLM routes on a tiny real model. Every answer must be
+ * below 500 and well formed, the process must not crash, and a known request must still give the known
+ * answer after every batch of cases (options the cases changed are set back first). `LORA_SCRIPTS_FUZZ_SEED` / `LORA_SCRIPTS_FUZZ_CASES` override the seed and case count.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { cp, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { zipSync } from 'fflate';
 import sharp from 'sharp';
 import { FixtureBackend, startTestServer, type TestServer } from './server-fixture-backend.ts';
 import { patternFiles, upload } from './server-train-support.ts';
 import { rng } from './support/random.ts';
+import { tinyModelFolder } from './support/llm-folder.ts';
+import { fixturesDir } from './support/paths.ts';
 
 const SEED = Number(process.env['LORA_SCRIPTS_FUZZ_SEED'] ?? 14);
 const CASES = Number(process.env['LORA_SCRIPTS_FUZZ_CASES'] ?? 2016);
@@ -21,6 +27,12 @@ const TIME_LIMIT_MS = 240_000;
 
 let t: TestServer;
 let images: Record<string, Buffer>;
+/** Safetensors files for LoRA uploads: real LoRAs, a checkpoint (not a LoRA), and broken ones. */
+let tensorFiles: Record<string, Buffer>;
+/** Option values before the cases, restored before every canary. */
+let optionsBefore: Record<string, unknown>;
+/** Training jobs the cases created (for the job-file routes). */
+const trainIds: string[] = [];
 
 before(async () => {
   // Small caps keep every accepted case cheap; the caps themselves are part of what is fuzzed.
@@ -38,6 +50,23 @@ before(async () => {
     noise: Buffer.from(Array.from({ length: 300 }, (_, i) => (i * 73 + 11) & 255)),
     empty: Buffer.alloc(0),
   };
+  const lora = await readFile(join(fixturesDir, 'sd-tiny/lora-kohya/lora_a.safetensors'));
+  const headerLength = Number(lora.readBigUInt64LE(0));
+  const bigHeader = Buffer.alloc(8);
+  bigHeader.writeBigUInt64LE(2n ** 40n);
+  tensorFiles = {
+    lora,
+    lycoris: await readFile(join(fixturesDir, 'sd-tiny/lora-kohya/lora_b.safetensors')),
+    truncated: lora.subarray(0, Math.floor(lora.length * 0.6)),
+    headerOnly: lora.subarray(0, 8 + headerLength),
+    bigHeader: Buffer.concat([bigHeader, Buffer.from('{}')]),
+    badJson: Buffer.concat([Buffer.from([16, 0, 0, 0, 0, 0, 0, 0]), Buffer.from('{"a": [1, 2, 3}}')]),
+    notLora: Buffer.concat([Buffer.from([2, 0, 0, 0, 0, 0, 0, 0]), Buffer.from('{}')]),
+    png: images['png']!,
+  };
+  // The LLM routes run on the tiny fixture model.
+  await cp(await tinyModelFolder(), join(t.dataDir, 'models/LLM/tiny'), { recursive: true });
+  optionsBefore = (await t.get('/sdapi/v1/options')).body as Record<string, unknown>;
 });
 after(() => t?.close());
 
@@ -173,6 +202,77 @@ async function json(method: string, path: string, body: unknown, raw = false): P
   return { status: res.status, body: parsed };
 }
 
+/** Options a client may set; folder options are left out (they are the operator's, and would write outside the test folder). */
+const OPTION_KEYS = ['sd_model_checkpoint', 'samples_format', 'grid_format', 'CLIP_stop_at_last_layers', 'eta_noise_seed_delta', 'jpeg_quality', 'webp_lossless', 'sd_lora', 'extra_networks_default_multiplier', 'randn_source', 'use_old_scheduling', 'enable_pnginfo', 'sdxl_crop_top', 'sdxl_clip_l_skip', 'sd_vae', 'live_previews_enable', 'show_progress_every_n_steps', 'live_previews_image_format', 'samples_save', 'api_enable_requests', 'api_forbid_local_requests', 'no_such_option', 'eta_ancestral', 's_churn', 'token_merging_ratio'];
+
+function optionsBody(r: R): unknown {
+  if (r() < 0.1) return weirdValue(r);
+  const body: Record<string, unknown> = {};
+  for (let i = int(r, 1, 3); i > 0; i--) {
+    const k = pick(r, OPTION_KEYS);
+    body[k] = k === 'sd_model_checkpoint' ? pick(r, ['sd-tiny', 'sd-tiny.safetensors', 'missing', '../x', weirdString(r)]) : weirdValue(r);
+  }
+  return body;
+}
+
+async function loraUploadCase(r: R): Promise<{ status: number; body: unknown }> {
+  const form = new FormData();
+  for (let i = r() < 0.9 ? 1 : int(r, 0, 2); i > 0; i--) {
+    const name = pick(r, ['fuzz.safetensors', 'lora_a.safetensors', '../up.safetensors', '.hidden.safetensors', 'a\u0000b.safetensors', 'x.ckpt', 'x'.repeat(200) + '.safetensors', '😀.safetensors', 'sub/dir.safetensors', 'con.safetensors', '']);
+    form.append(pick(r, ['file', 'file', 'f']), new Blob([new Uint8Array(tensorFiles[pick(r, Object.keys(tensorFiles))]!)]), name);
+  }
+  if (r() < 0.2) form.append('extra', weirdString(r));
+  const res = await fetch(`${t.server.url}/sdapi/v1/loras/upload${pick(r, ['', '?replace=true', '?replace=maybe'])}`, { method: 'POST', body: form });
+  return { status: res.status, body: await res.text() };
+}
+
+function labelBody(r: R): unknown {
+  if (r() < 0.1) return weirdValue(r);
+  const body: Record<string, unknown> = { dataset: pick(r, ['fuzzset', 'missing', '../x', '', weirdString(r)]) };
+  const keys = ['model', 'mode', 'target', 'trigger', 'dry_run', 'clip_model', 'wd14_model', 'threshold', 'character_threshold', 'batch_size', 'max_tags', 'exclude_tags', 'unknown_key'];
+  for (let i = int(r, 0, 4); i > 0; i--) {
+    const k = pick(r, keys);
+    body[k] = k === 'model' ? pick(r, ['clip', 'wd14', 'both', 'blip', weirdString(r)]) : k === 'mode' ? pick(r, ['missing', 'overwrite', 'append', 'x']) : weirdValue(r);
+  }
+  return body;
+}
+
+function captionEdits(r: R): unknown {
+  if (r() < 0.15) return pick(r, [weirdValue(r), { edits: weirdValue(r) }]);
+  return {
+    edits: Array.from({ length: int(r, 0, 3) }, () => ({
+      key: pick(r, ['img0.png', 'img1.png', 'missing.png', '../x.png', '.hidden.png', '', weirdString(r)]),
+      caption: pick(r, ['a cat', 'line\nbreak', '', weirdString(r), 7]),
+      ...(r() < 0.3 ? { before: pick(r, ['', 'a cat', weirdString(r), 3]) } : {}),
+    })),
+  };
+}
+
+function llmBody(r: R, chat: boolean): unknown {
+  if (r() < 0.1) return weirdValue(r);
+  const body: Record<string, unknown> = { model: pick(r, ['tiny', 'tiny', 'missing', '../tiny', weirdString(r)]), max_tokens: pick(r, [1, 2, 3, 0, -1, 1e9, 'x']) };
+  if (chat) body['messages'] = r() < 0.8 ? Array.from({ length: int(r, 0, 3) }, () => ({ role: pick(r, ['user', 'system', 'assistant', 'tool', 7]), content: pick(r, ['hi', '', weirdString(r), null, [{ type: 'text', text: 'x' }]]) })) : weirdValue(r);
+  else body['prompt'] = r() < 0.8 ? pick(r, ['hello', '', weirdString(r), ['a', 'b']]) : weirdValue(r);
+  const keys = ['temperature', 'top_p', 'top_k', 'seed', 'stop', 'stream', 'n', 'adapters', 'presence_penalty', 'logprobs', 'echo', 'repetition_penalty'];
+  for (let i = int(r, 0, 3); i > 0; i--) {
+    const k = pick(r, keys);
+    body[k] = k === 'max_tokens' ? 2 : k === 'adapters' ? pick(r, [[{ name: 'missing', weight: 1 }], ['x:inf'], weirdValue(r)]) : weirdValue(r);
+  }
+  // Keep accepted cases cheap: a few tokens at most.
+  if (typeof body['max_tokens'] === 'number' && (body['max_tokens'] as number) > 4) body['max_tokens'] = 4;
+  return body;
+}
+
+/** A path segment or query value from any string (a lone surrogate cannot be percent-encoded: it becomes U+FFFD, as a browser sends it). */
+const enc = (v: unknown): string => encodeURIComponent(String(v).replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, '\ufffd'));
+
+/** Any answer: status and text (binary routes answer files, not JSON). */
+async function raw(method: string, path: string, body?: unknown): Promise<{ status: number; body: unknown }> {
+  const res = await fetch(t.server.url + path, { method, ...(body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }) });
+  const text = await res.text();
+  return { status: res.status, body: text.slice(0, 300) };
+}
+
 const CANARY = { prompt: 'canary [a:b:0.5]', steps: 2, width: 16, height: 8, seed: 42 };
 
 test('fuzz: no 5xx, no crash, and a known request keeps its known answer', async () => {
@@ -188,7 +288,7 @@ test('fuzz: no 5xx, no crash, and a known request keeps its known answer', async
   // Each case draws from its own generator, so a case is the same whatever runs beside it.
   const runCase = async (n: number): Promise<void> => {
     const r = rng(SEED * 1_000_003 + n);
-    const kind = pick(r, ['txt2img', 'txt2img', 'img2img', 'img2img', 'png-info', 'train', 'dry-run', 'upload', 'raw-json', 'task-id']);
+    const kind = pick(r, ['txt2img', 'txt2img', 'img2img', 'img2img', 'png-info', 'train', 'dry-run', 'upload', 'raw-json', 'task-id', 'options', 'lora-upload', 'label', 'captions', 'train-files', 'llm']);
     byKind[kind] = (byKind[kind] ?? 0) + 1;
     let res: { status: number; body: unknown };
     let what = `case ${n} ${kind}`;
@@ -209,7 +309,52 @@ test('fuzz: no 5xx, no crash, and a known request keeps its known answer', async
           const c = trainConfig(r);
           what += ` ${JSON.stringify(c).slice(0, 300)}`;
           res = await json('POST', kind === 'train' ? '/sdapi/v1/train/jobs' : '/sdapi/v1/train/dry-run', c);
-          if (kind === 'train' && res.status === 202) await json('POST', `/sdapi/v1/train/jobs/${(res.body as { id: string }).id}/cancel`, {});
+          if (kind === 'train' && res.status === 202) {
+            trainIds.push((res.body as { id: string }).id);
+            await json('POST', `/sdapi/v1/train/jobs/${(res.body as { id: string }).id}/cancel`, {});
+          }
+          break;
+        }
+        case 'options': {
+          const b = optionsBody(r);
+          what += ` ${JSON.stringify(b).slice(0, 300)}`;
+          res = await json('POST', '/sdapi/v1/options', b);
+          break;
+        }
+        case 'lora-upload':
+          res = await loraUploadCase(r);
+          break;
+        case 'label': {
+          const which = int(r, 0, 3);
+          const b = which === 0 ? labelBody(r) : which === 1 ? { image: imageField(r), model: pick(r, ['clip', 'deepdanbooru', 'x', weirdValue(r)]) } : null;
+          what += ` ${JSON.stringify(b).slice(0, 300)}`;
+          res = which === 0 ? await json('POST', '/sdapi/v1/label', b) : which === 1 ? await json('POST', '/sdapi/v1/interrogate', b) : await raw(pick(r, ['GET', 'POST']), `/sdapi/v1/label/jobs/${enc(weirdString(r))}${which === 3 ? '/cancel' : ''}`);
+          break;
+        }
+        case 'captions': {
+          const name = enc(pick(r, ['fuzzset', 'fuzzset', 'missing', '..', weirdString(r) || 'x']));
+          const which = int(r, 0, 2);
+          if (which === 0) {
+            const b = captionEdits(r);
+            what += ` ${JSON.stringify(b).slice(0, 300)}`;
+            res = await json('POST', `/sdapi/v1/train/datasets/${name}/captions`, b);
+          } else if (which === 1) res = await raw('GET', `/sdapi/v1/train/datasets/${name}/items${r() < 0.5 ? `?resolution=${enc(weirdValue(r))}` : ''}`);
+          else res = await raw('GET', `/sdapi/v1/train/datasets/${name}/image?key=${enc(pick(r, ['img0.png', '../x.png', 'missing.png', '', weirdString(r)]))}&size=${enc(weirdValue(r))}`);
+          what += ` ${name}`;
+          break;
+        }
+        case 'train-files': {
+          const id = enc(trainIds.length && r() < 0.7 ? pick(r, trainIds) : weirdString(r) || 'x');
+          const path = pick(r, ['job.json', '../job.json', '.hidden', '', 'logs', '/etc/passwd', weirdString(r)]);
+          what += ` ${id} ${path}`;
+          res = r() < 0.4 ? await raw('GET', `/sdapi/v1/train/jobs/${id}/files`) : await raw('GET', `/sdapi/v1/train/jobs/${id}/file?path=${enc(path)}`);
+          break;
+        }
+        case 'llm': {
+          const chat = r() < 0.5;
+          const b = llmBody(r, chat);
+          what += ` ${JSON.stringify(b).slice(0, 300)}`;
+          res = await raw('POST', chat ? '/v1/chat/completions' : '/v1/completions', b);
           break;
         }
         case 'upload':
@@ -223,7 +368,9 @@ test('fuzz: no 5xx, no crash, and a known request keeps its known answer', async
           const id = `task(fuzz-${n})`;
           const [a, b] = await Promise.all([json('POST', '/sdapi/v1/txt2img', { ...CANARY, force_task_id: id }), json('POST', '/sdapi/v1/txt2img', { ...CANARY, force_task_id: id })]);
           res = a.status >= b.status ? a : b;
-          if (![a.status, b.status].includes(200)) failures.push(`${what}: neither request ran (${a.status}, ${b.status})`);
+          // Both may be refused alike while an options case beside them has set an invalid value (set back before the canary).
+          const refusedAlike = a.status === 422 && JSON.stringify(a.body) === JSON.stringify(b.body);
+          if (![a.status, b.status].includes(200) && !refusedAlike) failures.push(`${what}: neither request ran (${a.status}, ${b.status})`);
         }
       }
     } catch (e) {
@@ -243,6 +390,13 @@ test('fuzz: no 5xx, no crash, and a known request keeps its known answer', async
       for (let i = lane; i < batch.length; i += 4) await runCase(batch[i]!);
     });
     await Promise.all(lanes);
+    // Options are the server's state: what the cases set is set back before the known request.
+    const now = (await t.get('/sdapi/v1/options')).body as Record<string, unknown>;
+    const changed = Object.fromEntries(OPTION_KEYS.filter((k) => k in optionsBefore && JSON.stringify(now[k]) !== JSON.stringify(optionsBefore[k])).map((k) => [k, optionsBefore[k]]));
+    if (Object.keys(changed).length) {
+      const back = await json('POST', '/sdapi/v1/options', changed);
+      if (back.status !== 200) failures.push(`after case ${cases}: options could not be set back (${back.status} ${JSON.stringify(back.body).slice(0, 200)})`);
+    }
     const c = await json('POST', '/sdapi/v1/txt2img', CANARY);
     if (c.status !== 200 || (c.body as { images: string[] }).images[0] !== canaryImage) failures.push(`after case ${cases}: the canary request changed (${c.status})`);
     peakRss = Math.max(peakRss, process.memoryUsage().rss);

@@ -117,7 +117,7 @@ export async function mergeTargetOffThread(
     view.set(r.data);
     return r;
   } catch (e) {
-    if (!(e instanceof WorkerStartError)) throw e instanceof WorkerTaskError ? new Error(`LoRA merge: ${e.message}`) : e;
+    if (!(e instanceof WorkerStartError)) throw e instanceof WorkerTaskError ? new Error(`LoRA merge: ${e.message}`, { cause: e }) : e;
     return { outcome: (await mergeTarget(view, shape, jobs, ortMin)).outcome };
   }
 }

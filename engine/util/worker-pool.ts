@@ -14,6 +14,7 @@
  * replaced by the next call.
  */
 import { Worker, type Transferable } from 'node:worker_threads';
+import { UserError } from './errors.ts';
 
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
@@ -50,7 +51,7 @@ export class WorkerStartError extends Error {
   override name = 'WorkerStartError';
 }
 
-/** An error thrown by the function in the worker, with its name (and `status`, for user errors) kept. */
+/** An error thrown by the function in the worker (other than a UserError, which arrives as one), its name kept. */
 export class WorkerTaskError extends Error {
   constructor(
     message: string,
@@ -153,7 +154,8 @@ export class WorkerPool {
         void worker.terminate();
         return;
       }
-      if (m.error) this.finish(slot, undefined, new WorkerTaskError(m.error.message, m.error.name, m.error.status));
+      // A user error stays one across the thread boundary (a server answers it with 4xx, not 500).
+      if (m.error) this.finish(slot, undefined, m.error.name === 'UserError' ? new UserError(m.error.message, { status: m.error.status }) : new WorkerTaskError(m.error.message, m.error.name, m.error.status));
       else this.finish(slot, m.value);
     });
     let isReady = false;

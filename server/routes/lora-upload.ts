@@ -14,6 +14,7 @@ import { SafetensorsFile } from '../../engine/safetensors/index.ts';
 import { previewOf } from './lora-files.ts';
 import type { ServerContext } from '../context.ts';
 import { HttpError } from '../errors.ts';
+import { multipartParseError } from '../multipart-error.ts';
 import type { Api } from './api.ts';
 
 const LORA_KINDS = new Set(['kohya-lora', 'diffusers-lora', 'peft-lora', 'lycoris']);
@@ -59,7 +60,7 @@ export function register(api: Api, ctx: ServerContext): void {
             const m = e as { code?: string } | undefined;
             if (m?.code === 'LIMIT_FILE_SIZE') reject(new HttpError(413, `the file is larger than ${maxUploadBytes() / 1024 / 1024} MiB (LORA_SCRIPTS_LORA_UPLOAD_MAX_MB)`));
             else if (m?.code) reject(new HttpError(422, `upload refused: ${(e as Error).message}; send one .safetensors file in the field 'file'`));
-            else if (e) reject(e);
+            else if (e) reject(multipartParseError(e) ?? e);
             else resolve();
           }),
         );
