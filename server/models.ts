@@ -5,6 +5,7 @@
  */
 import { readdir, stat } from 'node:fs/promises';
 import { join, relative, sep, extname, basename } from 'node:path';
+import { readSidecar, sidecarNativeSize } from '../engine/sd/sidecar.ts';
 import type { CheckpointRef, VaeRef } from './backend.ts';
 import { HashCache, legacyHash, sha256File } from './hashes.ts';
 
@@ -39,6 +40,14 @@ export interface CheckpointEntry extends CheckpointRef {
   legacyHash: string | null;
   /** A `.yaml` beside the file (A1111 `config`), or null. */
   config: string | null;
+  /** The picture side the model was trained at, when its config says (`image_size`), else null. */
+  resolution: number | null;
+}
+
+/** The picture side a checkpoint's sidecar config gives, or null (no config, no `image_size`, or unreadable). */
+async function configuredSize(checkpoint: string): Promise<number | null> {
+  const cfg = await readSidecar(checkpoint).catch(() => undefined);
+  return (cfg && sidecarNativeSize(cfg)) ?? null;
 }
 
 function relName(dir: string, p: string): string {
@@ -78,6 +87,8 @@ export class ModelIndex {
           sha256,
           legacyHash: isFile ? await legacyHash(path).catch(() => null) : null,
           config: isFile && (await stat(yaml).catch(() => null)) ? yaml : null,
+          // A config that cannot be read fails when the model loads, with its reason; the listing goes on.
+          resolution: isFile ? await configuredSize(path) : null,
         }),
       );
     }

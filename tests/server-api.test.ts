@@ -55,6 +55,7 @@ test('sd-models lists the fixture checkpoint with A1111 fields and its real sha2
       sha256: sha,
       filename: join(t.dataDir, 'models/Stable-diffusion/sd-tiny.safetensors'),
       config: null,
+      resolution: null,
     },
   ]);
   assert.equal(t.server.ctx.backend.currentCheckpoint()?.sha256, sha);

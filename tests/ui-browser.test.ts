@@ -230,6 +230,11 @@ test('train: cancel a run, then resume it from its saved state to the end', asyn
 
 test('generate: the new LoRAs added from the picker and stacked; tag, slider and completion; the image matches the API', async () => {
   await page.click('#tab-generate');
+  // Width and height start at the active checkpoint's trained size, which sd-models reports from its config.
+  const listed = (await t.get('/sdapi/v1/sd-models')).body as { resolution: number | null }[];
+  assert.deepEqual(listed.map((m) => m.resolution), [DEMO_RESOLUTION]);
+  await page.waitForFunction((size) => (document.querySelector('#width') as HTMLInputElement | null)?.value === String(size), DEMO_RESOLUTION);
+  assert.equal(await page.inputValue('#height'), String(DEMO_RESOLUTION));
   const name = 'stripes_ui';
   const second = 'stripes_resume';
   await page.locator(`.lora-card[data-lora="${second}"]`).waitFor();

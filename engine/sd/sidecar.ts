@@ -34,6 +34,8 @@ export interface SidecarUnet {
   /** SGM `label_emb` input width (pooled text + size embeddings). */
   admInChannels?: number;
   numClasses?: number | 'sequential';
+  /** `image_size`: the latent side the model was trained at (LDM configs; SGM ones leave it out). */
+  imageSize?: number;
 }
 
 /** The KL autoencoder (`first_stage_config.params`). */
@@ -249,6 +251,15 @@ export function parseSidecar(text: string, path: string): SidecarConfig {
   return out;
 }
 
+/**
+ * The picture side a checkpoint was trained at, as its config states it: the UNet's latent `image_size` times
+ * the autoencoder's downsampling factor (2 per level after the first; SD's KL-f8 when the file leaves it out).
+ */
+export function sidecarNativeSize(cfg: SidecarConfig): number | undefined {
+  const latent = cfg.unet.imageSize;
+  return latent === undefined ? undefined : latent * 2 ** ((cfg.vae.chMult?.length ?? 4) - 1);
+}
+
 function prediction(v: string, path: string, where: string): 'epsilon' | 'v_prediction' {
   if (v === 'eps' || v === 'epsilon') return 'epsilon';
   if (v === 'v' || v === 'v_prediction') return 'v_prediction';
@@ -276,6 +287,7 @@ function readUnet(p: Fields): SidecarUnet {
     useLinearInTransformer: p.bool('use_linear_in_transformer'),
     admInChannels: p.int('adm_in_channels'),
     numClasses,
+    imageSize: p.int('image_size'),
   };
 }
 

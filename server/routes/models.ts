@@ -21,7 +21,7 @@ export function register(api: Api, ctx: ServerContext): void {
   api.get('/sdapi/v1/schedulers', { summary: 'Schedulers', tag: 'lists' }, () => SCHEDULERS);
   api.get('/sdapi/v1/latent-upscale-modes', { summary: 'Latent upscale modes', tag: 'lists' }, () => LATENT_UPSCALE_MODES.map((name) => ({ name })));
   api.get('/sdapi/v1/sd-models', { summary: 'Checkpoints in the checkpoint folder', tag: 'models' }, () =>
-    ctx.models.checkpoints().map((c) => ({ title: c.title, model_name: c.modelName, hash: c.shortHash, sha256: c.sha256, filename: c.path, config: c.config })),
+    ctx.models.checkpoints().map((c) => ({ title: c.title, model_name: c.modelName, hash: c.shortHash, sha256: c.sha256, filename: c.path, config: c.config, resolution: c.resolution })),
   );
   api.get('/sdapi/v1/sd-vae', { summary: 'VAE files in the VAE folder', tag: 'models' }, () =>
     ctx.models.vaes().map((v) => ({ model_name: v.name.split('/').pop()!, filename: v.path })),

@@ -10,6 +10,9 @@ import { promptEditor } from './prompt-editor.ts';
 import { addLoraTag, findLoraTags, formatWeight, removeLoraTag, setLoraWeight } from './prompt-text.ts';
 import { errorText, type App } from './app.ts';
 
+/** Width and height for a checkpoint whose config states no size: SD 1.x's 512. */
+const DEFAULT_SIZE = 512;
+
 interface Lora {
   name: string;
   alias: string;
@@ -53,8 +56,8 @@ export function generateTab(app: App): HTMLElement {
   const steps = num('steps', 20, 1, 150);
   const cfg = num('cfg', 7, 1, 30, 0.5);
   const seed = num('seed', -1, -1, 4294967295);
-  const width = num('width', 512, 64, 2048, 8);
-  const height = num('height', 512, 64, 2048, 8);
+  const width = num('width', DEFAULT_SIZE, 64, 2048, 8);
+  const height = num('height', DEFAULT_SIZE, 64, 2048, 8);
   const batchSize = num('batch-size', 1, 1, 8);
   const batchCount = num('batch-count', 1, 1, 16);
   const hires = h('input#hires', { type: 'checkbox' });
@@ -353,6 +356,26 @@ export function generateTab(app: App): HTMLElement {
     }
   };
   app.events.addEventListener('loras-changed', () => void load());
+
+  // Width and height follow the active checkpoint's trained size (the server reads it from the checkpoint's
+  // config; the bundled demo model draws 64×64) until the user sets a size.
+  let sizeChosen = false;
+  for (const el of [width, height]) el.addEventListener('input', () => (sizeChosen = true));
+  const followModelSize = async () => {
+    try {
+      const [ckpts, opts] = await Promise.all([
+        api.get<{ title: string; model_name: string; resolution?: number | null }[]>('sdapi/v1/sd-models'),
+        api.get<Record<string, unknown>>('sdapi/v1/options'),
+      ]);
+      const active = String(opts['sd_model_checkpoint'] ?? '');
+      const c = ckpts.find((m) => m.title === active || m.model_name === active) ?? (ckpts.length === 1 ? ckpts[0] : undefined);
+      if (!sizeChosen) width.value = height.value = String(c?.resolution ?? DEFAULT_SIZE);
+    } catch {
+      // The size stays as it is; the lists above report a server that cannot be reached.
+    }
+  };
+  app.events.addEventListener('checkpoint-changed', () => void followModelSize());
+  void followModelSize();
   app.events.addEventListener('use-lora', (e) => {
     setPrompt(addLoraTag(prompt.value, String((e as CustomEvent).detail), 1));
     app.show('generate');
