@@ -1,69 +1,35 @@
 /**
  * LoRA merge benchmark: two random rank-32 kohya LoRAs covering every module kohya trains by default
  * (UNet transformer Linear/1×1 conv + text-encoder attention/MLP) merged into SD 1.5-sized weights.
- * Figures: cold apply (file parse + merge), merge alone, restore, and a repeat served from the stack cache,
- * plus GEMM throughput of the JS reference loop against the ONNX Runtime path on one large layer.
+ * Figures: cold apply (file parse + merge), merge alone, restore, and a repeat served from the stack cache;
+ * a five-LoRA stack merged and switched to and from the two-LoRA one through the cache; GEMM throughput of the
+ * JS reference loop against the ONNX Runtime path on one large layer.
  *
  * Every UNet and text-encoder tensor is allocated (983M values, 3.9 GB float32), as a loaded model would be;
- * peak memory is about 7 GB with the pristine copies and one cached stack. LORA_BENCH_TARGETS_ONLY=1 keeps
+ * peak memory is about 9 GB with the pristine copies and two cached stacks. LORA_BENCH_TARGETS_ONLY=1 keeps
  * only the 352M values the LoRAs touch (the merger reads nothing else) for a lighter run; timings agree.
  */
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { SD15, syntheticShapes } from '../engine/sd/synthetic.ts';
-import { ldmToDiffusers, inferUnetLayout, LDM_PREFIX } from '../engine/sd/keymap.ts';
 import { LoraMerger } from '../engine/lora/merge.ts';
 import { TargetIndex } from '../engine/lora/targets.ts';
 import { matmulAccumulate } from '../engine/lora/delta.ts';
 import { addLowRankOrt } from '../engine/lora/lowrank-ort.ts';
 import { kohyaMetadata, writeKohyaLora } from '../engine/lora/write.ts';
-import type { LoraModule, WeightMap } from '../engine/lora/types.ts';
+import type { WeightMap } from '../engine/lora/types.ts';
+import { fill, makeLora, sd15Targets } from './lib/synthetic-lora.ts';
+import { peakRssGiB } from './lib/memory.ts';
 
 const RANK = 32;
-
-/** Fast uniform fill; the values only need to be non-trivial, not normal. */
-function fill(n: number, seed: number, scale: number): Float32Array {
-  const a = new Float32Array(n);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    a[i] = ((x >>> 0) / 4294967296 - 0.5) * scale;
-  }
-  return a;
-}
-
-/** kohya's default SD1 targets: Linear / 1×1 conv inside transformers, and the CLIP attention + MLP Linears. */
-function isDefaultTarget(key: string): boolean {
-  if (key.startsWith(LDM_PREFIX.unet)) return /\.1\.(proj_in|proj_out|transformer_blocks\.\d+\.(attn[12]\.(to_q|to_k|to_v|to_out\.0)|ff\.net\.0\.proj|ff\.net\.2))\.weight$/.test(key);
-  return /self_attn\.(q|k|v|out)_proj\.weight$|mlp\.fc[12]\.weight$/.test(key);
-}
-
-function makeLora(targets: [string, number[]][], layout: ReturnType<typeof inferUnetLayout>, seed: number): LoraModule[] {
-  return targets.map(([key, shape], i) => {
-    const out = shape[0]!, inn = shape.slice(1).reduce((a, b) => a * b, 1);
-    const part = key.startsWith(LDM_PREFIX.unet) ? 'unet' : 'te';
-    const path = part === 'unet' ? ldmToDiffusers(key, { unet: layout })!.name.slice(0, -'.weight'.length) : key.slice(LDM_PREFIX.text_encoder.length, -'.weight'.length);
-    const tail = shape.slice(2);
-    return {
-      name: '', part, path, kind: 'lora' as const, rank: RANK, alpha: 16, scale: 16 / RANK,
-      tensors: {
-        down: { shape: [RANK, ...shape.slice(1)], data: fill(RANK * inn, seed * 7919 + i, 2 / Math.sqrt(inn)) },
-        up: { shape: [out, RANK, ...tail.map(() => 1)], data: fill(out * RANK, seed * 104729 + i, 0.1) },
-      },
-    };
-  });
-}
+/** LoRAs in the large stack (the issue asks that switching scale to five). */
+const STACK5 = 5;
 
 const secs = (t0: number) => +((performance.now() - t0) / 1000).toFixed(3);
 
 export default async function run(): Promise<Record<string, unknown>> {
-  const shapes = [...syntheticShapes(SD15)].filter(([k]) => k.startsWith(LDM_PREFIX.unet) || k.startsWith(LDM_PREFIX.text_encoder));
-  const layout = inferUnetLayout(shapes.map(([k]) => k));
-  const targets = shapes.filter(([k]) => isDefaultTarget(k));
+  const { shapes, layout, targets } = sd15Targets();
   const full = process.env.LORA_BENCH_TARGETS_ONLY !== '1';
   const weights: WeightMap = new Map();
   let t0 = performance.now();
@@ -75,17 +41,17 @@ export default async function run(): Promise<Record<string, unknown>> {
   const dir = await mkdtemp(join(tmpdir(), 'lora-bench-'));
   try {
     const files: string[] = [];
-    for (const seed of [1, 2]) {
+    for (let seed = 1; seed <= STACK5; seed++) {
       const f = join(dir, `lora${seed}.safetensors`);
       // F16 on disk, as trained LoRAs ship.
-      await writeKohyaLora(f, makeLora(targets, layout, seed), kohyaMetadata({ outputName: `bench${seed}`, networkDim: RANK, networkAlpha: 16, baseModelVersion: 'sd_v1' }), { dtype: 'F16' });
+      await writeKohyaLora(f, makeLora(targets, layout, seed, RANK), kohyaMetadata({ outputName: `bench${seed}`, networkDim: RANK, networkAlpha: 16, baseModelVersion: 'sd_v1' }), { dtype: 'F16' });
       files.push(f);
     }
-    const fileBytes = (await Promise.all(files.map((f) => stat(f)))).map((s) => s.size);
+    const fileBytes = (await Promise.all(files.slice(0, 2).map((f) => stat(f)))).map((s) => s.size);
     const shapeMap = new Map(shapes);
     const index = new TargetIndex(shapeMap.keys(), (k) => shapeMap.get(k));
-    // Room for one merged stack (1.4 GB): enough for the repeat to hit, small enough for a shared machine.
-    const merger = new LoraMerger(weights, { index, cacheBytes: 2 * 2 ** 30, log: (m) => console.error(m) });
+    // Room for two merged stacks (1.4 GB each): switching between two stacks seen before hits the cache.
+    const merger = new LoraMerger(weights, { index, cacheBytes: 3 * 2 ** 30, log: (m) => console.error(m) });
     const stack = [
       { path: files[0]!, te: 0.8, unet: 0.8 },
       { path: files[1]!, te: 0.5, unet: 0.5 },
@@ -99,6 +65,15 @@ export default async function run(): Promise<Record<string, unknown>> {
     const merge = await merger.apply(stack);
     const mergeOne = await merger.apply([stack[0]!]);
     const restore2 = await merger.apply([]);
+
+    // Five LoRAs at once: the first merge, then switching between it and the two-LoRA stack from the cache.
+    merger.clearCache('stacks');
+    const stack5 = files.map((path, i) => ({ path, te: 0.3 + 0.1 * i, unet: 0.3 + 0.1 * i }));
+    const merge5 = await merger.apply(stack5);
+    const toTwo = await merger.apply(stack);
+    const switch5 = await merger.apply(stack5);
+    const switch2 = await merger.apply(stack);
+    const restore5 = await merger.apply([]);
 
     // One large layer (SD 1.5 ff.net.0.proj at 1280 channels): JS loop vs ORT GEMM.
     const [O, I] = [10240, 1280];
@@ -129,10 +104,21 @@ export default async function run(): Promise<Record<string, unknown>> {
       restoreAfterOneSeconds: restore2.seconds,
       cachedRepeatSeconds: cached.seconds,
       cachedRepeatFromCache: cached.fromCache,
+      stack5: {
+        loras: STACK5,
+        mergeSeconds: merge5.seconds,
+        mergeTwoAfterFiveSeconds: toTwo.seconds,
+        cachedSwitchToFiveSeconds: switch5.seconds,
+        cachedSwitchToFiveFromCache: switch5.fromCache,
+        cachedSwitchToTwoSeconds: switch2.seconds,
+        cachedSwitchToTwoFromCache: switch2.fromCache,
+        restoreSeconds: restore5.seconds,
+      },
       changedKeys: merge.changedKeys.length,
       effectiveGfmaPerSecond: +((2 * fma) / 1e9 / merge.seconds).toFixed(2),
       cache: merger.cache,
       rssMB: Math.round(process.memoryUsage().rss / 2 ** 20),
+      peakRssGiB: peakRssGiB(),
       // Other processes share the CPU; the load average says how much of it this run had.
       cpus: availableParallelism(),
       loadAverage1m: +loadavg()[0]!.toFixed(2),

@@ -8,7 +8,8 @@ import { LoraMerger, type LoraMergerOptions, type MergeResult, type StackItem } 
 import { BUNDLED_CLIP_TOKENIZER, hasTokenizerFiles, loadClipTokenizer, type ClipTokenizer } from '../text/tokenizer.ts';
 import { conditionerFor, type Conditioner } from '../sd/conditioning.ts';
 import { StableDiffusion, type LoadOptions } from '../sd/model.ts';
-import { Pipeline, type GenerateHooks, type GenerateRequest, type GenerateResult } from '../sd/pipeline.ts';
+import { Pipeline, resizeLatents, type GenerateHooks, type GenerateRequest, type GenerateResult } from '../sd/pipeline.ts';
+import type { LatentUpscaleMode } from '../sd/hires.ts';
 
 export interface GeneratorOptions extends LoadOptions {
   /** Folder with the CLIP tokenizer; searched for when not given (see `findTokenizerDir`). */
@@ -51,9 +52,10 @@ export class SdGenerator {
 
   static async load(checkpoint: string, opts: GeneratorOptions = {}): Promise<SdGenerator> {
     const tokenizer = await loadClipTokenizer(await findTokenizerDir(checkpoint, opts.tokenizer));
-    // Baked conv weights run about 2.8× faster per UNet step on CPU (bench/sd.bench.ts); LoRA merges that
-    // touch them cost one session rebuild (see StableDiffusion.weightsChanged).
-    const model = await StableDiffusion.load(checkpoint, { weights: 'baked', ...opts });
+    // Fed weights by default, by measurement (docs/benchmarks.md): at SD 1.5 sizes a fed UNet step was faster
+    // than a baked one (9.2 s vs 11.9 s at 512², quiet machine), and baking keeps a second, pre-packed copy of
+    // the conv weights (bench peak 11.3 GiB vs 5.7 GiB); fed, a LoRA merge never rebuilds a session either.
+    const model = await StableDiffusion.load(checkpoint, { weights: 'inputs', ...opts });
     tokenizer.checkFits(model.arch.textEncoder.vocabSize, checkpoint);
     return SdGenerator.over(model, tokenizer);
   }
@@ -62,6 +64,11 @@ export class SdGenerator {
   static over(model: StableDiffusion, tokenizer: ClipTokenizer, merger: Omit<LoraMergerOptions, 'family'> = {}): SdGenerator {
     const conditioner = conditionerFor(model, tokenizer);
     return new SdGenerator(model, tokenizer, new LoraMerger(model.weights, { ...merger, family: model.arch.family }), conditioner, new Pipeline(model, conditioner));
+  }
+
+  /** Resizes a batch's latents from width × height to W × H pixels' worth (a hires pass with a latent upscaler). */
+  upscaleLatents(latents: Float32Array, batch: number, width: number, height: number, W: number, H: number, mode: LatentUpscaleMode): Float32Array {
+    return resizeLatents(latents, batch, this.model.arch.unet.inChannels, height / 8, width / 8, H / 8, W / 8, mode);
   }
 
   /** Puts the base weights back (after a stack that must not outlive its images, such as a training sample's). */
