@@ -18,6 +18,7 @@
  * - Errors caused by the request (e.g. a size the model cannot do) throw `UserError` (message names the field);
  *   anything else is a bug and is reported as HTTP 500 without a stack trace.
  */
+import type { LatentUpscaleMode } from '../engine/sd/hires.ts';
 
 /** 8-bit pixels, row-major, interleaved channels (1 = grey, 3 = RGB, 4 = RGBA). */
 export interface RawImage {
@@ -98,9 +99,21 @@ export interface GenerationParams {
   options: Readonly<Record<string, unknown>>;
 }
 
+/** A batch's final latents, [batch, channels, height/8, width/8], as a backend returned them for a hires pass. */
+export interface LatentBatch {
+  width: number;
+  height: number;
+  data: Float32Array;
+}
+
 export interface Img2ImgParams extends GenerationParams {
   /** Init images, already resized to width × height by the request's `resize_mode` (RGB). */
   initImages: RawImage[];
+  /**
+   * A hires pass with a latent upscaler: start from these first-pass latents resized to width × height with
+   * `mode` (engine/sd/hires.ts) instead of encoding `initImages`, which is then empty.
+   */
+  initLatents?: { batch: LatentBatch; mode: LatentUpscaleMode } | null;
   /** Inpainting mask at width × height (1 channel, 255 = repaint), inverted and blurred as requested; or null. */
   mask: RawImage | null;
   denoisingStrength: number;
@@ -125,6 +138,8 @@ export interface GenerationOutput {
   extraParams?: Record<string, string | number | boolean | null>;
   /** Things the backend could not honour, shown to the client in `info.notes`. */
   notes?: string[];
+  /** The batch's final latents, for a hires pass in latent space; a backend without latents leaves it out. */
+  latents?: LatentBatch;
 }
 
 export interface GenerationBackend {

@@ -80,8 +80,10 @@ export function createEngineBackend(opts: EngineBackendOptions): GenerationBacke
     if (!gen) throw new Error('no checkpoint loaded');
     const req = request(p);
     if (img2img) {
+      const lat = img2img.initLatents;
       req.img2img = {
         images: img2img.initImages.map((im) => toChw(im.data, im.width, im.height, false, im.channels)),
+        ...(lat ? { latents: gen.upscaleLatents(lat.batch.data, p.seeds.length, lat.batch.width, lat.batch.height, p.width, p.height, lat.mode) } : {}),
         denoisingStrength: img2img.denoisingStrength,
         mask: img2img.mask ? Float32Array.from(img2img.mask.data, (v) => v / 255) : null,
         inpaintingFill: img2img.inpaintingFill,
@@ -97,6 +99,7 @@ export function createEngineBackend(opts: EngineBackendOptions): GenerationBacke
     const images = toRgbBytes(out.images, p.seeds.length, p.width, p.height).map((data) => ({ width: p.width, height: p.height, channels: 3 as const, data }));
     return {
       images,
+      latents: { width: out.width, height: out.height, data: out.latents },
       // What the sampler really used wins over the server's reading of the request.
       // 'Automatic' from the pipeline means "the sampler's default"; the server names that default itself.
       extraParams: { Sampler: out.sampler, ...(out.scheduleType && out.scheduleType !== 'Automatic' ? { 'Schedule type': out.scheduleType } : {}), ...(tiHashes.length ? { 'TI hashes': namedHashes(tiHashes) } : {}) },

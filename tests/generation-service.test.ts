@@ -17,6 +17,8 @@ import { TrainingSampler } from '../engine/train/samples.ts';
 import { LoraNetwork } from '../engine/train/lora-network.ts';
 import type { SamplePrompt } from '../engine/train/config-fields.ts';
 import { VERSION } from '../engine/version.ts';
+import { toRgbBytes } from '../engine/sd/pipeline.ts';
+import sharp from 'sharp';
 
 const sd = join(fixturesDir, 'sd-tiny');
 const ckpt = join(sd, 'sd-tiny.safetensors');
@@ -45,7 +47,7 @@ async function cliPng(prompt: string, loraDir: string): Promise<Buffer> {
     process.execPath,
     [bin, 'generate', '--ckpt', ckpt, '--tokenizer', tokenizer, '-p', prompt, '-n', settings.negative, '-W', String(size), '-H', String(size),
       '--steps', String(settings.steps), '--cfg-scale', String(settings.cfg), '--sampler', settings.sampler, '--seed', String(settings.seed),
-      '--lora-dir', loraDir, '--out-dir', out, '--threads', '1'],
+      '--lora-dir', loraDir, '--out-dir', out],
     { encoding: 'utf8' },
   );
   assert.equal(r.status, 0, r.stderr);
@@ -68,6 +70,15 @@ async function serverPng(prompt: string): Promise<Buffer> {
 
 const infotextOf = (png: Buffer): string | undefined => readPngText(png).parameters;
 
+/** Largest per-channel difference between two images' pixels, for the message when bytes differ. */
+async function maxPixelDiff(a: Buffer, b: Buffer): Promise<number> {
+  const [pa, pb] = await Promise.all([sharp(a).raw().toBuffer(), sharp(b).raw().toBuffer()]);
+  if (pa.length !== pb.length) return Infinity;
+  let m = 0;
+  for (let i = 0; i < pa.length; i++) m = Math.max(m, Math.abs((pa[i] ?? 0) - (pb[i] ?? 0)));
+  return m;
+}
+
 test('CLI, server and a training sample make the same PNG and infotext for the same prompt and settings', async () => {
   const cli = await cliPng(settings.prompt, join(sd, 'lora-kohya'));
   const text = infotextOf(cli);
@@ -78,7 +89,7 @@ test('CLI, server and a training sample make the same PNG and infotext for the s
   assert.equal(infotextOf(viaServer), text);
   assert.ok(viaServer.equals(cli), 'server PNG bytes equal the CLI PNG bytes');
 
-  const gen = await SdGenerator.load(ckpt, { tokenizer, threads: 1 });
+  const gen = await SdGenerator.load(ckpt, { tokenizer });
   const dir = await mkdtemp(join(tmpdir(), 'gensvc-sample-'));
   tmp.push(dir);
   const network = LoraNetwork.create(gen.model.weights, { rank: 2, alpha: 1, targets: 'attention', textEncoder: true, seed: 0 });
@@ -97,7 +108,41 @@ test('CLI and server resolve the same <lora:…> tags to the same files: same pi
   assert.match(text ?? '', /Lora hashes: "lora_a: [0-9a-f]{12}"/);
   const viaServer = await serverPng(prompt);
   assert.equal(infotextOf(viaServer), text);
-  assert.ok(viaServer.equals(cli), 'server PNG bytes equal the CLI PNG bytes');
+  assert.ok(viaServer.equals(cli), `server PNG bytes equal the CLI PNG bytes (largest pixel difference ${await maxPixelDiff(viaServer, cli)})`);
   const plain = await cliPng(settings.prompt, join(sd, 'lora-kohya'));
   assert.ok(!plain.equals(cli), 'the LoRA changes the image');
+});
+
+test('hires fix: one plan; a latent upscaler resizes latents in the server as in the engine pipeline; firstphase_width/height set the first pass', async () => {
+  const gen = await SdGenerator.load(ckpt, { tokenizer });
+  const scale = 1.5;
+  const target = Math.floor((size * scale) / 8) * 8;
+  const hrSteps = Math.max(1, settings.steps - 1);
+  const direct = await gen.generate({
+    prompt: settings.prompt, negativePrompt: settings.negative, seeds: [settings.seed], width: size, height: size, steps: settings.steps, cfgScale: settings.cfg,
+    sampler: settings.sampler, hires: { scale, upscaler: 'Latent (nearest)', steps: hrSteps, denoisingStrength: 0.6 },
+  });
+  assert.deepEqual([direct.width, direct.height], [target, target]);
+  const [directRgb] = toRgbBytes(direct.images, 1, direct.width, direct.height);
+
+  const body = { prompt: settings.prompt, negative_prompt: settings.negative, seed: settings.seed, steps: settings.steps, cfg_scale: settings.cfg, sampler_name: settings.sampler,
+    enable_hr: true, hr_upscaler: 'Latent (nearest)', hr_second_pass_steps: hrSteps, denoising_strength: 0.6 };
+  await serverPng(settings.prompt); // starts the server with the model loaded
+  const r = await server!.post('/sdapi/v1/txt2img', { ...body, width: size, height: size, hr_scale: scale });
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  const info = JSON.parse(r.body.info);
+  assert.ok(!info.notes.some((n: string) => /pixel space/.test(n)), info.notes.join('; '));
+  assert.match(info.infotexts[0], new RegExp(`Size: ${size}x${size}, .*Denoising strength: 0\\.6, .*Hires upscale: ${scale}, Hires steps: ${hrSteps}, Hires upscaler: Latent \\(nearest\\)`));
+  const { data, info: meta } = await sharp(Buffer.from(r.body.images[0], 'base64')).raw().toBuffer({ resolveWithObject: true });
+  assert.deepEqual([meta.width, meta.height], [target, target]);
+  let worst = 0;
+  for (let i = 0; i < data.length; i++) worst = Math.max(worst, Math.abs((data[i] ?? 0) - (directRgb?.[i] ?? 0)));
+  assert.ok(directRgb && Buffer.from(directRgb).equals(data), `server hires pixels equal the engine pipeline hires pixels (largest difference ${worst})`);
+
+  // A1111's legacy fields: the first pass at firstphase size, the request's width × height as the target.
+  const fp = await server!.post('/sdapi/v1/txt2img', { ...body, width: target, height: target, firstphase_width: size, firstphase_height: size });
+  assert.equal(fp.status, 200, JSON.stringify(fp.body));
+  assert.match(JSON.parse(fp.body.info).infotexts[0], new RegExp(`Size: ${size}x${size}, .*Hires resize: ${target}x${target}`));
+  const fpMeta = await sharp(Buffer.from(fp.body.images[0], 'base64')).metadata();
+  assert.deepEqual([fpMeta.width, fpMeta.height], [target, target]);
 });

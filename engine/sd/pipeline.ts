@@ -11,7 +11,10 @@ import { getPromptSchedules, promptAtStep, type ScheduledPrompt } from '../text/
 import { UserError } from '../util/errors.ts';
 import type { Conditioner, Conditioning } from './conditioning.ts';
 import type { StableDiffusion } from './model.ts';
+import { planHires, type HiresPlan, type LatentUpscaleMode } from './hires.ts';
 import { parsePrediction, type Prediction } from './prediction.ts';
+import { RefinerStage, type RefinerRun } from './refiner.ts';
+import { sizeConditionRows } from './size-conditioning.ts';
 import { decodeTiled, encodeTiled, tilesNeeded, type VaeTilingMode } from './tiled-vae.ts';
 
 export interface GenerateRequest {
@@ -59,6 +62,11 @@ export interface GenerateRequest {
   sdxlCropLeft?: number;
   /** A1111 option `sdxl_clip_l_skip`: clip skip also applies to SDXL's CLIP ViT-L tower. */
   sdxlClipLSkip?: boolean;
+  /** SDXL refiner checkpoints: A1111's options `sdxl_refiner_high_aesthetic_score` / `…_low_…` (default 6.0 / 2.5). */
+  aestheticScore?: number;
+  negativeAestheticScore?: number;
+  /** A1111's refiner: another checkpoint continues this sampler run part-way (engine/sd/refiner.ts). */
+  refiner?: RefinerRun;
 }
 
 export interface HiresOptions {
@@ -77,8 +85,10 @@ export interface HiresOptions {
 }
 
 export interface Img2ImgInput {
-  /** One image per seed (or one shared), [3, H, W] in [-1, 1] at width × height. */
+  /** One image per seed (or one shared), [3, H, W] in [-1, 1] at width × height; empty when `latents` are given. */
   images: Float32Array[];
+  /** Init latents [batch, C, height/8, width/8] instead of encoding `images` (a hires pass with a latent upscaler). */
+  latents?: Float32Array;
   denoisingStrength: number;
   /** Repaint mask at width × height, values in [0, 1] (1 = repaint); null for plain img2img. */
   mask?: Float32Array | null;
@@ -105,6 +115,8 @@ export interface PreviewImage {
 export interface GenerateResult {
   /** [batch, 3, H, W] in about [-1, 1]. */
   images: Float32Array;
+  /** The final latents [batch, C, H/8, W/8] the images were decoded from. */
+  latents: Float32Array;
   /** Size of the images (larger than requested after a hires fix). */
   width: number;
   height: number;
@@ -126,7 +138,10 @@ function checkRequest(model: StableDiffusion, r: GenerateRequest): void {
     if (!Number.isInteger(v) || v < 64 || v > 4096 || v % 8 !== 0) throw new UserError(`${k} must be a multiple of 8 between 64 and 4096, got ${v}`);
   }
   if (!Number.isFinite(r.cfgScale)) throw new UserError(`cfg_scale must be a number, got ${r.cfgScale}`);
-  if (r.img2img) {
+  if (r.img2img?.latents) {
+    const n = r.seeds.length * model.arch.unet.inChannels * (r.width / 8) * (r.height / 8);
+    if (r.img2img.latents.length !== n) throw new UserError(`init latents must be ${r.seeds.length}×${model.arch.unet.inChannels}×${r.height / 8}×${r.width / 8}, got ${r.img2img.latents.length} values`);
+  } else if (r.img2img) {
     const n = 3 * r.width * r.height;
     if (r.img2img.images.length !== 1 && r.img2img.images.length !== r.seeds.length) {
       throw new UserError(`init_images: give one image or one per batch item (${r.seeds.length}), got ${r.img2img.images.length}`);
@@ -174,7 +189,7 @@ export class Pipeline {
     let init: Float32Array | undefined;
     let keep: Float32Array | undefined;
     if (r.img2img) {
-      init = await this.encodeImages(r.img2img.images, B, r.width, r.height, r);
+      init = r.img2img.latents ? r.img2img.latents.slice() : await this.encodeImages(r.img2img.images, B, r.width, r.height, r);
       if (r.img2img.mask) {
         const m = latentMask(r.img2img.mask, r.width, r.height);
         const C = this.model.arch.unet.inChannels;
@@ -182,7 +197,9 @@ export class Pipeline {
         for (let i = 0; i < keep.length; i++) keep[i] = 1 - m[i % m.length]!;
       }
     }
-    const first = await this.pass(r, { width: r.width, height: r.height, steps: r.steps, init, keep, strength: r.img2img?.denoisingStrength }, offsetHooks(0), notes);
+    // With a hires fix the refiner joins the pass(es) A1111's `hires_fix_refiner_pass` names.
+    const refinerIn = (pass: 'first pass' | 'second pass') => (!hr || [pass, 'both passes'].includes(r.refiner?.hiresPass ?? 'second pass') ? r.refiner : undefined);
+    const first = await this.pass({ ...r, refiner: refinerIn('first pass') }, { width: r.width, height: r.height, steps: r.steps, init, keep, strength: r.img2img?.denoisingStrength }, offsetHooks(0), notes);
     let latent = first.latent;
     let width = r.width;
     let height = r.height;
@@ -190,6 +207,7 @@ export class Pipeline {
     if (hr && !stopped) {
       // Hires fix: upscale the first pass, then img2img it at the target size with fresh seeded noise.
       let upscaled: Float32Array;
+      notes.push(...hr.notes);
       if (hr.latentMode) {
         upscaled = resizeLatents(latent, B, this.model.arch.unet.inChannels, r.height / 8, r.width / 8, hr.height / 8, hr.width / 8, hr.latentMode);
       } else {
@@ -197,11 +215,10 @@ export class Pipeline {
         const big = resizeImages(small, B, r.width, r.height, hr.width, hr.height);
         const per = 3 * hr.width * hr.height;
         upscaled = await this.encodeImages(Array.from({ length: B }, (_, b) => big.subarray(b * per, (b + 1) * per)), B, hr.width, hr.height, r);
-        notes.push(`hires upscaler '${r.hires!.upscaler}' is not available; used Lanczos`);
       }
       const second = await this.pass(
-        { ...r, prompt: r.hires!.prompt ?? r.prompt, negativePrompt: r.hires!.negativePrompt ?? r.negativePrompt, sampler: r.hires!.sampler ?? r.sampler, initialNoise: undefined },
-        { width: hr.width, height: hr.height, steps: hr.steps, init: upscaled, strength: r.hires!.denoisingStrength },
+        { ...r, refiner: refinerIn('second pass'), prompt: r.hires!.prompt ?? r.prompt, negativePrompt: r.hires!.negativePrompt ?? r.negativePrompt, sampler: r.hires!.sampler ?? r.sampler, initialNoise: undefined },
+        { width: hr.width, height: hr.height, steps: hr.steps, init: upscaled, strength: hr.denoising },
         offsetHooks(r.steps),
         notes,
       );
@@ -214,7 +231,7 @@ export class Pipeline {
 
     const images = await this.decodeLatents(latent, B, height / 8, width / 8, r);
     if (r.img2img?.mask && !hr) overlayOriginal(images, r.img2img.images, r.img2img.mask, B);
-    return { images, width, height, sampler: first.sampler, scheduleType: first.scheduleType, stopped, notes };
+    return { images, latents: latent, width, height, sampler: first.sampler, scheduleType: first.scheduleType, stopped, notes };
   }
 
   /** One sampling pass at width × height: txt2img from seeded noise, or img2img from `init` at `strength`. */
@@ -241,9 +258,11 @@ export class Pipeline {
         if (!conds.has(k)) conds.set(k, await this.conditioner.encode(s.prompt, clipSkip, { negative, sdxlClipLSkip: r.sdxlClipLSkip }));
       }
     }
-    // SDXL: [original h, w, crop top, left, target h, w] for every row of the batch.
-    const sizes = this.model.arch.unet.adm
-      ? Array.from({ length: B }, () => [p.height, p.width, r.sdxlCropTop ?? 0, r.sdxlCropLeft ?? 0, p.height, p.width]).flat()
+    // SDXL: each row's size numbers (a refiner checkpoint's end in an aesthetic score, lower for the negative half).
+    const sizes = sizeConditionRows(this.model.arch.unet.adm, B, p.height, p.width, r, false);
+    const uncondSizes = sizeConditionRows(this.model.arch.unet.adm, B, p.height, p.width, r, true);
+    const refiner = r.refiner
+      ? new RefinerStage(r.refiner, this.schedule, prediction, { ...r, clipSkip, tiling: !!r.tiling, batch: B, width: p.width, height: p.height })
       : undefined;
 
     const noise = new BatchNoise({
@@ -277,14 +296,16 @@ export class Pipeline {
       if (stop) throw new Stop(stop, stepLatent.x);
       const cond = conds.get(condKey(false, promptAtStep(posSched, call.index)))!;
       const uncond = conds.get(condKey(true, promptAtStep(negSched, call.index)))!;
-      let guided = await this.guidedEps(unetInput, t, cond, uncond, r.cfgScale, { batch: B, height: h, width: w, tiling: !!r.tiling, sizes });
+      let guided = refiner?.takesOver(call)
+        ? await refiner.eps(unetInput, t, call, promptAtStep(posSched, call.index), promptAtStep(negSched, call.index))
+        : await this.guidedEps(unetInput, t, cond, uncond, r.cfgScale, { batch: B, height: h, width: w, tiling: !!r.tiling, sizes, uncondSizes });
       if (keep && init) guided = maskPrediction(guided, prediction, unetInput, init, keep, call.sigma);
       return guided;
     };
 
     const onStep: StepCallback = (info) => {
       stepLatent.x = info.x;
-      hooks.onStep?.(info.index + 1, info.total, () => cheapPreview(info.denoised, B, C, h, w, this.model.arch.family === 'sdxl'));
+      hooks.onStep?.(info.index + 1, info.total, () => cheapPreview(info.denoised, B, C, h, w, this.model.arch.family === 'sdxl' || this.model.arch.family === 'sdxl-refiner'));
     };
 
     try {
@@ -315,7 +336,8 @@ export class Pipeline {
 
   /**
    * eps_uncond + cfg · (eps_cond − eps_uncond), batching both halves into one UNet call when their lengths agree.
-   * `sizes` (SDXL): each row's six size numbers, used for both halves as A1111 does.
+   * `sizes` (SDXL): each row's size numbers, for both halves as A1111 does; `uncondSizes` replaces them for the
+   * negative half where they differ (the refiner's aesthetic score).
    */
   async guidedEps(
     x: Float32Array,
@@ -323,9 +345,9 @@ export class Pipeline {
     cond: Conditioning,
     uncond: Conditioning,
     cfg: number,
-    dims: { batch: number; height: number; width: number; tiling: boolean; sizes?: number[] },
+    dims: { batch: number; height: number; width: number; tiling: boolean; sizes?: number[]; uncondSizes?: number[] },
   ): Promise<Float32Array> {
-    const { sizes, ...d } = dims;
+    const { sizes, uncondSizes, ...d } = dims;
     const B = d.batch;
     const dim = this.model.arch.unet.contextDim;
     const repeat = (c: Conditioning) => {
@@ -334,16 +356,16 @@ export class Pipeline {
       return out;
     };
     // SDXL's pooled embedding per row, with the rows' size numbers.
-    const added = (...cs: Conditioning[]) => {
+    const added = (...halves: [Conditioning, 'cond' | 'uncond'][]) => {
       if (!sizes) return undefined;
-      const P = cs[0]!.pooled!.length;
-      const pooled = new Float32Array(cs.length * B * P);
-      cs.forEach((c, i) => {
+      const P = halves[0]![0].pooled!.length;
+      const pooled = new Float32Array(halves.length * B * P);
+      halves.forEach(([c], i) => {
         for (let b = 0; b < B; b++) pooled.set(c.pooled!, (i * B + b) * P);
       });
-      return { pooled, sizes: cs.flatMap(() => sizes) };
+      return { pooled, sizes: halves.flatMap(([, half]) => (half === 'uncond' && uncondSizes) || sizes) };
     };
-    if (cfg === 1) return this.model.predict(x, Array(B).fill(t), repeat(cond), { ...d, tokens: cond.tokens }, added(cond));
+    if (cfg === 1) return this.model.predict(x, Array(B).fill(t), repeat(cond), { ...d, tokens: cond.tokens }, added([cond, 'cond']));
     let ec: Float32Array;
     let eu: Float32Array;
     if (cond.tokens === uncond.tokens) {
@@ -353,13 +375,13 @@ export class Pipeline {
       const ctx = new Float32Array(2 * B * cond.tokens * dim);
       ctx.set(repeat(cond), 0);
       ctx.set(repeat(uncond), B * cond.tokens * dim);
-      const both = await this.model.predict(xx, Array(2 * B).fill(t), ctx, { ...d, batch: 2 * B, tokens: cond.tokens }, added(cond, uncond));
+      const both = await this.model.predict(xx, Array(2 * B).fill(t), ctx, { ...d, batch: 2 * B, tokens: cond.tokens }, added([cond, 'cond'], [uncond, 'uncond']));
       ec = both.subarray(0, x.length);
       eu = both.subarray(x.length);
     } else {
       // Different chunk counts: two calls, as A1111 does unless pad_cond_uncond is set.
-      ec = await this.model.predict(x, Array(B).fill(t), repeat(cond), { ...d, tokens: cond.tokens }, added(cond));
-      eu = await this.model.predict(x, Array(B).fill(t), repeat(uncond), { ...d, tokens: uncond.tokens }, added(uncond));
+      ec = await this.model.predict(x, Array(B).fill(t), repeat(cond), { ...d, tokens: cond.tokens }, added([cond, 'cond']));
+      eu = await this.model.predict(x, Array(B).fill(t), repeat(uncond), { ...d, tokens: uncond.tokens }, added([uncond, 'uncond']));
     }
     const out = new Float32Array(x.length);
     for (let i = 0; i < out.length; i++) out[i] = eu[i]! + cfg * (ec[i]! - eu[i]!);
@@ -431,31 +453,19 @@ function maskEps(eps: Float32Array, unetInput: Float32Array, init: Float32Array,
   return out;
 }
 
-/** Target size and latent mode of a hires fix, A1111's rules: resize_x/y win over scale; sizes snap to 8. */
-function hiresTarget(r: GenerateRequest): { width: number; height: number; steps: number; latentMode?: 'bilinear' | 'nearest' } {
+/** The hires fix plan for a request (engine/sd/hires.ts: A1111's target size, upscale space, second-pass steps). */
+function hiresTarget(r: GenerateRequest): HiresPlan {
   const o = r.hires!;
-  if (!(o.denoisingStrength >= 0 && o.denoisingStrength <= 1)) throw new UserError(`denoising_strength must be between 0 and 1, got ${o.denoisingStrength}`);
-  let width: number;
-  let height: number;
-  if (o.resizeX || o.resizeY) {
-    width = o.resizeX || Math.round((r.width * (o.resizeY ?? 0)) / r.height);
-    height = o.resizeY || Math.round((r.height * (o.resizeX ?? 0)) / r.width);
-  } else {
-    const scale = o.scale ?? 2;
-    if (!(scale >= 1 && scale <= 8)) throw new UserError(`hr_scale must be between 1 and 8, got ${scale}`);
-    width = Math.round(r.width * scale);
-    height = Math.round(r.height * scale);
-  }
-  width = Math.round(width / 8) * 8;
-  height = Math.round(height / 8) * 8;
-  if (width > 4096 || height > 4096) throw new UserError(`hires size ${width}x${height} is over 4096`);
-  const name = o.upscaler.toLowerCase();
-  const latentMode = name.startsWith('latent') ? (name.includes('nearest') ? 'nearest' : 'bilinear') : undefined;
-  return { width, height, steps: o.steps && o.steps > 0 ? o.steps : r.steps, latentMode };
+  return planHires(
+    { scale: o.scale ?? 2, resizeX: o.resizeX ?? 0, resizeY: o.resizeY ?? 0, upscaler: o.upscaler, secondPassSteps: o.steps ?? 0, denoisingStrength: o.denoisingStrength },
+    r.width,
+    r.height,
+    r.steps,
+  );
 }
 
-/** Bilinear (align_corners false, as torch) or nearest resize of [B, C, h, w] latents. */
-export function resizeLatents(x: Float32Array, B: number, C: number, h: number, w: number, H: number, W: number, mode: 'bilinear' | 'nearest'): Float32Array {
+/** Bilinear (align_corners false, as torch), nearest or nearest-exact resize of [B, C, h, w] latents. */
+export function resizeLatents(x: Float32Array, B: number, C: number, h: number, w: number, H: number, W: number, mode: LatentUpscaleMode): Float32Array {
   const out = new Float32Array(B * C * H * W);
   const sy = h / H;
   const sx = w / W;
@@ -466,6 +476,11 @@ export function resizeLatents(x: Float32Array, B: number, C: number, h: number, 
       for (let xo = 0; xo < W; xo++) {
         if (mode === 'nearest') {
           out[dst + y * W + xo] = x[src + Math.min(h - 1, Math.floor(y * sy)) * w + Math.min(w - 1, Math.floor(xo * sx))]!;
+          continue;
+        }
+        if (mode === 'nearest-exact') {
+          // torch 'nearest-exact' samples at pixel centres.
+          out[dst + y * W + xo] = x[src + Math.min(h - 1, Math.floor((y + 0.5) * sy)) * w + Math.min(w - 1, Math.floor((xo + 0.5) * sx))]!;
           continue;
         }
         const fy = Math.max(0, (y + 0.5) * sy - 0.5);
