@@ -1,7 +1,7 @@
 // The whole SD 1.5 pipeline in one process, as a user's generation runs: load, one LoRA stack merged, text
 // encoder, CFG steps at 512², VAE decode; per-phase time and peak RSS, for each configuration in its own process
 // (peak RSS is per process). Compare with `torch_sd15.py pipe 512 2` (5.5 GiB, ≈10.3 s per step).
-// BENCH_PIPE_CONFIGS=inputs,baked,inputs-noarena picks configurations; BENCH_PIPE_SIZE (512), BENCH_PIPE_STEPS (2).
+// BENCH_PIPE_CONFIGS=inputs,baked,inputs-noarena,inputs-lowmem picks configurations; BENCH_PIPE_SIZE (512), BENCH_PIPE_STEPS (2).
 import { existsSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { mkdir } from 'node:fs/promises';
@@ -23,12 +23,18 @@ const round = (s: number) => Math.round(s * 100) / 100;
 interface Config {
   weights: 'inputs' | 'baked';
   memArena: boolean;
+  /** SdGenerator's lowMemory: arena off and no merged-stack cache. */
+  lowMemory: boolean;
 }
 
+/** 'inputs', 'baked', with '-noarena' (ORT arena off) or '-lowmem' (the generator's lowMemory) after it. */
 function parseConfig(c: string): Config {
   const [weights, ...flags] = c.split('-');
   if (weights !== 'inputs' && weights !== 'baked') throw new Error(`BENCH_PIPE_CONFIGS: unknown weight mode '${weights}' in '${c}'`);
-  return { weights, memArena: !flags.includes('noarena') };
+  const unknown = flags.filter((f) => f !== 'noarena' && f !== 'lowmem');
+  if (unknown.length) throw new Error(`BENCH_PIPE_CONFIGS: unknown flag '${unknown[0]}' in '${c}'`);
+  const lowMemory = flags.includes('lowmem');
+  return { weights, memArena: !flags.includes('noarena') && !lowMemory, lowMemory };
 }
 
 async function measure(ckpt: string, lora: string, config: Config): Promise<Record<string, unknown>> {
@@ -36,10 +42,15 @@ async function measure(ckpt: string, lora: string, config: Config): Promise<Reco
   const steps = Number(process.env.BENCH_PIPE_STEPS ?? 2);
   const r: Record<string, unknown> = { config, size, steps, loadAverage1mAtStart: round(loadavg()[0]!) };
   let t = performance.now();
-  const gen = await SdGenerator.load(ckpt, { weights: config.weights, memArena: config.memArena });
+  const gen = await SdGenerator.load(ckpt, { weights: config.weights, memArena: config.memArena, lowMemory: config.lowMemory });
   r.loadSeconds = round((performance.now() - t) / 1000);
   r.rssAfterLoadGiB = rssGiB();
-  const req = { prompt: 'a photo of a cat', negativePrompt: 'blurry', seeds: [1], width: size, height: size, steps, cfgScale: 7, sampler: 'Euler a', loras: [{ path: lora, te: 0.8, unet: 0.8, name: 'bench' }] };
+  const loras = [{ path: lora, te: 0.8, unet: 0.8, name: 'bench' }];
+  t = performance.now();
+  await gen.model.weightsChanged((await gen.merger.apply(loras)).changedKeys);
+  r.loraMergeSeconds = round((performance.now() - t) / 1000);
+  r.rssAfterMergeGiB = rssGiB();
+  const req = { prompt: 'a photo of a cat', negativePrompt: 'blurry', seeds: [1], width: size, height: size, steps, cfgScale: 7, sampler: 'Euler a', loras };
   for (const run of ['first', 'second'] as const) {
     const marks: number[] = [];
     t = performance.now();
@@ -67,7 +78,7 @@ export async function run(): Promise<Record<string, unknown>> {
   if (!existsSync(ckpt)) await writeSyntheticCheckpoint(ckpt, SD15, { dtype: 'F16', seed: 1 });
   const lora = join(scratch, 'sd15-lora-r16-1.safetensors');
   if (!existsSync(lora)) await writeSd15Lora(lora, 1, 16);
-  const configs = (process.env.BENCH_PIPE_CONFIGS ?? 'inputs,baked').split(',');
+  const configs = (process.env.BENCH_PIPE_CONFIGS ?? 'inputs,inputs-lowmem,baked').split(',');
   const out: Record<string, unknown> = { checkpoint: 'SD 1.5 shapes, random weights, F16 on disk, float32 compute', lora: 'rank 16, kohya default targets, weight 0.8', threads: defaultThreads() };
   for (const c of configs) {
     parseConfig(c);

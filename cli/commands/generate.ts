@@ -57,7 +57,7 @@ export function register(program: Command): void {
     .option('--randn-source <src>', 'noise source: GPU, CPU or NV (as A1111)', 'GPU')
     .option('--device <name>', 'ONNX Runtime device: cpu, cuda, dml, coreml', 'cpu')
     .option('--threads <n>', 'intra-op threads (default: all cores)')
-    .option('--low-memory', 'feed every weight to ONNX Runtime instead of baking conv weights (≈ 5 GiB less for SD 1.5, a little slower)')
+    .option('--low-memory', "memory before speed: ONNX Runtime's memory arena off and no cache of merged LoRA stacks (SD 1.5 with a LoRA: ≈ 3.5 GiB less; a change of LoRA stack merges anew)")
     .action(async (f: GenerateFlags) => {
       const [{ SdGenerator }, { GenerationService, encodePng, modelIdentity }, { LoraLibrary }, { writeBufferAtomic }] = await Promise.all([
         import('../../engine/generate/generator.ts'),
@@ -89,7 +89,7 @@ export function register(program: Command): void {
         vae: f.vae,
         device: f.device as never,
         threads: f.threads ? int(f.threads, '--threads', 1) : undefined,
-        ...(f.lowMemory ? { weights: 'inputs' as const } : {}),
+        lowMemory: f.lowMemory,
       });
       console.error(`loaded ${basename(chosen.path)} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
       const service = new GenerationService(gen, await modelIdentity(chosen.path), new LoraLibrary(resolve(f.loraDir)));

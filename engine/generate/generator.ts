@@ -14,6 +14,12 @@ import type { LatentUpscaleMode } from '../sd/hires.ts';
 export interface GeneratorOptions extends LoadOptions {
   /** Folder with the CLIP tokenizer; searched for when not given (see `findTokenizerDir`). */
   tokenizer?: string;
+  /**
+   * Memory before speed: ONNX Runtime's memory arena off (each run gives its activations back instead of every
+   * session keeping its largest run's blocks) and no merged-stack cache (a change of LoRA stack merges anew
+   * instead of copying a cached one). Both measured in docs/benchmarks.md.
+   */
+  lowMemory?: boolean;
 }
 
 export { hasTokenizerFiles };
@@ -55,9 +61,10 @@ export class SdGenerator {
     // Fed weights by default, by measurement (docs/benchmarks.md): at SD 1.5 sizes a fed UNet step was faster
     // than a baked one (9.2 s vs 11.9 s at 512², quiet machine), and baking keeps a second, pre-packed copy of
     // the conv weights (bench peak 11.3 GiB vs 5.7 GiB); fed, a LoRA merge never rebuilds a session either.
-    const model = await StableDiffusion.load(checkpoint, { weights: 'inputs', ...opts });
+    const { lowMemory, ...load } = opts;
+    const model = await StableDiffusion.load(checkpoint, { weights: 'inputs', ...(lowMemory ? { memArena: false } : {}), ...load });
     tokenizer.checkFits(model.arch.textEncoder.vocabSize, checkpoint);
-    return SdGenerator.over(model, tokenizer);
+    return SdGenerator.over(model, tokenizer, lowMemory ? { cacheBytes: 0 } : {});
   }
 
   /** A generator over a model loaded elsewhere (the trainer's), merging LoRAs into its weights with `merger` options. */
