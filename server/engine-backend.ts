@@ -113,7 +113,7 @@ export function createEngineBackend(opts: EngineBackendOptions): GenerationBacke
     async loadCheckpoint(ckpt, vae) {
       gen = null;
       current = null;
-      gen = await SdGenerator.load(ckpt.path, { vae: vae?.path, device: opts.device as Device, tokenizer: await tokenizerFor(ckpt.path), threads: opts.threads, ...(opts.lowMemory ? { weights: 'inputs' as const } : {}) });
+      gen = await SdGenerator.load(ckpt.path, { vae: vae?.path, device: opts.device as Device, tokenizer: await tokenizerFor(ckpt.path), threads: opts.threads, lowMemory: opts.lowMemory });
       gen.pipeline.conditioner.setEmbeddings?.(opts.embeddings ?? null);
       current = ckpt;
     },
