@@ -24,6 +24,7 @@ import { SAMPLERS, resolveSampler } from './samplers.ts';
 import { fieldsSet, validateModel } from './schema.ts';
 import { applyStyle, readStyles } from './styles.ts';
 import { applyFirstphaseFields, planHires, upscaleForHires } from './hires.ts';
+import { cutArea, inpaintArea, pasteArea, type InpaintArea } from '../engine/image/inpaint-area.ts';
 import type { RemoteJob } from './distributed/front-queue.ts';
 import { remoteGeneration } from './distributed/generation-work.ts';
 
@@ -188,13 +189,16 @@ export async function prepareGeneration(ctx: ServerContext, kind: GenerationKind
     const policy = ctx.imagePolicy();
     const w = req['width'] as number;
     const h = req['height'] as number;
+    // "Only masked" works on the pictures at their own size (the first one's); the area is cut out when the job runs.
+    const onlyMasked = req['inpaint_full_res'] === true && typeof req['mask'] === 'string' && req['mask'] !== '';
     for (const s of init) {
       const raw = await toRaw(await decodeImageInput(s, policy), 3, policy.maxPixels);
-      initImages.push(await resizeForImg2img(raw, w, h, req['resize_mode'] as number));
+      const first = initImages[0];
+      initImages.push(onlyMasked ? (first ? await resizeForImg2img(raw, first.width, first.height, req['resize_mode'] as number) : raw) : await resizeForImg2img(raw, w, h, req['resize_mode'] as number));
     }
     if (typeof req['mask'] === 'string' && req['mask'] !== '') {
       const raw = await toRaw(await decodeImageInput(req['mask'], policy), 1, policy.maxPixels);
-      const sized = await resizeForImg2img(raw, w, h, 0);
+      const sized = onlyMasked ? await resizeForImg2img(raw, initImages[0]!.width, initImages[0]!.height, req['resize_mode'] as number) : await resizeForImg2img(raw, w, h, 0);
       const blur = req['mask_blur'] as number | null;
       mask = await prepareMask(sized, (req['inpainting_mask_invert'] as number) === 1, blur ?? (req['mask_blur_x'] as number), blur ?? (req['mask_blur_y'] as number));
     }
@@ -213,10 +217,34 @@ export function submitGeneration(ctx: ServerContext, kind: GenerationKind, prepa
   return ctx.queue.submit(work, { id, owner });
 }
 
+/**
+ * img2img with `inpaint_full_res` ("only masked"): the pictures and mask arrive at the pictures' size; the area
+ * around the mask is cut out at the request size for the backend, and the originals are kept to paste the
+ * results back into (engine/image/inpaint-area.ts). A blank mask runs plain img2img, as A1111.
+ */
+async function cutInpaintArea(prepared: Prepared, notes: string[]): Promise<Prepared & { onlyMasked: { area: InpaintArea; originals: RawImage[] } | null }> {
+  const { req, initImages, mask } = prepared;
+  const w = req['width'] as number;
+  const h = req['height'] as number;
+  if (req['inpaint_full_res'] !== true || !mask) return { ...prepared, onlyMasked: null };
+  const area = inpaintArea(mask, req['inpaint_full_res_padding'] as number, w, h);
+  if (!area) {
+    notes.push('Unable to perform "Inpaint Only mask" because mask is blank, switch to img2img mode.');
+    const images = await Promise.all(initImages.map((im) => resizeForImg2img(im, w, h, req['resize_mode'] as number)));
+    return { req, initImages: images, mask: null, onlyMasked: null };
+  }
+  return {
+    req,
+    initImages: initImages.map((im) => cutArea(im, area, w, h) as RawImage),
+    mask: cutArea(mask, area, w, h) as RawImage,
+    onlyMasked: { area, originals: initImages },
+  };
+}
+
 /** Runs one generation inside a queue job: in this process, or on a worker (server/distributed/handlers.ts). */
 export async function runGeneration(ctx: ServerContext, kind: GenerationKind, prepared: Prepared, job: JobContext): Promise<GenerationResponse> {
-  const { req, initImages, mask } = prepared;
   const notes: string[] = [];
+  const { req, initImages, mask, onlyMasked } = await cutInpaintArea(prepared, notes);
   const opts = effectiveOptions(ctx, req, notes);
   const format = checkSamplesFormat(opts['samples_format']);
   const overrideCkpt = ((req['override_settings'] ?? {}) as Req)['sd_model_checkpoint'];
@@ -388,6 +416,11 @@ export async function runGeneration(ctx: ServerContext, kind: GenerationKind, pr
       out = await ctx.backend.img2img(p, hooks);
     }
     if (out.images.length !== seeds.length) throw new Error(`backend returned ${out.images.length} images for a batch of ${seeds.length}`);
+    if (onlyMasked) {
+      const { area, originals } = onlyMasked;
+      const images = out.images.map((im, i) => pasteArea(originals[(n * batchSize + i) % originals.length]!, im, area) as RawImage);
+      out = { ...out, images, extraParams: { ...out.extraParams, 'Inpaint area': 'Only masked', 'Masked area padding': req['inpaint_full_res_padding'] as number } };
+    }
     if (hires && job.stopRequest() !== 'interrupt') {
       // A1111 skips the second pass of an interrupted job but runs it after a skip.
       if (job.stopRequest() === 'skip') job.clearSkip();

@@ -326,6 +326,8 @@ test('img2img: init image resized by resize_mode, mask inverted, A1111 defaults 
     mask: maskPng.toString('base64'),
     inpainting_mask_invert: 1,
     mask_blur: 0,
+    // The whole picture: with the default inpaint_full_res a mask left blank by the inversion means plain img2img (A1111).
+    inpaint_full_res: false,
     resize_mode: 1,
     width: 64,
     height: 64,

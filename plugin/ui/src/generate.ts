@@ -299,7 +299,8 @@ export function generateTab(app: App): HTMLElement {
     if (mode !== 'txt2img' && initImage) {
       route = 'sdapi/v1/img2img';
       Object.assign(body, { init_images: [initImage], denoising_strength: Number(denoise.value) });
-      if (mode === 'inpaint') Object.assign(body, { mask: maskPng(), mask_blur: 4, inpainting_fill: 1 });
+      // Whole picture, the A1111 UI's default inpaint area (the API's default is only masked).
+      if (mode === 'inpaint') Object.assign(body, { mask: maskPng(), mask_blur: 4, inpainting_fill: 1, inpaint_full_res: false });
     } else if (hires.checked) {
       Object.assign(body, { enable_hr: true, hr_scale: Number(hrScale.value), hr_second_pass_steps: Number(hrSteps.value), hr_upscaler: upscaler.value, denoising_strength: Number(hrDenoise.value) });
     }

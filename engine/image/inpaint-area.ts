@@ -1,0 +1,178 @@
+/**
+ * A1111's "Inpaint area: Only masked" (`inpaint_full_res`): the masked part of the picture, grown by
+ * `inpaint_full_res_padding` and then to the aspect of the requested size (`masking.get_crop_region_v2`,
+ * `expand_crop_region`), is cut out and resized to that size ("resize and fill"), generated there, resized
+ * back ("crop and resize") and pasted into the full picture through the mask (`apply_overlay`). So a small
+ * masked area gets the model's whole resolution, and the rest of the picture keeps its size and pixels.
+ * Resizes are Pillow's Lanczos (engine/image/pil-resize.ts), as A1111's `images.resize_image`.
+ */
+import { pilResize } from './pil-resize.ts';
+
+export interface Pixels {
+  width: number;
+  height: number;
+  /** 1 (mask) or 3 (RGB), interleaved. */
+  channels: number;
+  data: Uint8Array;
+}
+
+/** [x1, y1, x2, y2), as Pillow boxes. */
+export type Region = [number, number, number, number];
+
+/** The bounding box of the mask's non-zero pixels grown by `pad` and clipped to the picture; null for a blank mask. */
+export function maskCropRegion(mask: Pixels, pad: number): Region | null {
+  let [x1, y1, x2, y2] = [Infinity, Infinity, -1, -1];
+  for (let y = 0; y < mask.height; y++)
+    for (let x = 0; x < mask.width; x++)
+      if (mask.data[(y * mask.width + x) * mask.channels]! > 0) {
+        x1 = Math.min(x1, x);
+        y1 = Math.min(y1, y);
+        x2 = Math.max(x2, x + 1);
+        y2 = Math.max(y2, y + 1);
+      }
+  if (x2 < 0) return null;
+  return [Math.max(x1 - pad, 0), Math.max(y1 - pad, 0), Math.min(x2 + pad, mask.width), Math.min(y2 + pad, mask.height)];
+}
+
+/** Grows the region's shorter side (centred, kept inside the picture) until it has the processing size's aspect. */
+export function expandCropRegion(region: Region, procW: number, procH: number, imgW: number, imgH: number): Region {
+  let [x1, y1, x2, y2] = region;
+  const ratioCrop = (x2 - x1) / (y2 - y1);
+  const ratioProc = procW / procH;
+  if (ratioCrop > ratioProc) {
+    const diff = Math.trunc((x2 - x1) / ratioProc - (y2 - y1));
+    y1 -= Math.floor(diff / 2);
+    y2 += diff - Math.floor(diff / 2);
+    if (y2 >= imgH) {
+      const d = y2 - imgH;
+      y2 -= d;
+      y1 -= d;
+    }
+    if (y1 < 0) {
+      y2 -= y1;
+      y1 = 0;
+    }
+    if (y2 >= imgH) y2 = imgH;
+  } else {
+    const diff = Math.trunc((y2 - y1) * ratioProc - (x2 - x1));
+    x1 -= Math.floor(diff / 2);
+    x2 += diff - Math.floor(diff / 2);
+    if (x2 >= imgW) {
+      const d = x2 - imgW;
+      x2 -= d;
+      x1 -= d;
+    }
+    if (x1 < 0) {
+      x2 -= x1;
+      x1 = 0;
+    }
+    if (x2 >= imgW) x2 = imgW;
+  }
+  return [x1, y1, x2, y2];
+}
+
+/** Pillow's crop (outside the picture is black). */
+export function cropPixels(img: Pixels, [x1, y1, x2, y2]: Region): Pixels {
+  const w = x2 - x1;
+  const h = y2 - y1;
+  const c = img.channels;
+  const data = new Uint8Array(w * h * c);
+  for (let y = 0; y < h; y++) {
+    const sy = y1 + y;
+    if (sy < 0 || sy >= img.height) continue;
+    for (let x = 0; x < w; x++) {
+      const sx = x1 + x;
+      if (sx < 0 || sx >= img.width) continue;
+      for (let k = 0; k < c; k++) data[(y * w + x) * c + k] = img.data[(sy * img.width + sx) * c + k]!;
+    }
+  }
+  return { width: w, height: h, channels: c, data };
+}
+
+const lanczos = (img: Pixels, w: number, h: number): Pixels =>
+  img.width === w && img.height === h ? img : { width: w, height: h, channels: img.channels, data: pilResize(img.data, img.width, img.height, img.channels, w, h, 'lanczos') };
+
+/** Pastes `src` at (dx, dy) onto `dst` (clipped). */
+function paste(dst: Pixels, src: Pixels, dx: number, dy: number): void {
+  const c = dst.channels;
+  for (let y = Math.max(0, -dy); y < src.height && y + dy < dst.height; y++)
+    for (let x = Math.max(0, -dx); x < src.width && x + dx < dst.width; x++)
+      for (let k = 0; k < c; k++) dst.data[((y + dy) * dst.width + x + dx) * c + k] = src.data[(y * src.width + x) * c + k]!;
+}
+
+/**
+ * A1111's `resize_image` for mode 1 (crop and resize: cover, centred) and mode 2 (resize and fill: fit
+ * inside, centred, the bands left over filled by stretching the edge rows or columns).
+ */
+export function resizeImage(mode: 1 | 2, img: Pixels, width: number, height: number): Pixels {
+  const ratio = width / height;
+  const srcRatio = img.width / img.height;
+  const cover = mode === 1;
+  const srcW = (cover ? ratio > srcRatio : ratio < srcRatio) ? width : Math.floor((img.width * height) / img.height);
+  const srcH = (cover ? ratio <= srcRatio : ratio >= srcRatio) ? height : Math.floor((img.height * width) / img.width);
+  const resized = lanczos(img, srcW, srcH);
+  const out: Pixels = { width, height, channels: img.channels, data: new Uint8Array(width * height * img.channels) };
+  const ox = Math.floor(width / 2) - Math.floor(srcW / 2);
+  const oy = Math.floor(height / 2) - Math.floor(srcH / 2);
+  paste(out, resized, ox, oy);
+  if (mode === 2) {
+    const c = img.channels;
+    if (ratio < srcRatio && oy > 0) {
+      for (let y = 0; y < height; y++) {
+        if (y >= oy && y < oy + srcH) continue;
+        const from = y < oy ? 0 : srcH - 1;
+        for (let x = 0; x < width; x++) for (let k = 0; k < c; k++) out.data[(y * width + x) * c + k] = resized.data[(from * srcW + Math.min(srcW - 1, x)) * c + k]!;
+      }
+    } else if (ratio > srcRatio && ox > 0) {
+      for (let y = 0; y < height; y++)
+        for (let x = 0; x < width; x++) {
+          if (x >= ox && x < ox + srcW) continue;
+          const from = x < ox ? 0 : srcW - 1;
+          for (let k = 0; k < c; k++) out.data[(y * width + x) * c + k] = resized.data[(Math.min(srcH - 1, y) * srcW + from) * c + k]!;
+        }
+    }
+  }
+  return out;
+}
+
+export interface InpaintArea {
+  /** Where the generated picture goes back (already expanded to the processing aspect). */
+  region: Region;
+  /** The blurred full-size mask the result is composited through (A1111 `mask_for_overlay`). */
+  overlay: Pixels;
+}
+
+/** The area to generate for this mask at this processing size, or null when the mask is blank (A1111 then runs plain img2img). */
+export function inpaintArea(mask: Pixels, padding: number, width: number, height: number): InpaintArea | null {
+  const r = maskCropRegion(mask, padding);
+  if (!r) return null;
+  return { region: expandCropRegion(r, width, height, mask.width, mask.height), overlay: mask };
+}
+
+/** The picture (or the mask) cut to the area and resized to the processing size, as the generation gets it. */
+export function cutArea(img: Pixels, area: InpaintArea, width: number, height: number): Pixels {
+  return resizeImage(2, cropPixels(img, area.region), width, height);
+}
+
+/** Pillow's rounded x / 255. */
+const div255 = (v: number): number => {
+  const t = v + 128;
+  return ((t >> 8) + t) >> 8;
+};
+
+/** The generated area resized back into its region of `original`, seen only through the mask (A1111 `apply_overlay`). */
+export function pasteArea(original: Pixels, generated: Pixels, area: InpaintArea): Pixels {
+  const [x1, y1, x2, y2] = area.region;
+  const back = resizeImage(1, generated, x2 - x1, y2 - y1);
+  const out: Pixels = { ...original, data: original.data.slice() };
+  const m = area.overlay;
+  for (let y = Math.max(0, y1); y < Math.min(y2, out.height); y++)
+    for (let x = Math.max(0, x1); x < Math.min(x2, out.width); x++) {
+      const a = m.data[(y * m.width + x) * m.channels]!;
+      if (a === 0) continue;
+      const o = (y * out.width + x) * 3;
+      const g = ((y - y1) * back.width + (x - x1)) * 3;
+      for (let k = 0; k < 3; k++) out.data[o + k] = div255(back.data[g + k]! * a + original.data[o + k]! * (255 - a));
+    }
+  return out;
+}
