@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ClipConditioner, type Conditioner } from '../engine/sd/conditioning.ts';
+import { ClipConditioner, SdxlConditioner, type Conditioner } from '../engine/sd/conditioning.ts';
 import { EmbeddingLibrary } from '../engine/sd/embeddings.ts';
 import { StableDiffusion } from '../engine/sd/model.ts';
 import { clipTextPrefix } from '../engine/models/clip-text.ts';
@@ -118,6 +118,36 @@ test('chunking: an embedding counts its vectors as tokens and moves whole to the
   assert.deepEqual(fit.chunks[0]!.fixes, [{ offset: 2, embedding: emb }]);
   assert.deepEqual(fit.chunks[0]!.multipliers.slice(2, 12), new Array(10).fill(1.5));
   assert.equal(fit.chunks[0]!.ids[12], tokenizer.encode('b')[0]);
+});
+
+test('SDXL: a clip_l + clip_g embedding of the rows of "red cat" in both towers conditions exactly like "red cat"', async () => {
+  const xl = await StableDiffusion.load(join(fixturesDir, 'sdxl-tiny', 'diffusers'), { threads: 1 });
+  const tok = await loadClipTokenizer(join(fixturesDir, 'sdxl-tiny', 'diffusers', 'tokenizer'));
+  const te1 = xl.arch.textEncoder;
+  const te2 = xl.arch.textEncoder2!;
+  const rows = (arch: typeof te1, text: string): Float32Array => {
+    const key = `${arch.prefix ?? clipTextPrefix(arch.layout)}${arch.layout === 'openclip' ? '' : 'embeddings.'}token_embedding.weight`;
+    const table = xl.weights.get(key)!.data;
+    const ids = tok.encode(text);
+    const out = new Float32Array(ids.length * arch.width);
+    ids.forEach((id, i) => out.set(table.subarray(id * arch.width, (id + 1) * arch.width), i * arch.width));
+    return out;
+  };
+  const folder = join(tmp, 'xl');
+  await mkdir(folder, { recursive: true });
+  await writeSafetensors(join(folder, 'xl-redcat.safetensors'), {
+    clip_l: { dtype: 'F32', shape: [2, te1.width], data: rows(te1, 'red cat') },
+    clip_g: { dtype: 'F32', shape: [2, te2.width], data: rows(te2, 'red cat') },
+  });
+  const lib = new EmbeddingLibrary(folder);
+  await lib.refresh();
+  const withTi = new SdxlConditioner(xl, tok);
+  withTi.setEmbeddings(lib);
+  assert.deepEqual(lib.split().loaded.map((e) => [e.name, e.shape]), [['xl-redcat', te1.width + te2.width]]);
+  const got = await withTi.encode('a xl-redcat on grass', 1);
+  const want = await new SdxlConditioner(xl, tok).encode('a red cat on grass', 1);
+  assertClose(got.data, want.data, 'context');
+  assertClose(got.pooled!, want.pooled!, 'pooled');
 });
 
 test('cleanup', async () => {

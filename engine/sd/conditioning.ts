@@ -101,13 +101,13 @@ function chunkEmbeddings(chunks: PromptChunk[]): string[] {
 }
 
 /** One tower's replacement vectors for a chunk's embedding positions, or undefined when the chunk has none. */
-function chunkVectors(chunk: PromptChunk, width: number): TokenVectors | undefined {
+function chunkVectors(chunk: PromptChunk, width: number, tower?: 'clip_l' | 'clip_g'): TokenVectors | undefined {
   if (!chunk.fixes?.length) return undefined;
   const T = chunk.ids.length;
   const embeds = new Float32Array(T * width);
   const mask = new Uint8Array(T);
   for (const f of chunk.fixes) {
-    const vec = towerVectors(f.embedding as TextualInversion, width);
+    const vec = towerVectors(f.embedding as TextualInversion, width, tower);
     const n = Math.min(f.embedding.vectors, T - 1 - f.offset);
     embeds.set(vec.subarray(0, n * width), f.offset * width);
     mask.fill(1, f.offset, f.offset + n);
@@ -229,8 +229,8 @@ export class SdxlConditioner implements Conditioner {
     if (!zero) {
       for (const [i, c] of chunks1.entries()) {
         const c2 = chunks2[i]!;
-        const v1 = chunkVectors(c, w1);
-        const v2 = chunkVectors(c2, w2);
+        const v1 = chunkVectors(c, w1, 'clip_l');
+        const v2 = chunkVectors(c2, w2, 'clip_g');
         const r = await this.model.encodeTextSdxl(BigInt64Array.from(c.ids, BigInt), BigInt64Array.from(c2.ids, BigInt), 1, T, fromEnd, v1 && v2 ? { te1: v1, te2: v2 } : undefined);
         const h1 = applyEmphasis(r.hidden1, [T, w1], c.multipliers, this.opts.emphasis);
         const h2 = applyEmphasis(r.hidden2, [T, w2], c2.multipliers, this.opts.emphasis);

@@ -176,10 +176,9 @@ export class EmbeddingLibrary {
   }
 }
 
-/** The vectors an embedding gives one text tower of width `width` (SDXL: `clip_l` for 768, `clip_g` for 1280). */
-export function towerVectors(e: TextualInversion, width: number): Float32Array {
-  if (e.data && e.shape === width) return e.data;
-  if (e.clipL && e.clipL.length === e.vectors * width) return e.clipL;
-  if (e.clipG && e.clipG.length === e.vectors * width) return e.clipG;
-  throw new UserError(`embedding ${e.name} (width ${e.shape}) has no vectors for a text encoder of width ${width}`);
+/** The vectors an embedding gives one text tower of width `width`: its own, or SDXL's `clip_l` / `clip_g` for that tower. */
+export function towerVectors(e: TextualInversion, width: number, tower?: 'clip_l' | 'clip_g'): Float32Array {
+  const v = tower === 'clip_l' ? e.clipL : tower === 'clip_g' ? e.clipG : e.data;
+  if (!v || v.length !== e.vectors * width) throw new UserError(`embedding ${e.name} (width ${e.shape}) has no ${tower ?? 'single-tower'} vectors for a text encoder of width ${width}`);
+  return v;
 }
