@@ -5,17 +5,17 @@
  */
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ClipConditioner, SdxlConditioner, type Conditioner } from '../engine/sd/conditioning.ts';
-import { EmbeddingLibrary } from '../engine/sd/embeddings.ts';
+import { EmbeddingLibrary, readPickledEmbedding } from '../engine/sd/embeddings.ts';
 import { StableDiffusion } from '../engine/sd/model.ts';
 import { clipTextPrefix } from '../engine/models/clip-text.ts';
 import { writeSafetensors } from '../engine/safetensors/index.ts';
 import { tokenizePrompt, CHUNK_LENGTH } from '../engine/text/chunker.ts';
 import { loadClipTokenizer, type ClipTokenizer } from '../engine/text/tokenizer.ts';
-import { fixturesDir } from './support/paths.ts';
+import { fixturesDir, repoRoot } from './support/paths.ts';
 import { sdTinySingleFileOptions } from './support/sd-tiny.ts';
 
 const dir = join(fixturesDir, 'sd-tiny');
@@ -83,13 +83,13 @@ test('an embedding made of the rows of "red cat" conditions exactly like "red ca
   assert.ok(emb.data.subarray(before, before + width).some((v, i) => Math.abs(v - text.data[before + i]!) > 1e-4), 'the name position changed');
 });
 
-test('an embedding of another width is skipped and stays plain text; pickles are reported with a conversion hint', async () => {
+test('an embedding of another width is skipped and stays plain text; an unreadable pickle is reported with a conversion hint', async () => {
   const folder = join(tmp, 'skip');
   await writeEmbedding(folder, 'wide', 'emb_params', new Float32Array(3 * (width + 8)).fill(0.5), [3, width + 8]);
-  await writeFile(join(folder, 'old.pt'), 'a pickle, never opened');
+  await writeFile(join(folder, 'old.pt'), 'not a torch file');
   const lib = new EmbeddingLibrary(folder);
   const problems = await lib.refresh();
-  assert.match(problems.get(join(folder, 'old.pt')) ?? '', /pickled embeddings are not read.*weights_only=True.*old\.safetensors/);
+  assert.match(problems.get(join(folder, 'old.pt')) ?? '', /not a torch zip file.*weights_only=True.*old\.safetensors/);
   const c = new ClipConditioner(model, tokenizer);
   c.setEmbeddings(lib);
   assert.deepEqual(lib.split().skipped.map((e) => [e.name, e.shape]), [['wide', width + 8]]);
@@ -148,6 +148,25 @@ test('SDXL: a clip_l + clip_g embedding of the rows of "red cat" in both towers 
   const want = await new SdxlConditioner(xl, tok).encode('a red cat on grass', 1);
   assertClose(got.data, want.data, 'context');
   assertClose(got.pooled!, want.pooled!, 'pooled');
+});
+
+test("A1111's .pt and diffusers' .bin embeddings are read as data only; a pickle that would run code is refused", async () => {
+  const gdir = join(repoRoot, 'tests/golden/ti');
+  const pt = await readPickledEmbedding(join(gdir, 'a1111-style.pt'));
+  assert.deepEqual([pt.name, pt.vectors, pt.shape, pt.step, pt.sdCheckpoint, pt.sdCheckpointName], ['a1111-style', 2, 8, 1500, 'abcdef12', 'sd-tiny']);
+  assert.deepEqual([...pt.data!], Array.from({ length: 16 }, (_, i) => i / 8));
+  const bin = await readPickledEmbedding(join(gdir, 'concept.bin'));
+  assert.deepEqual([bin.name, bin.vectors, bin.shape, bin.step], ['concept', 1, 8, null]);
+  assert.deepEqual([...bin.data!], Array.from({ length: 8 }, (_, i) => i / 2));
+  await assert.rejects(readPickledEmbedding(join(gdir, 'evil.pt')), /refers to (posix|os|nt)\.system/);
+  // In a folder: the readable ones load (listed with their step), the other is a problem with a conversion hint.
+  const folder = join(tmp, 'pickles');
+  await mkdir(folder, { recursive: true });
+  for (const f of ['a1111-style.pt', 'concept.bin', 'evil.pt']) await copyFile(join(gdir, f), join(folder, f));
+  const lib = new EmbeddingLibrary(folder);
+  const problems = await lib.refresh();
+  assert.deepEqual(lib.split().loaded.map((e) => e.name).sort(), ['a1111-style', 'concept']);
+  assert.match(problems.get(join(folder, 'evil.pt')) ?? '', /system.*convert it once|system.*Convert it once/is);
 });
 
 test('cleanup', async () => {

@@ -4,19 +4,22 @@
  * one tensor [vectors, width] (or [width]) under any key — A1111's and kohya's `emb_params`, diffusers'
  * `<token>` — or SDXL's pair `clip_l` [vectors, 768] + `clip_g` [vectors, 1280]. Its `shape` is the width
  * (768 + 1280 = 2048 for SDXL); only embeddings whose shape is the loaded model's text width are used, the
- * others are "skipped", as in A1111. Pickled `.pt`/`.bin` files (A1111's own training output) are not read:
- * unpickling runs code from the file; each is reported with the command that converts it.
+ * others are "skipped", as in A1111. A1111's own `.pt` files (`string_to_param`, `step`, `sd_checkpoint`, …)
+ * and diffusers' `.bin` concepts are read by a restricted reader that interprets only their data
+ * (engine/util/torch-pickle.ts) and never runs code from them; one it cannot read is reported with the
+ * command that converts it to `.safetensors`.
  *
  * In a prompt an embedding is found by its name's token ids (A1111's `find_embedding_at_position`), longest
  * name first, and stands for `vectors` token positions (engine/text/chunker.ts).
  */
-import { readdir, stat } from 'node:fs/promises';
+import { readFile, readdir, stat } from 'node:fs/promises';
 import { basename, extname, join, resolve } from 'node:path';
 import { SafetensorsFile } from '../safetensors/index.ts';
 import type { EmbeddingMatcher, PromptEmbedding } from '../text/chunker.ts';
 import type { ClipTokenizer } from '../text/tokenizer.ts';
 import { UserError } from '../util/errors.ts';
 import { sha256File } from '../util/sha256-file.ts';
+import { readTorchZip, type PickleValue, type TorchTensor } from '../util/torch-pickle.ts';
 
 export interface TextualInversion extends PromptEmbedding {
   name: string;
@@ -39,14 +42,41 @@ export interface TextualInversion extends PromptEmbedding {
 
 const PICKLES = new Set(['.pt', '.bin']);
 
-/** Why a pickled embedding is not read, with the one-line conversion. */
-export function pickleHint(path: string): string {
+/** Why a pickled embedding could not be read, with the one-line conversion. */
+export function pickleHint(path: string, why: string): string {
   const out = path.slice(0, -extname(path).length) + '.safetensors';
   return (
-    `${path}: pickled embeddings are not read (unpickling runs code from the file); convert it once: ` +
+    `${why}; pickles are only read as plain data (unpickling would run code from the file). Convert it once: ` +
     `python -c "import torch,safetensors.torch as st; d=torch.load('${path}',map_location='cpu',weights_only=True); ` +
     `p=d['string_to_param'] if 'string_to_param' in d else d; v=next(iter(p.values())); st.save_file({'emb_params': v.reshape(-1, v.shape[-1]).float().contiguous()}, '${out}')"`
   );
+}
+
+/** A1111's `.pt` (`string_to_param`) or a diffusers `.bin` concept, read as data only. */
+export async function readPickledEmbedding(path: string): Promise<TextualInversion> {
+  const st = await stat(path);
+  const obj = readTorchZip(await readFile(path), path);
+  if (!obj || typeof obj !== 'object' || Array.isArray(obj) || 'kind' in obj) throw new UserError(`${path}: not an embedding (expected a dict)`);
+  const d = obj as Record<string, PickleValue>;
+  const params = (d['string_to_param'] ?? d) as Record<string, PickleValue>;
+  const tensors = Object.values(params).filter((v): v is TorchTensor => !!v && typeof v === 'object' && (v as TorchTensor).kind === 'tensor');
+  if (tensors.length !== 1) throw new UserError(`${path}: an embedding file holds one tensor, this one has ${tensors.length}`);
+  const t = tensors[0]!;
+  const [vectors, width] = t.shape.length === 1 ? [1, t.shape[0]!] : t.shape.length === 2 ? [t.shape[0]!, t.shape[1]!] : [0, 0];
+  if (!vectors || !width) throw new UserError(`${path}: embedding tensor is [${t.shape}], expected [vectors, width]`);
+  const str = (v: PickleValue | undefined) => (typeof v === 'string' ? v : null);
+  return {
+    name: basename(path, extname(path)),
+    path,
+    vectors,
+    shape: width,
+    data: t.data,
+    step: typeof d['step'] === 'number' ? d['step'] : null,
+    sdCheckpoint: str(d['sd_checkpoint']),
+    sdCheckpointName: str(d['sd_checkpoint_name']),
+    mtimeMs: st.mtimeMs,
+    size: st.size,
+  };
 }
 
 /** Reads one `.safetensors` embedding file. */
@@ -106,20 +136,17 @@ export class EmbeddingLibrary {
     const byPath = new Map([...this.all.values()].map((e) => [e.path, e]));
     for (const p of found) {
       const ext = extname(p).toLowerCase();
-      if (PICKLES.has(ext)) {
-        problems.set(p, pickleHint(p));
-        continue;
-      }
-      if (ext !== '.safetensors') continue;
+      const pickled = PICKLES.has(ext);
+      if (!pickled && ext !== '.safetensors') continue;
       const st = await stat(p).catch(() => undefined);
       if (!st) continue;
       const old = byPath.get(p);
       try {
-        const e = old && old.mtimeMs === st.mtimeMs && old.size === st.size ? old : await readEmbedding(p);
+        const e = old && old.mtimeMs === st.mtimeMs && old.size === st.size ? old : pickled ? await readPickledEmbedding(p) : await readEmbedding(p);
         // A later file with the same stem replaces an earlier one, as A1111's registry does.
         next.set(e.name, e);
       } catch (err) {
-        problems.set(p, (err as Error).message);
+        problems.set(p, pickled ? pickleHint(p, (err as Error).message) : (err as Error).message);
       }
     }
     const changed = next.size !== this.all.size || [...next].some(([k, v]) => this.all.get(k) !== v);
