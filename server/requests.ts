@@ -1,7 +1,7 @@
 /** A1111 v1.10 request models for txt2img and img2img: field names, types and API defaults. */
-import type { ModelSpec } from './schema.ts';
+import type { ModelSpec, RequestOf } from './schema.ts';
 
-const common: ModelSpec = {
+const common = {
   prompt: { type: 'str', default: '', description: 'may contain <lora:name:weight> tags' },
   negative_prompt: { type: 'str', default: '' },
   styles: { type: 'str[]', default: null, description: 'names from /sdapi/v1/prompt-styles' },
@@ -44,9 +44,9 @@ const common: ModelSpec = {
   alwayson_scripts: { type: 'dict', default: {} },
   force_task_id: { type: 'str', default: null },
   infotext: { type: 'str', default: null, description: 'an infotext; fills every field the request did not set' },
-};
+} as const satisfies ModelSpec;
 
-export const txt2imgModel: ModelSpec = {
+export const txt2imgModel = {
   ...common,
   enable_hr: { type: 'bool', default: false, description: 'accepted; hires fix not available (noted in info)' },
   firstphase_width: { type: 'int', default: 0 },
@@ -61,9 +61,9 @@ export const txt2imgModel: ModelSpec = {
   hr_scheduler: { type: 'str', default: null },
   hr_prompt: { type: 'str', default: '' },
   hr_negative_prompt: { type: 'str', default: '' },
-};
+} as const satisfies ModelSpec;
 
-export const img2imgModel: ModelSpec = {
+export const img2imgModel = {
   ...common,
   init_images: { type: 'str[]', default: null, description: 'base64 images (data: URLs accepted)' },
   resize_mode: { type: 'int', default: 0, description: '0 just resize, 1 crop and resize, 2 resize and fill, 3 latent' },
@@ -81,10 +81,15 @@ export const img2imgModel: ModelSpec = {
   initial_noise_multiplier: { type: 'float', default: null },
   latent_mask: { type: 'str', default: null },
   include_init_images: { type: 'bool', default: false },
-};
+} as const satisfies ModelSpec;
 
-export const pngInfoModel: ModelSpec = {
+export const pngInfoModel = {
   image: { type: 'str', default: '' },
-};
+} as const satisfies ModelSpec;
 
 export type RequestBody = Record<string, unknown>;
+
+/** The typed requests these models validate to (server/schema.ts `parseRequest`). */
+export type Txt2ImgRequest = RequestOf<typeof txt2imgModel>;
+export type Img2ImgRequest = RequestOf<typeof img2imgModel>;
+export type PngInfoRequest = RequestOf<typeof pngInfoModel>;

@@ -1,8 +1,10 @@
 /**
- * Request models as field tables, validated the way A1111's pydantic v1 models are: every field optional,
- * lenient coercion ("20" → 20, 1 → true, 7 → 7.0), unknown fields ignored, failures collected as FastAPI's
- * `{loc, msg, type}` issues. The same tables produce the OpenAPI schemas, so docs and behaviour agree.
+ * Request models as field tables, validated by zod schemas built from them the way A1111's pydantic v1 models
+ * validate: every field optional, lenient coercion ("20" → 20, 1 → true, 7 → 7.0), unknown fields ignored,
+ * failures collected as FastAPI's `{loc, msg, type}` issues. A table declared `as const` gives its typed
+ * object (`RequestOf`), and the same tables produce the OpenAPI schemas, so docs, types and behaviour agree.
  */
+import { z } from 'zod';
 import { ValidationError, type ValidationIssue } from './errors.ts';
 
 export type FieldType = 'int' | 'float' | 'bool' | 'str' | 'str[]' | 'dict' | 'list' | 'any';
@@ -15,69 +17,94 @@ export interface FieldSpec {
 
 export type ModelSpec = Record<string, FieldSpec>;
 
+/** The value type a field gives: its JSON type, or null where the field's default is null. */
+type ValueOf<F extends FieldSpec> =
+  | (F['type'] extends 'int' | 'float' ? number
+    : F['type'] extends 'bool' ? boolean
+    : F['type'] extends 'str' ? string
+    : F['type'] extends 'str[]' ? string[]
+    : F['type'] extends 'dict' ? Record<string, unknown>
+    : F['type'] extends 'list' ? unknown[]
+    : unknown)
+  | (F['default'] extends null ? null : never);
+
+/** The typed object a request model validates to (declare the model `as const satisfies ModelSpec`). */
+export type RequestOf<S extends ModelSpec> = { -readonly [K in keyof S]: ValueOf<S[K]> };
+
 const TRUE = new Set(['1', 'on', 't', 'true', 'y', 'yes']);
 const FALSE = new Set(['0', 'off', 'f', 'false', 'n', 'no']);
+const INT_TEXT = /^\s*[+-]?\d+\s*$/;
 
-function coerce(type: FieldType, v: unknown, loc: (string | number)[], issues: ValidationIssue[]): unknown {
-  const bad = (msg: string, t: string): undefined => {
-    issues.push({ loc, msg, type: t });
-    return undefined;
-  };
-  switch (type) {
-    case 'int': {
-      if (typeof v === 'boolean') return v ? 1 : 0;
-      if (typeof v === 'number' && Number.isFinite(v)) return Math.trunc(v);
-      if (typeof v === 'string' && /^\s*[+-]?\d+\s*$/.test(v)) return parseInt(v, 10);
-      return bad('value is not a valid integer', 'type_error.integer');
-    }
-    case 'float': {
-      if (typeof v === 'boolean') return v ? 1 : 0;
-      if (typeof v === 'number' && Number.isFinite(v)) return v;
-      if (typeof v === 'string' && v.trim() !== '' && Number.isFinite(Number(v))) return Number(v);
-      return bad('value is not a valid float', 'type_error.float');
-    }
-    case 'bool': {
-      if (typeof v === 'boolean') return v;
-      if (v === 0 || v === 1) return v === 1;
-      if (typeof v === 'string' && TRUE.has(v.toLowerCase())) return true;
-      if (typeof v === 'string' && FALSE.has(v.toLowerCase())) return false;
-      return bad('value could not be parsed to a boolean', 'type_error.bool');
-    }
-    case 'str': {
-      if (typeof v === 'string') return v;
-      if (typeof v === 'number' && Number.isFinite(v)) return String(v);
-      return bad('str type expected', 'type_error.str');
-    }
-    case 'str[]': {
-      if (!Array.isArray(v)) return bad('value is not a valid list', 'type_error.list');
-      return v.map((x, i) => coerce('str', x, [...loc, i], issues));
-    }
-    case 'list':
-      if (!Array.isArray(v)) return bad('value is not a valid list', 'type_error.list');
-      return v;
-    case 'dict':
-      if (v === null || typeof v !== 'object' || Array.isArray(v)) return bad('value is not a valid dict', 'type_error.dict');
-      return v;
-    case 'any':
-      return v;
-  }
+/** pydantic v1's message and error type for a value a field of each type refuses. */
+const REFUSAL: Record<FieldType, { msg: string; type: string }> = {
+  int: { msg: 'value is not a valid integer', type: 'type_error.integer' },
+  float: { msg: 'value is not a valid float', type: 'type_error.float' },
+  bool: { msg: 'value could not be parsed to a boolean', type: 'type_error.bool' },
+  str: { msg: 'str type expected', type: 'type_error.str' },
+  'str[]': { msg: 'value is not a valid list', type: 'type_error.list' },
+  dict: { msg: 'value is not a valid dict', type: 'type_error.dict' },
+  list: { msg: 'value is not a valid list', type: 'type_error.list' },
+  any: { msg: 'invalid value', type: 'value_error' },
+};
+
+const refused = (t: FieldType) => ({ error: REFUSAL[t].msg });
+const fromBool = z.boolean().transform((b) => (b ? 1 : 0));
+const zStr = z.union([z.string(), z.number().refine(Number.isFinite).transform(String)], refused('str'));
+
+/** pydantic v1's lenient coercion of one field type, as a zod schema: "20" → 20, 1 → true, 7 → "7". */
+const COERCE: Record<FieldType, z.ZodType> = {
+  int: z.union([fromBool, z.number().refine(Number.isFinite).transform(Math.trunc), z.string().regex(INT_TEXT).transform((t) => parseInt(t, 10))], refused('int')),
+  float: z.union([fromBool, z.number().refine(Number.isFinite), z.string().refine((t) => t.trim() !== '' && Number.isFinite(Number(t))).transform(Number)], refused('float')),
+  bool: z.union(
+    [z.boolean(), z.union([z.literal(0), z.literal(1)]).transform((n) => n === 1), z.string().refine((t) => TRUE.has(t.toLowerCase()) || FALSE.has(t.toLowerCase())).transform((t) => TRUE.has(t.toLowerCase()))],
+    refused('bool'),
+  ),
+  str: zStr,
+  'str[]': z.array(zStr, refused('str[]')),
+  dict: z.record(z.string(), z.unknown(), refused('dict')).refine((v) => !Array.isArray(v), refused('dict')),
+  list: z.array(z.unknown(), refused('list')),
+  any: z.unknown(),
+};
+
+/** Every A1111 request field is Optional: absent or null means the default (a fresh copy of it). */
+function fieldSchema(f: FieldSpec): z.ZodType {
+  return z.preprocess((v) => (v === null ? undefined : v), COERCE[f.type].optional()).transform((v) => (v === undefined ? structuredClone(f.default) : v));
 }
 
-/** Validates a JSON body against a model; throws ValidationError (→ 422) listing every bad field. */
-export function validateModel<T = Record<string, unknown>>(spec: ModelSpec, body: unknown): T {
+const compiled = new WeakMap<ModelSpec, z.ZodType>();
+
+/** The model's zod schema (unknown keys are dropped, as pydantic v1 ignores them). */
+export function modelSchema(spec: ModelSpec): z.ZodType {
+  let schema = compiled.get(spec);
+  if (!schema) {
+    schema = z.object(Object.fromEntries(Object.entries(spec).map(([k, f]) => [k, fieldSchema(f)])), refused('dict'));
+    compiled.set(spec, schema);
+  }
+  return schema;
+}
+
+/** A zod issue as FastAPI reports it: `loc` under `body`, pydantic's message and error type for the field. */
+function fastApiIssue(spec: ModelSpec, issue: z.core.$ZodIssue): ValidationIssue {
+  const path = issue.path.map((p) => (typeof p === 'number' ? p : String(p)));
+  const field = typeof path[0] === 'string' ? spec[path[0]] : undefined;
+  // A list item refused inside a str[] field is a str refusal; everything else is the field's own.
+  const type = field ? (field.type === 'str[]' && path.length > 1 ? 'str' : field.type) : 'dict';
+  return { loc: ['body', ...path], msg: issue.message, type: REFUSAL[type].type };
+}
+
+/** Validates a JSON body against a model into its typed object; throws ValidationError (→ 422) listing every bad field. */
+export function parseRequest<S extends ModelSpec>(spec: S, body: unknown): RequestOf<S> {
   if (body === undefined || body === null || typeof body !== 'object' || Array.isArray(body)) {
-    throw new ValidationError([{ loc: ['body'], msg: 'value is not a valid dict', type: 'type_error.dict' }]);
+    throw new ValidationError([{ loc: ['body'], msg: REFUSAL.dict.msg, type: REFUSAL.dict.type }]);
   }
-  const src = body as Record<string, unknown>;
-  const issues: ValidationIssue[] = [];
-  const out: Record<string, unknown> = {};
-  for (const [key, f] of Object.entries(spec)) {
-    const v = src[key];
-    // Every A1111 request field is Optional; an explicit null means "use the default".
-    out[key] = v === undefined || v === null ? structuredClone(f.default) : coerce(f.type, v, ['body', key], issues);
-  }
-  if (issues.length > 0) throw new ValidationError(issues);
-  return out as T;
+  const r = modelSchema(spec).safeParse(body);
+  if (!r.success) throw new ValidationError(r.error.issues.map((i) => fastApiIssue(spec, i)));
+  return r.data as RequestOf<S>;
+}
+
+/** `parseRequest` for callers that name their own result type (models not declared `as const`). */
+export function validateModel<T = Record<string, unknown>>(spec: ModelSpec, body: unknown): T {
+  return parseRequest(spec, body) as T;
 }
 
 /** Keys the client actually sent (non-null), for rules that depend on whether a field was set. */

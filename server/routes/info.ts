@@ -6,7 +6,7 @@ import { decodeImageInput } from '../images.ts';
 import { readUserComment } from '../exif.ts';
 import sharp from 'sharp';
 import { pngInfoModel } from '../requests.ts';
-import { validateModel } from '../schema.ts';
+import { parseRequest } from '../schema.ts';
 import type { Api } from './api.ts';
 
 export function register(api: Api, ctx: ServerContext): void {
@@ -14,7 +14,7 @@ export function register(api: Api, ctx: ServerContext): void {
     '/sdapi/v1/png-info',
     { summary: 'Generation parameters stored in an image', tag: 'info', body: { name: 'PNGInfoRequest', spec: pngInfoModel }, example: { info: 'prompt\nSteps: 20, …', items: {}, parameters: { Prompt: 'prompt', Steps: '20' } } },
     async (req) => {
-      const { image } = validateModel<{ image: string }>(pngInfoModel, req.body);
+      const { image } = parseRequest(pngInfoModel, req.body);
       if (image.trim() === '') return { info: '', items: {}, parameters: {} };
       const bytes = await decodeImageInput(image, ctx.imagePolicy());
       const items: Record<string, string> = isPng(bytes) ? readPngText(bytes) : {};

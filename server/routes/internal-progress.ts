@@ -6,15 +6,14 @@ import type { ServerContext } from '../context.ts';
 import { checkSamplesFormat } from '../images.ts';
 import { progressFraction } from '../progress.ts';
 import type { RunningState } from '../queue.ts';
-import { validateModel } from '../schema.ts';
-import type { ModelSpec } from '../schema.ts';
+import { parseRequest, type ModelSpec } from '../schema.ts';
 import type { Api } from './api.ts';
 
-const internalProgressModel: ModelSpec = {
+const internalProgressModel = {
   id_task: { type: 'str', default: null },
   id_live_preview: { type: 'int', default: -1 },
   live_preview: { type: 'bool', default: true },
-};
+} as const satisfies ModelSpec;
 
 // A1111 remembers the last 16 finished task ids.
 const FINISHED_KEPT = 16;
@@ -36,7 +35,7 @@ export function register(api: Api, ctx: ServerContext): void {
     },
     async (req, res) => {
       const owner = typeof res.locals['user'] === 'string' ? res.locals['user'] : '';
-      const body = validateModel<{ id_task: string | null; id_live_preview: number; live_preview: boolean }>(internalProgressModel, req.body);
+      const body = parseRequest(internalProgressModel, req.body);
       const id = body.id_task ?? '';
       // Another user's tasks stay out of sight, as in the queue's own listings.
       const current = ctx.queue.current();
