@@ -5,7 +5,7 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { UserError } from '../util/errors.ts';
 import { headerLength, parseHeader, type ParsedHeader, type TensorInfo } from './header.ts';
-import { toFloat32, viewAs, type TypedTensor } from './typed.ts';
+import { toFloat32OffThread, viewAs, type TypedTensor } from './typed.ts';
 
 async function openForRead(path: string): Promise<FileHandle> {
   try {
@@ -120,10 +120,10 @@ export class SafetensorsFile {
     return { dtype: t.dtype, shape: [...t.shape], data: viewAs(t.dtype, buf.buffer as ArrayBuffer, 0, t.byteLength) };
   }
 
-  /** Any dtype converted to float32; see `toFloat32` for how I64 and BOOL convert. */
+  /** Any dtype converted to float32 (large half-precision tensors on a worker thread); see `toFloat32` for how I64 and BOOL convert. */
   async readFloat32(name: string): Promise<Float32Array> {
     const t = await this.read(name);
-    return toFloat32(t.dtype, t.data);
+    return toFloat32OffThread(t.dtype, t.data);
   }
 
   async close(): Promise<void> {
