@@ -1,8 +1,9 @@
 /**
  * The arithmetic of merging LoRA modules into one weight, and the worker pool that runs it off the event
  * loop. A merge into SD 1.5 is seconds of GEMMs (ONNX Runtime runs them synchronously on the calling thread)
- * and JS loops; in a worker the server keeps answering meanwhile. The weight travels by transfer (one copy
- * into a buffer of its own, none on the way back), the module tensors are small beside it.
+ * and JS loops; in a worker the server keeps answering meanwhile. The worker reads the weight from shared
+ * memory when the caller keeps it there (the merger's pristine copies), else from a copy moved to it; the
+ * merged values come back by transfer. The module tensors are small beside the weight.
  */
 import { applyModule } from './delta.ts';
 import { addLowRankOrt } from './lowrank-ort.ts';
