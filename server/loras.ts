@@ -3,7 +3,7 @@
  * §2.2 of the reference) plus what HTTP needs on top: `/sdapi/v1/loras` metadata and cached short hashes.
  */
 import { LoraLibrary, type LoraEntry } from '../engine/lora/resolve.ts';
-import { computedLoraHash, storedLoraHash } from '../engine/lora/hash.ts';
+import { computedLoraHash, loraShortHash } from '../engine/lora/hash.ts';
 import type { HashCache } from './hashes.ts';
 
 export type { LoraEntry };
@@ -52,7 +52,6 @@ export class LoraIndex {
 
   /** Short hash (12 hex) for infotexts, the engine's rule, computed hashes cached by file size + mtime. */
   async shortHash(e: LoraEntry): Promise<string> {
-    const full = storedLoraHash(e.metadata) ?? (await this.hashes.get(`lora/${e.path}`, e.path, () => computedLoraHash(e.path)));
-    return full.slice(0, 12);
+    return loraShortHash(e, (path) => this.hashes.get(`lora/${path}`, path, () => computedLoraHash(path)));
   }
 }

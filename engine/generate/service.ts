@@ -11,10 +11,10 @@ import { stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import sharp from 'sharp';
 import { writePngText } from '../image/png-info.ts';
-import { computedLoraHash, storedLoraHash } from '../lora/hash.ts';
+import { loraShortHash } from '../lora/hash.ts';
 import type { StackItem } from '../lora/merge.ts';
 import { extractPromptTags } from '../lora/prompt-tags.ts';
-import type { LoraEntry, LoraLibrary } from '../lora/resolve.ts';
+import type { LoraLibrary } from '../lora/resolve.ts';
 import type { NoiseSource } from '../rng/noise.ts';
 import { toRgbBytes, type GenerateHooks } from '../sd/pipeline.ts';
 import { sha256File } from '../util/sha256-file.ts';
@@ -61,11 +61,6 @@ export interface RenderedImage {
 export interface RenderResult {
   images: RenderedImage[];
   notes: string[];
-}
-
-/** A1111's short LoRA hash (12 hex digits): the file's own `sshs_model_hash`, else sha256 of its tensor data. */
-export async function loraShortHash(e: Pick<LoraEntry, 'path' | 'metadata'>): Promise<string> {
-  return (storedLoraHash(e.metadata) ?? (await computedLoraHash(e.path))).slice(0, 12);
 }
 
 /** A PNG of the image (RGB unless `channels` says otherwise) with its infotext in the `parameters` text chunk, as A1111 saves it. */

@@ -74,6 +74,14 @@ export async function computedLoraHash(path: string): Promise<string> {
   return hash.digest('hex');
 }
 
+/**
+ * A1111's short LoRA hash for infotexts (`Lora hashes`, 12 hex digits): the stored hash, else the computed one;
+ * `compute` lets a caller cache the computed hash (the server keeps it by file size and mtime).
+ */
+export async function loraShortHash(e: { path: string; metadata: Record<string, string> }, compute: (path: string) => Promise<string> = computedLoraHash): Promise<string> {
+  return (storedLoraHash(e.metadata) ?? (await compute(e.path))).slice(0, 12);
+}
+
 /** A1111's LoRA hash of a file on disk: `sshs_model_hash` from the metadata if present, else the computed one. */
 export async function loraFileHash(path: string): Promise<string> {
   if (extname(path).toLowerCase() === '.safetensors') {
