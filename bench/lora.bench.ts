@@ -13,6 +13,7 @@ import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { LoraMerger } from '../engine/lora/merge.ts';
 import { TargetIndex } from '../engine/lora/targets.ts';
 import { matmulAccumulate } from '../engine/lora/delta.ts';
@@ -62,7 +63,11 @@ export default async function run(): Promise<Record<string, unknown>> {
     const cached = await merger.apply(stack);
     await merger.apply([]);
     merger.clearCache('stacks');
+    // The merge runs on a worker thread: how long this thread's event loop is held meanwhile.
+    const loop = monitorEventLoopDelay({ resolution: 10 });
+    loop.enable();
     const merge = await merger.apply(stack);
+    loop.disable();
     const mergeOne = await merger.apply([stack[0]!]);
     const restore2 = await merger.apply([]);
 
@@ -115,6 +120,8 @@ export default async function run(): Promise<Record<string, unknown>> {
         restoreSeconds: restore5.seconds,
       },
       changedKeys: merge.changedKeys.length,
+      mergeLoopStallMaxMs: +(loop.max / 1e6).toFixed(0),
+      mergeLoopStallP99Ms: +(loop.percentile(99) / 1e6).toFixed(0),
       effectiveGfmaPerSecond: +((2 * fma) / 1e9 / merge.seconds).toFixed(2),
       cache: merger.cache,
       rssMB: Math.round(process.memoryUsage().rss / 2 ** 20),
