@@ -1,6 +1,6 @@
 import * as g from '../graph/index.ts';
 import { outsideSegments, topoSort, Tensor } from '../graph/tensor.ts';
-import { VJP_RULES } from './rules.ts';
+import { VJP_RULES, zeroAfter } from './rules.ts';
 
 export interface GradOptions {
   /** Gradient of the final output w.r.t. `loss`; defaults to ones (a scalar loss gives dL/dL = 1). */
@@ -53,13 +53,34 @@ function buildGrad(loss: Tensor, params: readonly Tensor[], opts: GradOptions): 
     if (!rule) throw new Error(`grad: no gradient rule for op ${t.op}`);
     const need = t.inputs.map((i) => live.has(i) && g.isFloat(i.dtype));
     recompute.gateWith(t, dy);
-    const dxs = rule(t, dy, need, (x) => recompute.get(x));
+    const dxs = weightGradientsFirst(t, rule(t, dy, need, (x) => recompute.get(x)), (x) => isParamView(x, wanted));
     t.inputs.forEach((x, i) => {
       const d = dxs[i];
       if (need[i] && d) push(x, d);
     });
   }
   return params.map((p) => total(p) ?? g.expand(g.scalar(0, p.dtype), p.shape));
+}
+
+/** A requested parameter, or a transpose / reshape of one (how a Linear reads its weight). */
+function isParamView(x: Tensor, wanted: ReadonlySet<Tensor>): boolean {
+  if (wanted.has(x) && x.inputs.length === 0) return true;
+  return (x.op === 'transpose' || x.op === 'reshape') && isParamView(x.inputs[0]!, wanted);
+}
+
+/**
+ * Ties the other gradients of a node that reads a trained weight (a LoRA Linear / conv) to that weight's
+ * gradient (`+ 0 * one element`), so ORT computes the weight gradient as soon as its operands exist and can
+ * free them (the layer's input and incoming gradient) there, instead of keeping them to the end of the
+ * backward pass, where the weight-gradient outputs would otherwise be scheduled.
+ */
+function weightGradientsFirst(t: Tensor, dxs: (Tensor | undefined)[], isWeight: (x: Tensor) => boolean): (Tensor | undefined)[] {
+  const w = t.inputs.findIndex((x, i) => dxs[i] !== undefined && isWeight(x));
+  if (w < 0) return dxs;
+  const others = dxs.map((d, i) => (d !== undefined && i !== w && !isWeight(t.inputs[i]!) ? i : -1)).filter((i) => i >= 0);
+  if (!others.length) return dxs;
+  const gate = zeroAfter(dxs[w]!);
+  return dxs.map((d, i) => (others.includes(i) ? g.add(d!, g.cast(gate, d!.dtype)) : d));
 }
 
 /**
@@ -109,7 +130,7 @@ class Recomputer {
 
   gateWith(t: Tensor, dy: Tensor): void {
     if (t.segment !== undefined && !this.gates.has(t.segment)) {
-      this.gates.set(t.segment, g.mul(g.reshape(g.slice(g.reshape(dy, [-1]), 0, -1), []), 0));
+      this.gates.set(t.segment, zeroAfter(dy));
     }
     this.current = t;
   }

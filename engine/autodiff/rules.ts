@@ -9,6 +9,16 @@ import { ShapeError } from '../graph/shape.ts';
  */
 export type VjpRule = (t: Tensor, dy: Tensor, need: readonly boolean[], fwd: (x: Tensor) => Tensor) => (Tensor | undefined)[];
 
+/**
+ * One element of `t` times 0: a value that is 0 but can only be computed once `t` has been. Added to a
+ * tensor, it orders work for ORT's scheduler without changing any value (gradient checkpointing's gates,
+ * weight gradients first, attention chunks one at a time).
+ */
+export function zeroAfter(t: Tensor): Tensor {
+  // The last element: a negative start also works on a dynamic (batch) axis.
+  return g.mul(g.reshape(g.slice(g.reshape(t, [-1]), 0, -1), []), 0);
+}
+
 /** Sums a broadcast gradient back down to `shape`. */
 export function sumToShape(dy: Tensor, shape: Shape): Tensor {
   if (dy.rank === shape.length && dy.shape.every((d, i) => d === shape[i])) return dy;
@@ -150,16 +160,24 @@ R['sigmoid'] = (t, dy, _n, f) => {
   const y = f(t);
   return [g.mul(dy, g.mul(y, g.sub(1, y)))];
 };
+/**
+ * x as a backward-pass value: `x + 0 * dy[0]`. A rule that recomputes a forward intermediate from x (sigmoid
+ * for SiLU, erf for GELU) must not produce the very node the forward computed: ONNX lowering and ORT would
+ * merge the two, the forward's fused kernel would split back into its parts, and the intermediate would be
+ * kept for the backward pass after all.
+ */
+const backwardCopy = (x: Tensor, dy: Tensor): Tensor => g.add(x, g.cast(zeroAfter(dy), x.dtype));
+
 // GELU'(x) = Φ(x) + x φ(x): the normal CDF and density, from x alone.
 R['gelu'] = (t, dy, _n, f) => {
-  const x = f(t.inputs[0]!);
+  const x = backwardCopy(f(t.inputs[0]!), dy);
   const cdf = g.mul(g.add(g.erf(g.div(x, Math.SQRT2)), 1), 0.5);
   const pdf = g.mul(g.exp(g.mul(g.mul(x, x), -0.5)), 1 / Math.sqrt(2 * Math.PI));
   return [g.mul(dy, g.add(cdf, g.mul(x, pdf)))];
 };
 // SiLU'(x) = s (1 + x (1 - s)) with s = sigmoid(x), recomputed.
 R['silu'] = (t, dy, _n, f) => {
-  const x = f(t.inputs[0]!);
+  const x = backwardCopy(f(t.inputs[0]!), dy);
   const s = g.sigmoid(x);
   return [g.mul(dy, g.mul(s, g.add(g.mul(x, g.sub(1, s)), 1)))];
 };
@@ -352,9 +370,13 @@ R['mha'] = (t, dy, need, f) => {
   let dv: Tensor | undefined;
   let dk: Tensor | undefined;
   const dqParts: Tensor[] = [];
+  // Each chunk starts only once the previous one is finished (its dQ rows and the dK, dV sums so far), so ORT
+  // runs them one after another and frees each chunk's [rows, S] tensors before the next one's exist.
+  let after: Tensor | undefined;
   for (const [r0, r1] of ranges) {
-    const qc = chunked ? g.slice(qh, 2, r0, r1) : qh;
-    const dOc = chunked ? g.slice(dO, 2, r0, r1) : dO;
+    const gated = (x: Tensor) => (after ? g.add(x, after) : x);
+    const qc = chunked ? gated(g.slice(qh, 2, r0, r1)) : qh;
+    const dOc = chunked ? gated(g.slice(dO, 2, r0, r1)) : dO;
     let sc = g.matmul(g.mul(qc, scale), khT);
     if (causal) sc = chunked ? g.causalMask(sc, r0 + (S as number) - (T as number)) : g.causalMask(sc);
     const p = g.softmax(sc, -1);
@@ -371,6 +393,7 @@ R['mha'] = (t, dy, need, f) => {
         dk = dk ? g.add(dk, part) : part;
       }
     }
+    if (chunked) after = g.add(g.add(zeroAfter(dqParts.at(-1) ?? qc), zeroAfter(dk ?? qc)), zeroAfter(dv ?? qc));
   }
   return [
     need[0] ? g.mergeHeads(g.mul(g.concat(dqParts, 2), scale)) : undefined,

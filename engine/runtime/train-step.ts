@@ -64,6 +64,14 @@ export class TrainStep {
   }
 }
 
+/**
+ * Session options of a training step: the trainable parameters are always fed (the optimizer updates them
+ * in place), and ORT's memory pattern is off unless asked for (it costs memory on forward + backward graphs).
+ */
+export function trainSessionOptions(session: SessionOptions | undefined, params: readonly Tensor[]): SessionOptions {
+  return { memPattern: false, ...session, alwaysFeed: new Set(params) };
+}
+
 /** Compiles (inputs, loss, params) once; each `run` returns the loss and the gradients of `params`. */
 export async function compileTrainStep(spec: TrainStepSpec): Promise<TrainStep> {
   const { loss, params } = spec;
@@ -91,7 +99,7 @@ export async function compileTrainStep(spec: TrainStepSpec): Promise<TrainStep> 
   }
   if (!half) {
     const grads = grad(loss, params);
-    const graph = await compile([loss, ...grads, ...extras], { ...spec.session, alwaysFeed: new Set(params) });
+    const graph = await compile([loss, ...grads, ...extras], trainSessionOptions(spec.session, params));
     return new TrainStep(graph, params, extras.length);
   }
   logOnce('precision: float16 compute, float32 master weights, dynamic loss scaling');
@@ -101,6 +109,6 @@ export async function compileTrainStep(spec: TrainStepSpec): Promise<TrainStep> 
   // through each master weight's cast as float32, and are unscaled in float32.
   const scaled = g.mul(loss16!, scale);
   const grads = grad(scaled, params).map((d) => g.div(d, scale));
-  const graph = await compile([loss16!, ...grads, ...extras16], { ...spec.session, alwaysFeed: new Set(params) });
+  const graph = await compile([loss16!, ...grads, ...extras16], trainSessionOptions(spec.session, params));
   return new TrainStep(graph, params, extras.length, new LossScaler());
 }

@@ -5,7 +5,7 @@
 import * as g from '../graph/index.ts';
 import { inSegment, topoSort, Tensor } from '../graph/tensor.ts';
 import type { ModuleContext } from '../models/layers.ts';
-import { compileTrainStep, TrainStep, type TrainStepResult } from '../runtime/train-step.ts';
+import { compileTrainStep, TrainStep, trainSessionOptions, type TrainStepResult } from '../runtime/train-step.ts';
 import { grad } from '../autodiff/grad.ts';
 import { compile, type CompiledGraph, type FeedValue, type SessionOptions } from '../runtime/session.ts';
 import { clipTextEncoder, clipTextHidden, eosOneHot } from '../models/clip-text.ts';
@@ -127,7 +127,7 @@ export function transposedConvsAsConvs(outputs: readonly Tensor[]): Tensor[] {
  */
 export async function compileFloat32Step(loss: Tensor, params: Tensor[], session: SessionOptions | undefined): Promise<TrainStep> {
   const outs = transposedConvsAsConvs([loss, ...grad(loss, params)]);
-  const graph = await compile(outs, { ...session, alwaysFeed: new Set(params) });
+  const graph = await compile(outs, trainSessionOptions(session, params));
   return new TrainStep(graph, params, 0);
 }
 
