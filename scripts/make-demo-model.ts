@@ -2,10 +2,10 @@
  * `npm run make-demo-model`: trains the bundled demo model from scratch with the project's own engine and
  * writes it to assets/demo/ (fp16 single file + A1111 sidecar yaml), then measures it on held-out prompts.
  *
- *   1. a random SD 1.x-layout checkpoint of the demo's shape (fp16 values, so the frozen text encoder is
- *      exactly what ships);
- *   2. the autoencoder on toy-world crops (full weights), its latents normalised;
- *   3. the UNet on the latents of the toy-world pictures and their captions (full weights, text encoder frozen);
+ *   1. a random SD 1.x-layout checkpoint of the demo's shape (fp16 values);
+ *   2. the autoencoder on toy-world pictures (full weights), its latents normalised;
+ *   3. the UNet and the text encoder on the latents of the toy-world pictures and their captions (all weights
+ *      but the token embeddings), logging the caption-swap gap;
  *   4. the file, then a check: held-out prompts through the real generation pipeline, judged by colour.
  *
  * Every random draw comes from the seed, and ONNX Runtime runs with a fixed thread count, so a run on the same
@@ -19,14 +19,14 @@ import { DEMO_CONFIG, DEMO_MODEL, DEMO_RECIPE, DEMO_RESOLUTION, DEMO_STRIPES_DIR
 import { writeStripesDataset } from '../engine/demo/stripes-dataset.ts';
 import { colourAccuracy, generateCases } from '../engine/demo/evaluate.ts';
 import { normaliseLatents, trainAutoencoder, trainUnet } from '../engine/demo/full-training.ts';
-import { heldOutTriples, renderScene, sampleScene } from '../engine/demo/toy-world.ts';
+import { heldOutTriples, plainCaption, renderScene, sampleScene } from '../engine/demo/toy-world.ts';
 import { toChw } from '../engine/image/load.ts';
 import { writeSafetensors } from '../engine/safetensors/index.ts';
 import { f32ToF16 } from '../engine/safetensors/float.ts';
-import { ClipConditioner } from '../engine/sd/conditioning.ts';
 import { SdGenerator } from '../engine/generate/generator.ts';
 import { StableDiffusion } from '../engine/sd/model.ts';
 import { writeSyntheticCheckpoint } from '../engine/sd/synthetic.ts';
+import { chunkPrompt } from '../engine/text/chunker.ts';
 import { BUNDLED_CLIP_TOKENIZER, loadClipTokenizer } from '../engine/text/tokenizer.ts';
 import { seededRandom, shuffled } from '../engine/train/seeded-random.ts';
 import { writeBufferAtomic } from '../engine/util/atomic-write.ts';
@@ -36,8 +36,8 @@ const { values: a } = parseArgs({
     out: { type: 'string', default: DEMO_MODEL },
     seed: { type: 'string', default: String(DEMO_RECIPE.seed) },
     scenes: { type: 'string', default: String(DEMO_RECIPE.scenes) },
-    'vae-steps': { type: 'string', default: String(DEMO_RECIPE.autoencoderSteps) },
-    'unet-steps': { type: 'string', default: String(DEMO_RECIPE.unetSteps) },
+    'vae-steps': { type: 'string', default: String(DEMO_RECIPE.autoencoder.steps) },
+    'unet-steps': { type: 'string', default: String(DEMO_RECIPE.unet.steps) },
     'stripes-dir': { type: 'string', default: DEMO_STRIPES_DIR },
     /** Default: CLIP's vocabulary bundled with the project. */
     tokenizer: { type: 'string' },
@@ -75,11 +75,12 @@ try {
 
   const scenes = Array.from({ length: N }, (_, i) => sampleScene(seed, i));
   const pixels = scenes.map((s) => renderScene(s, S));
-  const codecPixels = [...pixels, ...Array.from({ length: DEMO_RECIPE.autoencoderStripedScenes }, (_, i) => renderScene(sampleScene(seed + 1, i, 'striped'), S))];
+  const ae = DEMO_RECIPE.autoencoder;
+  const codecPixels = [...pixels, ...Array.from({ length: ae.stripedScenes }, (_, i) => renderScene(sampleScene(seed + 1, i, 'striped'), S))];
 
-  // 2. Autoencoder on 32² crops: the same convolutions, a quarter of the pixels per step.
-  const crop = DEMO_RECIPE.autoencoderCrop;
-  const vaeBatch = DEMO_RECIPE.autoencoderBatch;
+  // 2. Autoencoder on crops: the same convolutions, a fraction of the pixels per step.
+  const crop = ae.crop;
+  const vaeBatch = ae.batch;
   await trainAutoencoder(
     w,
     model.arch,
@@ -100,22 +101,28 @@ try {
         return out;
       },
     },
-    { steps: num('vae-steps'), lr: 2e-3, warmup: 50, latentNoise: 0.1, latentPenalty: 1e-3, seed, session, log: (i, l) => say(`autoencoder step ${i}: loss ${l.toFixed(5)}`), logEvery: 100 },
+    { steps: num('vae-steps'), lr: ae.lr, warmup: ae.warmup, latentNoise: ae.latentNoise, latentPenalty: ae.latentPenalty, seed, session, log: (i, l) => say(`autoencoder step ${i}: loss ${l.toFixed(5)}`), logEvery: 100 },
   );
 
   // Latent statistics over the whole set, folded into quant_conv / post_quant_conv.
   const C = model.arch.vae.embedDim;
   const h = S / 8;
   const per = C * h * h;
-  const raw = new Float32Array(N * per);
-  const encBatch = 50;
-  for (let i = 0; i < N; i += encBatch) {
-    const n = Math.min(encBatch, N - i);
-    const imgs = new Float32Array(encBatch * 3 * S * S);
-    for (let b = 0; b < n; b++) imgs.set(toChw(pixels[i + b]!, S, S, false), b * 3 * S * S);
-    const z = await model.encode(imgs, { batch: encBatch, height: S, width: S });
-    raw.set(z.subarray(0, n * per), i * per);
-  }
+  const encode = async (images: readonly Uint8Array[]) => {
+    const out = new Float32Array(images.length * per);
+    const encBatch = 50;
+    for (let i = 0; i < images.length; i += encBatch) {
+      const n = Math.min(encBatch, images.length - i);
+      const imgs = new Float32Array(encBatch * 3 * S * S);
+      for (let b = 0; b < n; b++) imgs.set(toChw(images[i + b]!, S, S, false), b * 3 * S * S);
+      const z = await model.encode(imgs, { batch: encBatch, height: S, width: S });
+      out.set(z.subarray(0, n * per), i * per);
+    }
+    return out;
+  };
+  const gapScenes = Array.from({ length: DEMO_RECIPE.gapScenes }, (_, i) => sampleScene(seed + 2, i));
+  const all = await encode([...pixels, ...gapScenes.map((s) => renderScene(s, S))]);
+  const raw = all.subarray(0, N * per);
   const mean: number[] = [];
   const std: number[] = [];
   for (let c = 0; c < C; c++) {
@@ -131,34 +138,43 @@ try {
     std.push(Math.sqrt(Math.max(1e-12, s2 / (N * h * h) - m * m)));
   }
   normaliseLatents(w, model.arch, mean, std);
-  const latents = raw.map((v, i) => (v - mean[Math.floor((i % per) / (h * h))]!) / std[Math.floor((i % per) / (h * h))]!);
+  const normalised = all.map((v, i) => (v - mean[Math.floor((i % per) / (h * h))]!) / std[Math.floor((i % per) / (h * h))]!);
+  const latents = normalised.subarray(0, N * per);
   say(`latents: mean ${mean.map((v) => v.toFixed(3)).join(' ')}, std ${std.map((v) => v.toFixed(3)).join(' ')} → normalised`);
 
-  // 3. UNet on (latent, caption) pairs; contexts exactly as generation makes them.
-  const conditioner = new ClipConditioner(model, tokenizer);
-  const empty = await conditioner.encode('', 1);
-  const ctxLen = empty.data.length;
-  const contexts = new Float32Array(N * ctxLen);
-  for (let i = 0; i < N; i++) contexts.set((await conditioner.encode(scenes[i]!.caption, 1)).data, i * ctxLen);
-  say('captions encoded');
+  // 3. UNet and text encoder on (latent, caption) pairs; token ids exactly as generation frames them.
+  const idsOf = (text: string) => Int32Array.from(chunkPrompt(tokenizer, text)[0]!.ids);
+  const tokens = idsOf('').length;
+  const idRows = (texts: readonly string[]) => {
+    const out = new Int32Array(texts.length * tokens);
+    texts.forEach((t, i) => out.set(idsOf(t), i * tokens));
+    return out;
+  };
+  const validation = { latents: normalised.subarray(N * per), ids: idRows(gapScenes.map((s) => s.caption)), count: gapScenes.length };
+  const u = DEMO_RECIPE.unet;
   await trainUnet(
     w,
     model.arch,
-    { latents, contexts, count: N, empty: empty.data },
+    { latents, ids: idRows(scenes.map((s) => s.caption)), plainIds: idRows(scenes.map(plainCaption)), count: N, emptyIds: idsOf('') },
     {
       steps: num('unet-steps'),
-      batch: DEMO_RECIPE.unetBatch,
-      lr: 1e-3,
-      warmup: 100,
+      batch: u.batch,
+      lr: u.lr,
+      textLr: u.textLr,
+      warmup: u.warmup,
       latentSize: h,
-      tokens: empty.tokens,
+      tokens,
       seed,
-      uncondRate: 0.1,
-      noiseOffset: 0.1,
-      minSnrGamma: 5,
+      uncondRate: u.uncondRate,
+      plainRate: u.plainRate,
+      noiseOffset: u.noiseOffset,
+      minSnrGamma: u.minSnrGamma,
+      vPredLikeLoss: u.vPredLikeLoss,
       session,
       log: (i, l) => say(`unet step ${i}: loss ${l.toFixed(5)}`),
       logEvery: 100,
+      validation,
+      logGap: (i, g) => say(`unet step ${i}: x₀ error at high noise with the right caption ${g.right.toFixed(4)}, with another scene's ${g.wrong.toFixed(4)}`),
     },
   );
 
@@ -174,7 +190,7 @@ try {
 
   // Held-out prompts through the real pipeline.
   const gen = await SdGenerator.load(out, { tokenizer: a.tokenizer });
-  const cases = shuffled(heldOutTriples(), seededRandom(seed, 'eval')).slice(0, 40);
+  const cases = shuffled(heldOutTriples(), seededRandom(seed, 'eval')).slice(0, DEMO_RECIPE.evalPrompts);
   const acc = colourAccuracy(await generateCases(gen, cases));
   say(`held-out prompts (${cases.length}): shape colour ${(100 * acc.shape).toFixed(0)}%, background ${(100 * acc.background).toFixed(0)}%`);
 } finally {

@@ -22,17 +22,47 @@ export const DEMO_RECIPE = {
   seed: 1,
   /** Toy-world scenes in the training set. */
   scenes: 2000,
-  autoencoderSteps: 500,
-  /** Autoencoder crops per step, and their side (a quarter of the picture: the convolutions do not care). */
-  autoencoderBatch: 4,
-  autoencoderCrop: 32,
-  unetSteps: 1500,
-  unetBatch: 16,
-  /**
-   * Striped scenes among the autoencoder's pictures. The autoencoder is the model's general image codec
-   * (SD's VAE encodes any texture); only the UNet never sees stripes, which is what the demo LoRA teaches.
-   */
-  autoencoderStripedScenes: 500,
+  autoencoder: {
+    steps: 800,
+    /**
+     * Pictures per step, and the side of the square crop taken from each: the whole picture. On a smaller crop,
+     * often one flat colour, LDM's 32-group norms (two channels per group here) keep little more than a sign
+     * per group, so colour barely trains; whole pictures also give the norms the statistics decoding sees.
+     */
+    batch: 1,
+    crop: 64,
+    lr: 2e-3,
+    warmup: 50,
+    /** Gaussian noise on the latent before decoding: the decoder learns to forgive a sampler's small errors. */
+    latentNoise: 0.05,
+    /** Weight of mean(z²): keeps the latent's scale bounded (it is normalised afterwards). */
+    latentPenalty: 1e-3,
+    /**
+     * Striped scenes among its pictures. The autoencoder is the model's general image codec (SD's VAE encodes
+     * any texture); only the UNet never sees stripes, which is what the demo LoRA teaches.
+     */
+    stripedScenes: 500,
+  },
+  unet: {
+    steps: 1300,
+    batch: 16,
+    lr: 1e-3,
+    /** The text encoder trains with the UNet (its token embeddings stay as drawn), at this rate. */
+    textLr: 1e-3,
+    warmup: 100,
+    /** Empty captions, for classifier-free guidance. */
+    uncondRate: 0.1,
+    /** Captions in the plain form ("a red star on a blue background") instead of the scene's detailed one. */
+    plainRate: 0.6,
+    noiseOffset: 0.1,
+    minSnrGamma: 5,
+    /** sd-scripts' v_pred_like_loss: weighs the high noise levels, where the caption decides the colours. */
+    vPredLikeLoss: 1,
+  },
+  /** Scenes outside the training set on which the caption-swap gap is logged. */
+  gapScenes: 32,
+  /** Held-out prompts make-demo-model generates at the end to print the colour accuracy. */
+  evalPrompts: 40,
   /** The demo LoRA's data set. */
   stripesSeed: 7,
 };

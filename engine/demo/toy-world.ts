@@ -90,6 +90,11 @@ export function plainPrompt(shape: ShapeName, colour: ColourName, background: Co
   return captionFor({ shape, colour, background, size: 'medium', count: 1, fill: 'flat' });
 }
 
+/** A scene's caption with its colours, shape and count alone (size and place left unsaid), in the test prompts' form. */
+export function plainCaption(s: Omit<Scene, 'caption' | 'centres'>): string {
+  return captionFor({ ...s, size: 'medium', position: undefined });
+}
+
 /**
  * Colour pairings kept out of training: every (shape, shape colour, background) triple whose hash falls in
  * one fifth. Prompts made of these triples never occur in a training caption, so they measure whether the
