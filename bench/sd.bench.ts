@@ -94,11 +94,22 @@ export async function run(): Promise<Record<string, unknown>> {
     );
   }
   out.reference = {
-    note: 'measured on this machine class (2 cores, fp32): PyTorch eager / stable-diffusion.cpp',
-    unetCfgStep256Seconds: [5.6, 6.7],
-    unetCfgStep512Seconds: 27,
-    vaeDecode512Seconds: 26,
+    note: 'PyTorch 2.13 + diffusers (fused SDPA), fp32, 2 threads, this machine quiet, 2026-12-05 (../shared/bench)',
+    unetCfgStep256Seconds: 2.73,
+    unetCfgStep512Seconds: 10.3,
+    unetAlone512PeakRssGiB: 4.0,
+    vaeDecode512Seconds: 15.1,
+    vaeDecode512PeakRssGiB: 1.7,
   };
+  // FLOP of one CFG step (PyTorch's FLOP counter) against the machine's ≈ 190 GFLOP/s FMA peak.
+  const gflop: Record<string, number> = { unetCfgStep256: 343, unetCfgStep512: 1354 };
+  for (const mode of modes) {
+    const m = out[mode] as Record<string, { stepSeconds?: number; percentOfFmaPeak?: number } | undefined> | undefined;
+    for (const [k, g] of Object.entries(gflop)) {
+      const r = m?.[k];
+      if (r?.stepSeconds) r.percentOfFmaPeak = Math.round((g / r.stepSeconds / 190) * 100);
+    }
+  }
   return out;
 }
 
