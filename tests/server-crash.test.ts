@@ -71,10 +71,12 @@ async function json(url: string, init: RequestInit = {}): Promise<{ status: numb
 
 async function until<T>(what: string, f: () => Promise<T | null | undefined | false>, ms = 120_000): Promise<T> {
   const end = Date.now() + ms;
+  let failed: unknown = null;
   for (;;) {
-    const v = await f();
+    // A poll that cannot connect (a kept-alive socket the busy child closed meanwhile) counts as "not yet".
+    const v = await f().catch((e: unknown) => ((failed = e), null));
     if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}${failed ? ` (last poll: ${(failed as Error).message})` : ''}`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }
