@@ -99,3 +99,33 @@ test('GELU, SiLU and the norms keep only their input for the backward pass', () 
   assert.equal(keptOf('erf'), 0, 'erf intermediates kept');
   assert.equal(keptOf('gelu'), count('gelu'));
 });
+
+/** Whether `b` is among the ancestors of `a` (or is `a`). */
+const dependsOn = (a: Tensor, b: Tensor) => topoSort([a]).includes(b);
+
+test('each LoRA weight gradient is due before the gradient flows on past its layer', () => {
+  const x = g.input('x', 'float32', [2, 6, 8]);
+  const frozen = g.param('w', [8, 8], new Float32Array(64).fill(0.1));
+  const down = g.param('down', [2, 8], new Float32Array(16).fill(0.2));
+  const up = g.param('up', [8, 2], new Float32Array(16).fill(0.3));
+  const y = g.add(g.linear(x, frozen), g.linear(g.linear(x, down), up));
+  const [dDown, dUp, dx] = grad(g.sum(g.mul(y, y)), [down, up, x]);
+  // dx is the gradient that continues to earlier layers: it can only be computed once both weight-gradient
+  // products are (each weight's gradient is its product, laid out as the weight).
+  const product = (d: Tensor) => topoSort([d]).filter((t) => t.op === 'matmul').at(-1)!;
+  assert.ok(dependsOn(dx!, product(dUp!)) && dependsOn(dx!, product(dDown!)), 'dx waits for dUp and dDown');
+  assert.ok(!dependsOn(dUp!, dx!) && !dependsOn(dDown!, dx!));
+});
+
+test('chunked attention backward: each query chunk starts after the previous one has finished', async () => {
+  const { MHA_BACKWARD_CHUNK_ELEMENTS } = await import('../engine/autodiff/rules.ts');
+  const T = Math.ceil((2 * MHA_BACKWARD_CHUNK_ELEMENTS) / 1024) + 8;
+  const q = g.input('q', 'float32', [1, T, 2]);
+  const kv = g.input('kv', 'float32', [1, 1024, 2]);
+  const o = g.multiHeadAttention(q, kv, kv, 1);
+  const [dq] = grad(g.sum(g.mul(o, o)), [q, kv]);
+  const softmaxes = topoSort([dq!]).filter((t) => t.op === 'softmax').sort((a, b) => a.id - b.id);
+  assert.ok(softmaxes.length >= 3, `${softmaxes.length} chunks`);
+  // The probabilities of chunk i+1 depend on chunk i's own probabilities (through its finished dQ, dK, dV).
+  for (let i = 1; i < softmaxes.length; i++) assert.ok(dependsOn(softmaxes[i]!, softmaxes[i - 1]!), `chunk ${i} waits for chunk ${i - 1}`);
+});

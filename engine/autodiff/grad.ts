@@ -64,7 +64,7 @@ function buildGrad(loss: Tensor, params: readonly Tensor[], opts: GradOptions): 
 
 /** A requested parameter, or a transpose / reshape of one (how a Linear reads its weight). */
 function isParamView(x: Tensor, wanted: ReadonlySet<Tensor>): boolean {
-  if (wanted.has(x) && x.inputs.length === 0) return true;
+  if (x.op === 'param') return wanted.has(x);
   return (x.op === 'transpose' || x.op === 'reshape') && isParamView(x.inputs[0]!, wanted);
 }
 
