@@ -62,6 +62,17 @@ export interface LoraRef {
   dynDim: number | null;
 }
 
+/** A1111's refiner for one backend call, already resolved: another checkpoint continues the sampler run part-way. */
+export interface RefinerParams {
+  checkpoint: CheckpointRef;
+  /** What the infotext calls it: A1111's short title `<file stem> [<short hash>]`. */
+  title: string;
+  /** `refiner_switch_at`: the share of the run after which the refiner answers; null: from the start. */
+  switchAt: number | null;
+  /** Option `refiner_switch_by_sample_steps`: the share counts sampler steps instead of the noise level. */
+  bySteps: boolean;
+}
+
 export interface GenerationParams {
   /** Positive prompt with every `<…:…>` extra-network tag removed (A1111 strips them before tokenizing). */
   prompt: string;
@@ -97,6 +108,11 @@ export interface GenerationParams {
   tiling: boolean;
   /** The effective options for this job (global options with `override_settings` applied), read-only. */
   options: Readonly<Record<string, unknown>>;
+  /**
+   * The refiner for this call, or absent. When it took over, the output's `extraParams` carry `Refiner` (the
+   * title) and `Refiner switch at`; a backend without refiners leaves them out.
+   */
+  refiner?: RefinerParams | null;
 }
 
 /** A batch's final latents, [batch, channels, height/8, width/8], as a backend returned them for a hires pass. */

@@ -3,15 +3,15 @@
  * Only conversions live here: RawImage bytes ↔ the pipeline's [3, H, W] floats in [-1, 1], LoraRef → the
  * merger's stack items, and the pipeline's report (sampler actually used, notes) → infotext entries.
  */
-import { SdGenerator, findTokenizerDir } from '../engine/generate/generator.ts';
-import { toRgbBytes, type GenerateHooks, type GenerateRequest } from '../engine/sd/pipeline.ts';
+import { SdGenerator, findTokenizerDir, type GenerateWithLoras } from '../engine/generate/generator.ts';
+import { toRgbBytes, type GenerateHooks } from '../engine/sd/pipeline.ts';
 import { toChw } from '../engine/image/load.ts';
 import { SAMPLERS as ENGINE_SAMPLERS } from '../engine/sampling/registry.ts';
 import type { NoiseSource } from '../engine/rng/noise.ts';
 import type { Device } from '../engine/runtime/providers.ts';
 import type { EmbeddingLibrary } from '../engine/sd/embeddings.ts';
 import { namedHashes } from '../engine/generate/infotext.ts';
-import type { CheckpointRef, GenerationBackend, GenerationHooks, GenerationOutput, GenerationParams, Img2ImgParams, RawImage } from './backend.ts';
+import type { CheckpointRef, RefinerParams, GenerationBackend, GenerationHooks, GenerationOutput, GenerationParams, Img2ImgParams, RawImage } from './backend.ts';
 
 export interface EngineBackendOptions {
   /** `cpu` (default), `cuda`, `dml`, `coreml`: the ONNX Runtime execution provider. */
@@ -28,7 +28,7 @@ export interface EngineBackendOptions {
   embeddings?: EmbeddingLibrary;
 }
 
-function request(p: GenerationParams): GenerateRequest {
+function request(p: GenerationParams): GenerateWithLoras {
   return {
     prompt: p.prompt,
     negativePrompt: p.negativePrompt,
@@ -56,6 +56,8 @@ function request(p: GenerationParams): GenerateRequest {
     sdxlCropTop: Number(p.options['sdxl_crop_top'] ?? 0),
     sdxlCropLeft: Number(p.options['sdxl_crop_left'] ?? 0),
     sdxlClipLSkip: p.options['sdxl_clip_l_skip'] === true,
+    aestheticScore: Number(p.options['sdxl_refiner_high_aesthetic_score'] ?? 6),
+    negativeAestheticScore: Number(p.options['sdxl_refiner_low_aesthetic_score'] ?? 2.5),
   };
 }
 
@@ -73,6 +75,19 @@ function hooksFor(h: GenerationHooks): GenerateHooks {
 export function createEngineBackend(opts: EngineBackendOptions): GenerationBackend {
   let gen: SdGenerator | null = null;
   let current: CheckpointRef | null = null;
+  // One refiner stays loaded beside the base between requests (A1111 swaps them; keeping it spares a reload per image).
+  let refiner: { path: string; gen: SdGenerator } | null = null;
+
+  /** The refiner's generator, or null when it is the loaded checkpoint itself (A1111 then never switches). */
+  const refinerFor = async (r: RefinerParams): Promise<SdGenerator | null> => {
+    if (!current || r.checkpoint.path === current.path) return null;
+    if (refiner?.path !== r.checkpoint.path) {
+      refiner = null;
+      const gen = await SdGenerator.load(r.checkpoint.path, { device: opts.device as Device, tokenizer: await tokenizerFor(r.checkpoint.path), threads: opts.threads, lowMemory: opts.lowMemory });
+      refiner = { path: r.checkpoint.path, gen };
+    }
+    return refiner.gen;
+  };
 
   const tokenizerFor = (path: string): Promise<string> => findTokenizerDir(path, opts.tokenizer, opts.fallbackTokenizerDirs);
 
@@ -90,6 +105,8 @@ export function createEngineBackend(opts: EngineBackendOptions): GenerationBacke
         initialNoiseMultiplier: img2img.initialNoiseMultiplier,
       };
     }
+    const refinerGen = p.refiner ? await refinerFor(p.refiner) : null;
+    if (p.refiner && refinerGen) req.refiner = { generator: refinerGen, name: p.refiner.title, switchAt: p.refiner.switchAt, bySteps: p.refiner.bySteps };
     const conditioner = gen.pipeline.conditioner;
     conditioner.takeUsedEmbeddings?.();
     const out = await gen.generate({ ...req, loras: p.loras.map((l) => ({ path: l.path, te: l.teMultiplier, unet: l.unetMultiplier, name: l.name, ...(l.dynDim !== null ? { dyn: l.dynDim } : {}) })) }, hooksFor(hooks));
@@ -102,7 +119,7 @@ export function createEngineBackend(opts: EngineBackendOptions): GenerationBacke
       latents: { width: out.width, height: out.height, data: out.latents },
       // What the sampler really used wins over the server's reading of the request.
       // 'Automatic' from the pipeline means "the sampler's default"; the server names that default itself.
-      extraParams: { Sampler: out.sampler, ...(out.scheduleType && out.scheduleType !== 'Automatic' ? { 'Schedule type': out.scheduleType } : {}), ...(tiHashes.length ? { 'TI hashes': namedHashes(tiHashes) } : {}) },
+      extraParams: { Sampler: out.sampler, ...(out.scheduleType && out.scheduleType !== 'Automatic' ? { 'Schedule type': out.scheduleType } : {}), ...(tiHashes.length ? { 'TI hashes': namedHashes(tiHashes) } : {}), ...(out.refined && p.refiner ? { Refiner: p.refiner.title, 'Refiner switch at': p.refiner.switchAt } : {}) },
       notes: out.notes,
     };
   };
@@ -120,6 +137,7 @@ export function createEngineBackend(opts: EngineBackendOptions): GenerationBacke
     async unload() {
       gen = null;
       current = null;
+      refiner = null;
     },
     currentCheckpoint: () => current,
     txt2img: (p, hooks) => run(p, hooks),

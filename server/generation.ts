@@ -10,7 +10,7 @@ import { writeBufferAtomic } from '../engine/util/atomic-write.ts';
 import { parseInfotext, type InfotextValue } from '../engine/image/png-info.ts';
 import { generationInfotext, namedHashes, scheduleTypeLabel, type NamedHash } from '../engine/generate/infotext.ts';
 import { UserError } from '../engine/util/errors.ts';
-import type { GenerationHooks, GenerationOutput, GenerationParams, Img2ImgParams, LoraRef, RawImage } from './backend.ts';
+import type { GenerationHooks, GenerationOutput, GenerationParams, Img2ImgParams, LoraRef, RawImage, RefinerParams } from './backend.ts';
 import type { ServerContext } from './context.ts';
 import { HttpError, ValidationError } from './errors.ts';
 import { overLimit } from './limits.ts';
@@ -300,7 +300,10 @@ export async function runGeneration(ctx: ServerContext, kind: GenerationKind, pr
   for (const [field, label] of [['restore_faces', 'restore_faces (face restoration)']] as const) {
     if (req[field]) notes.push(`${label} is not available in lora-scripts; ignored`);
   }
-  if (req['refiner_checkpoint']) notes.push('refiner_checkpoint is not available in lora-scripts; ignored');
+  const refiner = await resolveRefiner(ctx, req, opts);
+  // With a hires fix the refiner joins the pass(es) the option names (A1111 `hires_fix_refiner_pass`).
+  const refinerPass = String(opts['hires_fix_refiner_pass'] ?? 'second pass');
+  const refinerIn = (pass: 'first pass' | 'second pass', hr: boolean) => (!hr || pass === refinerPass || refinerPass === 'both passes' ? refiner : null);
   if (kind === 'img2img' && (req['resize_mode'] as number) === 3) notes.push('resize_mode 3 (latent upscale) was done as resize_mode 0');
 
   const batchSize = req['batch_size'] as number;
@@ -392,6 +395,7 @@ export async function runGeneration(ctx: ServerContext, kind: GenerationKind, pr
       etaNoiseSeedDelta: Number(opts['eta_noise_seed_delta']),
       tiling: Boolean(req['tiling'] ?? opts['tiling']),
       options: Object.freeze({ ...opts }),
+      refiner: refinerIn('first pass', !!hires),
     };
     const showPreview = Boolean(opts['live_previews_enable']);
     const hooks: GenerationHooks = {
@@ -433,6 +437,7 @@ export async function runGeneration(ctx: ServerContext, kind: GenerationKind, pr
           prompt: hrTags ? hrTags.prompt : base.prompt,
           negativePrompt: hires.negativePrompt ?? base.negativePrompt,
           loras: hrTags ? hrLoras : base.loras,
+          refiner: refinerIn('second pass', true),
           width: hires.width,
           height: hires.height,
           steps: hires.steps,
@@ -452,7 +457,10 @@ export async function runGeneration(ctx: ServerContext, kind: GenerationKind, pr
       );
       if (second.images.length !== seeds.length) throw new Error(`backend returned ${second.images.length} images for a batch of ${seeds.length}`);
       for (const note of second.notes ?? []) if (!notes.includes(note)) notes.push(note);
-      out = { ...out, images: second.images };
+      out = { ...out, images: second.images, extraParams: { ...out.extraParams, ...refinerParams(second.extraParams) } };
+    }
+    if (hires && out.extraParams?.['Refiner'] !== undefined && refinerPass !== 'second pass') {
+      out = { ...out, extraParams: { ...out.extraParams, 'Hires refiner': refinerPass } };
     }
     Object.assign(extraParams, out.extraParams ?? {});
     for (const note of out.notes ?? []) if (!notes.includes(note)) notes.push(note);
@@ -545,6 +553,32 @@ export async function runGeneration(ctx: ServerContext, kind: GenerationKind, pr
     parameters['mask'] = null;
   }
   return { images, parameters, info: JSON.stringify(info) };
+}
+
+/** The infotext entries a backend writes when its refiner took over. */
+function refinerParams(extra: GenerationOutput['extraParams']): Record<string, string | number | boolean | null> {
+  const out: Record<string, string | number | boolean | null> = {};
+  for (const k of ['Refiner', 'Refiner switch at']) if (extra?.[k] !== undefined) out[k] = extra[k]!;
+  return out;
+}
+
+/**
+ * `refiner_checkpoint` as A1111 resolves it (closest match; "None" or empty for none). An unknown name fails the
+ * request with A1111's own message and status (an Exception, 500 through its API middleware).
+ */
+async function resolveRefiner(ctx: ServerContext, req: Req, opts: Record<string, unknown>): Promise<RefinerParams | null> {
+  const name = req['refiner_checkpoint'];
+  if (typeof name !== 'string' || ['', 'None', 'none'].includes(name)) return null;
+  const entry = ctx.models.closestCheckpoint(name);
+  if (!entry) throw new HttpError(500, `Could not find checkpoint with name ${name}`, 'Exception');
+  const hashed = await ctx.models.ensureHashed(entry);
+  const switchAt = req['refiner_switch_at'];
+  return {
+    checkpoint: hashed,
+    title: `${stemOf(hashed.name)} [${hashed.shortHash}]`,
+    switchAt: typeof switchAt === 'number' ? switchAt : null,
+    bySteps: opts['refiner_switch_by_sample_steps'] === true,
+  };
 }
 
 function stemOf(name: string): string {

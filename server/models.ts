@@ -121,6 +121,14 @@ export class ModelIndex {
     return null;
   }
 
+  /** A1111's `get_closet_checkpoint_match`: an id `findCheckpoint` knows, else the shortest title containing the text. */
+  closestCheckpoint(id: string): CheckpointEntry | null {
+    const exact = this.findCheckpoint(id);
+    if (exact) return exact;
+    const found = this.ckpts.filter((c) => c.title.includes(id)).sort((a, b) => a.title.length - b.title.length);
+    return found[0] ?? null;
+  }
+
   findVae(name: string): VaeRef | null {
     return this.vaeList.find((v) => v.name === name || basename(v.name) === name) ?? null;
   }

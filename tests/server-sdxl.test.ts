@@ -1,7 +1,7 @@
 /**
  * The server with the real engine on an SDXL checkpoint (the sdxl-tiny SGM single file with its sidecar yaml):
  * txt2img with `<lora:…>` stacks of SDXL LoRAs, A1111's SDXL options, /sdapi/v1/loras listing SDXL LoRAs,
- * an SD 1.x LoRA refused naming both families, the refiner fields answered with a note.
+ * an SD 1.x LoRA refused naming both families, an SDXL refiner (refiner_checkpoint / refiner_switch_at) in the infotext.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { startTestServer, type TestServer } from './server-fixture-backend.ts';
 import { fixturesDir } from './support/paths.ts';
+import { writeTinyRefiner } from './support/sdxl-refiner.ts';
 
 const xl = join(fixturesDir, 'sdxl-tiny');
 let t: TestServer;
@@ -41,6 +42,8 @@ before(async () => {
   await symlink(join(xl, 'diffusers/tokenizer'), join(dataDir, 'models/tokenizer'));
   for (const n of ['lora_a', 'lora_b']) await symlink(join(xl, 'lora-kohya', `${n}.safetensors`), join(dataDir, `models/Lora/xl_${n}.safetensors`));
   await symlink(join(fixturesDir, 'sd-tiny/lora-kohya/lora_a.safetensors'), join(dataDir, 'models/Lora/sd1_a.safetensors'));
+  // Listed after sdxl-tiny, so the base stays the checkpoint the server loads first.
+  await writeTinyRefiner(join(dataDir, 'models/Stable-diffusion'), 'xl-refiner');
   t = await startTestServer({ dataDir });
   const r = await t.post('/sdapi/v1/reload-checkpoint');
   assert.equal(r.status, 200, JSON.stringify(r.body));
@@ -61,7 +64,7 @@ test('SDXL txt2img through the server: deterministic, LoRA tags stack and restor
   assert.ok((await maxDiff(back.images[0]!, a.images[0]!)) <= 1, 'dropping the tags restores the base weights');
 });
 
-test('A1111 SDXL options are accepted; the refiner fields get a note', async () => {
+test('A1111 SDXL options are accepted', async () => {
   const r = await t.post('/sdapi/v1/options', { sdxl_crop_top: 0, sdxl_crop_left: 0 });
   assert.equal(r.status, 200, JSON.stringify(r.body));
   const opts = (await t.get('/sdapi/v1/options')).body;
@@ -69,9 +72,26 @@ test('A1111 SDXL options are accepted; the refiner fields get a note', async () 
   const skip = await gen({ prompt: 'a cat', override_settings: { sdxl_clip_l_skip: true, CLIP_stop_at_last_layers: 1 } });
   const plain = await gen({ prompt: 'a cat' });
   assert.ok((await maxDiff(skip.images[0]!, plain.images[0]!)) > 0, 'sdxl_clip_l_skip with clip skip 1 reads CLIP-L at its last layer');
-  const refined = await t.post('/sdapi/v1/txt2img', { ...base, prompt: 'a cat', refiner_checkpoint: 'sdxl-tiny', refiner_switch_at: 0.8 });
-  assert.equal(refined.status, 200, JSON.stringify(refined.body));
-  assert.match(JSON.stringify(refined.body), /refiner_checkpoint/);
+});
+
+test('refiner_checkpoint runs the SDXL refiner for the last steps, named in the infotext as A1111 does; unknown names fail as in A1111', async () => {
+  const plain = await gen({ prompt: 'a cat' });
+  const refined = await gen({ prompt: 'a cat', refiner_checkpoint: 'xl-refiner', refiner_switch_at: 0.5 });
+  assert.match(refined.info.infotexts[0], /Refiner: xl-refiner \[[0-9a-f]{10}\], Refiner switch at: 0\.5/);
+  assert.ok((await maxDiff(refined.images[0]!, plain.images[0]!)) > 0, 'the refiner changes the image');
+  assert.equal((await gen({ prompt: 'a cat' })).images[0], plain.images[0], 'the next request without a refiner is the base alone again');
+  // The loaded checkpoint as its own refiner never switches (A1111), and a switch point never reached names nothing.
+  for (const r of [{ refiner_checkpoint: 'sdxl-tiny', refiner_switch_at: 0.5 }, { refiner_checkpoint: 'xl-refiner', refiner_switch_at: 1 }, { refiner_checkpoint: 'None' }]) {
+    const same = await gen({ prompt: 'a cat', ...r });
+    assert.doesNotMatch(same.info.infotexts[0], /Refiner/);
+    assert.equal(same.images[0], plain.images[0], JSON.stringify(r));
+  }
+  const lora = await gen({ prompt: 'a cat <lora:xl_lora_a:1>', refiner_checkpoint: 'xl-refiner', refiner_switch_at: 0.5 });
+  assert.match(JSON.stringify(lora.info), /LoRAs apply to the base model only/);
+  const unknown = await t.post('/sdapi/v1/txt2img', { ...base, prompt: 'a cat', refiner_checkpoint: 'no-such-model', refiner_switch_at: 0.8 });
+  assert.equal(unknown.status, 500);
+  assert.equal(unknown.body.error, 'Exception');
+  assert.equal(unknown.body.errors, 'Could not find checkpoint with name no-such-model');
 });
 
 test('/sdapi/v1/loras lists SDXL LoRAs with their metadata; an SD 1.x LoRA is refused naming both families', async () => {

@@ -10,6 +10,8 @@ import { conditionerFor, type Conditioner } from '../sd/conditioning.ts';
 import { StableDiffusion, type LoadOptions } from '../sd/model.ts';
 import { Pipeline, resizeLatents, type GenerateHooks, type GenerateRequest, type GenerateResult } from '../sd/pipeline.ts';
 import type { LatentUpscaleMode } from '../sd/hires.ts';
+import { FAMILY_NAMES } from '../lora/family.ts';
+import { checkRefinerFits, type RefinerRun } from '../sd/refiner.ts';
 
 export interface GeneratorOptions extends LoadOptions {
   /** Folder with the CLIP tokenizer; searched for when not given (see `findTokenizerDir`). */
@@ -39,12 +41,22 @@ export async function findTokenizerDir(checkpoint: string, explicit?: string, fa
   return BUNDLED_CLIP_TOKENIZER;
 }
 
-export interface GenerateWithLoras extends GenerateRequest {
+/** A refiner for `generate`: another loaded checkpoint that continues the sampler run part-way (engine/sd/refiner.ts). */
+export interface RefinerChoice extends Omit<RefinerRun, 'pipeline' | 'switched'> {
+  generator: SdGenerator;
+  /** How messages name it (A1111's checkpoint title). */
+  name: string;
+}
+
+export interface GenerateWithLoras extends Omit<GenerateRequest, 'refiner'> {
   loras?: StackItem[];
+  refiner?: RefinerChoice;
 }
 
 export interface GeneratorResult extends GenerateResult {
   lora?: MergeResult;
+  /** Whether a refiner took over (A1111 writes `Refiner` into the infotext only then). */
+  refined?: boolean;
 }
 
 export class SdGenerator {
@@ -89,12 +101,31 @@ export class SdGenerator {
     const lora = await this.merger.apply(req.loras ?? []);
     await this.model.weightsChanged(lora.changedKeys);
     if (lora.changedKeys.some((k) => k.startsWith('cond_stage_model.') || k.startsWith('conditioner.'))) this.conditioner.clear?.();
-    const out = await this.pipeline.generate(req, hooks);
-    const notes = [...out.notes];
+    const { refiner: choice, ...rest } = req;
+    const refinerNotes: string[] = [];
+    const refiner = choice ? await this.refinerRun(choice, req.loras ?? [], refinerNotes) : undefined;
+    const out = await this.pipeline.generate({ ...rest, refiner }, hooks);
+    const notes = [...out.notes, ...refinerNotes];
     for (const l of lora.loras) {
       if (l.unmatched.length) notes.push(`LoRA ${l.name}: ${l.unmatched.length} modules matched no weight (${l.unmatched.slice(0, 5).join(', ')}${l.unmatched.length > 5 ? ', …' : ''})`);
       for (const e of l.errors) notes.push(`LoRA ${l.name}: ${e}`);
     }
-    return { ...out, notes, lora };
+    return { ...out, notes, lora, refined: refiner?.switched ?? false };
+  }
+
+  /**
+   * The refiner, ready: its latents must be the base's. A1111 applies the prompt's LoRAs to whichever model is
+   * loaded, so on the refiner they change the layers whose names and shapes match: a refiner of the base's family
+   * takes the same stack; in one of another family (SDXL's refiner) no layer matches and it runs unchanged.
+   */
+  private async refinerRun(c: RefinerChoice, loras: StackItem[], notes: string[]): Promise<RefinerRun> {
+    const g = c.generator;
+    checkRefinerFits(this.model, g.model, c.name);
+    const same = g.model.arch.family === this.model.arch.family;
+    const lora = await g.merger.apply(same ? loras : []);
+    await g.model.weightsChanged(lora.changedKeys);
+    if (lora.changedKeys.some((k) => k.startsWith('cond_stage_model.') || k.startsWith('conditioner.'))) g.conditioner.clear?.();
+    if (!same && loras.length > 0) notes.push(`LoRAs apply to the base model only: the refiner ${c.name} is ${FAMILY_NAMES[g.model.arch.family]}`);
+    return { pipeline: g.pipeline, switchAt: c.switchAt, bySteps: c.bySteps, hiresPass: c.hiresPass };
   }
 }

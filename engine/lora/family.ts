@@ -10,7 +10,7 @@ import type { SdFamily } from '../sd/arch.ts';
 import { UserError } from '../util/errors.ts';
 import type { ParsedLora } from './types.ts';
 
-export const FAMILY_NAMES: Record<SdFamily, string> = { sd1: 'SD 1.x', sd2: 'SD 2.x', sdxl: 'SDXL' };
+export const FAMILY_NAMES: Record<SdFamily, string> = { sd1: 'SD 1.x', sd2: 'SD 2.x', sdxl: 'SDXL', 'sdxl-refiner': 'SDXL refiner' };
 
 /** The family a LoRA declares or shows, or undefined when it says nothing. */
 export function loraFamily(lora: ParsedLora): SdFamily | undefined {

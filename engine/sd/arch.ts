@@ -66,14 +66,15 @@ export interface VaeArch {
   scalingFactor: number;
 }
 
-export type SdFamily = 'sd1' | 'sd2' | 'sdxl';
+/** `sdxl-refiner`: SDXL's refiner (one OpenCLIP tower, aesthetic-score conditioning), run for a generation's last steps. */
+export type SdFamily = 'sd1' | 'sd2' | 'sdxl' | 'sdxl-refiner';
 
 export interface SdArch {
   family: SdFamily;
   unet: UnetArch;
   /** SD 1.x's CLIP ViT-L, SD 2.x's OpenCLIP ViT-H, SDXL's CLIP ViT-L (its `text_encoder`). */
   textEncoder: ClipTextArch;
-  /** SDXL only: the OpenCLIP ViT-bigG tower (`text_encoder_2`), whose pooled output feeds `label_emb`. */
+  /** SDXL only: the OpenCLIP ViT-bigG tower (`text_encoder_2`), whose pooled output feeds `label_emb`. The refiner has only this tower, as `textEncoder`. */
   textEncoder2?: ClipTextArch;
   vae: VaeArch;
 }
@@ -259,7 +260,7 @@ export function unetHeadsAt(arch: UnetArch, level: number): number {
   return heads;
 }
 
-/** SDXL: SGM's conditioner holds the two towers; a refiner (OpenCLIP only, aesthetic score) is not supported. */
+/** SDXL base: SGM's conditioner holds the two towers (the refiner has the OpenCLIP one alone). */
 function isSdxl(shapeOf: ShapeOf): boolean {
   return shapeOf(`${SDXL_TEXT.te1}text_model.embeddings.token_embedding.weight`) !== undefined;
 }
@@ -274,14 +275,7 @@ function inferSdxlArch(shapeOf: ShapeOf): SdArch {
   if (!te2.projection) throw new UserError(`SDXL checkpoint: the second text encoder has no text_projection (its pooled output feeds the UNet)`);
   const unet = inferUnetArch(shapeOf, 'sdxl');
   const label = need(shapeOf, `${UNET}label_emb.0.0.weight`, 'SDXL label_emb (size and pooled-text conditioning)');
-  const pooledDim = te2.projection.dim;
-  // Base SDXL embeds six size numbers (original h/w, crop top/left, target h/w); a refiner five (with an aesthetic score).
-  const sizeConditions = 6;
-  const sizeEmbedDim = (label[1] - pooledDim) / sizeConditions;
-  if (!Number.isInteger(sizeEmbedDim) || sizeEmbedDim <= 0 || sizeEmbedDim % 2 !== 0) {
-    throw new UserError(`unsupported SDXL UNet: label_emb takes ${label[1]} features, which is not the pooled width ${pooledDim} + 6 size embeddings (an SDXL refiner?)`);
-  }
-  unet.adm = { inChannels: label[1], pooledDim, sizeEmbedDim, sizeConditions };
+  unet.adm = admArch(label[1], te2.projection.dim, SDXL_SIZE_CONDITIONS);
   if (unet.contextDim !== textEncoder.width + te2.width) {
     throw new UserError(`SDXL checkpoint: cross-attention width ${unet.contextDim} is not the sum of the text encoders' widths (${textEncoder.width} + ${te2.width})`);
   }
@@ -290,13 +284,50 @@ function inferSdxlArch(shapeOf: ShapeOf): SdArch {
   return { family: 'sdxl', unet, textEncoder, textEncoder2: te2, vae };
 }
 
+/**
+ * How many numbers SDXL embeds beside the pooled text: the base six (original h, w, crop top, left, target h, w),
+ * the refiner five (original h, w, crop top, left, aesthetic score).
+ */
+export const SDXL_SIZE_CONDITIONS = 6;
+export const SDXL_REFINER_SIZE_CONDITIONS = 5;
+
+/** `label_emb`'s input split into the pooled width and `conditions` Fourier embeddings of equal, even width. */
+function admArch(inChannels: number, pooledDim: number, conditions: number): NonNullable<UnetArch['adm']> {
+  const sizeEmbedDim = (inChannels - pooledDim) / conditions;
+  if (!Number.isInteger(sizeEmbedDim) || sizeEmbedDim <= 0 || sizeEmbedDim % 2 !== 0) {
+    throw new UserError(`unsupported SDXL UNet: label_emb takes ${inChannels} features, which is not the pooled width ${pooledDim} + ${conditions} equal size embeddings`);
+  }
+  return { inChannels, pooledDim, sizeEmbedDim, sizeConditions: conditions };
+}
+
+/** Where SGM's refiner keeps its one text tower (OpenCLIP ViT-bigG, with `text_projection`). */
+export const SDXL_REFINER_TEXT = 'conditioner.embedders.0.model.';
+
+/**
+ * SDXL's refiner (sd_xl_refiner.yaml): the OpenCLIP bigG tower alone (penultimate layer as context, pooled
+ * projection), `label_emb` over pooled + 5 Fourier features (original size, crop, aesthetic score), the SDXL VAE.
+ */
+function inferSdxlRefinerArch(shapeOf: ShapeOf): SdArch {
+  const textEncoder = inferClipTextArch(shapeOf, '\u0000', SDXL_REFINER_TEXT);
+  textEncoder.skipLastLayer = false;
+  if (!textEncoder.projection) throw new UserError('SDXL refiner checkpoint: its text encoder has no text_projection (its pooled output feeds the UNet)');
+  const unet = inferUnetArch(shapeOf, 'sdxl');
+  const label = need(shapeOf, `${UNET}label_emb.0.0.weight`, 'SDXL refiner label_emb (size, aesthetic-score and pooled-text conditioning)');
+  unet.adm = admArch(label[1], textEncoder.projection.dim, SDXL_REFINER_SIZE_CONDITIONS);
+  if (unet.contextDim !== textEncoder.width) {
+    throw new UserError(`SDXL refiner checkpoint: cross-attention width ${unet.contextDim} is not its text encoder's width ${textEncoder.width}`);
+  }
+  const vae = inferVaeArch(shapeOf);
+  vae.scalingFactor = SDXL_VAE_SCALE;
+  return { family: 'sdxl-refiner', unet, textEncoder, vae };
+}
+
 /** SDXL's VAE latent scale (sgm `scale_factor`, diffusers `scaling_factor`). */
 export const SDXL_VAE_SCALE = 0.13025;
 
 export function inferSdArch(shapeOf: ShapeOf): SdArch {
-  if (shapeOf('conditioner.embedders.0.model.token_embedding.weight') && !isSdxl(shapeOf)) {
-    throw new UserError('this is an SDXL refiner checkpoint (one OpenCLIP text encoder, aesthetic-score conditioning), which lora-scripts does not run; use an SDXL base checkpoint');
-  }
+  // A1111 tells the refiner by this tower (its `conditioner.embedders.0.model.ln_final.weight`).
+  if (shapeOf(`${SDXL_REFINER_TEXT}token_embedding.weight`) && !isSdxl(shapeOf)) return inferSdxlRefinerArch(shapeOf);
   if (isSdxl(shapeOf)) return inferSdxlArch(shapeOf);
   const textEncoder = inferClipTextArch(shapeOf);
   const family = textEncoder.layout === 'openclip' ? 'sd2' : 'sd1';

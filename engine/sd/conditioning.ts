@@ -14,6 +14,7 @@
  */
 import { chunkPrompt, type ChunkOptions } from '../text/chunker.ts';
 import { applyEmphasis } from '../text/emphasis.ts';
+import { SdxlRefinerConditioner } from './refiner-conditioning.ts';
 import type { PromptChunk } from '../text/chunker.ts';
 import type { ClipTokenizer } from '../text/tokenizer.ts';
 import { towerVectors, type EmbeddingLibrary, type TextualInversion } from './embeddings.ts';
@@ -121,7 +122,7 @@ export const SD2_PAD_ID = 0;
 export const SDXL_PAD_ID = SD2_PAD_ID;
 
 /** The same tokenizer with another padding id (the chunker writes `pad` after the first end token). */
-function withPad(tokenizer: ClipTokenizer, pad: number): ClipTokenizer {
+export function withPad(tokenizer: ClipTokenizer, pad: number): ClipTokenizer {
   return Object.create(tokenizer, { pad: { value: pad } }) as ClipTokenizer;
 }
 
@@ -263,5 +264,6 @@ export function concatFeatures(a: Float32Array, b: Float32Array, rows: number): 
 
 /** The conditioner for this model's family. */
 export function conditionerFor(model: StableDiffusion, tokenizer: ClipTokenizer, opts: ChunkOptions = {}): Conditioner {
+  if (model.arch.family === 'sdxl-refiner') return new SdxlRefinerConditioner(model, tokenizer, opts);
   return model.arch.family === 'sdxl' ? new SdxlConditioner(model, tokenizer, opts) : new ClipConditioner(model, tokenizer, opts);
 }

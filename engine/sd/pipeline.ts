@@ -13,6 +13,8 @@ import type { Conditioner, Conditioning } from './conditioning.ts';
 import type { StableDiffusion } from './model.ts';
 import { planHires, type HiresPlan, type LatentUpscaleMode } from './hires.ts';
 import { parsePrediction, type Prediction } from './prediction.ts';
+import { RefinerStage, type RefinerRun } from './refiner.ts';
+import { sizeConditionRows } from './size-conditioning.ts';
 import { decodeTiled, encodeTiled, tilesNeeded, type VaeTilingMode } from './tiled-vae.ts';
 
 export interface GenerateRequest {
@@ -60,6 +62,11 @@ export interface GenerateRequest {
   sdxlCropLeft?: number;
   /** A1111 option `sdxl_clip_l_skip`: clip skip also applies to SDXL's CLIP ViT-L tower. */
   sdxlClipLSkip?: boolean;
+  /** SDXL refiner checkpoints: A1111's options `sdxl_refiner_high_aesthetic_score` / `…_low_…` (default 6.0 / 2.5). */
+  aestheticScore?: number;
+  negativeAestheticScore?: number;
+  /** A1111's refiner: another checkpoint continues this sampler run part-way (engine/sd/refiner.ts). */
+  refiner?: RefinerRun;
 }
 
 export interface HiresOptions {
@@ -190,7 +197,9 @@ export class Pipeline {
         for (let i = 0; i < keep.length; i++) keep[i] = 1 - m[i % m.length]!;
       }
     }
-    const first = await this.pass(r, { width: r.width, height: r.height, steps: r.steps, init, keep, strength: r.img2img?.denoisingStrength }, offsetHooks(0), notes);
+    // With a hires fix the refiner joins the pass(es) A1111's `hires_fix_refiner_pass` names.
+    const refinerIn = (pass: 'first pass' | 'second pass') => (!hr || [pass, 'both passes'].includes(r.refiner?.hiresPass ?? 'second pass') ? r.refiner : undefined);
+    const first = await this.pass({ ...r, refiner: refinerIn('first pass') }, { width: r.width, height: r.height, steps: r.steps, init, keep, strength: r.img2img?.denoisingStrength }, offsetHooks(0), notes);
     let latent = first.latent;
     let width = r.width;
     let height = r.height;
@@ -208,7 +217,7 @@ export class Pipeline {
         upscaled = await this.encodeImages(Array.from({ length: B }, (_, b) => big.subarray(b * per, (b + 1) * per)), B, hr.width, hr.height, r);
       }
       const second = await this.pass(
-        { ...r, prompt: r.hires!.prompt ?? r.prompt, negativePrompt: r.hires!.negativePrompt ?? r.negativePrompt, sampler: r.hires!.sampler ?? r.sampler, initialNoise: undefined },
+        { ...r, refiner: refinerIn('second pass'), prompt: r.hires!.prompt ?? r.prompt, negativePrompt: r.hires!.negativePrompt ?? r.negativePrompt, sampler: r.hires!.sampler ?? r.sampler, initialNoise: undefined },
         { width: hr.width, height: hr.height, steps: hr.steps, init: upscaled, strength: hr.denoising },
         offsetHooks(r.steps),
         notes,
@@ -249,9 +258,11 @@ export class Pipeline {
         if (!conds.has(k)) conds.set(k, await this.conditioner.encode(s.prompt, clipSkip, { negative, sdxlClipLSkip: r.sdxlClipLSkip }));
       }
     }
-    // SDXL: [original h, w, crop top, left, target h, w] for every row of the batch.
-    const sizes = this.model.arch.unet.adm
-      ? Array.from({ length: B }, () => [p.height, p.width, r.sdxlCropTop ?? 0, r.sdxlCropLeft ?? 0, p.height, p.width]).flat()
+    // SDXL: each row's size numbers (a refiner checkpoint's end in an aesthetic score, lower for the negative half).
+    const sizes = sizeConditionRows(this.model.arch.unet.adm, B, p.height, p.width, r, false);
+    const uncondSizes = sizeConditionRows(this.model.arch.unet.adm, B, p.height, p.width, r, true);
+    const refiner = r.refiner
+      ? new RefinerStage(r.refiner, this.schedule, prediction, { ...r, clipSkip, tiling: !!r.tiling, batch: B, width: p.width, height: p.height })
       : undefined;
 
     const noise = new BatchNoise({
@@ -285,14 +296,16 @@ export class Pipeline {
       if (stop) throw new Stop(stop, stepLatent.x);
       const cond = conds.get(condKey(false, promptAtStep(posSched, call.index)))!;
       const uncond = conds.get(condKey(true, promptAtStep(negSched, call.index)))!;
-      let guided = await this.guidedEps(unetInput, t, cond, uncond, r.cfgScale, { batch: B, height: h, width: w, tiling: !!r.tiling, sizes });
+      let guided = refiner?.takesOver(call)
+        ? await refiner.eps(unetInput, t, call, promptAtStep(posSched, call.index), promptAtStep(negSched, call.index))
+        : await this.guidedEps(unetInput, t, cond, uncond, r.cfgScale, { batch: B, height: h, width: w, tiling: !!r.tiling, sizes, uncondSizes });
       if (keep && init) guided = maskPrediction(guided, prediction, unetInput, init, keep, call.sigma);
       return guided;
     };
 
     const onStep: StepCallback = (info) => {
       stepLatent.x = info.x;
-      hooks.onStep?.(info.index + 1, info.total, () => cheapPreview(info.denoised, B, C, h, w, this.model.arch.family === 'sdxl'));
+      hooks.onStep?.(info.index + 1, info.total, () => cheapPreview(info.denoised, B, C, h, w, this.model.arch.family === 'sdxl' || this.model.arch.family === 'sdxl-refiner'));
     };
 
     try {
@@ -323,7 +336,8 @@ export class Pipeline {
 
   /**
    * eps_uncond + cfg · (eps_cond − eps_uncond), batching both halves into one UNet call when their lengths agree.
-   * `sizes` (SDXL): each row's six size numbers, used for both halves as A1111 does.
+   * `sizes` (SDXL): each row's size numbers, for both halves as A1111 does; `uncondSizes` replaces them for the
+   * negative half where they differ (the refiner's aesthetic score).
    */
   async guidedEps(
     x: Float32Array,
@@ -331,9 +345,9 @@ export class Pipeline {
     cond: Conditioning,
     uncond: Conditioning,
     cfg: number,
-    dims: { batch: number; height: number; width: number; tiling: boolean; sizes?: number[] },
+    dims: { batch: number; height: number; width: number; tiling: boolean; sizes?: number[]; uncondSizes?: number[] },
   ): Promise<Float32Array> {
-    const { sizes, ...d } = dims;
+    const { sizes, uncondSizes, ...d } = dims;
     const B = d.batch;
     const dim = this.model.arch.unet.contextDim;
     const repeat = (c: Conditioning) => {
@@ -342,16 +356,16 @@ export class Pipeline {
       return out;
     };
     // SDXL's pooled embedding per row, with the rows' size numbers.
-    const added = (...cs: Conditioning[]) => {
+    const added = (...halves: [Conditioning, 'cond' | 'uncond'][]) => {
       if (!sizes) return undefined;
-      const P = cs[0]!.pooled!.length;
-      const pooled = new Float32Array(cs.length * B * P);
-      cs.forEach((c, i) => {
+      const P = halves[0]![0].pooled!.length;
+      const pooled = new Float32Array(halves.length * B * P);
+      halves.forEach(([c], i) => {
         for (let b = 0; b < B; b++) pooled.set(c.pooled!, (i * B + b) * P);
       });
-      return { pooled, sizes: cs.flatMap(() => sizes) };
+      return { pooled, sizes: halves.flatMap(([, half]) => (half === 'uncond' && uncondSizes) || sizes) };
     };
-    if (cfg === 1) return this.model.predict(x, Array(B).fill(t), repeat(cond), { ...d, tokens: cond.tokens }, added(cond));
+    if (cfg === 1) return this.model.predict(x, Array(B).fill(t), repeat(cond), { ...d, tokens: cond.tokens }, added([cond, 'cond']));
     let ec: Float32Array;
     let eu: Float32Array;
     if (cond.tokens === uncond.tokens) {
@@ -361,13 +375,13 @@ export class Pipeline {
       const ctx = new Float32Array(2 * B * cond.tokens * dim);
       ctx.set(repeat(cond), 0);
       ctx.set(repeat(uncond), B * cond.tokens * dim);
-      const both = await this.model.predict(xx, Array(2 * B).fill(t), ctx, { ...d, batch: 2 * B, tokens: cond.tokens }, added(cond, uncond));
+      const both = await this.model.predict(xx, Array(2 * B).fill(t), ctx, { ...d, batch: 2 * B, tokens: cond.tokens }, added([cond, 'cond'], [uncond, 'uncond']));
       ec = both.subarray(0, x.length);
       eu = both.subarray(x.length);
     } else {
       // Different chunk counts: two calls, as A1111 does unless pad_cond_uncond is set.
-      ec = await this.model.predict(x, Array(B).fill(t), repeat(cond), { ...d, tokens: cond.tokens }, added(cond));
-      eu = await this.model.predict(x, Array(B).fill(t), repeat(uncond), { ...d, tokens: uncond.tokens }, added(uncond));
+      ec = await this.model.predict(x, Array(B).fill(t), repeat(cond), { ...d, tokens: cond.tokens }, added([cond, 'cond']));
+      eu = await this.model.predict(x, Array(B).fill(t), repeat(uncond), { ...d, tokens: uncond.tokens }, added([uncond, 'uncond']));
     }
     const out = new Float32Array(x.length);
     for (let i = 0; i < out.length; i++) out[i] = eu[i]! + cfg * (ec[i]! - eu[i]!);

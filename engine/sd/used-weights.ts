@@ -64,6 +64,8 @@ export function unusedWeights(arch: SdArch, keys: Iterable<string>, shapeOf: Sha
   if (arch.textEncoder2) {
     clipTextHidden(ctx, arch.textEncoder, { batch: 1, tokens: 77, fromEnd: 1 });
     clipTextHidden(ctx, arch.textEncoder2, { batch: 1, tokens: 77, fromEnd: 1, pooled: true });
+  } else if (arch.family === 'sdxl-refiner') {
+    clipTextHidden(ctx, arch.textEncoder, { batch: 1, tokens: 77, fromEnd: 1, pooled: true });
   } else {
     clipTextEncoder(ctx, arch.textEncoder, { batch: 1, tokens: 77, clipSkip: 1 });
   }

@@ -202,6 +202,9 @@ class Run {
     this.log(`logs: ${logDir}  (view with: tensorboard --logdir "${logDir}")`);
     const session = { device: c.device, threads: this.opts.threads };
     this.model = await StableDiffusion.load(c.base_model, session);
+    if (this.model.arch.family === 'sdxl-refiner') {
+      throw new UserError(`base_model ${c.base_model} is an SDXL refiner checkpoint; LoRAs are trained on a base model (an SDXL base checkpoint for SDXL)`);
+    }
     this.scaling = this.model.arch.vae.scalingFactor;
     this.tokenizer = await loadClipTokenizer(c.tokenizer);
     this.tokenizer.checkFits(this.model.arch.textEncoder.vocabSize, c.base_model);
