@@ -17,6 +17,11 @@ export interface SyntheticSdConfig {
     inChannels: number;
     /** SD2: Linear proj_in/proj_out ([C, C]) instead of 1×1 convs. */
     linearProjection?: boolean;
+    /** Transformer blocks per level where `attentionLevels` says so (default 1), and in the middle block (default: the last level's, else 1). */
+    transformerDepth?: number[];
+    middleDepth?: number;
+    /** SDXL: `label_emb`'s input width (pooled text + Fourier size features). */
+    admInChannels?: number;
   };
   /** `layout` 'openclip' writes SD2's `cond_stage_model.model.*` tower; default 'hf' (SD1's CLIPTextModel names). */
   text: { width: number; layers: number; intermediate: number; vocab: number; positions: number; layout?: 'hf' | 'openclip' };
@@ -77,6 +82,11 @@ function unetShapes(s: Shapes, c: SyntheticSdConfig['unet']): void {
   const ctx = c.contextDim;
   linear(s, `${P}time_embed.0`, E, C);
   linear(s, `${P}time_embed.2`, E, E);
+  if (c.admInChannels) {
+    linear(s, `${P}label_emb.0.0`, E, c.admInChannels);
+    linear(s, `${P}label_emb.0.2`, E, E);
+  }
+  const depthAt = (l: number) => c.transformerDepth?.[l] ?? 1;
   const res = (key: string, inp: number, out: number) => {
     norm(s, `${key}.in_layers.0`, inp);
     conv(s, `${key}.in_layers.2`, out, inp, 3);
@@ -85,20 +95,22 @@ function unetShapes(s: Shapes, c: SyntheticSdConfig['unet']): void {
     conv(s, `${key}.out_layers.3`, out, out, 3);
     if (inp !== out) conv(s, `${key}.skip_connection`, out, inp, 1);
   };
-  const attn = (key: string, ch: number) => {
+  const attn = (key: string, ch: number, depth: number) => {
     norm(s, `${key}.norm`, ch);
     if (c.linearProjection) linear(s, `${key}.proj_in`, ch, ch);
     else conv(s, `${key}.proj_in`, ch, ch, 1);
-    const T = `${key}.transformer_blocks.0`;
-    for (const [a, kv] of [['attn1', ch], ['attn2', ctx]] as const) {
-      linear(s, `${T}.${a}.to_q`, ch, ch, false);
-      linear(s, `${T}.${a}.to_k`, ch, kv, false);
-      linear(s, `${T}.${a}.to_v`, ch, kv, false);
-      linear(s, `${T}.${a}.to_out.0`, ch, ch);
+    for (let d = 0; d < depth; d++) {
+      const T = `${key}.transformer_blocks.${d}`;
+      for (const [a, kv] of [['attn1', ch], ['attn2', ctx]] as const) {
+        linear(s, `${T}.${a}.to_q`, ch, ch, false);
+        linear(s, `${T}.${a}.to_k`, ch, kv, false);
+        linear(s, `${T}.${a}.to_v`, ch, kv, false);
+        linear(s, `${T}.${a}.to_out.0`, ch, ch);
+      }
+      linear(s, `${T}.ff.net.0.proj`, 8 * ch, ch);
+      linear(s, `${T}.ff.net.2`, ch, 4 * ch);
+      for (const n of ['norm1', 'norm2', 'norm3']) norm(s, `${T}.${n}`, ch);
     }
-    linear(s, `${T}.ff.net.0.proj`, 8 * ch, ch);
-    linear(s, `${T}.ff.net.2`, ch, 4 * ch);
-    for (const n of ['norm1', 'norm2', 'norm3']) norm(s, `${T}.${n}`, ch);
     if (c.linearProjection) linear(s, `${key}.proj_out`, ch, ch);
     else conv(s, `${key}.proj_out`, ch, ch, 1);
   };
@@ -112,7 +124,7 @@ function unetShapes(s: Shapes, c: SyntheticSdConfig['unet']): void {
       const out = C * c.channelMult[l]!;
       res(`${P}input_blocks.${n}.0`, ch, out);
       ch = out;
-      if (c.attentionLevels[l]) attn(`${P}input_blocks.${n}.1`, ch);
+      if (c.attentionLevels[l]) attn(`${P}input_blocks.${n}.1`, ch, depthAt(l));
       skipCh.push(ch);
     }
     if (l < L - 1) {
@@ -122,7 +134,7 @@ function unetShapes(s: Shapes, c: SyntheticSdConfig['unet']): void {
     }
   }
   res(`${P}middle_block.0`, ch, ch);
-  attn(`${P}middle_block.1`, ch);
+  attn(`${P}middle_block.1`, ch, c.middleDepth ?? (c.transformerDepth?.at(-1) || 1));
   res(`${P}middle_block.2`, ch, ch);
   n = 0;
   for (let l = L - 1; l >= 0; l--) {
@@ -131,7 +143,7 @@ function unetShapes(s: Shapes, c: SyntheticSdConfig['unet']): void {
       res(`${P}output_blocks.${n}.0`, ch + skipCh.pop()!, out);
       ch = out;
       let sub = 1;
-      if (c.attentionLevels[l]) attn(`${P}output_blocks.${n}.${sub++}`, ch);
+      if (c.attentionLevels[l]) attn(`${P}output_blocks.${n}.${sub++}`, ch, depthAt(l));
       if (l > 0 && r === c.numResBlocks) conv(s, `${P}output_blocks.${n}.${sub}.conv`, ch, ch, 3);
     }
   }
@@ -220,6 +232,22 @@ function vaeShapes(s: Shapes, c: SyntheticSdConfig['vae']): void {
   conv(s, `${P}decoder.conv_out`, 3, ch, 3);
 }
 
+/**
+ * SDXL base's UNet (sd_xl_base.yaml): three levels, no attention at the first, transformer depth 2 and 10,
+ * Linear projections, context 768 + 1280, `label_emb` over the pooled embedding (1280) + 6 × 256 size features.
+ */
+export const SDXL_UNET: SyntheticSdConfig['unet'] = {
+  modelChannels: 320, channelMult: [1, 2, 4], numResBlocks: 2, attentionLevels: [false, true, true], transformerDepth: [0, 2, 10],
+  contextDim: 2048, inChannels: 4, linearProjection: true, admInChannels: 2816,
+};
+
+/** The UNet's tensor names and shapes alone (LDM / SGM `model.diffusion_model.*`). */
+export function syntheticUnetShapes(unet: SyntheticSdConfig['unet']): Map<string, number[]> {
+  const s: Shapes = new Map();
+  unetShapes(s, unet);
+  return s;
+}
+
 /** Every tensor name and shape of a checkpoint with this configuration, in LDM layout. */
 export function syntheticShapes(cfg: SyntheticSdConfig): Map<string, number[]> {
   const s: Shapes = new Map();
@@ -254,20 +282,52 @@ function normals(seed: number): (out: Float32Array, std: number, mean: number) =
   };
 }
 
-/** Values for one tensor by the fixture recipe: weights N(0, 1/fan_in), norm scales 1 + N(0, 0.1²), biases N(0, 0.1²). */
-export function randomTensor(key: string, shape: number[], seed: number): Float32Array {
-  const n = shape.reduce((a, b) => a * b, 1);
-  const out = new Float32Array(n);
+/** The fixture recipe for one tensor: weights N(0, 1/fan_in), norm scales 1 + N(0, 0.1²), biases N(0, 0.1²). */
+function initRule(key: string, shape: number[]): { std: number; mean: number } | { constant: number } {
+  const isNorm = /norm|layer_norm|in_layers\.0|out_layers\.0|\.out\.0\.|\.ln_/.test(key) && shape.length === 1;
+  if (key.endsWith('.bias') || key.endsWith('_bias')) return { std: 0.1, mean: 0 };
+  if (isNorm) return { std: 0.1, mean: 1 };
+  // OpenCLIP's temperature, stored as log(1 / 0.07); unused for SD.
+  if (key.endsWith('logit_scale')) return { constant: Math.log(1 / 0.07) };
+  if (key.includes('embedding')) return { std: 1, mean: 0 };
+  return { std: 1 / Math.sqrt(shape.slice(1).reduce((a, b) => a * b, 1)), mean: 0 };
+}
+
+function keySeed(key: string, seed: number): number {
   let h = seed;
   for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 16777619) >>> 0;
-  const fill = normals(h);
-  const isNorm = /norm|layer_norm|in_layers\.0|out_layers\.0|\.out\.0\.|\.ln_/.test(key) && shape.length === 1;
-  if (key.endsWith('.bias') || key.endsWith('_bias')) fill(out, 0.1, 0);
-  else if (isNorm) fill(out, 0.1, 1);
-  // OpenCLIP's temperature, stored as log(1 / 0.07); unused for SD.
-  else if (key.endsWith('logit_scale')) out.fill(Math.log(1 / 0.07));
-  else if (key.includes('embedding')) fill(out, 1, 0);
-  else fill(out, 1 / Math.sqrt(shape.slice(1).reduce((a, b) => a * b, 1)), 0);
+  return h;
+}
+
+/** Values for one tensor by the fixture recipe (`initRule`), each drawn independently. */
+export function randomTensor(key: string, shape: number[], seed: number): Float32Array {
+  const out = new Float32Array(shape.reduce((a, b) => a * b, 1));
+  const rule = initRule(key, shape);
+  if ('constant' in rule) return out.fill(rule.constant);
+  normals(keySeed(key, seed))(out, rule.std, rule.mean);
+  return out;
+}
+
+/** A prime count of standard normals that `quickRandomTensor` reads from, cyclically. */
+const POOL_SIZE = 1_048_573;
+let pool: Float32Array | undefined;
+
+/**
+ * The same recipe as `randomTensor`, many times faster: values come from one shared pool of normals read
+ * cyclically from a per-tensor offset. Right in distribution, not independent: for benchmarks of
+ * multi-billion-parameter shapes (SDXL), where only the sizes and the scale of activations matter.
+ */
+export function quickRandomTensor(key: string, shape: number[], seed: number): Float32Array {
+  const out = new Float32Array(shape.reduce((a, b) => a * b, 1));
+  const rule = initRule(key, shape);
+  if ('constant' in rule) return out.fill(rule.constant);
+  if (!pool) normals(seed)((pool = new Float32Array(POOL_SIZE)), 1, 0);
+  const p = pool;
+  let j = keySeed(key, seed) % POOL_SIZE;
+  for (let i = 0; i < out.length; i++) {
+    out[i] = rule.mean + rule.std * p[j]!;
+    if (++j === POOL_SIZE) j = 0;
+  }
   return out;
 }
 
