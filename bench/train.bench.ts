@@ -15,7 +15,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadavg, tmpdir, totalmem } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { writeSyntheticCheckpoint, SD15 } from '../engine/sd/synthetic.ts';
 import { StableDiffusion } from '../engine/sd/model.ts';
 import { defaultThreads } from '../engine/runtime/providers.ts';
@@ -23,7 +23,7 @@ import { summarizeProfile } from '../engine/runtime/profile.ts';
 import { alphasCumprod, SD_TRAIN_SCHEDULE } from '../engine/sampling/training-schedule.ts';
 import { createTrainingStepper } from '../engine/optim/index.ts';
 import { LoraNetwork } from '../engine/train/lora-network.ts';
-import { BAKE_RAM_FACTOR } from '../engine/train/trainer.ts';
+import { bakeFrozenWeights } from '../engine/train/frozen-weights.ts';
 import { drawNoise, noiseBatch } from '../engine/train/objective.ts';
 import { LoraTrainStep } from '../engine/train/step-graph.ts';
 
@@ -62,7 +62,7 @@ async function measure(path: string, checkpointBlocks: boolean): Promise<Record<
   // The trainer's own rule decides unless the environment says otherwise.
   let modelBytes = 0;
   for (const w of model.weights.values()) modelBytes += w.data.byteLength;
-  const auto = totalmem() >= BAKE_RAM_FACTOR * modelBytes ? 'external' : 'inputs';
+  const auto = bakeFrozenWeights('auto', modelBytes) ? 'external' : 'inputs';
   const weights = (process.env.LORA_SCRIPTS_BENCH_TRAIN_WEIGHTS ?? auto) as 'inputs' | 'external';
   const profileDir = profile ? await mkdtemp(join(tmpdir(), 'train-bench-profile-')) : undefined;
   const memArena = process.env.LORA_SCRIPTS_BENCH_TRAIN_ARENA !== '0';
