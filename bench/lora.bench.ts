@@ -20,7 +20,8 @@ import { matmulAccumulate } from '../engine/lora/delta.ts';
 import { addLowRankOrt } from '../engine/lora/lowrank-ort.ts';
 import { kohyaMetadata, writeKohyaLora } from '../engine/lora/write.ts';
 import type { WeightMap } from '../engine/lora/types.ts';
-import { fill, makeLora, sd15Targets } from './lib/synthetic-lora.ts';
+import { makeLora, sd15Targets } from './lib/synthetic-lora.ts';
+import { uniformFill as fill } from '../engine/sd/synthetic.ts';
 import { peakRssGiB } from './lib/memory.ts';
 
 const RANK = 32;

@@ -182,7 +182,12 @@ test('fuzzed safetensors files give a clean result or a clean UserError', { time
     if (process.env.FUZZ_VERBOSE) console.log(JSON.stringify(stats));
     const rssGrowthKb = process.resourceUsage().maxRSS - rssBefore;
     assert.ok(rssGrowthKb < 200 * 1024, `peak RSS grew by ${rssGrowthKb} KiB`);
-    if (fdsBefore !== undefined) assert.equal(await fdCount(), fdsBefore, 'every file handle was closed');
+    // A leak shows as more descriptors than before; fewer happens when a runtime handle of the process (a
+    // thread pool's pipe) closes meanwhile, which is not this reader's doing.
+    if (fdsBefore !== undefined) {
+      const after = await fdCount();
+      assert.ok(after !== undefined && after <= fdsBefore, `every file handle was closed: ${fdsBefore} descriptors before, ${after} after`);
+    }
     // Each kind of corruption must actually have been caught at least once, or the fuzzer is not fuzzing.
     for (const k of kinds) {
       if (k !== 'metadata') assert.ok(stats[k]!.rejected > 0, `${k} was never rejected: ${JSON.stringify(stats[k])}`);

@@ -11,7 +11,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { SD15, syntheticShapes } from '../engine/sd/synthetic.ts';
+import { SD15, syntheticShapes, uniformFill as fill } from '../engine/sd/synthetic.ts';
 import { LDM_PREFIX, inferUnetLayout, ldmToDiffusers } from '../engine/sd/keymap.ts';
 import { LoraMerger } from '../engine/lora/merge.ts';
 import { TargetIndex, resolveTargets } from '../engine/lora/targets.ts';
@@ -23,18 +23,6 @@ import { writeSafetensors, type TensorToWrite } from '../engine/safetensors/inde
 import type { LoraModule, WeightMap } from '../engine/lora/types.ts';
 import { FixtureBackend, startTestServer } from './server-fixture-backend.ts';
 
-/** Uniform values from a seed (xorshift); only their being non-trivial matters. */
-function fill(n: number, seed: number, scale: number): Float32Array {
-  const a = new Float32Array(n);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    a[i] = ((x >>> 0) / 4294967296 - 0.5) * scale;
-  }
-  return a;
-}
 
 const numel = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
 

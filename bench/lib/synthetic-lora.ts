@@ -3,22 +3,10 @@
  * transformer Linear / 1×1 conv + text-encoder attention and MLP), F16 on disk as trained LoRAs ship.
  */
 import { ldmToDiffusers, inferUnetLayout, LDM_PREFIX } from '../../engine/sd/keymap.ts';
-import { SD15, syntheticShapes } from '../../engine/sd/synthetic.ts';
+import { SD15, syntheticShapes, uniformFill as fill } from '../../engine/sd/synthetic.ts';
 import { kohyaMetadata, writeKohyaLora } from '../../engine/lora/write.ts';
 import type { LoraModule } from '../../engine/lora/types.ts';
 
-/** Fast uniform fill; the values only need to be non-trivial, not normal. */
-export function fill(n: number, seed: number, scale: number): Float32Array {
-  const a = new Float32Array(n);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    a[i] = ((x >>> 0) / 4294967296 - 0.5) * scale;
-  }
-  return a;
-}
 
 /** kohya's default SD1 targets: Linear / 1×1 conv inside transformers, and the CLIP attention + MLP Linears. */
 export function isDefaultTarget(key: string): boolean {

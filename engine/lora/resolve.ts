@@ -4,8 +4,9 @@
  * by two files, and "none", can only be reached by stem. A name that is a relative path is looked up
  * inside the folder and refused if it would leave it. Unknown names are an error listing the closest names.
  */
-import { readdir, realpath, stat } from 'node:fs/promises';
-import { basename, extname, isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { realpath, stat } from 'node:fs/promises';
+import { basename, extname, isAbsolute, relative, resolve, sep } from 'node:path';
+import { listFilesRecursive } from '../util/list-files.ts';
 import { readHeaderOnly } from '../safetensors/index.ts';
 import { UserError } from '../util/errors.ts';
 
@@ -73,15 +74,7 @@ export class LoraLibrary {
   /** Rescans the folder; headers are re-read only for files whose mtime or size changed. */
   async refresh(): Promise<LoraEntry[]> {
     const found: string[] = [];
-    const walk = async (dir: string): Promise<void> => {
-      const list = await readdir(dir, { withFileTypes: true }).catch(() => []);
-      for (const e of list.sort((a, b) => a.name.localeCompare(b.name))) {
-        const p = join(dir, e.name);
-        if (e.isDirectory()) await walk(p);
-        else if (EXTENSIONS.has(extname(e.name).toLowerCase())) found.push(p);
-      }
-    };
-    for (const r of this.roots) await walk(r);
+    for (const r of this.roots) found.push(...(await listFilesRecursive(r, EXTENSIONS)));
     const next = new Map<string, LoraEntry>();
     for (const p of found) {
       const st = await stat(p).catch(() => undefined);

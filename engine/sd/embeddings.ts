@@ -12,8 +12,9 @@
  * In a prompt an embedding is found by its name's token ids (A1111's `find_embedding_at_position`), longest
  * name first, and stands for `vectors` token positions (engine/text/chunker.ts).
  */
-import { readFile, readdir, stat } from 'node:fs/promises';
-import { basename, extname, join, resolve } from 'node:path';
+import { readFile, stat } from 'node:fs/promises';
+import { basename, extname, resolve } from 'node:path';
+import { listFilesRecursive } from '../util/list-files.ts';
 import { SafetensorsFile } from '../safetensors/index.ts';
 import type { EmbeddingMatcher, PromptEmbedding } from '../text/chunker.ts';
 import type { ClipTokenizer } from '../text/tokenizer.ts';
@@ -121,16 +122,7 @@ export class EmbeddingLibrary {
 
   /** Rescans the folder; files are re-read only when their mtime or size changed. Returns the problems found (file → message). */
   async refresh(): Promise<Map<string, string>> {
-    const found: string[] = [];
-    const walk = async (d: string): Promise<void> => {
-      const list = await readdir(d, { withFileTypes: true }).catch(() => []);
-      for (const e of list.sort((a, b) => a.name.localeCompare(b.name))) {
-        const p = join(d, e.name);
-        if (e.isDirectory()) await walk(p);
-        else found.push(p);
-      }
-    };
-    await walk(this.dir);
+    const found = await listFilesRecursive(this.dir);
     const next = new Map<string, TextualInversion>();
     const problems = new Map<string, string>();
     const byPath = new Map([...this.all.values()].map((e) => [e.path, e]));

@@ -299,6 +299,22 @@ function keySeed(key: string, seed: number): number {
   return h;
 }
 
+/**
+ * n uniform values in [-scale/2, scale/2) from a seed (xorshift32): for LoRA and weight tensors whose values
+ * only need to be non-trivial (benchmarks, merge tests), far cheaper than `randomTensor`'s normals.
+ */
+export function uniformFill(n: number, seed: number, scale: number): Float32Array {
+  const a = new Float32Array(n);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    a[i] = ((x >>> 0) / 4294967296 - 0.5) * scale;
+  }
+  return a;
+}
+
 /** Values for one tensor by the fixture recipe (`initRule`), each drawn independently. */
 export function randomTensor(key: string, shape: number[], seed: number): Float32Array {
   const out = new Float32Array(shape.reduce((a, b) => a * b, 1));

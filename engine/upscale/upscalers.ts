@@ -5,8 +5,9 @@
  * until the image reaches it (at most 3 passes, so a 2× model can reach 8×), then a Lanczos resize lands
  * on the target exactly. Resizes are Pillow's (engine/image/pil-resize.ts).
  */
-import { readdir, realpath } from 'node:fs/promises';
-import { basename, extname, join, resolve } from 'node:path';
+import { realpath } from 'node:fs/promises';
+import { basename, extname, resolve } from 'node:path';
+import { listFilesRecursive } from '../util/list-files.ts';
 import type { RgbImage } from '../image/decode-rgb.ts';
 import { pilResize } from '../image/pil-resize.ts';
 import type { Device } from '../runtime/providers.ts';
@@ -56,16 +57,7 @@ export class UpscalerLibrary {
 
   /** Rescans the ESRGAN folder (subfolders too); each `.safetensors` header is read to learn its scale. */
   async refresh(): Promise<UpscalerEntry[]> {
-    const found: string[] = [];
-    const walk = async (d: string): Promise<void> => {
-      const list = await readdir(d, { withFileTypes: true }).catch(() => []);
-      for (const e of list.sort((a, b) => a.name.localeCompare(b.name))) {
-        const p = join(d, e.name);
-        if (e.isDirectory()) await walk(p);
-        else if (MODEL_EXTENSIONS.has(extname(e.name).toLowerCase())) found.push(p);
-      }
-    };
-    await walk(this.dir);
+    const found = await listFilesRecursive(this.dir, MODEL_EXTENSIONS);
     const models: UpscalerEntry[] = [];
     for (const p of found) {
       const name = basename(p, extname(p));
