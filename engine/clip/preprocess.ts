@@ -8,6 +8,7 @@
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { decodeRgb, type RgbImage } from '../image/decode-rgb.ts';
+import { cropPixels } from '../image/crop.ts';
 import { pilFilterName, pilResize, type PilFilterName } from '../image/pil-resize.ts';
 import { UserError } from '../util/errors.ts';
 
@@ -107,21 +108,8 @@ export function resizeForClip(img: RgbImage, cfg: ClipPreprocessConfig): RgbImag
 function centerCrop(img: RgbImage, h: number, w: number): RgbImage {
   const top = Math.floor((img.height - h) / 2);
   const left = Math.floor((img.width - w) / 2);
-  const out = new Uint8Array(h * w * 3);
-  for (let y = 0; y < h; y++) {
-    const sy = y + top;
-    if (sy < 0 || sy >= img.height) continue;
-    for (let x = 0; x < w; x++) {
-      const sx = x + left;
-      if (sx < 0 || sx >= img.width) continue;
-      const s = (sy * img.width + sx) * 3;
-      const d = (y * w + x) * 3;
-      out[d] = img.data[s]!;
-      out[d + 1] = img.data[s + 1]!;
-      out[d + 2] = img.data[s + 2]!;
-    }
-  }
-  return { width: w, height: h, data: out };
+  const { data } = cropPixels({ ...img, channels: 3 }, [left, top, left + w, top + h]);
+  return { width: w, height: h, data };
 }
 
 /** RGB pixels → `pixel_values` [3, H, W]. */

@@ -6,18 +6,8 @@
  * masked area gets the model's whole resolution, and the rest of the picture keeps its size and pixels.
  * Resizes are Pillow's Lanczos (engine/image/pil-resize.ts), as A1111's `images.resize_image`.
  */
+import { cropPixels, type Pixels, type Region } from './crop.ts';
 import { pilResize } from './pil-resize.ts';
-
-export interface Pixels {
-  width: number;
-  height: number;
-  /** 1 (mask) or 3 (RGB), interleaved. */
-  channels: number;
-  data: Uint8Array;
-}
-
-/** [x1, y1, x2, y2), as Pillow boxes. */
-export type Region = [number, number, number, number];
 
 /** The bounding box of the mask's non-zero pixels grown by `pad` and clipped to the picture; null for a blank mask. */
 export function maskCropRegion(mask: Pixels, pad: number): Region | null {
@@ -34,59 +24,36 @@ export function maskCropRegion(mask: Pixels, pad: number): Region | null {
   return [Math.max(x1 - pad, 0), Math.max(y1 - pad, 0), Math.min(x2 + pad, mask.width), Math.min(y2 + pad, mask.height)];
 }
 
-/** Grows the region's shorter side (centred, kept inside the picture) until it has the processing size's aspect. */
-export function expandCropRegion(region: Region, procW: number, procH: number, imgW: number, imgH: number): Region {
-  let [x1, y1, x2, y2] = region;
-  const ratioCrop = (x2 - x1) / (y2 - y1);
-  const ratioProc = procW / procH;
-  if (ratioCrop > ratioProc) {
-    const diff = Math.trunc((x2 - x1) / ratioProc - (y2 - y1));
-    y1 -= Math.floor(diff / 2);
-    y2 += diff - Math.floor(diff / 2);
-    if (y2 >= imgH) {
-      const d = y2 - imgH;
-      y2 -= d;
-      y1 -= d;
-    }
-    if (y1 < 0) {
-      y2 -= y1;
-      y1 = 0;
-    }
-    if (y2 >= imgH) y2 = imgH;
-  } else {
-    const diff = Math.trunc((y2 - y1) * ratioProc - (x2 - x1));
-    x1 -= Math.floor(diff / 2);
-    x2 += diff - Math.floor(diff / 2);
-    if (x2 >= imgW) {
-      const d = x2 - imgW;
-      x2 -= d;
-      x1 -= d;
-    }
-    if (x1 < 0) {
-      x2 -= x1;
-      x1 = 0;
-    }
-    if (x2 >= imgW) x2 = imgW;
+/**
+ * Widens [lo, hi) by `diff` (half on each side, the odd one after), then shifts it back inside [0, limit):
+ * one axis of A1111's expand_crop_region.
+ */
+function growSpan(lo: number, hi: number, diff: number, limit: number): [number, number] {
+  lo -= Math.floor(diff / 2);
+  hi += diff - Math.floor(diff / 2);
+  if (hi >= limit) {
+    const d = hi - limit;
+    hi -= d;
+    lo -= d;
   }
-  return [x1, y1, x2, y2];
+  if (lo < 0) {
+    hi -= lo;
+    lo = 0;
+  }
+  if (hi >= limit) hi = limit;
+  return [lo, hi];
 }
 
-/** Pillow's crop (outside the picture is black). */
-export function cropPixels(img: Pixels, [x1, y1, x2, y2]: Region): Pixels {
-  const w = x2 - x1;
-  const h = y2 - y1;
-  const c = img.channels;
-  const data = new Uint8Array(w * h * c);
-  for (let y = 0; y < h; y++) {
-    const sy = y1 + y;
-    if (sy < 0 || sy >= img.height) continue;
-    for (let x = 0; x < w; x++) {
-      const sx = x1 + x;
-      if (sx < 0 || sx >= img.width) continue;
-      for (let k = 0; k < c; k++) data[(y * w + x) * c + k] = img.data[(sy * img.width + sx) * c + k]!;
-    }
+/** Grows the region's shorter side (centred, kept inside the picture) until it has the processing size's aspect. */
+export function expandCropRegion(region: Region, procW: number, procH: number, imgW: number, imgH: number): Region {
+  const [x1, y1, x2, y2] = region;
+  const ratioProc = procW / procH;
+  if ((x2 - x1) / (y2 - y1) > ratioProc) {
+    const [top, bottom] = growSpan(y1, y2, Math.trunc((x2 - x1) / ratioProc - (y2 - y1)), imgH);
+    return [x1, top, x2, bottom];
   }
-  return { width: w, height: h, channels: c, data };
+  const [left, right] = growSpan(x1, x2, Math.trunc((y2 - y1) * ratioProc - (x2 - x1)), imgW);
+  return [left, y1, right, y2];
 }
 
 const lanczos = (img: Pixels, w: number, h: number): Pixels =>
