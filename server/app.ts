@@ -15,7 +15,7 @@ import type { GenerationBackend } from './backend.ts';
 import { demoNotice } from '../engine/demo/demo-model.ts';
 import { CheckpointManager } from './checkpoints.ts';
 import type { Layout, ServerContext, WorkQueue } from './context.ts';
-import { createEngineBackend } from './engine-backend.ts';
+import { createThreadBackend, type ThreadBackend } from './backend-thread.ts';
 import { sweepStaleTemps } from '../engine/util/atomic-write.ts';
 import { errorHandler } from './errors.ts';
 import { HashCache } from './hashes.ts';
@@ -33,6 +33,7 @@ import { routeModules } from './routes/index.ts';
 import { uiRouter } from './routes/ui.ts';
 import { stopPromptChecks } from './prompt-check.ts';
 import { attachTrainingSocket } from './train-socket.ts';
+import { closeTraining } from './training.ts';
 import { attachLabelSocket } from './labelling.ts';
 import { VERSION } from '../engine/version.ts';
 import { UpscalerLibrary } from '../engine/upscale/upscalers.ts';
@@ -161,15 +162,17 @@ export async function createServer(opts: ServerOptions = {}): Promise<LoraScript
   const upscalers = new UpscalerLibrary(layout.esrganDir, (opts.device ?? 'cpu') as Device);
   const embeddings = new EmbeddingLibrary(layout.embeddingsDir);
   await Promise.all([models.refreshCheckpoints(), models.refreshVaes(), loras.refresh(), upscalers.refresh(), embeddings.refresh().then((p) => p.forEach((msg) => log(msg)))]);
+  // The engine runs on a worker thread: ONNX Runtime's calls are synchronous and would hold the HTTP loop.
+  let ownBackend: ThreadBackend | null = null;
   const backend =
     opts.backend ??
-    createEngineBackend({
+    (ownBackend = createThreadBackend({
       device: opts.device ?? 'cpu',
       tokenizer: opts.tokenizerDir ? resolve(layout.dataDir, opts.tokenizerDir) : undefined,
       fallbackTokenizerDirs: [join(dirname(layout.ckptDir), 'tokenizer'), join(layout.dataDir, 'models/tokenizer')],
       lowMemory: opts.lowMemory,
       embeddings,
-    });
+    }));
   const queue = opts.queue ?? new JobQueue();
   const checkpoints = new CheckpointManager(backend, models, options, log);
   const maxPixels = opts.maxImagePixels ?? 64 * 1024 * 1024;
@@ -315,6 +318,8 @@ export async function createServer(opts: ServerOptions = {}): Promise<LoraScript
       await new Promise<void>((r) => httpServer.close(() => r()));
       // The prompt-check worker is shared by the process; a server started later makes a new one.
       await stopPromptChecks();
+      await ownBackend?.close();
+      await closeTraining(ctx);
     })());
   return { app, httpServer, io, ctx, url, port, close };
 }

@@ -4,12 +4,16 @@
  * The server owns everything that is not math: folder scanning, name → file resolution (checkpoints, VAEs,
  * LoRAs: request names never reach the file system), seeds, sampler-name resolution, `<lora:…>` tag parsing,
  * the job queue, progress, PNG encoding and infotext. A backend only loads weights and turns fully resolved
- * parameters into pixels. `server/engine-backend.ts` implements it with the engine's SdGenerator; the server
- * tests also use a fixture implementation (tests/server-fixture-backend.ts).
+ * parameters into pixels. `server/engine-backend.ts` implements it with the engine's SdGenerator;
+ * `server/backend-thread.ts` runs that implementation on a worker thread, which is what `serve` uses (the
+ * engine's ONNX Runtime calls are synchronous and must not hold the HTTP loop); the server tests also use a
+ * fixture implementation (tests/server-fixture-backend.ts).
  *
  * Contract:
  * - Calls never overlap: the server runs every backend call from its single job queue, one at a time.
  * - `txt2img` / `img2img` make `seeds.length` images (one batch). The server calls them once per `n_iter`.
+ * - Hooks are called on the server's thread; a backend running elsewhere relays them (steps as they happen,
+ *   a stop request read before every model call, a preview rendered only when asked for).
  * - Before each sampling step the backend calls `hooks.shouldStop()`. On `'interrupt'` or `'skip'` it stops
  *   sampling, decodes the latents it has and returns them (A1111 returns the partly denoised images); the
  *   server then stops (`interrupt`) or moves on to the next batch (`skip`).

@@ -14,7 +14,7 @@ import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { train, type TrainProgress, type TrainResult, type TrainEvent } from '../engine/train/trainer.ts';
+import type { TrainProgress, TrainResult, TrainEvent } from '../engine/train/trainer.ts';
 import type { TrainConfig } from '../engine/train/config.ts';
 import { writeBufferAtomic } from '../engine/util/atomic-write.ts';
 import { newestTrainState } from '../engine/train/state.ts';
@@ -28,6 +28,7 @@ import { remoteTraining } from './distributed/training-work.ts';
 import { isLlmModelFolder } from '../engine/llm/config.ts';
 import { ADAPTER_CONFIG, ADAPTER_WEIGHTS } from '../engine/llm/peft.ts';
 import { llmService } from './llm.ts';
+import { TrainingThread } from './training-thread.ts';
 
 /** `interrupted`: the server stopped (crash, kill -9, power loss) while the job was queued or running; it can be resumed. */
 export type TrainJobStatus = 'queued' | 'running' | 'done' | 'cancelled' | 'failed' | 'interrupted';
@@ -131,6 +132,8 @@ function textinfo(job: TrainJob, p: TrainProgress): string {
 export class TrainingRegistry extends EventEmitter {
   private readonly jobs = new Map<string, TrainJob>();
   private readonly handles = new Map<string, JobHandle<TrainResult>>();
+  /** The runs execute here, off the HTTP loop (server/training-thread.ts). */
+  private readonly thread = new TrainingThread();
 
   /** Resolves once the records of earlier server runs (each job folder's `job.json`) are loaded. */
   readonly ready: Promise<void>;
@@ -350,7 +353,7 @@ export class TrainingRegistry extends EventEmitter {
     };
     try {
       const settings = trainingSettings(this.ctx);
-      const result = await train(prepared.config, { signal: c.signal, onEvent, dataset: prepared.dataset, threads: settings.threads });
+      const result = await this.thread.train(prepared.config, { signal: c.signal, onEvent, dataset: prepared.dataset, threads: settings.threads });
       job.result = result;
       if (result.statePath) job.outputs.last_state = result.statePath;
       if (result.outputPath && (await isLlmModelFolder(job.config.base_model))) {
@@ -401,9 +404,19 @@ export class TrainingRegistry extends EventEmitter {
   async flushed(): Promise<void> {
     await Promise.all([...this.writes.values()]);
   }
+
+  /** Ends the training thread (the server is closing; its queue has already stopped the running job). */
+  close(): Promise<void> {
+    return this.thread.close();
+  }
 }
 
 const perServer = new WeakMap<ServerContext, TrainingRegistry>();
+
+/** Ends the training thread of this server's registry, if it has one. */
+export async function closeTraining(ctx: ServerContext): Promise<void> {
+  await perServer.get(ctx)?.close();
+}
 
 /** The one registry of this server (routes and the socket.io bridge share it). */
 export function trainingRegistry(ctx: ServerContext): TrainingRegistry {
