@@ -11,6 +11,7 @@
 // BENCH_SDXL_PARTS=cfg,train (default both), BENCH_SDXL_SIZE=1024, BENCH_SDXL_SHAPE=sdxl|sd15 (sd15 checks the peer
 // against SD 1.5 figures), BENCH_SDXL_WEIGHTS=float16|float32 (ours, CFG step), BENCH_SDXL_TRAIN_WEIGHTS (ours,
 // training; default float32), BENCH_SDXL_GC=1|0 (training), BENCH_SDXL_PEER_RUNS (timed peer runs, default 1),
+// BENCH_SDXL_PEER_BF16=1 (training: the peer also under bfloat16 autocast, kohya's mixed precision),
 // BENCH_SDXL_MAX_GIB (default 19): a child whose RSS passes it stops and is reported as not fitting;
 // BENCH_SDXL_NAME: the result file stem (default sdxl).
 import { spawnSync } from 'node:child_process';
@@ -200,7 +201,13 @@ export async function run(): Promise<Record<string, unknown>> {
     (out.loadAverage as number[]).push(loadavg()[0] ?? 0);
     const theirs = peer(['train', shape, size, peerRuns, ...(gc === '1' ? ['gc'] : [])]);
     (out.loadAverage as number[]).push(loadavg()[0] ?? 0);
-    out.trainStep = { ours, peer: theirs, speedup: typeof ours.seconds === 'number' && typeof theirs.min === 'number' ? round(theirs.min / ours.seconds) : null };
+    const speedup = (p: Record<string, unknown>) => (typeof ours.seconds === 'number' && typeof p.min === 'number' ? round(p.min / ours.seconds) : null);
+    out.trainStep = { ours, peer: theirs, speedup: speedup(theirs) };
+    if (process.env.BENCH_SDXL_PEER_BF16 === '1') {
+      const bf16 = peer(['train', shape, size, peerRuns, ...(gc === '1' ? ['gc'] : []), 'bf16']);
+      (out.loadAverage as number[]).push(loadavg()[0] ?? 0);
+      Object.assign(out.trainStep as object, { peerBf16: bf16, speedupVsBf16: speedup(bf16) });
+    }
   }
   return out;
 }

@@ -11,7 +11,7 @@ import { loadLora } from '../engine/lora/load.ts';
 import { sizeConditionVector } from '../engine/models/unet.ts';
 import { LoraNetwork, downName, upName } from '../engine/train/lora-network.ts';
 import { noiseBatch } from '../engine/train/objective.ts';
-import { LoraTrainStep, type StepInputs } from '../engine/train/step-graph.ts';
+import { LoraLossEval, LoraTrainStep, type StepInputs } from '../engine/train/step-graph.ts';
 import { sdxlCropTopLeft } from '../engine/train/buckets.ts';
 import { createTrainingStepper } from '../engine/optim/index.ts';
 
@@ -158,6 +158,60 @@ for (const where of ['sdxl-tiny.safetensors', 'diffusers'] as const) {
     assert.ok(Math.abs(numeric - gq[at]!) <= 0.05 * Math.abs(gq[at]!) + 1e-5, `te2 q gradient ${gq[at]} vs finite difference ${numeric}`);
   });
 }
+
+test('SDXL text-encoder LoRA gradients (te1 and te2, the SGM file with its fused OpenCLIP in_proj) agree with central differences of the loss at random coordinates', async () => {
+  const lora = await loadLora(join(dir, 'lora-kohya/lora_a.safetensors'));
+  const network = LoraNetwork.create(model.weights, { rank: lora.modules[0]!.rank!, alpha: 1, targets: 'attention_mlp', textEncoder: true, seed: 0 });
+  assert.deepEqual(network.loadFrom(lora, 'lora_a'), []);
+  const ids1 = await golden.readRaw(IN, 'token_ids_te1');
+  const ids2 = await golden.readRaw(IN, 'token_ids_te2');
+  const [batch, tokens] = ids1.shape as [number, number];
+  const latents = await golden.read(IN, 'train_latents');
+  const noise = await golden.read(IN, 'train_noise');
+  const timesteps = Array.from((await golden.readRaw(IN, 'train_timesteps')).data as BigInt64Array, Number);
+  const acp = (await golden.read('golden/schedule.safetensors', 'alphas_cumprod')).data;
+  const [, , height, width] = latents.shape as number[];
+  const nb = noiseBatch(latents.data, noise.data, timesteps, acp, { predictionType: 'epsilon', noiseOffset: 0, minSnrGamma: 0 });
+  const inputs: StepInputs = { noisy: nb.noisy, timesteps, target: nb.target, weights: nb.weights, ids: ids1.data as BigInt64Array, ids2: ids2.data as BigInt64Array, sizes: (await golden.read(IN, 'train_time_ids')).data };
+  const shape = { batch, height: height!, width: width!, tokens };
+  const step = await LoraTrainStep.compile(model, network, shape, { trainTextEncoder: true, session: { threads: 1 } });
+  const lossOnly = await LoraLossEval.compile(model, network, shape, { trainTextEncoder: true, session: { threads: 1 } });
+  const r = await step.run(inputs);
+  // The fixture's float32 loss is off its float64 value by `float64_check.max_abs_err_vs_f64`; a central difference
+  // over ±eps divides that rounding by eps, so the tolerance is a multiple of it plus 3 % for the truncation.
+  const lossEntry = (golden.manifest.tensors as unknown as { file: string; key: string; float64_check: { max_abs_err_vs_f64: number } }[]).find((t) => t.file === FILE && t.key === 'loss')!;
+  const eps = 1e-2;
+  const roundoff = (4 * lossEntry.float64_check.max_abs_err_vs_f64) / eps;
+  // A seeded pick: three modules per encoder, in each one up and one down coordinate among those whose gradient is
+  // at least a tenth of the tensor's largest (so the comparison is not two numbers near zero).
+  let seed = 12345;
+  const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % n);
+  let checked = 0;
+  for (const part of ['te', 'te2'] as const) {
+    const mods = network.modules.filter((m) => m.part === part);
+    assert.ok(mods.length >= 3, `${part}: ${mods.length} modules`);
+    for (let k = 0; k < 3; k++) {
+      const mod = mods.splice(rand(mods.length), 1)[0]!;
+      for (const [which, data, name] of [['up', mod.up, upName(mod.name)], ['down', mod.down, downName(mod.name)]] as const) {
+        const g = r.grads.get(name)!;
+        const big = Math.max(...g.map(Math.abs));
+        assert.ok(big > 0, `${name}: zero gradient`);
+        const candidates = [...g.keys()].filter((i) => Math.abs(g[i]!) >= 0.1 * big);
+        const at = candidates[rand(candidates.length)]!;
+        const orig = data[at]!;
+        data[at] = orig + eps;
+        const plus = (await lossOnly.run(inputs)).loss;
+        data[at] = orig - eps;
+        const minus = (await lossOnly.run(inputs)).loss;
+        data[at] = orig;
+        const numeric = (plus - minus) / (2 * eps);
+        assert.ok(Math.abs(numeric - g[at]!) <= 0.03 * Math.abs(g[at]!) + roundoff, `${name}[${at}] (${which}): gradient ${g[at]} vs central difference ${numeric}`);
+        checked++;
+      }
+    }
+  }
+  assert.equal(checked, 12);
+});
 
 test('the crop SDXL is conditioned on follows sd-scripts (fit inside the bucket, centred)', () => {
   // A 800×1000 portrait in a 1024² bucket: fitted it is 819.2 wide, so 102 px in from the left.

@@ -6,7 +6,9 @@ alpha 16, kohya's default UNet targets: attention, proj_in/out, feed-forward).
 Usage (2 threads, fp32 compute; one JSON line on stdout):
   torch_ldm.py count                      parameters of the SD 1.5 and SDXL UNets (meta device, no memory)
   torch_ldm.py unet  sd15|sdxl SIZE N     one CFG step (batch 2) at SIZE², N timed runs after a warm-up
-  torch_ldm.py train sd15|sdxl SIZE N [gc] one LoRA training step at SIZE², batch 1, AdamW; gc = gradient checkpointing
+  torch_ldm.py train sd15|sdxl SIZE N [gc] [bf16]  one LoRA training step at SIZE², batch 1, AdamW; gc = gradient
+                                          checkpointing, bf16 = forward under torch.autocast (bfloat16, as kohya's
+                                          mixed_precision; LoRA weights and AdamW stay float32)
 Env: PEER_THREADS (2), PEER_MAX_GIB (a cap on RSS: the run stops with an error line when it passes it)."""
 import json, math, os, resource, sys, time
 import torch
@@ -257,7 +259,8 @@ def main():
     unet.requires_grad_(False)
     unet = inject_adapter_in_model(LoraConfig(r=16, lora_alpha=16, init_lora_weights='gaussian',
                                               target_modules=['to_q', 'to_k', 'to_v', 'to_out.0', 'proj_in', 'proj_out', 'ff.net.0.proj', 'ff.net.2']), unet)
-    gc = len(sys.argv) > 5 and sys.argv[5] == 'gc'
+    flags = sys.argv[5:]
+    gc, bf16 = 'gc' in flags, 'bf16' in flags
     unet.set_checkpointing(gc)
     unet.train()
     trainable = [p for p in unet.parameters() if p.requires_grad]
@@ -266,10 +269,12 @@ def main():
     ts = []
     for i in range(n + 1):
         a = time.perf_counter()
-        loss = F.mse_loss(unet(x, t, c, y), torch.randn_like(x))
+        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16):
+            pred = unet(x, t, c, y)
+        loss = F.mse_loss(pred.float(), torch.randn_like(x))
         loss.backward(); opt.step(); opt.zero_grad()
         ts.append(time.perf_counter() - a)
-    print(json.dumps({'peer': 'pytorch-ldm-peft', 'shape': shape, 'train_step': size, 'gc': gc, 'unet_params': params,
+    print(json.dumps({'peer': 'pytorch-ldm-peft', 'shape': shape, 'train_step': size, 'gc': gc, 'autocast': 'bfloat16' if bf16 else None, 'unet_params': params,
                       'lora_params': sum(p.numel() for p in trainable), 'warmup_seconds': ts[0], 'seconds': ts[1:], 'min': min(ts[1:]),
                       'loss': loss.item(), 'peak_rss_gib': rss()}))
 

@@ -25,6 +25,8 @@ interface GenerateFlags {
   device: string;
   threads?: string;
   lowMemory?: boolean;
+  refiner?: string;
+  refinerSwitchAt: string;
 }
 
 function int(v: string, flag: string, min: number): number {
@@ -57,6 +59,8 @@ export function register(program: Command): void {
     .option('--randn-source <src>', 'noise source: GPU, CPU or NV (as A1111)', 'GPU')
     .option('--device <name>', 'ONNX Runtime device: cpu, cuda, dml, coreml', 'cpu')
     .option('--threads <n>', 'intra-op threads (default: all cores)')
+    .option('--refiner <path>', "A1111's refiner: a second checkpoint of the same latent space that finishes the sampler run (e.g. SDXL's refiner after an SDXL base)")
+    .option('--refiner-switch-at <x>', 'with --refiner: the share of the run (0..1, by the noise level as A1111) after which the refiner takes over', '0.8')
     .option('--low-memory', "memory before speed: ONNX Runtime's memory arena off and no cache of merged LoRA stacks (SD 1.5 with a LoRA: 2.6 GiB less peak measured; a change of LoRA stack merges anew)")
     .action(async (f: GenerateFlags) => {
       const [{ SdGenerator }, { GenerationService, encodePng, modelIdentity }, { LoraLibrary }, { writeBufferAtomic }] = await Promise.all([
@@ -80,6 +84,8 @@ export function register(program: Command): void {
       let seed = Number(f.seed);
       if (!Number.isInteger(seed)) throw new UserError(`--seed: '${f.seed}' is not an integer`);
       if (seed === -1) seed = Math.floor(Math.random() * 2 ** 32);
+      const switchAt = Number(f.refinerSwitchAt);
+      if (!(switchAt >= 0 && switchAt <= 1)) throw new UserError(`--refiner-switch-at: expected a number from 0 to 1, got '${f.refinerSwitchAt}'`);
       const randnSource = f.randnSource.toUpperCase();
       if (randnSource !== 'GPU' && randnSource !== 'CPU' && randnSource !== 'NV') throw new UserError(`--randn-source must be GPU, CPU or NV, got '${f.randnSource}'`);
 
@@ -93,10 +99,21 @@ export function register(program: Command): void {
       });
       console.error(`loaded ${basename(chosen.path)} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
       const service = new GenerationService(gen, await modelIdentity(chosen.path), new LoraLibrary(resolve(f.loraDir)));
+      // A refiner that is the loaded checkpoint itself never switches (A1111), so it is not loaded twice.
+      const refinerPath = f.refiner ? resolve(f.refiner) : undefined;
+      if (refinerPath === chosen.path) console.error('note: the refiner is the base checkpoint itself; A1111 then never switches');
+      const refiner =
+        refinerPath && refinerPath !== chosen.path
+          ? {
+              generator: await SdGenerator.load(refinerPath, { tokenizer: f.tokenizer, device: f.device as never, threads: f.threads ? int(f.threads, '--threads', 1) : undefined, lowMemory: f.lowMemory }),
+              model: await modelIdentity(refinerPath),
+              switchAt,
+            }
+          : undefined;
       const seeds = Array.from({ length: batch }, (_, i) => seed + i);
       const t1 = performance.now();
       const out = await service.render(
-        { prompt: f.prompt, negativePrompt: f.negativePrompt, seeds, width, height, steps, cfgScale, sampler: f.sampler, scheduler: f.scheduler, clipSkip, tiling: !!f.tiling, randnSource },
+        { prompt: f.prompt, negativePrompt: f.negativePrompt, seeds, width, height, steps, cfgScale, sampler: f.sampler, scheduler: f.scheduler, clipSkip, tiling: !!f.tiling, randnSource, ...(refiner ? { refiner } : {}) },
         { onStep: (s, total) => process.stderr.write(`\rstep ${s}/${total}`) },
       );
       process.stderr.write(`\rsampled in ${((performance.now() - t1) / 1000).toFixed(1)} s\n`);

@@ -109,6 +109,14 @@ export function infotextParams(f: InfotextFields): Record<string, InfotextValue>
   };
 }
 
+/**
+ * A1111's refiner entries (`apply_refiner`), written only once the refiner took over: the checkpoint's short
+ * title (`<stem> [<short hash>]`) and the switch point as Python prints the float; a null switch point is left out.
+ */
+export function refinerParams(title: string, switchAt: number | null): Record<string, InfotextValue> {
+  return { Refiner: title, 'Refiner switch at': switchAt === null ? null : formatFloat(switchAt) };
+}
+
 export function generationInfotext(f: InfotextFields): string {
   return formatInfotext(f.prompt, f.negativePrompt, infotextParams(f));
 }

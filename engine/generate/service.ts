@@ -20,7 +20,7 @@ import { toRgbBytes, type GenerateHooks } from '../sd/pipeline.ts';
 import { sha256File } from '../util/sha256-file.ts';
 import { VERSION } from '../version.ts';
 import type { SdGenerator } from './generator.ts';
-import { generationInfotext, scheduleTypeLabel, type NamedHash } from './infotext.ts';
+import { generationInfotext, refinerParams, scheduleTypeLabel, type NamedHash } from './infotext.ts';
 
 /** What the infotext says about the model: the checkpoint's file stem and short hash. */
 export interface ModelIdentity {
@@ -47,6 +47,16 @@ export interface ImageRequest {
   randnSource?: NoiseSource;
   /** LoRAs applied beside the prompt's tags and not named in the infotext (a training sample's own network). */
   extraLoras?: StackItem[];
+  /** A second checkpoint that takes over the sampler run from `switchAt` (A1111's refiner, engine/sd/refiner.ts). */
+  refiner?: RefinerRequest;
+}
+
+export interface RefinerRequest {
+  generator: SdGenerator;
+  /** The refiner's identity: the infotext names it by its short title once it took over. */
+  model: ModelIdentity;
+  /** Progress 0..1 (A1111 `refiner_switch_at`); null switches at the first call, as A1111. */
+  switchAt: number | null;
 }
 
 export interface RenderedImage {
@@ -113,9 +123,11 @@ export class GenerationService {
         tiling: r.tiling ?? false,
         randnSource,
         loras: [...loras.stack, ...(r.extraLoras ?? [])],
+        ...(r.refiner ? { refiner: { generator: r.refiner.generator, name: shortTitle(r.refiner.model), switchAt: r.refiner.switchAt } } : {}),
       },
       hooks,
     );
+    const refined = out.refined && r.refiner ? refinerParams(shortTitle(r.refiner.model), r.refiner.switchAt) : {};
     const pixels = toRgbBytes(out.images, r.seeds.length, out.width, out.height);
     const images = pixels.map((rgb, i): RenderedImage => {
       const seed = r.seeds[i] ?? 0;
@@ -135,12 +147,18 @@ export class GenerationService {
         rng: randnSource,
         tiling: r.tiling ?? false,
         loraHashes: loras.hashes,
+        extra: refined,
         version: VERSION,
       });
       return { seed, width: out.width, height: out.height, rgb, infotext };
     });
     return { images, notes: out.notes };
   }
+}
+
+/** A1111's short title of a checkpoint (`<stem> [<short hash>]`), or the stem when it has no hash. */
+export function shortTitle(m: ModelIdentity): string {
+  return m.shortHash ? `${m.name} [${m.shortHash}]` : m.name;
 }
 
 /** A checkpoint's identity for infotexts: its stem, and for a single file its sha256's first 10 hex digits. */
