@@ -18,7 +18,7 @@ import type { Layout, ServerContext, WorkQueue } from './context.ts';
 import { createThreadBackend, type ThreadBackend } from './backend-thread.ts';
 import { sweepStaleTemps } from '../engine/util/atomic-write.ts';
 import { errorHandler } from './errors.ts';
-import { HashCache } from './hashes.ts';
+import { HashCache } from '../engine/util/hash-cache.ts';
 import { checkSamplesFormat, type ImagePolicy } from './images.ts';
 import { resolveLimits, type WorkLimits } from './limits.ts';
 import { LoraIndex } from './loras.ts';

@@ -3,7 +3,7 @@
  * A1111 semantics: option `sd_model_checkpoint` names the wanted model, a generation loads it lazily if the
  * backend holds another one, and with nothing chosen the first checkpoint found is used.
  */
-import { basename } from 'node:path';
+import { chooseVae } from '../engine/generate/vae-choice.ts';
 import type { GenerationBackend, VaeRef } from './backend.ts';
 import { HttpError } from './errors.ts';
 import type { CheckpointEntry, ModelIndex } from './models.ts';
@@ -36,17 +36,11 @@ export class CheckpointManager {
     );
   }
 
-  /** The VAE chosen by option `sd_vae`: a file name, `None`, or `Automatic` (a `<stem>.vae.safetensors` beside the checkpoint or in the VAE folder). */
+  /** The VAE chosen by option `sd_vae` (the engine's rule, engine/generate/vae-choice.ts) among the VAE folder's. */
   vaeFor(c: CheckpointEntry, sdVae: unknown, notes: string[]): VaeRef | null {
-    const v = typeof sdVae === 'string' ? sdVae : 'Automatic';
-    if (v === 'None') return null;
-    if (v === 'Automatic') {
-      const stem = basename(c.name).replace(/\.safetensors$/i, '');
-      return this.models.findVae(`${stem}.vae.safetensors`);
-    }
-    const found = this.models.findVae(v);
-    if (!found) notes.push(`VAE '${v}' not found; used the checkpoint's own VAE`);
-    return found;
+    const choice = chooseVae(c.name, sdVae, this.models.vaes());
+    if (choice.missing) notes.push(`VAE '${choice.missing}' not found; used the checkpoint's own VAE`);
+    return choice.vae;
   }
 
   /** Loads a checkpoint now (call only from inside a queue job). */

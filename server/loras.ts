@@ -3,8 +3,8 @@
  * §2.2 of the reference) plus what HTTP needs on top: `/sdapi/v1/loras` metadata and cached short hashes.
  */
 import { LoraLibrary, type LoraEntry } from '../engine/lora/resolve.ts';
-import { computedLoraHash, loraShortHash } from '../engine/lora/hash.ts';
-import type { HashCache } from './hashes.ts';
+import { cachedLoraShortHash } from '../engine/lora/hash.ts';
+import type { HashCache } from '../engine/util/hash-cache.ts';
 
 export type { LoraEntry };
 
@@ -52,6 +52,6 @@ export class LoraIndex {
 
   /** Short hash (12 hex) for infotexts, the engine's rule, computed hashes cached by file size + mtime. */
   async shortHash(e: LoraEntry): Promise<string> {
-    return loraShortHash(e, (path) => this.hashes.get(`lora/${path}`, path, () => computedLoraHash(path)));
+    return cachedLoraShortHash(e, this.hashes);
   }
 }

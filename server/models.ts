@@ -7,7 +7,10 @@ import { readdir, stat } from 'node:fs/promises';
 import { join, relative, sep, extname, basename } from 'node:path';
 import { readSidecar, sidecarNativeSize } from '../engine/sd/sidecar.ts';
 import type { CheckpointRef, VaeRef } from './backend.ts';
-import { HashCache, legacyHash, sha256File } from './hashes.ts';
+import { hashKey, type HashCache } from '../engine/util/hash-cache.ts';
+import { legacyHash } from '../engine/util/sha256-file.ts';
+import { vaeIdentity, type ModelIdentity, type VaeIdentity } from '../engine/generate/identity.ts';
+import { findVae } from '../engine/generate/vae-choice.ts';
 
 /** Natural sort ("2" before "10"), as A1111's `walk_files` orders names. */
 export function naturalCompare(a: string, b: string): number {
@@ -77,7 +80,7 @@ export class ModelIndex {
     for (const path of files) {
       const name = this.usingFallback ? basename(path) : relName(this.ckptDir, path);
       const isFile = extname(path).toLowerCase() === '.safetensors';
-      const sha256 = isFile ? await this.hashes.peek(`checkpoint/${name}`, path) : null;
+      const sha256 = isFile ? await this.hashes.peek(hashKey.checkpoint(name), path) : null;
       const yaml = path.replace(/\.safetensors$/i, '') + '.yaml';
       list.push(
         fill({
@@ -130,13 +133,23 @@ export class ModelIndex {
   }
 
   findVae(name: string): VaeRef | null {
-    return this.vaeList.find((v) => v.name === name || basename(v.name) === name) ?? null;
+    return findVae(this.vaeList, name);
+  }
+
+  /** The infotext's identity of a checkpoint: its stem and short hash (known once `ensureHashed` ran). */
+  identity(c: CheckpointEntry): ModelIdentity {
+    return { name: basename(c.name).replace(/\.safetensors$/i, ''), shortHash: c.shortHash };
+  }
+
+  /** The infotext's identity of a VAE of the folder: its file name and short hash (cached on disk). */
+  vaeIdentity(v: VaeRef): Promise<VaeIdentity> {
+    return vaeIdentity(v.path, { cache: this.hashes, name: v.name });
   }
 
   /** Hashes a checkpoint (once; cached on disk) and updates its title, as A1111 does on first load. */
   async ensureHashed(c: CheckpointEntry): Promise<CheckpointEntry> {
     if (c.sha256 || extname(c.path).toLowerCase() !== '.safetensors') return c;
-    c.sha256 = await this.hashes.get(`checkpoint/${c.name}`, c.path, () => sha256File(c.path));
+    c.sha256 = await this.hashes.sha256(hashKey.checkpoint(c.name), c.path);
     Object.assign(c, fill(c));
     return c;
   }

@@ -25,7 +25,8 @@ function generate(dir: string, out: string, prompt: string, extra: string[] = []
     process.execPath,
     [bin, 'generate', '--ckpt', join(sd, 'sd-tiny.safetensors'), '--tokenizer', join(sd, 'diffusers/tokenizer'), '-p', prompt, '-n', 'blurry',
       '-W', '64', '-H', '64', '--steps', '3', '--seed', '1234', '--lora-dir', join(dir, 'Lora'), '--out-dir', join(dir, out), '--threads', '1', ...extra],
-    { encoding: 'utf8' },
+    // In the temporary folder, which stands for the webui root: cache.json and models/ are looked for there.
+    { encoding: 'utf8', cwd: dir },
   );
 }
 
@@ -72,7 +73,7 @@ test('a custom single file whose text encoder is smaller than the bundled CLIP v
   const dir = await setup();
   const ckpt = join(dir, 'small-vocab.safetensors');
   await writeSmallVocabCheckpoint(ckpt);
-  const r = spawnSync(process.execPath, [bin, 'generate', '--ckpt', ckpt, '-p', 'x', '--out-dir', join(dir, 'o')], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [bin, 'generate', '--ckpt', ckpt, '-p', 'x', '--out-dir', join(dir, 'o')], { encoding: 'utf8', cwd: dir });
   assert.notEqual(r.status, 0);
   assert.match(r.stderr, /token embeddings/);
   assert.match(r.stderr, /vocab\.json/);

@@ -48,7 +48,7 @@ async function cliPng(prompt: string, loraDir: string): Promise<Buffer> {
     [bin, 'generate', '--ckpt', ckpt, '--tokenizer', tokenizer, '-p', prompt, '-n', settings.negative, '-W', String(size), '-H', String(size),
       '--steps', String(settings.steps), '--cfg-scale', String(settings.cfg), '--sampler', settings.sampler, '--seed', String(settings.seed),
       '--lora-dir', loraDir, '--out-dir', out],
-    { encoding: 'utf8' },
+    { encoding: 'utf8', cwd: out },
   );
   assert.equal(r.status, 0, r.stderr);
   const file = r.stdout.trim().split('\n').pop();

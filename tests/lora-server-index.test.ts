@@ -8,7 +8,7 @@ import { LoraLibrary } from '../engine/lora/resolve.ts';
 import { addnetHash, loraFileHash } from '../engine/lora/hash.ts';
 import { writeSafetensors } from '../engine/safetensors/index.ts';
 import { LoraIndex } from '../server/loras.ts';
-import { HashCache } from '../server/hashes.ts';
+import { HashCache } from '../engine/util/hash-cache.ts';
 
 const kohyaA = join(fixturesDir, 'sd-tiny/lora-kohya/lora_a.safetensors');
 const kohyaB = join(fixturesDir, 'sd-tiny/lora-kohya/lora_b.safetensors');

@@ -18,7 +18,12 @@ interface GenerateFlags {
   clipSkip: string;
   loraDir: string;
   tokenizer?: string;
-  vae?: string;
+  vae: string;
+  vaeDir: string;
+  embeddingsDir: string;
+  hashCache: string;
+  eta?: string;
+  ensd: string;
   outDir: string;
   tiling?: boolean;
   randnSource: string;
@@ -53,7 +58,12 @@ export function register(program: Command): void {
     .option('--clip-skip <n>', 'A1111 "Clip skip"', '1')
     .option('--lora-dir <dir>', 'LoRA folder for <lora:…> tags', 'models/Lora')
     .option('--tokenizer <dir>', 'CLIP tokenizer folder (default: beside the checkpoint, then models/tokenizer, then the bundled CLIP vocabulary)')
-    .option('--vae <file>', 'a separate VAE .safetensors')
+    .option('--vae <file|name>', "a separate VAE: a .safetensors file, or as the server's sd_vae option: a name in --vae-dir, None (the checkpoint's own) or Automatic (<checkpoint stem>.vae.safetensors there if present)", 'Automatic')
+    .option('--vae-dir <dir>', 'VAE folder for --vae names', 'models/VAE')
+    .option('--embeddings-dir <dir>', 'textual-inversion embeddings, used by name in prompts (as the server: models/embeddings)', 'models/embeddings')
+    .option('--hash-cache <file>', "A1111's cache.json of file hashes, so a checkpoint is hashed once (the server keeps the same file in its data folder)", 'cache.json')
+    .option('--eta <x>', "noise multiplier of ancestral samplers and DDIM (default: A1111's, 1 for ancestral samplers, 0 for DDIM)")
+    .option('--ensd <n>', 'A1111 eta_noise_seed_delta: later noise draws are seeded with seed + n', '0')
     .option('--out-dir <dir>', 'where PNGs go', 'outputs/txt2img-images')
     .option('--tiling', 'seamless tiling')
     .option('--randn-source <src>', 'noise source: GPU, CPU or NV (as A1111)', 'GPU')
@@ -63,12 +73,17 @@ export function register(program: Command): void {
     .option('--refiner-switch-at <x>', 'with --refiner: the share of the run (0..1, by the noise level as A1111) after which the refiner takes over', '0.8')
     .option('--low-memory', "memory before speed: ONNX Runtime's memory arena off and no cache of merged LoRA stacks (SD 1.5 with a LoRA: 2.6 GiB less peak measured; a change of LoRA stack merges anew)")
     .action(async (f: GenerateFlags) => {
-      const [{ SdGenerator }, { GenerationService, encodePng, modelIdentity }, { LoraLibrary }, { writeBufferAtomic }] = await Promise.all([
-        import('../../engine/generate/generator.ts'),
-        import('../../engine/generate/service.ts'),
-        import('../../engine/lora/resolve.ts'),
-        import('../../engine/util/atomic-write.ts'),
-      ]);
+      const [{ SdGenerator }, { GenerationService, encodePng }, { modelIdentity, vaeIdentity, nameInFolder }, { vaeFromArgument }, { LoraLibrary }, { EmbeddingLibrary }, { HashCache }, { writeBufferAtomic }] =
+        await Promise.all([
+          import('../../engine/generate/generator.ts'),
+          import('../../engine/generate/service.ts'),
+          import('../../engine/generate/identity.ts'),
+          import('../../engine/generate/vae-choice.ts'),
+          import('../../engine/lora/resolve.ts'),
+          import('../../engine/sd/embeddings.ts'),
+          import('../../engine/util/hash-cache.ts'),
+          import('../../engine/util/atomic-write.ts'),
+        ]);
       const { defaultCheckpoint, demoNotice, DEMO_RESOLUTION } = await import('../../engine/demo/demo-model.ts');
       const ckptDir = resolve('models/Stable-diffusion');
       const chosen = f.ckpt ? { path: resolve(f.ckpt), demo: false } : await defaultCheckpoint(ckptDir);
@@ -88,17 +103,28 @@ export function register(program: Command): void {
       if (!(switchAt >= 0 && switchAt <= 1)) throw new UserError(`--refiner-switch-at: expected a number from 0 to 1, got '${f.refinerSwitchAt}'`);
       const randnSource = f.randnSource.toUpperCase();
       if (randnSource !== 'GPU' && randnSource !== 'CPU' && randnSource !== 'NV') throw new UserError(`--randn-source must be GPU, CPU or NV, got '${f.randnSource}'`);
+      const eta = f.eta === undefined ? null : Number(f.eta);
+      if (eta !== null && !(eta >= 0)) throw new UserError(`--eta: expected a number ≥ 0, got '${f.eta}'`);
+      const etaNoiseSeedDelta = Number(f.ensd);
+      if (!Number.isInteger(etaNoiseSeedDelta)) throw new UserError(`--ensd: '${f.ensd}' is not an integer`);
+      const hashes = new HashCache(resolve(f.hashCache));
+      const ckptName = nameInFolder(ckptDir, chosen.path);
+      const vae = await vaeFromArgument(f.vae, resolve(f.vaeDir), ckptName);
+      const embeddings = new EmbeddingLibrary(resolve(f.embeddingsDir));
+      for (const [file, why] of await embeddings.refresh()) console.error(`note: embedding ${file} not used: ${why}`);
 
       const t0 = performance.now();
       const gen = await SdGenerator.load(chosen.path, {
         tokenizer: f.tokenizer,
-        vae: f.vae,
+        vae: vae?.path,
         device: f.device as never,
         threads: f.threads ? int(f.threads, '--threads', 1) : undefined,
         lowMemory: f.lowMemory,
       });
       console.error(`loaded ${basename(chosen.path)} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-      const service = new GenerationService(gen, await modelIdentity(chosen.path), new LoraLibrary(resolve(f.loraDir)));
+      const identity = await modelIdentity(chosen.path, { cache: hashes, name: ckptName });
+      const vaeId = vae ? await vaeIdentity(vae.path, { cache: hashes, name: vae.name }) : null;
+      const service = new GenerationService(gen, identity, new LoraLibrary(resolve(f.loraDir)), { vae: vaeId, embeddings, hashCache: hashes });
       // A refiner that is the loaded checkpoint itself never switches (A1111), so it is not loaded twice.
       const refinerPath = f.refiner ? resolve(f.refiner) : undefined;
       if (refinerPath === chosen.path) console.error('note: the refiner is the base checkpoint itself; A1111 then never switches');
@@ -106,14 +132,14 @@ export function register(program: Command): void {
         refinerPath && refinerPath !== chosen.path
           ? {
               generator: await SdGenerator.load(refinerPath, { tokenizer: f.tokenizer, device: f.device as never, threads: f.threads ? int(f.threads, '--threads', 1) : undefined, lowMemory: f.lowMemory }),
-              model: await modelIdentity(refinerPath),
+              model: await modelIdentity(refinerPath, { cache: hashes, name: nameInFolder(ckptDir, refinerPath) }),
               switchAt,
             }
           : undefined;
       const seeds = Array.from({ length: batch }, (_, i) => seed + i);
       const t1 = performance.now();
       const out = await service.render(
-        { prompt: f.prompt, negativePrompt: f.negativePrompt, seeds, width, height, steps, cfgScale, sampler: f.sampler, scheduler: f.scheduler, clipSkip, tiling: !!f.tiling, randnSource, ...(refiner ? { refiner } : {}) },
+        { prompt: f.prompt, negativePrompt: f.negativePrompt, seeds, width, height, steps, cfgScale, sampler: f.sampler, scheduler: f.scheduler, clipSkip, tiling: !!f.tiling, randnSource, eta, etaNoiseSeedDelta, ...(refiner ? { refiner } : {}) },
         { onStep: (s, total) => process.stderr.write(`\rstep ${s}/${total}`) },
       );
       process.stderr.write(`\rsampled in ${((performance.now() - t1) / 1000).toFixed(1)} s\n`);

@@ -4,7 +4,7 @@
  * a key whose value is null is left out, as A1111 leaves out `None`.
  */
 import { formatInfotext, pyStr, type InfotextValue } from '../image/png-info.ts';
-import { effectiveScheduler, resolveSampler } from '../sampling/registry.ts';
+import { effectiveScheduler, resolveSampler, samplerUsesEnsd } from '../sampling/registry.ts';
 
 /** A network named in the prompt with its short hash (`Lora hashes`, `TI hashes`). */
 export interface NamedHash {
@@ -29,7 +29,9 @@ export interface InfotextFields {
   modelHash?: string | null;
   /** Checkpoint file stem (option add_model_name_to_info). */
   model?: string | null;
+  /** First 10 hex digits of a separate VAE's sha256 (option add_vae_hash_to_info). */
   vaeHash?: string | null;
+  /** A separate VAE's file name, extension included (option add_vae_name_to_info). */
   vae?: string | null;
   /** Variation seed and strength; left out at strength 0. */
   subseed?: number | null;
@@ -41,8 +43,10 @@ export interface InfotextFields {
   denoisingStrength?: number | null;
   /** A1111 `CLIP_stop_at_last_layers`; written when above 1. */
   clipSkip: number;
-  /** A1111 `eta_noise_seed_delta`; written when not 0. */
+  /** A1111 `eta_noise_seed_delta`; written when not 0 and the sampler uses it (see `samplerUsesEnsd`). */
   ensd?: number;
+  /** The request's eta (null: the sampler's default), which decides whether ENSD is written. */
+  eta?: number | null;
   /** A1111 `randn_source`; written when not GPU. */
   rng?: string;
   tiling?: boolean;
@@ -98,7 +102,7 @@ export function infotextParams(f: InfotextFields): Record<string, InfotextValue>
     'Seed resize from': rw > 0 && rh > 0 ? `${rw}x${rh}` : null,
     'Denoising strength': f.denoisingStrength == null ? null : formatFloat(f.denoisingStrength),
     'Clip skip': f.clipSkip <= 1 ? null : f.clipSkip,
-    ENSD: f.ensd ? f.ensd : null,
+    ENSD: f.ensd && samplerUsesEnsd(f.sampler, f.eta) ? f.ensd : null,
     RNG: f.rng && f.rng !== 'GPU' ? f.rng : null,
     Tiling: f.tiling ? 'True' : null,
     ...(f.hires ?? {}),

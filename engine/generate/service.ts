@@ -4,31 +4,25 @@
  * images turn the same prompt and settings into the same pixels and the same infotext.
  *
  * A request goes: tags stripped from the prompt and resolved in the LoRA library (engine/lora/resolve.ts) with
- * their short hashes (engine/lora/hash.ts) → the stack merged and the batch sampled (SdGenerator) → RGB bytes
- * with their infotexts (engine/generate/infotext.ts) → PNGs carrying them (`encodePng`).
+ * their short hashes (engine/lora/hash.ts, kept in A1111's cache.json when the caller has one) → the stack
+ * merged and the batch sampled (SdGenerator), textual-inversion embeddings from the service's folder → RGB
+ * bytes with their infotexts (engine/generate/infotext.ts) → PNGs carrying them (`encodePng`).
  */
-import { stat } from 'node:fs/promises';
-import { basename } from 'node:path';
 import sharp from 'sharp';
 import { writePngText } from '../image/png-info.ts';
-import { loraShortHash } from '../lora/hash.ts';
+import { cachedLoraShortHash } from '../lora/hash.ts';
 import type { StackItem } from '../lora/merge.ts';
 import { extractPromptTags } from '../lora/prompt-tags.ts';
 import type { LoraLibrary } from '../lora/resolve.ts';
 import type { NoiseSource } from '../rng/noise.ts';
+import type { Conditioner } from '../sd/conditioning.ts';
+import type { EmbeddingLibrary } from '../sd/embeddings.ts';
 import { toRgbBytes, type GenerateHooks } from '../sd/pipeline.ts';
-import { sha256File } from '../util/sha256-file.ts';
+import type { HashCache } from '../util/hash-cache.ts';
 import { VERSION } from '../version.ts';
 import type { SdGenerator } from './generator.ts';
+import { modelInfotextFields, type ModelIdentity, type VaeIdentity } from './identity.ts';
 import { generationInfotext, refinerParams, scheduleTypeLabel, type NamedHash } from './infotext.ts';
-
-/** What the infotext says about the model: the checkpoint's file stem and short hash. */
-export interface ModelIdentity {
-  /** Checkpoint file stem (A1111 `Model`). */
-  name: string;
-  /** First 10 hex digits of the file's sha256 (A1111 `Model hash`), or null when not hashed. */
-  shortHash: string | null;
-}
 
 export interface ImageRequest {
   /** The prompt as written; `<lora:name:te:unet>` tags are resolved in the service's LoRA library. */
@@ -45,6 +39,10 @@ export interface ImageRequest {
   clipSkip?: number;
   tiling?: boolean;
   randnSource?: NoiseSource;
+  /** null or absent: the sampler's default (A1111 eta_ancestral 1, eta_ddim 0). */
+  eta?: number | null;
+  /** A1111 option eta_noise_seed_delta: seeds the sampler's later noise draws with seed + this. */
+  etaNoiseSeedDelta?: number;
   /** LoRAs applied beside the prompt's tags and not named in the infotext (a training sample's own network). */
   extraLoras?: StackItem[];
   /** A second checkpoint that takes over the sampler run from `switchAt` (A1111's refiner, engine/sd/refiner.ts). */
@@ -82,13 +80,32 @@ export async function encodePng(img: { width: number; height: number; rgb: Uint8
   return infotext ? writePngText(png, { parameters: infotext }) : png;
 }
 
+export interface ServiceOptions {
+  /** The separate VAE loaded with the checkpoint (the infotext names it), if any. */
+  vae?: VaeIdentity | null;
+  /** Textual-inversion embeddings the prompts may use by name. */
+  embeddings?: EmbeddingLibrary | null;
+  /** A1111's cache.json for the LoRA hashes the infotext carries. */
+  hashCache?: HashCache | null;
+}
+
+/** `TI hashes` of the embeddings the last conditioning used (A1111 option textual_inversion_add_hashes_to_infotext). */
+export async function usedEmbeddingHashes(conditioner: Conditioner, library: EmbeddingLibrary | null | undefined): Promise<NamedHash[]> {
+  const used = conditioner.takeUsedEmbeddings?.() ?? [];
+  if (!library) return [];
+  return Promise.all(used.map(async (e) => ({ name: e.name, hash: await library.shortHash(e) })));
+}
+
 export class GenerationService {
   constructor(
     readonly generator: SdGenerator,
     readonly model: ModelIdentity,
     /** Where `<lora:…>` tags are looked up; null when the prompt may name none. */
     private readonly library: LoraLibrary | null,
-  ) {}
+    private readonly opts: ServiceOptions = {},
+  ) {
+    if (opts.embeddings) generator.pipeline.conditioner.setEmbeddings?.(opts.embeddings);
+  }
 
   /** Tags → files (a name the library lacks is a UserError naming the closest ones) with their short hashes. */
   async resolveLoras(prompt: string): Promise<{ prompt: string; stack: StackItem[]; hashes: NamedHash[] }> {
@@ -99,7 +116,7 @@ export class GenerationService {
       if (!this.library) throw new Error(`the prompt names <lora:${t.name}> but no LoRA folder was given`);
       const e = await this.library.resolve(t.name);
       stack.push({ path: e.path, te: t.te, unet: t.unet, name: t.name, ...(t.dyn !== undefined ? { dyn: t.dyn } : {}) });
-      hashes.push({ name: t.name, hash: await loraShortHash(e) });
+      hashes.push({ name: t.name, hash: await cachedLoraShortHash(e, this.opts.hashCache ?? null) });
     }
     return { prompt: tags.prompt, stack, hashes };
   }
@@ -108,6 +125,8 @@ export class GenerationService {
     const loras = await this.resolveLoras(r.prompt);
     const clipSkip = r.clipSkip ?? 1;
     const randnSource = r.randnSource ?? 'GPU';
+    const conditioner = this.generator.pipeline.conditioner;
+    conditioner.takeUsedEmbeddings?.();
     const out = await this.generator.generate(
       {
         prompt: loras.prompt,
@@ -122,12 +141,15 @@ export class GenerationService {
         clipSkip,
         tiling: r.tiling ?? false,
         randnSource,
+        eta: r.eta ?? null,
+        etaNoiseSeedDelta: r.etaNoiseSeedDelta ?? 0,
         loras: [...loras.stack, ...(r.extraLoras ?? [])],
         ...(r.refiner ? { refiner: { generator: r.refiner.generator, name: shortTitle(r.refiner.model), switchAt: r.refiner.switchAt } } : {}),
       },
       hooks,
     );
     const refined = out.refined && r.refiner ? refinerParams(shortTitle(r.refiner.model), r.refiner.switchAt) : {};
+    const tiHashes = await usedEmbeddingHashes(conditioner, this.opts.embeddings);
     const pixels = toRgbBytes(out.images, r.seeds.length, out.width, out.height);
     const images = pixels.map((rgb, i): RenderedImage => {
       const seed = r.seeds[i] ?? 0;
@@ -141,12 +163,14 @@ export class GenerationService {
         seed,
         width: r.width,
         height: r.height,
-        modelHash: this.model.shortHash,
-        model: this.model.name,
+        ...modelInfotextFields(this.model, this.opts.vae ?? null),
         clipSkip,
+        ensd: r.etaNoiseSeedDelta ?? 0,
+        eta: r.eta ?? null,
         rng: randnSource,
         tiling: r.tiling ?? false,
         loraHashes: loras.hashes,
+        tiHashes,
         extra: refined,
         version: VERSION,
       });
@@ -159,11 +183,4 @@ export class GenerationService {
 /** A1111's short title of a checkpoint (`<stem> [<short hash>]`), or the stem when it has no hash. */
 export function shortTitle(m: ModelIdentity): string {
   return m.shortHash ? `${m.name} [${m.shortHash}]` : m.name;
-}
-
-/** A checkpoint's identity for infotexts: its stem, and for a single file its sha256's first 10 hex digits. */
-export async function modelIdentity(checkpoint: string): Promise<ModelIdentity> {
-  const name = basename(checkpoint).replace(/\.safetensors$/i, '');
-  const isFile = (await stat(checkpoint)).isFile();
-  return { name, shortHash: isFile ? (await sha256File(checkpoint)).slice(0, 10) : null };
 }

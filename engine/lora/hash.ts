@@ -6,13 +6,14 @@
  *   digits. kohya computes both on an in-memory save whose metadata keeps only the `ss_*` keys.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { extname } from 'node:path';
 import { readHeaderOnly } from '../safetensors/index.ts';
+import { hashKey, type HashCache } from '../util/hash-cache.ts';
+import { LEGACY_HASH_WINDOW, sha256File } from '../util/sha256-file.ts';
 
-const LEGACY_OFFSET = 0x100000;
-const LEGACY_LENGTH = 0x10000;
+const LEGACY_OFFSET = LEGACY_HASH_WINDOW.offset;
+const LEGACY_LENGTH = LEGACY_HASH_WINDOW.length;
 
 export interface LaidOutTensor {
   name: string;
@@ -68,18 +69,20 @@ export function storedLoraHash(metadata: Record<string, string>): string | null 
 
 /** What A1111 hashes when a LoRA carries no stored hash: the addnet hash of a .safetensors, else the whole file. */
 export async function computedLoraHash(path: string): Promise<string> {
-  if (extname(path).toLowerCase() === '.safetensors') return addnetHash(path);
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
+  return extname(path).toLowerCase() === '.safetensors' ? addnetHash(path) : sha256File(path);
 }
 
 /**
  * A1111's short LoRA hash for infotexts (`Lora hashes`, 12 hex digits): the stored hash, else the computed one;
- * `compute` lets a caller cache the computed hash (the server keeps it by file size and mtime).
+ * `compute` lets a caller cache the computed hash (see `cachedLoraShortHash`).
  */
 export async function loraShortHash(e: { path: string; metadata: Record<string, string> }, compute: (path: string) => Promise<string> = computedLoraHash): Promise<string> {
   return (storedLoraHash(e.metadata) ?? (await compute(e.path))).slice(0, 12);
+}
+
+/** `loraShortHash` with a computed hash kept in A1111's cache.json (engine/util/hash-cache.ts), when there is one. */
+export function cachedLoraShortHash(e: { path: string; metadata: Record<string, string> }, cache: HashCache | null): Promise<string> {
+  return loraShortHash(e, cache ? (path) => cache.get(hashKey.lora(path), path, () => computedLoraHash(path)) : computedLoraHash);
 }
 
 /** A1111's LoRA hash of a file on disk: `sshs_model_hash` from the metadata if present, else the computed one. */

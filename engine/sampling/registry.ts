@@ -10,7 +10,8 @@ import type { KSampler } from './types.ts';
 /**
  * A1111's sampler table (modules/sd_samplers_*.py, v1.10): names, aliases and options in A1111's order, each
  * mapped to its implementation here. A1111 samplers this engine does not implement keep their place in
- * `A1111_SAMPLER_NAMES` but are not listed by the API and resolve to the default sampler.
+ * `A1111_SAMPLER_NAMES` but are not listed by the API and resolve to the default sampler. This is the one
+ * sampler table: the server's /sdapi/v1/samplers and its name resolution are lookups in it (server/samplers.ts).
  */
 
 export type TimestepKind = 'ddim' | 'plms' | 'unipc';
@@ -92,13 +93,17 @@ export const A1111_SAMPLER_NAMES: readonly string[] = [
 
 export const DEFAULT_SAMPLER = SAMPLERS[0]!;
 
-function ordered(): SamplerEntry[] {
-  return A1111_SAMPLER_NAMES.map((n) => SAMPLERS.find((s) => s.name === n)).filter((s): s is SamplerEntry => s !== undefined);
+/** The implemented samplers in A1111's order; with `available`, only those a backend runs. */
+function ordered(available?: readonly string[]): SamplerEntry[] {
+  return A1111_SAMPLER_NAMES.map((n) => SAMPLERS.find((s) => s.name === n)).filter((s): s is SamplerEntry => s !== undefined && (!available || available.includes(s.name)));
 }
 
-/** GET /sdapi/v1/samplers: [{name, aliases, options}] with option values as strings, as A1111's pydantic model gives them. */
-export function listSamplersForApi(): { name: string; aliases: string[]; options: Record<string, string> }[] {
-  return ordered().map((s) => ({
+/**
+ * GET /sdapi/v1/samplers: [{name, aliases, options}] with option values as strings, as A1111's pydantic model
+ * gives them; with `available`, only the samplers a backend runs.
+ */
+export function listSamplersForApi(available?: readonly string[]): { name: string; aliases: string[]; options: Record<string, string> }[] {
+  return ordered(available).map((s) => ({
     name: s.name,
     aliases: [...s.aliases],
     options: Object.fromEntries(Object.entries(s.options).map(([key, v]) => [key, typeof v === 'boolean' ? (v ? 'True' : 'False') : v])),
@@ -121,16 +126,39 @@ export interface ResolvedSampler {
   schedulerLabel: string;
   /** Set when the requested sampler is unknown or not implemented and the default was used instead (A1111 falls back silently). */
   fallbackFrom?: string;
+  /** Set when the requested schedule type is unknown and Automatic was used instead. */
+  unknownScheduler?: string;
+}
+
+/** What a caller tells the user when a requested sampler fell back (A1111 only logs it). */
+export function samplerFallbackNote(from: string, used: string): string {
+  return `Sampler '${from}' is not available; used ${used}`;
+}
+
+/** The notes a resolution deserves: a sampler that fell back, a schedule type that is unknown. */
+export function resolutionNotes(r: ResolvedSampler): string[] {
+  const notes: string[] = [];
+  if (r.fallbackFrom) notes.push(samplerFallbackNote(r.fallbackFrom, r.sampler.name));
+  if (r.unknownScheduler) notes.push(`Scheduler '${r.unknownScheduler}' is not available; used Automatic`);
+  return notes;
 }
 
 /**
  * A1111's get_sampler_and_scheduler: a legacy combined name ("DPM++ 2M Karras") is split into sampler and
- * schedule type, an unknown sampler becomes the default, an explicit scheduler is looked up by name or label
- * (unknown = Automatic), and a schedule equal to the sampler's default is reported as Automatic.
+ * schedule type, an unknown sampler becomes the default (the first in A1111's order; with `available`, the
+ * first a backend runs), an explicit scheduler is looked up by name or label (unknown = Automatic), and a
+ * schedule equal to the sampler's default is reported as Automatic.
  */
-export function resolveSampler(samplerName: string | null | undefined, schedulerName?: string | null): ResolvedSampler {
-  let scheduler = (schedulerName ? findScheduler(schedulerName) : undefined) ?? SCHEDULERS[0]!;
-  let name = samplerName || DEFAULT_SAMPLER.name;
+export function resolveSampler(samplerName: string | null | undefined, schedulerName?: string | null, available?: readonly string[]): ResolvedSampler {
+  const offered = ordered(available);
+  const fallback = offered[0] ?? DEFAULT_SAMPLER;
+  const find = (n: string) => {
+    const s = findSampler(n);
+    return s && (!available || offered.includes(s)) ? s : undefined;
+  };
+  const requested = schedulerName ? findScheduler(schedulerName) : undefined;
+  let scheduler = requested ?? SCHEDULERS[0]!;
+  let name = samplerName || fallback.name;
   for (const s of SCHEDULERS) {
     const option = [s.label, s.name, ...(s.aliases ?? [])].find((o) => name.endsWith(' ' + o));
     if (option !== undefined && !findSampler(name)) {
@@ -139,12 +167,29 @@ export function resolveSampler(samplerName: string | null | undefined, scheduler
       break;
     }
   }
-  const found = findSampler(name);
-  const sampler = found ?? DEFAULT_SAMPLER;
+  const found = find(name);
+  const sampler = found ?? fallback;
   if (sampler.defaultScheduler === scheduler.name) scheduler = SCHEDULERS[0]!;
   const out: ResolvedSampler = { sampler, scheduler, schedulerLabel: scheduler.label };
   if (!found) out.fallbackFrom = samplerName ?? '';
+  if (schedulerName && !requested) out.unknownScheduler = schedulerName;
   return out;
+}
+
+/** A1111's eta when the request gives none: option eta_ancestral (1) for k-diffusion samplers, eta_ddim (0) for DDIM. */
+export function defaultEta(sampler: SamplerEntry): number {
+  return sampler.impl.family === 'k' ? 1 : 0;
+}
+
+/**
+ * A1111's is_sampler_using_eta_noise_seed_delta, which decides whether the infotext carries `ENSD`: the
+ * sampler's options say `uses_ensd` (the ancestral ones, DPM fast / adaptive) and its eta is not 0. The SDE
+ * samplers and DDIM draw noise too but A1111 does not mark them, so their infotexts carry no ENSD.
+ */
+export function samplerUsesEnsd(samplerName: string, eta: number | null | undefined): boolean {
+  const s = findSampler(samplerName);
+  if (!s || s.options['uses_ensd'] !== true) return false;
+  return (eta ?? defaultEta(s)) !== 0;
 }
 
 /** The schedule actually used: an explicit one, else the sampler's default, else undefined = model's uniform timesteps. */

@@ -4,7 +4,7 @@ import { compVisDenoiser, compVisVDenoiser, vPredictionAsEps } from './denoiser.
 import { img2imgSteps } from './img2img.ts';
 import { LcmSchedule, lcmDenoiser } from './lcm.ts';
 import { BrownianNoise, independentNoise } from './noise.ts';
-import { effectiveScheduler, resolveSampler, type SamplerEntry } from './registry.ts';
+import { defaultEta, effectiveScheduler, resolveSampler, type SamplerEntry } from './registry.ts';
 import { restartStepList } from './restart.ts';
 import { uniformSigmas, type SchedulerContext } from './schedulers.ts';
 import type { DiscreteSchedule } from './training-schedule.ts';
@@ -122,7 +122,7 @@ export async function sample(req: SampleRequest): Promise<SampleResult> {
       latent = await sampleUniPc({ model: epsModel, schedule: req.schedule, x, steps: timesteps.length, tStart, onStep: req.onStep });
     } else {
       const run = kind === 'ddim' ? sampleDdim : samplePlms;
-      latent = await run({ model: epsModel, schedule: req.schedule, x, timesteps, eta: req.eta ?? 0, randn: req.randn, onStep: req.onStep });
+      latent = await run({ model: epsModel, schedule: req.schedule, x, timesteps, eta: req.eta ?? defaultEta(sampler), randn: req.randn, onStep: req.onStep });
     }
     return { ...base, latent, plan: { timesteps } };
   }
@@ -153,7 +153,7 @@ export async function sample(req: SampleRequest): Promise<SampleResult> {
     x,
     sigmas,
     noise,
-    eta: req.eta ?? 1,
+    eta: req.eta ?? defaultEta(sampler),
     sNoise: req.sNoise ?? 1,
     sChurn: req.sChurn ?? 0,
     sTmin: req.sTmin ?? 0,

@@ -5,6 +5,7 @@
  */
 import { BatchNoise, type NoiseSource } from '../rng/noise.ts';
 import { sample, type SampleResult } from '../sampling/sample.ts';
+import { samplerFallbackNote } from '../sampling/registry.ts';
 import { DiscreteSchedule } from '../sampling/training-schedule.ts';
 import type { EpsModel, StepCallback } from '../sampling/types.ts';
 import { getPromptSchedules, promptAtStep, type ScheduledPrompt } from '../text/prompt-schedule.ts';
@@ -326,7 +327,7 @@ export class Pipeline {
         img2img: init ? { init, denoisingStrength: p.strength ?? 0.75 } : undefined,
         onStep,
       });
-      if (result.fallbackFrom !== undefined) notes.push(`sampler '${result.fallbackFrom}' is not available; used ${result.sampler}`);
+      if (result.fallbackFrom !== undefined) notes.push(samplerFallbackNote(result.fallbackFrom, result.sampler));
       return { latent: result.latent, sampler: result.sampler, scheduleType: result.scheduleType, stopped: null };
     } catch (e) {
       if (!(e instanceof Stop)) throw e;

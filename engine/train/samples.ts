@@ -8,7 +8,8 @@
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SdGenerator } from '../generate/generator.ts';
-import { GenerationService, encodePng, modelIdentity, type ModelIdentity } from '../generate/service.ts';
+import { GenerationService, encodePng } from '../generate/service.ts';
+import { modelIdentity, type ModelIdentity } from '../generate/identity.ts';
 import { writeKohyaLora } from '../lora/write.ts';
 import type { StableDiffusion } from '../sd/model.ts';
 import type { ClipTokenizer } from '../text/tokenizer.ts';

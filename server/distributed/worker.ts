@@ -21,7 +21,7 @@ import { VERSION, resolveLayout } from '../app.ts';
 import { CheckpointManager } from '../checkpoints.ts';
 import type { ServerContext } from '../context.ts';
 import { createEngineBackend } from '../engine-backend.ts';
-import { HashCache } from '../hashes.ts';
+import { HashCache } from '../../engine/util/hash-cache.ts';
 import type { ImagePolicy } from '../images.ts';
 import { resolveLimits } from '../limits.ts';
 import { LoraIndex } from '../loras.ts';

@@ -1,0 +1,104 @@
+/**
+ * A1111's `cache.json`: full-file sha256 hashes kept by key (`checkpoint/<name>`, `vae/<name>`, `lora/<path>`,
+ * `textual_inversion/<name>`), each with the file's mtime and size, so a multi-GB checkpoint is hashed once and
+ * re-hashed only when it changes. `lora-scripts serve` keeps it in its data folder and `lora-scripts generate` in
+ * the folder it runs in (the webui root, the same file `serve` uses by default), in one format:
+ *
+ *   { "hashes": { "<key>": { "mtime": <ms>, "size": <bytes>, "sha256": "<hex>" } }, …other sections kept… }
+ *
+ * The file is written atomically and merged with what is on disk at each write, so a CLI run and a server
+ * sharing it keep each other's entries.
+ */
+import { readFile, stat } from 'node:fs/promises';
+import { writeBufferAtomic } from './atomic-write.ts';
+import { sha256File } from './sha256-file.ts';
+
+interface Entry {
+  mtime: number;
+  size: number;
+  sha256: string;
+}
+
+type CacheFile = Record<string, unknown> & { hashes?: Record<string, Entry> };
+
+/** The keys both sides write, one rule: A1111's `<kind>/<name>` titles. */
+export const hashKey = {
+  /** A checkpoint by its name in the checkpoint folder (`sub/model.safetensors`), or its absolute path outside it. */
+  checkpoint: (name: string) => `checkpoint/${name}`,
+  vae: (name: string) => `vae/${name}`,
+  /** LoRAs by path: the same stem may sit in two subfolders. */
+  lora: (path: string) => `lora/${path}`,
+  embedding: (path: string) => `textual_inversion/${path}`,
+};
+
+function isEntry(v: unknown): v is Entry {
+  const e = v as Entry;
+  return !!e && typeof e === 'object' && typeof e.mtime === 'number' && typeof e.size === 'number' && typeof e.sha256 === 'string';
+}
+
+async function readCacheFile(path: string): Promise<CacheFile> {
+  try {
+    const j = JSON.parse(await readFile(path, 'utf8')) as unknown;
+    return j && typeof j === 'object' && !Array.isArray(j) ? (j as CacheFile) : {};
+  } catch {
+    // A missing or damaged cache only costs a rehash.
+    return {};
+  }
+}
+
+export class HashCache {
+  private data: Record<string, Entry> = {};
+  private loading: Promise<void> | null = null;
+  private saving: Promise<void> = Promise.resolve();
+  /** Entries hashed by this process, written over whatever another process put on disk meanwhile. */
+  private mine: Record<string, Entry> = {};
+
+  constructor(readonly path: string) {}
+
+  private load(): Promise<void> {
+    this.loading ??= readCacheFile(this.path).then((j) => {
+      const hashes = j.hashes && typeof j.hashes === 'object' ? j.hashes : {};
+      for (const [k, v] of Object.entries(hashes)) if (isEntry(v)) this.data[k] = v;
+    });
+    return this.loading;
+  }
+
+  /** The cached hash if the file is unchanged (same mtime and size), else null. */
+  async peek(key: string, file: string): Promise<string | null> {
+    await this.load();
+    const e = this.data[key];
+    if (!e) return null;
+    const st = await stat(file).catch(() => null);
+    return st && st.mtimeMs === e.mtime && st.size === e.size ? e.sha256 : null;
+  }
+
+  /** The cached hash, or `compute()`'s, then kept on disk. */
+  async get(key: string, file: string, compute: () => Promise<string>): Promise<string> {
+    const hit = await this.peek(key, file);
+    if (hit) return hit;
+    const st = await stat(file);
+    const sha256 = await compute();
+    const entry = { mtime: st.mtimeMs, size: st.size, sha256 };
+    this.data[key] = entry;
+    this.mine[key] = entry;
+    this.saving = this.saving.then(() => this.save()).catch(() => {});
+    await this.saving;
+    return sha256;
+  }
+
+  /** The whole file's sha256 (hex), from the cache when the file is unchanged. */
+  sha256(key: string, file: string): Promise<string> {
+    return this.get(key, file, () => sha256File(file));
+  }
+
+  private async save(): Promise<void> {
+    const onDisk = await readCacheFile(this.path);
+    const hashes = { ...(onDisk.hashes && typeof onDisk.hashes === 'object' ? onDisk.hashes : {}), ...this.mine };
+    await writeBufferAtomic(this.path, JSON.stringify({ ...onDisk, hashes }, null, 1));
+  }
+}
+
+/** sha256 of a file through `cache` when there is one, else computed. */
+export function cachedSha256(cache: HashCache | null | undefined, key: string, file: string): Promise<string> {
+  return cache ? cache.sha256(key, file) : sha256File(file);
+}
