@@ -50,8 +50,8 @@ export class HashCache {
   private data: Record<string, Entry> = {};
   private loading: Promise<void> | null = null;
   private saving: Promise<void> = Promise.resolve();
-  /** Entries hashed by this process, written over whatever another process put on disk meanwhile. */
-  private mine: Record<string, Entry> = {};
+  /** Entries hashed since the last write: they go over what is on disk, the rest of the disk's entries stay. */
+  private pending: Record<string, Entry> = {};
 
   constructor(readonly path: string) {}
 
@@ -80,7 +80,7 @@ export class HashCache {
     const sha256 = await compute();
     const entry = { mtime: st.mtimeMs, size: st.size, sha256 };
     this.data[key] = entry;
-    this.mine[key] = entry;
+    this.pending[key] = entry;
     this.saving = this.saving.then(() => this.save()).catch(() => {});
     await this.saving;
     return sha256;
@@ -93,7 +93,8 @@ export class HashCache {
 
   private async save(): Promise<void> {
     const onDisk = await readCacheFile(this.path);
-    const hashes = { ...(onDisk.hashes && typeof onDisk.hashes === 'object' ? onDisk.hashes : {}), ...this.mine };
+    const hashes = { ...(onDisk.hashes && typeof onDisk.hashes === 'object' ? onDisk.hashes : {}), ...this.pending };
+    this.pending = {};
     await writeBufferAtomic(this.path, JSON.stringify({ ...onDisk, hashes }, null, 1));
   }
 }
