@@ -258,6 +258,35 @@ test('train with an SDXL base_model through the YAML: a kohya SDXL LoRA (sdxl_ba
   }
 });
 
+test("the trainer conditions each image on its own size and crop as kohya records them (original h, w; get_crop_ltrb's top, left; bucket h, w)", async () => {
+  const { mkdtemp, rm, writeFile } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const sharp = (await import('sharp')).default;
+  const { tinyConfig, patternImage } = await import('./support/train-fixture.ts');
+  const { train } = await import('../engine/train/trainer.ts');
+  const tmp = await mkdtemp(join(tmpdir(), 'sdxl-sizes-'));
+  const seen: number[][] = [];
+  const run = LoraTrainStep.prototype.run;
+  LoraTrainStep.prototype.run = function (this: LoraTrainStep, x: StepInputs) {
+    const sizes = Array.from(x.sizes ?? []);
+    for (let i = 0; i < sizes.length; i += 6) seen.push(sizes.slice(i, i + 6));
+    return run.call(this, x);
+  };
+  try {
+    // A 96×64 landscape and a 64×64 square in the 64² bucket. kohya's BucketManager.get_crop_ltrb fits the image
+    // inside the bucket: 64 × 42.67, so crop top = (64 − 42.67) // 2 = 10, left 0; the square has no crop.
+    await sharp(patternImage(1, 96).subarray(0, 96 * 64 * 3), { raw: { width: 96, height: 64, channels: 3 } }).png().toFile(join(tmp, 'wide.png'));
+    await sharp(patternImage(2), { raw: { width: 64, height: 64, channels: 3 } }).png().toFile(join(tmp, 'square.png'));
+    await writeFile(join(tmp, 'metadata.csv'), 'file_name,caption\nwide.png,"a disk"\nsquare.png,"a disk"\n');
+    const cfg = await tinyConfig(tmp, tmp, join(tmp, 'out'), { base_model: join(dir, 'sdxl-tiny.safetensors'), tokenizer: join(dir, 'diffusers', 'tokenizer'), train_text_encoder: true, epochs: 1 });
+    await train(cfg, { threads: 1 });
+  } finally {
+    LoraTrainStep.prototype.run = run;
+    await rm(tmp, { recursive: true, force: true });
+  }
+  assert.deepEqual(seen.map((r) => r.join(',')).sort(), ['64,64,0,0,64,64', '64,96,10,0,64,64']);
+});
+
 test('resolution left out: 1024 for an SDXL base_model, 512 otherwise; a written one wins', async () => {
   const { parseTrainConfig } = await import('../engine/train/config.ts');
   const { stringify } = await import('yaml');

@@ -40,7 +40,10 @@ before(async () => {
   await mkdir(join(dataDir, 'models/Lora'), { recursive: true });
   for (const f of ['sdxl-tiny.safetensors', 'sdxl-tiny.yaml']) await symlink(join(xl, f), join(dataDir, 'models/Stable-diffusion', f));
   await symlink(join(xl, 'diffusers/tokenizer'), join(dataDir, 'models/tokenizer'));
-  for (const n of ['lora_a', 'lora_b']) await symlink(join(xl, 'lora-kohya', `${n}.safetensors`), join(dataDir, `models/Lora/xl_${n}.safetensors`));
+  for (const n of ['lora_a', 'lora_b']) {
+    await symlink(join(xl, 'lora-kohya', `${n}.safetensors`), join(dataDir, `models/Lora/xl_${n}.safetensors`));
+    await symlink(join(xl, 'lora-diffusers', n, 'pytorch_lora_weights.safetensors'), join(dataDir, `models/Lora/xl_peft_${n}.safetensors`));
+  }
   await symlink(join(fixturesDir, 'sd-tiny/lora-kohya/lora_a.safetensors'), join(dataDir, 'models/Lora/sd1_a.safetensors'));
   // Listed after sdxl-tiny, so the base stays the checkpoint the server loads first.
   await writeTinyRefiner(join(dataDir, 'models/Stable-diffusion'), 'xl-refiner');
@@ -62,6 +65,15 @@ test('SDXL txt2img through the server: deterministic, LoRA tags stack and restor
   assert.match(withAB.info.infotexts[0], /Lora hashes: "?xl_lora_a: [0-9a-f]{12}, xl_lora_b: [0-9a-f]{12}/);
   const back = await gen({ prompt: 'a cat' });
   assert.ok((await maxDiff(back.images[0]!, a.images[0]!)) <= 1, 'dropping the tags restores the base weights');
+});
+
+test('a <lora:a:0.8> <lora:b:0.4> stack mixing PEFT and kohya files on SDXL gives the image of the same LoRAs in the other format', async () => {
+  const plain = await gen({ prompt: 'a cat' });
+  const mixed = await gen({ prompt: 'a cat <lora:xl_peft_lora_a:0.8> <lora:xl_lora_b:0.4>' });
+  const other = await gen({ prompt: 'a cat <lora:xl_lora_a:0.8> <lora:xl_peft_lora_b:0.4>' });
+  assert.ok((await maxDiff(mixed.images[0]!, plain.images[0]!)) > 8, 'the stack changes the image');
+  assert.ok((await maxDiff(mixed.images[0]!, other.images[0]!)) <= 1, 'PEFT and kohya forms of a LoRA merge the same');
+  assert.match(mixed.info.infotexts[0], /Lora hashes: "?xl_peft_lora_a: [0-9a-f]{12}, xl_lora_b: [0-9a-f]{12}/);
 });
 
 test('A1111 SDXL options are accepted', async () => {
