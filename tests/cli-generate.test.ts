@@ -1,13 +1,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { copyFile, mkdir, mkdtemp, readFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { copyFile, mkdir, mkdtemp, readFile, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { fixturesDir, repoRoot } from './support/paths.ts';
 import { writeSmallVocabCheckpoint } from './support/small-vocab.ts';
 import { readPngText, parseInfotext } from '../engine/image/png-info.ts';
+import { startTestServer } from './server-fixture-backend.ts';
 
 const sd = join(fixturesDir, 'sd-tiny');
 const bin = join(repoRoot, 'bin/lora-scripts.js');
@@ -89,4 +91,42 @@ test('--low-memory (every weight fed) gives the same image as baked conv weights
   let worst = 0;
   for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!));
   assert.ok(worst <= 1, `baked and fed differ by ${worst}`);
+});
+
+test("the checkpoint is hashed once: a second run reads cache.json (the server's file, key and format); a changed file is hashed again", async () => {
+  const dir = await setup();
+  const ckpt = join(dir, 'models/Stable-diffusion/sd-tiny.safetensors');
+  await mkdir(join(dir, 'models/Stable-diffusion'), { recursive: true });
+  await copyFile(join(sd, 'sd-tiny.safetensors'), ckpt);
+  const real = createHash('sha256').update(await readFile(ckpt)).digest('hex');
+  const run = (out: string) => {
+    const r = spawnSync(process.execPath, [bin, 'generate', '--ckpt', ckpt, '--tokenizer', join(sd, 'diffusers/tokenizer'), '-p', 'a cube', '-W', '64', '-H', '64', '--steps', '1', '--seed', '1', '--out-dir', join(dir, out), '--threads', '1'], { encoding: 'utf8', cwd: dir });
+    assert.equal(r.status, 0, r.stderr);
+    return readFile(r.stdout.trim().split('\n').pop()!).then((png) => parseInfotext(readPngText(png).parameters!));
+  };
+  const cachePath = join(dir, 'cache.json');
+  assert.equal((await run('1'))['Model hash'], real.slice(0, 10));
+  const cache = JSON.parse(await readFile(cachePath, 'utf8'));
+  const entry = cache.hashes['checkpoint/sd-tiny.safetensors'];
+  assert.equal(entry?.sha256, real, 'kept under the name the server lists the checkpoint by');
+
+  // The server over the same folder lists the checkpoint's hash from this entry before loading or hashing anything.
+  const server = await startTestServer({ dataDir: dir });
+  try {
+    const models = (await server.get('/sdapi/v1/sd-models')).body;
+    assert.equal(models[0]?.sha256, real);
+  } finally {
+    await server.close();
+  }
+
+  // A second run takes the hash from the cache without reading the file: a planted value shows through.
+  entry.sha256 = 'f'.repeat(64);
+  await writeFile(cachePath, JSON.stringify(cache));
+  assert.equal((await run('2'))['Model hash'], 'ffffffffff');
+
+  // A changed file (new mtime) is hashed again and the entry renewed.
+  const later = new Date(Date.now() + 10_000);
+  await utimes(ckpt, later, later);
+  assert.equal((await run('3'))['Model hash'], real.slice(0, 10));
+  assert.equal(JSON.parse(await readFile(cachePath, 'utf8')).hashes['checkpoint/sd-tiny.safetensors'].sha256, real);
 });
