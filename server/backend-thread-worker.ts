@@ -25,12 +25,12 @@ export interface ThreadState {
   model: { ckpt: CheckpointRef; vae: VaeRef | null } | null;
 }
 
-/** Messages of one generation's port. Thread → main: `step`, `preview` (answer), `done`. Main → thread: `preview` (ask). */
-export type StepMessage = { type: 'step'; step: number; total: number; preview: boolean } | { type: 'done' };
-export type PreviewAnswer = { type: 'preview'; id: number; image?: RawImage; error?: string };
-export type PreviewAsk = { type: 'preview'; id: number; step: number };
+/** Messages of one generation's port, thread → main: each step (with a preview image when one was wanted), then `done`. */
+export type StepMessage = { type: 'step'; step: number; total: number; image?: RawImage } | { type: 'done' };
 
-/** Stop flag values (an Int32Array over a SharedArrayBuffer, written by the main thread). */
+/** Slots of the Int32Array over a SharedArrayBuffer that the main thread writes while a generation runs. */
+export const FLAG = { stop: 0, previewWanted: 1 } as const;
+/** Values of the stop slot. */
 export const STOP_CODES: readonly (StopRequest | null)[] = [null, 'interrupt', 'skip'];
 
 let backend: GenerationBackend | null = null;
@@ -81,34 +81,24 @@ function ownBuffer(data: Uint8Array): Uint8Array {
 }
 
 /**
- * One txt2img / img2img call. Steps go to the main thread as they happen; a preview is rendered only when the
- * main thread asks for one (the last few steps' captures are kept for that). `stop` is read before every
- * model call: the main thread writes interrupt / skip there while this thread is busy in ONNX Runtime.
+ * One txt2img / img2img call. Steps go to the main thread as they happen. A preview is rendered only when the
+ * main thread has asked for one since the last step (this thread cannot answer a request while it is inside
+ * ONNX Runtime, so the ask is a flag and the image rides on the next step report). `flags[FLAG.stop]` is read
+ * before every model call: the main thread writes interrupt / skip there while this thread is busy.
  */
-export async function generate(s: ThreadState, kind: 'txt2img' | 'img2img', params: GenerationParams | Img2ImgParams, port: MessagePort, stop: Int32Array): Promise<GenerationOutput> {
-  const previews = new Map<number, () => Promise<RawImage>>();
-  let last: (() => Promise<RawImage>) | null = null;
-  port.on('message', (m: PreviewAsk) => {
-    const render = previews.get(m.step) ?? last;
-    if (!render) return port.postMessage({ type: 'preview', id: m.id, error: 'no preview yet' } satisfies PreviewAnswer);
-    render().then(
-      (im) => {
-        const image = { ...im, data: ownBuffer(im.data) };
-        port.postMessage({ type: 'preview', id: m.id, image } satisfies PreviewAnswer, [image.data.buffer as ArrayBuffer]);
-      },
-      (e: unknown) => port.postMessage({ type: 'preview', id: m.id, error: String((e as Error)?.message ?? e) } satisfies PreviewAnswer),
-    );
-  });
+export async function generate(s: ThreadState, kind: 'txt2img' | 'img2img', params: GenerationParams | Img2ImgParams, port: MessagePort, flags: Int32Array): Promise<GenerationOutput> {
+  // Reports leave in step order: a step waiting for its preview holds back the later ones.
+  let sent: Promise<void> = Promise.resolve();
   const hooks: GenerationHooks = {
     onStep(step, total, preview) {
-      if (preview) {
-        previews.set(step, preview);
-        last = preview;
-        for (const k of previews.keys()) if (previews.size > 4) previews.delete(k);
-      }
-      port.postMessage({ type: 'step', step, total, preview: Boolean(preview) } satisfies StepMessage);
+      const render = preview && Atomics.exchange(flags, FLAG.previewWanted, 0) === 1 ? preview() : null;
+      sent = sent.then(async () => {
+        const im = render ? await render.catch(() => null) : null;
+        const image = im ? { ...im, data: ownBuffer(im.data) } : undefined;
+        port.postMessage({ type: 'step', step, total, ...(image ? { image } : {}) } satisfies StepMessage, image ? [image.data.buffer as ArrayBuffer] : []);
+      });
     },
-    shouldStop: () => STOP_CODES[Atomics.load(stop, 0)] ?? null,
+    shouldStop: () => STOP_CODES[Atomics.load(flags, FLAG.stop)] ?? null,
   };
   try {
     const b = await engine(s);
@@ -117,6 +107,7 @@ export async function generate(s: ThreadState, kind: 'txt2img' | 'img2img', para
     // The images and latents go back by transfer (the pool moves every buffer of the result): each must own its buffer.
     return { ...out, images: out.images.map((im) => ({ ...im, data: ownBuffer(im.data) })), ...(out.latents ? { latents: { ...out.latents, data: out.latents.data.slice() } } : {}) };
   } finally {
+    await sent;
     port.postMessage({ type: 'done' } satisfies StepMessage);
     port.close();
   }

@@ -17,6 +17,8 @@ import type { TrainThreadControl, TrainThreadMessage } from './training-thread-w
 
 export class TrainingThread {
   private readonly pool = new WorkerPool(new URL('./training-thread-worker.ts', import.meta.url).href, 'training', { size: 1 });
+  /** The run in flight and how to stop it (see `close`). */
+  private running: { done: Promise<unknown>; stop: () => void } | null = null;
 
   async train(config: TrainConfig, opts: Pick<TrainOptions, 'signal' | 'onEvent' | 'dataset' | 'threads'>): Promise<TrainResult> {
     const { port1: mine, port2: theirs } = new MessageChannel();
@@ -30,8 +32,11 @@ export class TrainingThread {
     const stop = () => mine.postMessage({ type: 'stop' } satisfies TrainThreadControl);
     opts.signal?.addEventListener('abort', stop, { once: true });
     if (opts.signal?.aborted) stop();
+    const run = this.pool.run<TrainResult>('runTraining', [config, { dataset: opts.dataset, threads: opts.threads }, theirs], [theirs]);
+    const current = { done: run, stop };
+    this.running = current;
     try {
-      const result = await this.pool.run<TrainResult>('runTraining', [config, { dataset: opts.dataset, threads: opts.threads }, theirs], [theirs]);
+      const result = await run;
       await reported;
       return result;
     } catch (e) {
@@ -40,13 +45,21 @@ export class TrainingThread {
       if (e instanceof WorkerStartError) throw new Error(`the training thread could not start: ${e.message}`);
       throw new Error(`the training thread stopped (${(e as Error)?.message ?? String(e)}); the next training starts a new one`);
     } finally {
+      if (this.running === current) this.running = null;
       opts.signal?.removeEventListener('abort', stop);
       mine.close();
     }
   }
 
-  /** Ends the thread (a running training fails); a later run starts a new one. */
-  close(): Promise<void> {
-    return this.pool.close();
+  /**
+   * Ends the thread; a later run starts a new one. A running training is stopped (it saves its state as on
+   * cancel) and waited for first: terminating a thread inside an ONNX Runtime call aborts the whole process.
+   */
+  async close(): Promise<void> {
+    while (this.running) {
+      this.running.stop();
+      await this.running.done.catch(() => {});
+    }
+    await this.pool.close();
   }
 }
