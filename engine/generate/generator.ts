@@ -82,7 +82,9 @@ export class SdGenerator {
   /** A generator over a model loaded elsewhere (the trainer's), merging LoRAs into its weights with `merger` options. */
   static over(model: StableDiffusion, tokenizer: ClipTokenizer, merger: Omit<LoraMergerOptions, 'family'> = {}): SdGenerator {
     const conditioner = conditionerFor(model, tokenizer);
-    return new SdGenerator(model, tokenizer, new LoraMerger(model.weights, { ...merger, family: model.arch.family }), conditioner, new Pipeline(model, conditioner));
+    // Base weights come back from the checkpoint file rather than from copies kept in memory.
+    const reload = (keys: string[]) => model.reloadWeights(keys);
+    return new SdGenerator(model, tokenizer, new LoraMerger(model.weights, { reload, ...merger, family: model.arch.family }), conditioner, new Pipeline(model, conditioner));
   }
 
   /** Resizes a batch's latents from width × height to W × H pixels' worth (a hires pass with a latent upscaler). */

@@ -22,8 +22,6 @@ export interface StackLayer {
 export interface ApplyReport {
   /** LDM keys whose values changed. */
   touched: Set<string>;
-  /** Merged values of whole weights in buffers of their own (a cache may keep them instead of copying). */
-  merged: Map<string, Float32Array>;
   /** Per layer: modules applied, and names (module names or tensor keys) that matched nothing. */
   layers: { name: string; applied: number; unmatched: string[]; errors: string[] }[];
 }
@@ -36,11 +34,6 @@ export interface ApplyOptions {
    * smaller ones (and LoHa, LoKr, Tucker, DoRA) use the JS reference. Default 65536; Infinity = JS only.
    */
   ortMinElements?: number;
-  /**
-   * A copy of a weight's current values in a SharedArrayBuffer, when the caller keeps one (the merger's
-   * pristine copies): the merge worker reads it there, so this thread copies nothing to send.
-   */
-  sharedCopyOf?: (key: string) => Float32Array | undefined;
 }
 
 interface Job {
@@ -79,10 +72,11 @@ export async function applyStack(weights: WeightMap, stack: StackLayer[], index:
       jobs.set(k, list);
     }
   });
-  const merged = new Map<string, Float32Array>();
-  const partial = new Set<string>();
-  // One target weight at a time goes to the merge worker: the event loop gets a turn between weights and
-  // stays free while the arithmetic runs.
+  // One target weight at a time goes to the merge worker, through one scratch buffer: the event loop gets a
+  // turn between weights and stays free while the arithmetic runs.
+  let largest = 0;
+  for (const list of jobs.values()) largest = Math.max(largest, targetValues(weights, list[0]!.m));
+  const scratch = new SharedArrayBuffer(Math.max(1, largest) * 4);
   for (const list of jobs.values()) {
     const target = list[0]!.m.target!;
     const w = weights.get(target.key)!;
@@ -91,10 +85,7 @@ export async function applyStack(weights: WeightMap, stack: StackLayer[], index:
     const view = target.rows ? w.data.subarray(start, end) : w.data;
     const shape = target.rows ? [target.rows[1] - target.rows[0], ...w.shape.slice(1)] : w.shape;
     touch(target.key);
-    const source = options.sharedCopyOf?.(target.key)?.subarray(start, end);
-    const { outcome, data } = await mergeTargetOffThread(view, shape, list.map(({ m, mult }) => ({ m, mult })), ortMin, source);
-    if (data && !target.rows) merged.set(target.key, data);
-    else partial.add(target.key);
+    const outcome = await mergeTargetOffThread(view, shape, list.map(({ m, mult }) => ({ m, mult })), ortMin, scratch);
     outcome.forEach((error, i) => {
       const job = list[i]!;
       if (error === null) layers[job.layer]!.applied++;
@@ -102,8 +93,14 @@ export async function applyStack(weights: WeightMap, stack: StackLayer[], index:
       applyBiasDelta(weights, job, touch, layers[job.layer]!.errors);
     });
   }
-  for (const k of partial) merged.delete(k);
-  return { touched, layers, merged };
+  return { touched, layers };
+}
+
+/** How many values of its weight a module's target covers (the whole weight, or its row slice). */
+function targetValues(weights: WeightMap, m: LoraModule): number {
+  const w = weights.get(m.target!.key)!;
+  const rows = m.target!.rows;
+  return rows ? (rows[1] - rows[0]) * numel(w.shape.slice(1)) : w.data.length;
 }
 
 /** up[:, :n] and down[:n] of a plain module (A1111 rebuild_conventional with dyn_dim). */

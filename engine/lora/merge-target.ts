@@ -1,9 +1,11 @@
 /**
  * The arithmetic of merging LoRA modules into one weight, and the worker pool that runs it off the event
  * loop. A merge into SD 1.5 is seconds of GEMMs (ONNX Runtime runs them synchronously on the calling thread)
- * and JS loops; in a worker the server keeps answering meanwhile. The worker reads the weight from shared
- * memory when the caller keeps it there (the merger's pristine copies), else from a copy moved to it; the
- * merged values come back by transfer. The module tensors are small beside the weight.
+ * and JS loops; in a worker the server keeps answering meanwhile. Weights travel through one scratch buffer
+ * in shared memory per merge, reused for every target: this thread copies a weight in, the worker merges it
+ * there, this thread copies it back. Giving each weight a buffer of its own instead left ≈ 1.4 GB resident
+ * after merging into SD 1.5 (buffers the worker thread's allocator had handed out are not returned to the
+ * system promptly). The module tensors are small beside the weight.
  */
 import { applyModule } from './delta.ts';
 import { addLowRankOrt } from './lowrank-ort.ts';
@@ -91,34 +93,35 @@ function portable(m: LoraModule): LoraModule {
   return { ...m, tensors, ...(m.dora ? { dora: { ...m.dora, magnitude: owned(m.dora.magnitude) } } : {}) };
 }
 
-/** `mergeTarget` on a copy of `source` (made in the worker when `source` is shared memory). */
-export function mergeTargetCopy(source: Float32Array, shape: number[], jobs: TargetJob[], ortMin: number): Promise<TargetResult> {
-  return mergeTarget(source.slice(), shape, jobs, ortMin);
+/**
+ * The worker's side: `mergeTarget` on the first `length` values of `scratch`. ONNX Runtime takes no shared
+ * memory, so the weight is merged in a private copy and written back.
+ */
+export async function mergeTargetShared(scratch: SharedArrayBuffer, length: number, shape: number[], jobs: TargetJob[], ortMin: number): Promise<(string | null)[]> {
+  const shared = new Float32Array(scratch, 0, length);
+  const r = await mergeTarget(shared.slice(), shape, jobs, ortMin);
+  shared.set(r.data);
+  return r.outcome;
 }
 
 /**
- * `mergeTarget` on a worker thread, writing the result into `view` (a weight or a row slice of one).
- * `source`, when given, holds the same values as `view` in a SharedArrayBuffer: the worker reads it there
- * and this thread copies nothing. The answer's `data` is the merged values in a buffer of their own, or
- * undefined when the merge ran on this thread because no worker could start (the loop is held meanwhile).
+ * `mergeTarget` on a worker thread, in place on `view` (a weight or a row slice of one), through `scratch`
+ * (shared memory at least as large as `view`).
+ * Returns per job null when applied, else why it was skipped. When no worker can start, the merge runs on
+ * this thread (the loop is held meanwhile).
  */
-export async function mergeTargetOffThread(
-  view: Float32Array,
-  shape: number[],
-  jobs: TargetJob[],
-  ortMin: number,
-  source?: Float32Array,
-): Promise<{ outcome: (string | null)[]; data?: Float32Array }> {
+export async function mergeTargetOffThread(view: Float32Array, shape: number[], jobs: TargetJob[], ortMin: number, scratch: SharedArrayBuffer): Promise<(string | null)[]> {
   pool ??= new WorkerPool(import.meta.url, 'LoRA merge');
-  const shared = source && source.buffer instanceof SharedArrayBuffer && source.length === view.length ? source : undefined;
-  const input = shared ?? view.slice();
+  if (view.byteLength > scratch.byteLength) throw new Error(`LoRA merge: scratch of ${scratch.byteLength} bytes is smaller than a ${view.byteLength}-byte weight`);
+  const shared = new Float32Array(scratch, 0, view.length);
+  shared.set(view);
   const portableJobs = jobs.map((j) => ({ m: portable(j.m), mult: j.mult }));
   try {
-    const r = await pool.run<TargetResult>(shared ? 'mergeTargetCopy' : 'mergeTarget', [input, shape, portableJobs, ortMin], shared ? [] : [input.buffer as ArrayBuffer]);
-    view.set(r.data);
-    return r;
+    const outcome = await pool.run<(string | null)[]>('mergeTargetShared', [scratch, view.length, shape, portableJobs, ortMin]);
+    view.set(shared);
+    return outcome;
   } catch (e) {
     if (!(e instanceof WorkerStartError)) throw e instanceof WorkerTaskError ? new Error(`LoRA merge: ${e.message}`, { cause: e }) : e;
-    return { outcome: (await mergeTarget(view, shape, jobs, ortMin)).outcome };
+    return (await mergeTarget(view, shape, jobs, ortMin)).outcome;
   }
 }

@@ -67,6 +67,11 @@ export class Checkpoint {
     await Promise.all(this.files.map((f) => f.close()));
   }
 
+  /** The files the weights come from (the single file, a folder's weight files, a separate VAE). */
+  filePaths(): string[] {
+    return this.files.map((f) => f.path);
+  }
+
   private source(key: string): Source {
     const s = this.sources.get(key);
     if (!s) throw new UserError(`checkpoint ${this.path} has no tensor '${key}'`);

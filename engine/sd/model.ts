@@ -4,6 +4,7 @@
  * these very buffers, so a LoRA merged into them in place takes effect on the next run with no rebuild.
  */
 import { stat } from 'node:fs/promises';
+import { UserError } from '../util/errors.ts';
 import { topoSort, type Tensor } from '../graph/tensor.ts';
 import { compile, type CompiledGraph, type SessionOptions } from '../runtime/session.ts';
 import { clipTextEncoder, clipTextHidden, clipTextPrefix, eosOneHot } from '../models/clip-text.ts';
@@ -50,6 +51,16 @@ export interface LoadOptions extends Omit<SessionOptions, 'weights' | 'alwaysFee
   prediction?: Prediction | 'auto';
 }
 
+/** Each file's modification time and size, by path. */
+async function fileIdentities(paths: string[]): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  for (const p of paths) {
+    const s = await stat(p);
+    out.set(p, `${s.mtimeMs}:${s.size}`);
+  }
+  return out;
+}
+
 /** Per GroupNorm layer of the VAE (by checkpoint key), one image's statistics: mean and variance, [batch, groups, 1]. */
 export type VaeNormStats = Map<string, { mean: Float32Array; variance: Float32Array }>;
 
@@ -82,19 +93,47 @@ export class StableDiffusion {
     readonly weights: WeightMap,
     private readonly session: SessionOptions,
     readonly weightsMode: 'inputs' | 'baked',
+    /** How the checkpoint was opened, and its files' identities then (see `reloadWeights`). */
+    private readonly source: { opts: { vae?: string; textEncoderHeads?: number }; files: Map<string, string> },
   ) {}
 
   static async load(path: string, opts: LoadOptions = {}): Promise<StableDiffusion> {
     const ck = await Checkpoint.open(path, { vae: opts.vae, textEncoderHeads: opts.textEncoderHeads });
     try {
       refuseUnusedWeights(path, ck.arch, [...unusedWeights(ck.arch, ck.keys(), (k) => (ck.has(k) ? ck.shape(k) : undefined)), ...ck.unmapped]);
+      const files = await fileIdentities(ck.filePaths());
       const weights = await ck.readAll(['model.diffusion_model.', 'first_stage_model.', 'cond_stage_model.', 'conditioner.']);
-      const { vae: _vae, textEncoderHeads: _heads, weights: mode, prediction, ...session } = opts;
-      const model = new StableDiffusion(path, ck.arch, weights, session, mode ?? 'inputs');
+      const { vae, textEncoderHeads, weights: mode, prediction, ...session } = opts;
+      const model = new StableDiffusion(path, ck.arch, weights, session, mode ?? 'inputs', { opts: { vae, textEncoderHeads }, files });
       const d = await model.decidePrediction(prediction ?? 'auto', (await stat(path)).isDirectory());
       model.prediction = d.prediction;
       model.predictionSource = d.source;
       return model;
+    } finally {
+      await ck.close();
+    }
+  }
+
+  /**
+   * Reads these weights from the checkpoint again, in place: their values as loaded, bit for bit (a half
+   * float widens to the same float32 every time). The LoRA merger restores base weights this way instead of
+   * keeping copies. Refused when a file changed since loading, since its values are then another model's.
+   */
+  async reloadWeights(keys: readonly string[]): Promise<void> {
+    if (keys.length === 0) return;
+    const ck = await Checkpoint.open(this.path, this.source.opts);
+    try {
+      const now = await fileIdentities(ck.filePaths());
+      for (const [file, id] of this.source.files) {
+        if (now.get(file) !== id) {
+          throw new UserError(`${file} changed on disk since the checkpoint was loaded; load the checkpoint again to restore its base weights`);
+        }
+      }
+      for (const k of keys) {
+        const w = this.weights.get(k);
+        if (!w) throw new Error(`reloadWeights: the model has no weight ${k}`);
+        w.data.set((await ck.read(k)).data);
+      }
     } finally {
       await ck.close();
     }
