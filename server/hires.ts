@@ -6,28 +6,29 @@
 import sharp from 'sharp';
 import { applyFirstphase, planHires as enginePlan, type HiresPlan } from '../engine/sd/hires.ts';
 import type { RawImage } from './backend.ts';
+import type { Txt2ImgRequest } from './requests/generation.ts';
 
 export type { HiresPlan };
 
-/** The plan for a validated txt2img request (A1111 field names). */
-export function planHires(req: Record<string, unknown>, width: number, height: number, steps: number): HiresPlan {
+/** The plan for a validated txt2img request. */
+export function planHires(req: Txt2ImgRequest): HiresPlan {
   return enginePlan(
     {
-      scale: req['hr_scale'] as number,
-      resizeX: req['hr_resize_x'] as number,
-      resizeY: req['hr_resize_y'] as number,
-      upscaler: req['hr_upscaler'] as string | null,
-      secondPassSteps: req['hr_second_pass_steps'] as number,
-      denoisingStrength: req['denoising_strength'] as number | null,
-      sampler: req['hr_sampler_name'] as string | null,
-      scheduler: req['hr_scheduler'] as string | null,
-      prompt: req['hr_prompt'] as string,
-      negativePrompt: req['hr_negative_prompt'] as string,
-      checkpoint: req['hr_checkpoint_name'] as string | null,
+      scale: req.hr_scale,
+      resizeX: req.hr_resize_x,
+      resizeY: req.hr_resize_y,
+      upscaler: req.hr_upscaler,
+      secondPassSteps: req.hr_second_pass_steps,
+      denoisingStrength: req.denoising_strength,
+      sampler: req.hr_sampler_name,
+      scheduler: req.hr_scheduler,
+      prompt: req.hr_prompt,
+      negativePrompt: req.hr_negative_prompt,
+      checkpoint: req.hr_checkpoint_name,
     },
-    width,
-    height,
-    steps,
+    req.width,
+    req.height,
+    req.steps,
   );
 }
 
@@ -35,19 +36,14 @@ export function planHires(req: Record<string, unknown>, width: number, height: n
  * A1111's legacy `firstphase_width/height` with `enable_hr`: the first pass runs at that size and the requested
  * width × height becomes the hires target. Changes the request in place.
  */
-export function applyFirstphaseFields(req: Record<string, unknown>): void {
-  if (!req['enable_hr']) return;
-  const f = applyFirstphase({
-    width: req['width'] as number,
-    height: req['height'] as number,
-    firstphaseWidth: req['firstphase_width'] as number,
-    firstphaseHeight: req['firstphase_height'] as number,
-  });
+export function applyFirstphaseFields(req: Txt2ImgRequest): void {
+  if (!req.enable_hr) return;
+  const f = applyFirstphase({ width: req.width, height: req.height, firstphaseWidth: req.firstphase_width, firstphaseHeight: req.firstphase_height });
   if (!f) return;
-  req['width'] = f.width;
-  req['height'] = f.height;
-  req['hr_resize_x'] = f.resizeX;
-  req['hr_resize_y'] = f.resizeY;
+  req.width = f.width;
+  req.height = f.height;
+  req.hr_resize_x = f.resizeX;
+  req.hr_resize_y = f.resizeY;
 }
 
 /** Upscales first-pass images to the plan's size (its kernel; cover-crop when both sides were given). */

@@ -1,6 +1,6 @@
 /** OpenAPI 3.1 document built from the registered routes and their request models; `/docs` renders it offline. */
 import type { RouteRecord } from './routes/api.ts';
-import { modelJsonSchema } from './schema.ts';
+import { modelFields, modelJsonSchema } from './schema.ts';
 
 export function openApiDocument(routes: RouteRecord[], version: string): object {
   const paths: Record<string, Record<string, object>> = {};
@@ -16,7 +16,7 @@ export function openApiDocument(routes: RouteRecord[], version: string): object 
       },
     };
     if (r.doc.body) {
-      schemas[r.doc.body.name] = modelJsonSchema(r.doc.body.name, r.doc.body.spec);
+      schemas[r.doc.body.name] = modelJsonSchema(r.doc.body.name, r.doc.body.schema);
       op['requestBody'] = { required: true, content: { 'application/json': { schema: { $ref: `#/components/schemas/${r.doc.body.name}` } } } };
     }
     if (r.doc.query) {
@@ -44,8 +44,8 @@ export function docsHtml(routes: RouteRecord[], version: string): string {
   const rows = routes
     .map((r) => {
       const fields = r.doc.body
-        ? `<details><summary>${Object.keys(r.doc.body.spec).length} fields</summary><table>${Object.entries(r.doc.body.spec)
-            .map(([k, f]) => `<tr><td><code>${esc(k)}</code></td><td>${f.type}</td><td><code>${esc(JSON.stringify(f.default))}</code></td><td>${esc(f.description ?? '')}</td></tr>`)
+        ? `<details><summary>${modelFields(r.doc.body.schema).length} fields</summary><table>${modelFields(r.doc.body.schema)
+            .map((f) => `<tr><td><code>${esc(f.name)}</code></td><td>${f.type}</td><td><code>${esc(JSON.stringify(f.default))}</code></td><td>${esc(f.description ?? '')}</td></tr>`)
             .join('')}</table></details>`
         : '';
       return `<tr><td><b>${r.method.toUpperCase()}</b></td><td><code>${esc(r.path)}</code></td><td>${esc(r.doc.summary)}${fields}</td></tr>`;

@@ -11,31 +11,6 @@ import { OPTION_DEFAULTS, RESTRICTED_OPTIONS, type OptionValue } from './option-
 
 export { OPTION_DEFAULTS, RESTRICTED_OPTIONS, type OptionValue };
 
-/** Checks a value against the default's JSON type; numeric strings are accepted for numbers. */
-export function coerceOption(key: string, value: unknown): OptionValue {
-  const def = OPTION_DEFAULTS[key];
-  if (def === undefined) throw new HttpError(422, key, 'KeyError');
-  if (def === null || value === null) return value as OptionValue;
-  if (typeof def === 'number') {
-    const n = typeof value === 'string' && value.trim() !== '' ? Number(value) : value;
-    if (typeof n !== 'number' || !Number.isFinite(n)) throw new UserError(`option '${key}' must be a number, got ${JSON.stringify(value)}`, { status: 422 });
-    return n;
-  }
-  if (typeof def === 'boolean') {
-    if (typeof value !== 'boolean') throw new UserError(`option '${key}' must be true or false, got ${JSON.stringify(value)}`, { status: 422 });
-    return value;
-  }
-  if (typeof def === 'string') {
-    if (typeof value !== 'string') throw new UserError(`option '${key}' must be a string, got ${JSON.stringify(value)}`, { status: 422 });
-    return value;
-  }
-  if (Array.isArray(def)) {
-    if (!Array.isArray(value)) throw new UserError(`option '${key}' must be a list, got ${JSON.stringify(value)}`, { status: 422 });
-    return value;
-  }
-  return value as OptionValue;
-}
-
 /**
  * Throws A1111's KeyError for the first key that is neither a known option nor a saved one, unless its value
  * is null (A1111 compares with the current value, None for an unknown key, before looking the key up).
@@ -89,17 +64,17 @@ export class OptionsStore {
   /**
    * Sets options from the API as A1111's `Options.set` does: a value equal to the current one (an unknown key
    * sent as null included) is a no-op; any other unknown key is a KeyError (422 here, 500 in A1111), checked
-   * before anything changes; restricted keys are ignored. Returns the keys that changed.
+   * before anything changes; restricted keys are ignored. Values come typed from server/requests/options.ts.
+   * Returns the keys that changed.
    */
-  setFromApi(values: Record<string, unknown>): string[] {
+  setFromApi(values: Record<string, OptionValue>): string[] {
     unknownOptionKey(values, this.data);
     const changed: string[] = [];
     for (const [k, v] of Object.entries(values)) {
       if (RESTRICTED_OPTIONS.has(k)) continue;
       if (!(k in OPTION_DEFAULTS) && !(k in this.data)) continue;
-      const value = k in OPTION_DEFAULTS ? coerceOption(k, v) : (v as OptionValue);
-      if (JSON.stringify(this.data[k]) !== JSON.stringify(value)) changed.push(k);
-      this.data[k] = value;
+      if (JSON.stringify(this.data[k]) !== JSON.stringify(v)) changed.push(k);
+      this.data[k] = v;
     }
     return changed;
   }

@@ -6,7 +6,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseRequest } from '../server/schema.ts';
-import { img2imgModel, pngInfoModel, txt2imgModel, type Txt2ImgRequest } from '../server/requests.ts';
+import { img2imgRequest, pngInfoRequest, txt2imgRequest, type Txt2ImgRequest } from '../server/requests/generation.ts';
 import { ValidationError } from '../server/errors.ts';
 import { startTestServer, type TestServer } from './server-fixture-backend.ts';
 
@@ -14,7 +14,7 @@ let server: TestServer | undefined;
 after(() => server?.close());
 
 test('a txt2img body becomes a typed request: coercions as pydantic v1, defaults for absent and null fields, unknown keys dropped', () => {
-  const r: Txt2ImgRequest = parseRequest(txt2imgModel, { steps: '12', cfg_scale: '6.5', restore_faces: 1, tiling: 'off', prompt: 7, styles: ['a', 3], seed: null, sampler_name: null, no_such_field: 1 });
+  const r: Txt2ImgRequest = parseRequest(txt2imgRequest, { steps: '12', cfg_scale: '6.5', restore_faces: 1, tiling: 'off', prompt: 7, styles: ['a', 3], seed: null, sampler_name: null, no_such_field: 1 });
   const steps: number = r.steps;
   const sampler: string | null = r.sampler_name;
   // @ts-expect-error: a str field whose default is null may be null, so it is not a plain string
@@ -26,18 +26,18 @@ test('a txt2img body becomes a typed request: coercions as pydantic v1, defaults
   assert.equal(r.tiling, false);
   assert.equal(r.prompt, '7');
   assert.deepEqual(r.styles, ['a', '3']);
-  assert.equal(r.seed, txt2imgModel.seed.default);
+  assert.equal(r.seed, -1);
   assert.equal(sampler, null);
-  assert.equal(r.width, txt2imgModel.width.default);
+  assert.equal(r.width, 512);
   assert.ok(!('no_such_field' in r));
   // Defaults are fresh copies: a request that changes its list does not change the next one's.
   r.script_args.push('x');
-  assert.deepEqual(parseRequest(txt2imgModel, {}).script_args, []);
-  assert.equal(parseRequest(img2imgModel, {}).denoising_strength, img2imgModel.denoising_strength.default);
+  assert.deepEqual(parseRequest(txt2imgRequest, {}).script_args, []);
+  assert.equal(parseRequest(img2imgRequest, {}).denoising_strength, 0.75);
 });
 
 test('refusals name every bad field as FastAPI does', () => {
-  const bad = () => parseRequest(txt2imgModel, { steps: 'many', cfg_scale: '', tiling: 'maybe', styles: ['ok', { no: 1 }], override_settings: [1] });
+  const bad = () => parseRequest(txt2imgRequest, { steps: 'many', cfg_scale: '', tiling: 'maybe', styles: ['ok', { no: 1 }], override_settings: [1] });
   assert.throws(bad, (e: unknown) => {
     assert.ok(e instanceof ValidationError);
     assert.deepEqual(
@@ -53,7 +53,7 @@ test('refusals name every bad field as FastAPI does', () => {
     return true;
   });
   for (const body of [[1], 'text', null]) {
-    assert.throws(() => parseRequest(pngInfoModel, body), (e: unknown) => e instanceof ValidationError && e.issues[0]?.loc.join('.') === 'body' && e.issues[0].type === 'type_error.dict');
+    assert.throws(() => parseRequest(pngInfoRequest, body), (e: unknown) => e instanceof ValidationError && e.issues[0]?.loc.join('.') === 'body' && e.issues[0].type === 'type_error.dict');
   }
 });
 

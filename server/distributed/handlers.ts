@@ -51,7 +51,7 @@ export const handlers: Record<string, Handler> = {
   [GENERATE_HANDLER]: {
     async start(ctx, env) {
       const d = env.data as GenerationData;
-      const handle = ctx.queue.submit({ kind: env.kind, run: (job) => runGeneration(ctx, d.kind, preparedFromData(d), job) }, { id: env.id, owner: env.owner });
+      const handle = ctx.queue.submit({ kind: env.kind, run: (job) => runGeneration(ctx, preparedFromData(d), job) }, { id: env.id, owner: env.owner });
       return { done: handle.promise };
     },
     stack: (env) => requestedStack((env.data as GenerationData).req, env.options),

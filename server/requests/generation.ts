@@ -1,95 +1,96 @@
-/** A1111 v1.10 request models for txt2img and img2img: field names, types and API defaults. */
-import type { ModelSpec, RequestOf } from './schema.ts';
+/** A1111 v1.10 request models for txt2img, img2img and png-info: field names, types and API defaults. */
+import type { z } from 'zod';
+import { f, requestModel } from '../schema.ts';
 
 const common = {
-  prompt: { type: 'str', default: '', description: 'may contain <lora:name:weight> tags' },
-  negative_prompt: { type: 'str', default: '' },
-  styles: { type: 'str[]', default: null, description: 'names from /sdapi/v1/prompt-styles' },
-  seed: { type: 'int', default: -1, description: '-1 = random' },
-  subseed: { type: 'int', default: -1 },
-  subseed_strength: { type: 'float', default: 0 },
-  seed_resize_from_h: { type: 'int', default: -1 },
-  seed_resize_from_w: { type: 'int', default: -1 },
-  sampler_name: { type: 'str', default: null, description: 'null = sampler_index' },
-  scheduler: { type: 'str', default: null, description: 'null = Automatic' },
-  batch_size: { type: 'int', default: 1 },
-  n_iter: { type: 'int', default: 1, description: 'batch count' },
-  steps: { type: 'int', default: 50 },
-  cfg_scale: { type: 'float', default: 7.0 },
-  width: { type: 'int', default: 512 },
-  height: { type: 'int', default: 512 },
-  restore_faces: { type: 'bool', default: null, description: 'accepted; not available (noted in info)' },
-  tiling: { type: 'bool', default: null, description: 'seamless tiling; null = option tiling' },
-  do_not_save_samples: { type: 'bool', default: false },
-  do_not_save_grid: { type: 'bool', default: false },
-  eta: { type: 'float', default: null },
-  denoising_strength: { type: 'float', default: null },
-  s_min_uncond: { type: 'float', default: null },
-  s_churn: { type: 'float', default: null },
-  s_tmax: { type: 'float', default: null },
-  s_tmin: { type: 'float', default: null },
-  s_noise: { type: 'float', default: null },
-  override_settings: { type: 'dict', default: null, description: 'option → value for this job only' },
-  override_settings_restore_afterwards: { type: 'bool', default: true },
-  refiner_checkpoint: { type: 'str', default: null },
-  refiner_switch_at: { type: 'float', default: null },
-  disable_extra_networks: { type: 'bool', default: false },
-  firstpass_image: { type: 'str', default: null },
-  comments: { type: 'dict', default: null },
-  sampler_index: { type: 'str', default: 'Euler' },
-  script_name: { type: 'str', default: null },
-  script_args: { type: 'list', default: [] },
-  send_images: { type: 'bool', default: true },
-  save_images: { type: 'bool', default: false },
-  alwayson_scripts: { type: 'dict', default: {} },
-  force_task_id: { type: 'str', default: null },
-  infotext: { type: 'str', default: null, description: 'an infotext; fills every field the request did not set' },
-} as const satisfies ModelSpec;
+  prompt: f.str('', 'may contain <lora:name:weight> tags'),
+  negative_prompt: f.str(''),
+  styles: f.strList(null, 'names from /sdapi/v1/prompt-styles'),
+  seed: f.int(-1, '-1 = random'),
+  subseed: f.int(-1),
+  subseed_strength: f.float(0),
+  seed_resize_from_h: f.int(-1),
+  seed_resize_from_w: f.int(-1),
+  sampler_name: f.str(null, 'null or "" = sampler_index'),
+  scheduler: f.str(null, 'null = Automatic'),
+  batch_size: f.int(1),
+  n_iter: f.int(1, 'batch count'),
+  steps: f.int(50),
+  cfg_scale: f.float(7.0),
+  width: f.int(512),
+  height: f.int(512),
+  restore_faces: f.bool(null, 'accepted; not available (noted in info)'),
+  tiling: f.bool(null, 'seamless tiling; null = option tiling'),
+  do_not_save_samples: f.bool(false),
+  do_not_save_grid: f.bool(false),
+  eta: f.float(null),
+  denoising_strength: f.float(null),
+  s_min_uncond: f.float(null),
+  s_churn: f.float(null),
+  s_tmax: f.float(null),
+  s_tmin: f.float(null),
+  s_noise: f.float(null),
+  override_settings: f.dict(null, 'option → value for this job only'),
+  override_settings_restore_afterwards: f.bool(true),
+  refiner_checkpoint: f.str(null),
+  refiner_switch_at: f.float(null),
+  disable_extra_networks: f.bool(false),
+  firstpass_image: f.str(null),
+  comments: f.dict(null),
+  sampler_index: f.str('Euler'),
+  script_name: f.str(null, 'null or "" = none; no scripts exist here, so any name is refused (422)'),
+  script_args: f.list([]),
+  send_images: f.bool(true),
+  save_images: f.bool(false),
+  alwayson_scripts: f.dict({}),
+  force_task_id: f.str(null),
+  infotext: f.str(null, 'an infotext; fills every field the request did not set'),
+};
 
-export const txt2imgModel = {
+export const txt2imgRequest = requestModel({
   ...common,
-  enable_hr: { type: 'bool', default: false, description: 'accepted; hires fix not available (noted in info)' },
-  firstphase_width: { type: 'int', default: 0 },
-  firstphase_height: { type: 'int', default: 0 },
-  hr_scale: { type: 'float', default: 2.0 },
-  hr_upscaler: { type: 'str', default: null },
-  hr_second_pass_steps: { type: 'int', default: 0 },
-  hr_resize_x: { type: 'int', default: 0 },
-  hr_resize_y: { type: 'int', default: 0 },
-  hr_checkpoint_name: { type: 'str', default: null },
-  hr_sampler_name: { type: 'str', default: null },
-  hr_scheduler: { type: 'str', default: null },
-  hr_prompt: { type: 'str', default: '' },
-  hr_negative_prompt: { type: 'str', default: '' },
-} as const satisfies ModelSpec;
+  enable_hr: f.bool(false, 'hires fix: a second pass at the hr_scale or hr_resize_x/y size'),
+  firstphase_width: f.int(0),
+  firstphase_height: f.int(0),
+  hr_scale: f.float(2.0),
+  hr_upscaler: f.str(null),
+  hr_second_pass_steps: f.int(0),
+  hr_resize_x: f.int(0),
+  hr_resize_y: f.int(0),
+  hr_checkpoint_name: f.str(null),
+  hr_sampler_name: f.str(null),
+  hr_scheduler: f.str(null),
+  hr_prompt: f.str(''),
+  hr_negative_prompt: f.str(''),
+});
 
-export const img2imgModel = {
+export const img2imgRequest = requestModel({
   ...common,
-  init_images: { type: 'str[]', default: null, description: 'base64 images (data: URLs accepted)' },
-  resize_mode: { type: 'int', default: 0, description: '0 just resize, 1 crop and resize, 2 resize and fill, 3 latent' },
-  denoising_strength: { type: 'float', default: 0.75 },
-  image_cfg_scale: { type: 'float', default: null },
-  mask: { type: 'str', default: null },
-  mask_blur_x: { type: 'int', default: 4 },
-  mask_blur_y: { type: 'int', default: 4 },
-  mask_blur: { type: 'int', default: null },
-  mask_round: { type: 'bool', default: true },
-  inpainting_fill: { type: 'int', default: 0 },
-  inpaint_full_res: { type: 'bool', default: true },
-  inpaint_full_res_padding: { type: 'int', default: 0 },
-  inpainting_mask_invert: { type: 'int', default: 0 },
-  initial_noise_multiplier: { type: 'float', default: null },
-  latent_mask: { type: 'str', default: null },
-  include_init_images: { type: 'bool', default: false },
-} as const satisfies ModelSpec;
+  init_images: f.strList(null, 'base64 images (data: URLs accepted)'),
+  resize_mode: f.int(0, '0 just resize, 1 crop and resize, 2 resize and fill, 3 latent'),
+  denoising_strength: f.float(0.75),
+  image_cfg_scale: f.float(null),
+  mask: f.str(null),
+  mask_blur_x: f.int(4),
+  mask_blur_y: f.int(4),
+  mask_blur: f.int(null),
+  mask_round: f.bool(true),
+  inpainting_fill: f.int(0),
+  inpaint_full_res: f.bool(true),
+  inpaint_full_res_padding: f.int(0),
+  inpainting_mask_invert: f.int(0),
+  initial_noise_multiplier: f.float(null),
+  latent_mask: f.str(null),
+  include_init_images: f.bool(false),
+});
 
-export const pngInfoModel = {
-  image: { type: 'str', default: '' },
-} as const satisfies ModelSpec;
-
-export type RequestBody = Record<string, unknown>;
+export const pngInfoRequest = requestModel({
+  image: f.str(''),
+});
 
 /** The typed requests these models validate to (server/schema.ts `parseRequest`). */
-export type Txt2ImgRequest = RequestOf<typeof txt2imgModel>;
-export type Img2ImgRequest = RequestOf<typeof img2imgModel>;
-export type PngInfoRequest = RequestOf<typeof pngInfoModel>;
+export type Txt2ImgRequest = z.output<typeof txt2imgRequest>;
+export type Img2ImgRequest = z.output<typeof img2imgRequest>;
+export type PngInfoRequest = z.output<typeof pngInfoRequest>;
+/** The fields both requests share. */
+export type GenerationRequest = Txt2ImgRequest | Img2ImgRequest;

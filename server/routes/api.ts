@@ -4,13 +4,13 @@
  * the response itself. Thrown errors reach the A1111-shaped error handler.
  */
 import type { Request, Response, Router } from 'express';
-import type { ModelSpec } from '../schema.ts';
+import type { RequestSchema } from '../schema.ts';
 
 export interface RouteDoc {
   summary: string;
   tag: string;
   /** Request body model (POST). */
-  body?: { name: string; spec: ModelSpec };
+  body?: { name: string; schema: RequestSchema };
   query?: { name: string; type: 'boolean' | 'string' | 'integer'; default?: unknown }[];
   /** Example of the response body, for the docs. */
   example?: unknown;

@@ -9,64 +9,22 @@ import { isPng, readPngText, writePngText } from '../../engine/image/png-info.ts
 import type { RgbImage } from '../../engine/image/decode-rgb.ts';
 import { postprocessUpscale, type ExtrasUpscale } from '../../engine/upscale/postprocess.ts';
 import type { ServerContext } from '../context.ts';
-import { ValidationError, type ValidationIssue } from '../errors.ts';
+import { ValidationError } from '../errors.ts';
 import { checkSamplesFormat, decodeImageInput, encodeImage, toRaw } from '../images.ts';
-import { validateModel, type ModelSpec } from '../schema.ts';
+import { extrasBatchRequest, extrasSingleRequest, type ExtrasRequest } from '../requests/extras.ts';
+import { parseRequest } from '../schema.ts';
 import type { Api } from './api.ts';
 
-/** A1111's `ExtrasBaseRequest` (modules/api/models.py); ranges are its pydantic `ge`/`le`. */
-const extrasBase: ModelSpec = {
-  resize_mode: { type: 'int', default: 0, description: '0: scale by upscaling_resize; 1: to upscaling_resize_w × upscaling_resize_h' },
-  show_extras_results: { type: 'bool', default: true },
-  gfpgan_visibility: { type: 'float', default: 0, description: 'accepted; face restoration is not available' },
-  codeformer_visibility: { type: 'float', default: 0, description: 'accepted; face restoration is not available' },
-  codeformer_weight: { type: 'float', default: 0 },
-  upscaling_resize: { type: 'float', default: 2, description: '1 to 8' },
-  upscaling_resize_w: { type: 'int', default: 512 },
-  upscaling_resize_h: { type: 'int', default: 512 },
-  upscaling_crop: { type: 'bool', default: true },
-  upscaler_1: { type: 'str', default: 'None', description: 'a name from /sdapi/v1/upscalers' },
-  upscaler_2: { type: 'str', default: 'None' },
-  extras_upscaler_2_visibility: { type: 'float', default: 0, description: '0 to 1' },
-  upscale_first: { type: 'bool', default: false },
-};
-const RANGES: Record<string, [number, number]> = {
-  resize_mode: [0, 1],
-  gfpgan_visibility: [0, 1],
-  codeformer_visibility: [0, 1],
-  codeformer_weight: [0, 1],
-  upscaling_resize: [1, 8],
-  upscaling_resize_w: [1, Infinity],
-  upscaling_resize_h: [1, Infinity],
-  extras_upscaler_2_visibility: [0, 1],
-};
-const singleModel: ModelSpec = { ...extrasBase, image: { type: 'str', default: '', description: 'base64 image' } };
-const batchModel: ModelSpec = { ...extrasBase, imageList: { type: 'list', default: [], description: '[{data: base64, name}]' } };
-
-type Extras = Record<string, unknown>;
-
-function validate(spec: ModelSpec, body: unknown): Extras {
-  const req = validateModel<Extras>(spec, body);
-  const issues: ValidationIssue[] = [];
-  for (const [k, [lo, hi]] of Object.entries(RANGES)) {
-    const v = req[k] as number;
-    if (v < lo) issues.push({ loc: ['body', k], msg: `ensure this value is greater than or equal to ${lo}`, type: 'value_error.number.not_ge' });
-    if (v > hi) issues.push({ loc: ['body', k], msg: `ensure this value is less than or equal to ${hi}`, type: 'value_error.number.not_le' });
-  }
-  if (issues.length) throw new ValidationError(issues);
-  return req;
-}
-
-function upscaleRequest(req: Extras): ExtrasUpscale {
+function upscaleRequest(req: ExtrasRequest): ExtrasUpscale {
   return {
-    mode: req['resize_mode'] === 1 ? 1 : 0,
-    by: req['upscaling_resize'] as number,
-    toWidth: req['upscaling_resize_w'] as number,
-    toHeight: req['upscaling_resize_h'] as number,
-    crop: req['upscaling_crop'] as boolean,
-    upscaler1: req['upscaler_1'] as string,
-    upscaler2: req['upscaler_2'] as string,
-    upscaler2Visibility: req['extras_upscaler_2_visibility'] as number,
+    mode: req.resize_mode === 1 ? 1 : 0,
+    by: req.upscaling_resize,
+    toWidth: req.upscaling_resize_w,
+    toHeight: req.upscaling_resize_h,
+    crop: req.upscaling_crop,
+    upscaler1: req.upscaler_1,
+    upscaler2: req.upscaler_2,
+    upscaler2Visibility: req.extras_upscaler_2_visibility,
   };
 }
 
@@ -94,7 +52,7 @@ async function decode(ctx: ServerContext, data: string): Promise<Decoded> {
 }
 
 /** Runs the upscale of every image on the queue (one device) and encodes the results. */
-async function run(ctx: ServerContext, req: Extras, inputs: Decoded[]): Promise<{ images: string[]; html_info: string }> {
+async function run(ctx: ServerContext, req: ExtrasRequest, inputs: Decoded[]): Promise<{ images: string[]; html_info: string }> {
   const format = checkSamplesFormat(ctx.options.get('samples_format') ?? 'png');
   const tiles = { tile: Number(ctx.options.get('ESRGAN_tile') ?? 192), overlap: Number(ctx.options.get('ESRGAN_tile_overlap') ?? 8) };
   const up = upscaleRequest(req);
@@ -141,10 +99,10 @@ export function register(api: Api, ctx: ServerContext): void {
 
   api.post(
     '/sdapi/v1/extra-single-image',
-    { summary: 'Upscale one image (Extras)', tag: 'extras', body: { name: 'ExtrasSingleImageRequest', spec: singleModel }, example: { html_info: '<p>Postprocess upscale by: 2.0, Postprocess upscaler: Lanczos</p>', image: '<base64>' } },
+    { summary: 'Upscale one image (Extras)', tag: 'extras', body: { name: 'ExtrasSingleImageRequest', schema: extrasSingleRequest }, example: { html_info: '<p>Postprocess upscale by: 2.0, Postprocess upscaler: Lanczos</p>', image: '<base64>' } },
     async (req) => {
-      const r = validate(singleModel, req.body);
-      const image = r['image'] as string;
+      const r = parseRequest(extrasSingleRequest, req.body);
+      const image = r.image;
       if (image.trim() === '') throw new ValidationError([{ loc: ['body', 'image'], msg: 'an image is required', type: 'value_error.missing' }]);
       const out = await run(ctx, r, [await decode(ctx, image)]);
       return { html_info: out.html_info, image: out.images[0] };
@@ -153,24 +111,13 @@ export function register(api: Api, ctx: ServerContext): void {
 
   api.post(
     '/sdapi/v1/extra-batch-images',
-    { summary: 'Upscale several images (Extras)', tag: 'extras', body: { name: 'ExtrasBatchImagesRequest', spec: batchModel }, example: { html_info: '<p>…</p>', images: ['<base64>'] } },
+    { summary: 'Upscale several images (Extras)', tag: 'extras', body: { name: 'ExtrasBatchImagesRequest', schema: extrasBatchRequest }, example: { html_info: '<p>…</p>', images: ['<base64>'] } },
     async (req) => {
-      const r = validate(batchModel, req.body);
-      const list = r['imageList'] as unknown[];
-      // A1111's FileData: both fields required, strings.
-      const issues: ValidationIssue[] = [];
-      list.forEach((item, i) => {
-        const o = item && typeof item === 'object' && !Array.isArray(item) ? (item as Record<string, unknown>) : null;
-        if (!o) return issues.push({ loc: ['body', 'imageList', i], msg: 'value is not a valid dict', type: 'type_error.dict' });
-        for (const k of ['data', 'name']) {
-          if (o[k] === undefined || o[k] === null) issues.push({ loc: ['body', 'imageList', i, k], msg: 'field required', type: 'value_error.missing' });
-          else if (typeof o[k] !== 'string') issues.push({ loc: ['body', 'imageList', i, k], msg: 'str type expected', type: 'type_error.str' });
-        }
-      });
-      if (issues.length) throw new ValidationError(issues);
+      const r = parseRequest(extrasBatchRequest, req.body);
+      const list = r.imageList;
       if (list.length > ctx.limits.maxImages) throw new ValidationError([{ loc: ['body', 'imageList'], msg: `${list.length} images, over the limit of ${ctx.limits.maxImages} (raise with --max-images)`, type: 'value_error.limit' }]);
       const inputs: Decoded[] = [];
-      for (const item of list) inputs.push(await decode(ctx, (item as { data: string }).data));
+      for (const item of list) inputs.push(await decode(ctx, item.data));
       const out = await run(ctx, r, inputs);
       return { html_info: out.html_info, images: out.images };
     },

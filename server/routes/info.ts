@@ -3,18 +3,18 @@ import { freemem, totalmem } from 'node:os';
 import { isPng, parseInfotext, readPngText } from '../../engine/image/png-info.ts';
 import type { ServerContext } from '../context.ts';
 import { decodeImageInput } from '../images.ts';
-import { readUserComment } from '../exif.ts';
+import { readUserComment } from '../../engine/image/exif.ts';
 import sharp from 'sharp';
-import { pngInfoModel } from '../requests.ts';
+import { pngInfoRequest } from '../requests/generation.ts';
 import { parseRequest } from '../schema.ts';
 import type { Api } from './api.ts';
 
 export function register(api: Api, ctx: ServerContext): void {
   api.post(
     '/sdapi/v1/png-info',
-    { summary: 'Generation parameters stored in an image', tag: 'info', body: { name: 'PNGInfoRequest', spec: pngInfoModel }, example: { info: 'prompt\nSteps: 20, …', items: {}, parameters: { Prompt: 'prompt', Steps: '20' } } },
+    { summary: 'Generation parameters stored in an image', tag: 'info', body: { name: 'PNGInfoRequest', schema: pngInfoRequest }, example: { info: 'prompt\nSteps: 20, …', items: {}, parameters: { Prompt: 'prompt', Steps: '20' } } },
     async (req) => {
-      const { image } = parseRequest(pngInfoModel, req.body);
+      const { image } = parseRequest(pngInfoRequest, req.body);
       if (image.trim() === '') return { info: '', items: {}, parameters: {} };
       const bytes = await decodeImageInput(image, ctx.imagePolicy());
       const items: Record<string, string> = isPng(bytes) ? readPngText(bytes) : {};

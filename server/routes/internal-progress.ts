@@ -6,14 +6,9 @@ import type { ServerContext } from '../context.ts';
 import { checkSamplesFormat } from '../images.ts';
 import { progressFraction } from '../progress.ts';
 import type { RunningState } from '../queue.ts';
-import { parseRequest, type ModelSpec } from '../schema.ts';
+import { internalProgressRequest } from '../requests/progress.ts';
+import { parseRequest } from '../schema.ts';
 import type { Api } from './api.ts';
-
-const internalProgressModel = {
-  id_task: { type: 'str', default: null },
-  id_live_preview: { type: 'int', default: -1 },
-  live_preview: { type: 'bool', default: true },
-} as const satisfies ModelSpec;
 
 // A1111 remembers the last 16 finished task ids.
 const FINISHED_KEPT = 16;
@@ -30,12 +25,12 @@ export function register(api: Api, ctx: ServerContext): void {
     {
       summary: 'Progress of one task by id (A1111 UI-mode route)',
       tag: 'progress',
-      body: { name: 'ProgressRequest', spec: internalProgressModel },
+      body: { name: 'ProgressRequest', schema: internalProgressRequest },
       example: { active: false, queued: true, completed: false, progress: null, eta: null, live_preview: null, id_live_preview: -1, textinfo: 'In queue: 1/1' },
     },
     async (req, res) => {
       const owner = typeof res.locals['user'] === 'string' ? res.locals['user'] : '';
-      const body = parseRequest(internalProgressModel, req.body);
+      const body = parseRequest(internalProgressRequest, req.body);
       const id = body.id_task ?? '';
       // Another user's tasks stay out of sight, as in the queue's own listings.
       const current = ctx.queue.current();

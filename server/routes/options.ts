@@ -1,18 +1,14 @@
 /** GET/POST /sdapi/v1/options and GET /sdapi/v1/cmd-flags. */
 import type { ServerContext } from '../context.ts';
-import { HttpError } from '../errors.ts';
 import { unknownOptionKey } from '../options.ts';
+import { optionsRequest, parseOptionValues } from '../requests/options.ts';
 import type { Api } from './api.ts';
 
 export function register(api: Api, ctx: ServerContext): void {
   api.get('/sdapi/v1/options', { summary: 'Every option with its current value', tag: 'options' }, () => ctx.options.all());
 
-  api.post('/sdapi/v1/options', { summary: 'Set options (sd_model_checkpoint loads that model); returns null', tag: 'options', example: null }, async (req) => {
-    const body = req.body as unknown;
-    if (!body || typeof body !== 'object' || Array.isArray(body)) {
-      throw new HttpError(422, 'expected a JSON object of option → value');
-    }
-    const values = { ...(body as Record<string, unknown>) };
+  api.post('/sdapi/v1/options', { summary: 'Set options (sd_model_checkpoint loads that model); returns null', tag: 'options', body: { name: 'Options', schema: optionsRequest }, example: null }, async (req) => {
+    const values = parseOptionValues(req.body);
     unknownOptionKey(values, ctx.options.all());
     const wanted = values['sd_model_checkpoint'];
     delete values['sd_model_checkpoint'];

@@ -2,6 +2,7 @@
 import type { ServerContext } from '../context.ts';
 import { checkSamplesFormat } from '../images.ts';
 import { progressResponse } from '../progress.ts';
+import { parseNoBody } from '../schema.ts';
 import type { Api } from './api.ts';
 
 export function register(api: Api, ctx: ServerContext): void {
@@ -16,11 +17,13 @@ export function register(api: Api, ctx: ServerContext): void {
       });
     },
   );
-  api.post('/sdapi/v1/interrupt', { summary: 'Stop the running job at its next step; it returns what it has', tag: 'progress', example: {} }, () => {
+  api.post('/sdapi/v1/interrupt', { summary: 'Stop the running job at its next step; it returns what it has', tag: 'progress', example: {} }, (req) => {
+    parseNoBody(req.body);
     ctx.queue.interrupt();
     return {};
   });
-  api.post('/sdapi/v1/skip', { summary: 'Skip the current batch of the running job', tag: 'progress', example: null }, () => {
+  api.post('/sdapi/v1/skip', { summary: 'Skip the current batch of the running job', tag: 'progress', example: null }, (req) => {
+    parseNoBody(req.body);
     ctx.queue.skip();
     return null;
   });
