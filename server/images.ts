@@ -1,8 +1,9 @@
 /**
  * Images in and out of the API. In: base64 (a `data:` prefix is stripped), or an http(s) URL only when the
  * operator enabled it, and never to loopback/private/link-local/reserved addresses (checked on every
- * address the name resolves to, at connect time, so DNS tricks cannot slip through). Out: PNG with the
- * infotext in a `parameters` chunk (JPEG/WebP: EXIF UserComment, see exif.ts), base64 without a data: prefix.
+ * address the name resolves to, at connect time, so DNS tricks cannot slip through). Out: the engine's
+ * encoding with the infotext (engine/image/encode.ts), base64 without a data: prefix. The picture math
+ * (resize modes, masks, grids) is the engine's (engine/image/); here it is only admitted by the pixel gate.
  * Error details are A1111's (`Invalid encoded image`, `Requests not allowed`, …).
  */
 import { lookup as dnsLookup, type LookupAddress } from 'node:dns';
@@ -10,10 +11,12 @@ import { BlockList, isIP } from 'node:net';
 import http from 'node:http';
 import https from 'node:https';
 import sharp from 'sharp';
-import { writePngText } from '../engine/image/png-info.ts';
+import { encodeImage as encodeImagePixels, type EncodeOptions, type SamplesFormat } from '../engine/image/encode.ts';
+import { gridShape, imageGrid } from '../engine/image/grid.ts';
+import { prepareMask as prepareMaskPixels } from '../engine/image/mask.ts';
 import { gated } from '../engine/image/pixel-gate.ts';
+import { resizeImage } from '../engine/image/resize-mode.ts';
 import type { RawImage } from './backend.ts';
-import { jpegWithUserComment, webpWithUserComment } from './exif.ts';
 import { HttpError } from './errors.ts';
 
 export interface ImagePolicy {
@@ -186,51 +189,21 @@ async function decodeRaw(bytes: Buffer, channels: 1 | 3, maxPixels: number): Pro
   }
 }
 
-function rawSharp(img: RawImage): sharp.Sharp {
-  return sharp(Buffer.from(img.data.buffer, img.data.byteOffset, img.data.byteLength), { raw: { width: img.width, height: img.height, channels: img.channels } });
-}
-
-async function finishRaw(s: sharp.Sharp, channels: 1 | 3): Promise<RawImage> {
-  // libvips widens single-band raw input to sRGB on some operations; take one band back out.
-  const { data, info } = await (channels === 1 ? s.extractChannel(0) : s).raw().toBuffer({ resolveWithObject: true });
-  if (info.channels !== channels) throw new Error(`expected ${channels} channels, got ${info.channels}`);
-  return { width: info.width, height: info.height, channels, data: new Uint8Array(data.buffer, data.byteOffset, data.length) };
-}
-
 /**
- * A1111 img2img resize modes: 0 just resize (stretch), 1 crop and resize (cover, centred), 2 resize and fill
- * (fit inside, then repeat the edge pixels), 3 latent upscale (done here as 0).
+ * A1111 img2img resize modes (engine/image/resize-mode.ts): 0 just resize, 1 crop and resize, 2 resize and
+ * fill; 3 (latent upscale) is done here as 0.
  */
 export async function resizeForImg2img(img: RawImage, width: number, height: number, mode: number): Promise<RawImage> {
   if (img.width === width && img.height === height) return img;
-  return gated(img.width * img.height + 2 * width * height, () => resizeRaw(img, width, height, mode));
+  return gated(img.width * img.height + 2 * width * height, async () => ({ ...resizeImage(mode === 1 || mode === 2 ? mode : 0, img, width, height), channels: img.channels }));
 }
 
-async function resizeRaw(img: RawImage, width: number, height: number, mode: number): Promise<RawImage> {
-  const ch = img.channels === 1 ? 1 : 3;
-  if (mode === 1) return finishRaw(rawSharp(img).resize(width, height, { fit: 'cover', position: 'centre' }), ch);
-  if (mode === 2) {
-    const inner = await finishRaw(rawSharp(img).resize(width, height, { fit: 'inside' }), ch);
-    const dx = width - inner.width;
-    const dy = height - inner.height;
-    return finishRaw(
-      rawSharp(inner).extend({ left: dx >> 1, right: dx - (dx >> 1), top: dy >> 1, bottom: dy - (dy >> 1), extendWith: 'copy' }),
-      ch,
-    );
-  }
-  return finishRaw(rawSharp(img).resize(width, height, { fit: 'fill' }), ch);
+/** Inverts and blurs a 1-channel mask (engine/image/mask.ts), admitted by the pixel gate. */
+export function prepareMask(mask: RawImage, invert: boolean, blurX: number, blurY: number): Promise<RawImage> {
+  return gated(2 * mask.width * mask.height, () => prepareMaskPixels(mask, invert, blurX, blurY));
 }
 
-/** Inverts and blurs a 1-channel mask (A1111 `inpainting_mask_invert`, `mask_blur_x/y`). */
-export async function prepareMask(mask: RawImage, invert: boolean, blurX: number, blurY: number): Promise<RawImage> {
-  let s = rawSharp(mask);
-  if (invert) s = s.negate();
-  const sigma = Math.max(blurX, blurY);
-  if (sigma >= 0.3) s = s.blur(sigma);
-  return gated(2 * mask.width * mask.height, () => finishRaw(s, 1));
-}
-
-export type SamplesFormat = 'png' | 'jpg' | 'jpeg' | 'webp';
+export type { SamplesFormat };
 
 export function checkSamplesFormat(f: unknown): SamplesFormat {
   const v = String(f).toLowerCase();
@@ -238,46 +211,14 @@ export function checkSamplesFormat(f: unknown): SamplesFormat {
   throw new HttpError(422, 'Invalid image format');
 }
 
-/** Encodes pixels, embedding the infotext (if any). */
-export async function encodeImage(
-  img: RawImage,
-  format: SamplesFormat,
-  infotext: string | null,
-  opts: { jpegQuality?: number; webpLossless?: boolean } = {},
-): Promise<Buffer> {
-  return gated(img.width * img.height, () => encodeRaw(img, format, infotext, opts));
+/** Encodes pixels with the infotext (if any) as A1111 saves them (engine/image/encode.ts), admitted by the pixel gate. */
+export function encodeImage(img: RawImage, format: SamplesFormat, infotext: string | null, opts: EncodeOptions = {}): Promise<Buffer> {
+  return gated(img.width * img.height, () => encodeImagePixels(img, format, infotext, opts));
 }
 
-async function encodeRaw(img: RawImage, format: SamplesFormat, infotext: string | null, opts: { jpegQuality?: number; webpLossless?: boolean }): Promise<Buffer> {
-  const s = rawSharp(img);
-  if (format === 'png') {
-    const png = await s.png().toBuffer();
-    return infotext ? writePngText(png, { parameters: infotext }) : png;
-  }
-  if (format === 'webp') {
-    const webp = await s.webp({ lossless: opts.webpLossless ?? false, quality: opts.jpegQuality ?? 80 }).toBuffer();
-    return infotext ? webpWithUserComment(webp, infotext, img.width, img.height) : webp;
-  }
-  const jpeg = await s.jpeg({ quality: opts.jpegQuality ?? 80 }).toBuffer();
-  return infotext ? jpegWithUserComment(jpeg, infotext) : jpeg;
-}
-
-/** A1111 `image_grid` with its default `n_rows` -1: rows = round(√n), columns to fit, black background. */
-export async function makeGrid(images: RawImage[]): Promise<RawImage> {
-  const n = images.length;
-  const rows = Math.min(n, Math.max(1, Math.round(Math.sqrt(n))));
-  const cols = Math.ceil(n / rows);
-  const { width: w, height: h } = images[0]!;
-  const canvas = sharp({ create: { width: cols * w, height: rows * h, channels: 3, background: { r: 0, g: 0, b: 0 } } });
-  const layers = images.map((im, i) => ({
-    input: Buffer.from(im.data.buffer, im.data.byteOffset, im.data.byteLength),
-    raw: { width: im.width, height: im.height, channels: im.channels },
-    left: (i % cols) * w,
-    top: Math.floor(i / cols) * h,
-  }));
-  // Compositing adds an alpha band; flatten in a second pass (sharp orders operations itself within one).
-  return gated(3 * rows * cols * w * h, async () => {
-    const composed = await canvas.composite(layers).png().toBuffer();
-    return finishRaw(sharp(composed).removeAlpha(), 3);
-  });
+/** A1111 `image_grid` (engine/image/grid.ts), admitted by the pixel gate. */
+export function makeGrid(images: RawImage[]): Promise<RawImage> {
+  const first = images[0];
+  const { rows, cols } = gridShape(images.length);
+  return gated(3 * rows * cols * (first?.width ?? 0) * (first?.height ?? 0), () => imageGrid(images));
 }

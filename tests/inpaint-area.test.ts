@@ -6,7 +6,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import sharp from 'sharp';
-import { expandCropRegion, maskCropRegion, resizeImage } from '../engine/image/inpaint-area.ts';
+import { expandCropRegion, maskCropRegion } from '../engine/image/inpaint-area.ts';
+import { resizeImage } from '../engine/image/resize-mode.ts';
 import { startTestServer, type TestServer } from './server-fixture-backend.ts';
 
 test('crop region: mask bounding box + padding, grown to the processing aspect and kept inside the picture', () => {

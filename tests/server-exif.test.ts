@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import sharp from 'sharp';
 import { encodeImage } from '../server/images.ts';
-import { readUserComment } from '../server/exif.ts';
+import { readUserComment } from '../engine/image/exif.ts';
 import type { RawImage } from '../server/backend.ts';
 
 const img: RawImage = { width: 24, height: 16, channels: 3, data: Uint8Array.from({ length: 24 * 16 * 3 }, (_, i) => (i * 37) % 256) };

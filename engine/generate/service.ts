@@ -8,8 +8,7 @@
  * merged and the batch sampled (SdGenerator), textual-inversion embeddings from the service's folder → RGB
  * bytes with their infotexts (engine/generate/infotext.ts) → PNGs carrying them (`encodePng`).
  */
-import sharp from 'sharp';
-import { writePngText } from '../image/png-info.ts';
+import { encodeImage } from '../image/encode.ts';
 import { cachedLoraShortHash } from '../lora/hash.ts';
 import type { StackItem } from '../lora/merge.ts';
 import { extractPromptTags } from '../lora/prompt-tags.ts';
@@ -72,12 +71,8 @@ export interface RenderResult {
 }
 
 /** A PNG of the image (RGB unless `channels` says otherwise) with its infotext in the `parameters` text chunk, as A1111 saves it. */
-export async function encodePng(img: { width: number; height: number; rgb: Uint8Array; channels?: 1 | 3 | 4 }, infotext: string | null): Promise<Buffer> {
-  const raw = { width: img.width, height: img.height, channels: img.channels ?? 3 };
-  const png = await sharp(Buffer.from(img.rgb.buffer, img.rgb.byteOffset, img.rgb.byteLength), { raw })
-    .png()
-    .toBuffer();
-  return infotext ? writePngText(png, { parameters: infotext }) : png;
+export function encodePng(img: { width: number; height: number; rgb: Uint8Array; channels?: 1 | 3 | 4 }, infotext: string | null): Promise<Buffer> {
+  return encodeImage({ width: img.width, height: img.height, channels: img.channels ?? 3, data: img.rgb }, 'png', infotext);
 }
 
 export interface ServiceOptions {

@@ -4,10 +4,10 @@
  * `expand_crop_region`), is cut out and resized to that size ("resize and fill"), generated there, resized
  * back ("crop and resize") and pasted into the full picture through the mask (`apply_overlay`). So a small
  * masked area gets the model's whole resolution, and the rest of the picture keeps its size and pixels.
- * Resizes are Pillow's Lanczos (engine/image/pil-resize.ts), as A1111's `images.resize_image`.
+ * Resizes are A1111's `images.resize_image` (engine/image/resize-mode.ts).
  */
 import { cropPixels, type Pixels, type Region } from './crop.ts';
-import { pilResize } from './pil-resize.ts';
+import { resizeImage } from './resize-mode.ts';
 
 /** The bounding box of the mask's non-zero pixels grown by `pad` and clipped to the picture; null for a blank mask. */
 export function maskCropRegion(mask: Pixels, pad: number): Region | null {
@@ -54,52 +54,6 @@ export function expandCropRegion(region: Region, procW: number, procH: number, i
   }
   const [left, right] = growSpan(x1, x2, Math.trunc((y2 - y1) * ratioProc - (x2 - x1)), imgW);
   return [left, y1, right, y2];
-}
-
-const lanczos = (img: Pixels, w: number, h: number): Pixels =>
-  img.width === w && img.height === h ? img : { width: w, height: h, channels: img.channels, data: pilResize(img.data, img.width, img.height, img.channels, w, h, 'lanczos') };
-
-/** Pastes `src` at (dx, dy) onto `dst` (clipped). */
-function paste(dst: Pixels, src: Pixels, dx: number, dy: number): void {
-  const c = dst.channels;
-  for (let y = Math.max(0, -dy); y < src.height && y + dy < dst.height; y++)
-    for (let x = Math.max(0, -dx); x < src.width && x + dx < dst.width; x++)
-      for (let k = 0; k < c; k++) dst.data[((y + dy) * dst.width + x + dx) * c + k] = src.data[(y * src.width + x) * c + k]!;
-}
-
-/**
- * A1111's `resize_image` for mode 1 (crop and resize: cover, centred) and mode 2 (resize and fill: fit
- * inside, centred, the bands left over filled by stretching the edge rows or columns).
- */
-export function resizeImage(mode: 1 | 2, img: Pixels, width: number, height: number): Pixels {
-  const ratio = width / height;
-  const srcRatio = img.width / img.height;
-  const cover = mode === 1;
-  const srcW = (cover ? ratio > srcRatio : ratio < srcRatio) ? width : Math.floor((img.width * height) / img.height);
-  const srcH = (cover ? ratio <= srcRatio : ratio >= srcRatio) ? height : Math.floor((img.height * width) / img.width);
-  const resized = lanczos(img, srcW, srcH);
-  const out: Pixels = { width, height, channels: img.channels, data: new Uint8Array(width * height * img.channels) };
-  const ox = Math.floor(width / 2) - Math.floor(srcW / 2);
-  const oy = Math.floor(height / 2) - Math.floor(srcH / 2);
-  paste(out, resized, ox, oy);
-  if (mode === 2) {
-    const c = img.channels;
-    if (ratio < srcRatio && oy > 0) {
-      for (let y = 0; y < height; y++) {
-        if (y >= oy && y < oy + srcH) continue;
-        const from = y < oy ? 0 : srcH - 1;
-        for (let x = 0; x < width; x++) for (let k = 0; k < c; k++) out.data[(y * width + x) * c + k] = resized.data[(from * srcW + Math.min(srcW - 1, x)) * c + k]!;
-      }
-    } else if (ratio > srcRatio && ox > 0) {
-      for (let y = 0; y < height; y++)
-        for (let x = 0; x < width; x++) {
-          if (x >= ox && x < ox + srcW) continue;
-          const from = x < ox ? 0 : srcW - 1;
-          for (let k = 0; k < c; k++) out.data[(y * width + x) * c + k] = resized.data[(Math.min(srcH - 1, y) * srcW + from) * c + k]!;
-        }
-    }
-  }
-  return out;
 }
 
 export interface InpaintArea {
