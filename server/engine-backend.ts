@@ -10,7 +10,7 @@ import { SAMPLERS as ENGINE_SAMPLERS } from '../engine/sampling/registry.ts';
 import type { NoiseSource } from '../engine/rng/noise.ts';
 import type { Device } from '../engine/runtime/providers.ts';
 import type { EmbeddingLibrary } from '../engine/sd/embeddings.ts';
-import { namedHashes } from '../engine/generate/infotext.ts';
+import { namedHashes, refinerParams } from '../engine/generate/infotext.ts';
 import type { CheckpointRef, RefinerParams, GenerationBackend, GenerationHooks, GenerationOutput, GenerationParams, Img2ImgParams, RawImage } from './backend.ts';
 
 export interface EngineBackendOptions {
@@ -119,7 +119,7 @@ export function createEngineBackend(opts: EngineBackendOptions): GenerationBacke
       latents: { width: out.width, height: out.height, data: out.latents },
       // What the sampler really used wins over the server's reading of the request.
       // 'Automatic' from the pipeline means "the sampler's default"; the server names that default itself.
-      extraParams: { Sampler: out.sampler, ...(out.scheduleType && out.scheduleType !== 'Automatic' ? { 'Schedule type': out.scheduleType } : {}), ...(tiHashes.length ? { 'TI hashes': namedHashes(tiHashes) } : {}), ...(out.refined && p.refiner ? { Refiner: p.refiner.title, 'Refiner switch at': p.refiner.switchAt } : {}) },
+      extraParams: { Sampler: out.sampler, ...(out.scheduleType && out.scheduleType !== 'Automatic' ? { 'Schedule type': out.scheduleType } : {}), ...(tiHashes.length ? { 'TI hashes': namedHashes(tiHashes) } : {}), ...(out.refined && p.refiner ? refinerParams(p.refiner.title, p.refiner.switchAt) : {}) },
       notes: out.notes,
     };
   };

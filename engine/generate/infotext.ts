@@ -117,7 +117,7 @@ export function infotextParams(f: InfotextFields): Record<string, InfotextValue>
  * A1111's refiner entries (`apply_refiner`), written only once the refiner took over: the checkpoint's short
  * title (`<stem> [<short hash>]`) and the switch point as Python prints the float; a null switch point is left out.
  */
-export function refinerParams(title: string, switchAt: number | null): Record<string, InfotextValue> {
+export function refinerParams(title: string, switchAt: number | null): Record<string, string | null> {
   return { Refiner: title, 'Refiner switch at': switchAt === null ? null : formatFloat(switchAt) };
 }
 
