@@ -6,6 +6,7 @@
  */
 import { randomInt } from 'node:crypto';
 import { isAbsolute, join, relative, resolve } from 'node:path';
+import type { VaeIdentity } from '../engine/generate/identity.ts';
 import type { NamedHash } from '../engine/generate/infotext.ts';
 import { cutArea, inpaintArea, type InpaintArea } from '../engine/image/inpaint-area.ts';
 import { extractPromptTags } from '../engine/lora/prompt-tags.ts';
@@ -59,6 +60,8 @@ export interface GenerationPlan {
   /** Whether `override_settings.sd_model_checkpoint` chose the checkpoint (then it is not remembered as current). */
   checkpointOverridden: boolean;
   vae: VaeRef | null;
+  /** The separate VAE's file name and short hash, for the infotext (engine/generate/identity.ts). */
+  vaeIdentity: VaeIdentity | null;
   sampler: ResolvedSampler;
   /** The prompts with styles applied (the infotext's); `bare` is the positive one without extra-network tags. */
   prompt: string;
@@ -288,6 +291,7 @@ export async function resolveGeneration(ctx: ServerContext, prepared: Prepared):
     checkpoint,
     checkpointOverridden: wantedCkpt !== null,
     vae,
+    vaeIdentity: vae ? await ctx.models.vaeIdentity(vae) : null,
     sampler,
     prompt,
     negativePrompt,

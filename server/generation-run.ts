@@ -3,13 +3,13 @@
  * hires second pass), with progress and stop requests from the queue job, the "only masked" results pasted
  * back, and each image's infotext (the engine's rule). No HTTP here: the result is pixels and text.
  */
+import { modelInfotextFields } from '../engine/generate/identity.ts';
 import { generationInfotext, scheduleTypeLabel } from '../engine/generate/infotext.ts';
 import type { InfotextValue } from '../engine/image/png-info.ts';
 import { pasteArea } from '../engine/image/inpaint-area.ts';
 import type { GenerationHooks, GenerationOutput, GenerationParams, RawImage } from './backend.ts';
 import type { ServerContext } from './context.ts';
 import type { GenerationPlan } from './generation-resolve.ts';
-import { stemOf } from './generation-resolve.ts';
 import { upscaleForHires } from './hires.ts';
 import type { JobContext } from './queue.ts';
 
@@ -52,9 +52,7 @@ function infotextFor(ctx: ServerContext, plan: GenerationPlan, i: number, extra:
     seed: plan.seeds[i] ?? plan.seed,
     width: plan.width,
     height: plan.height,
-    modelHash: o['add_model_hash_to_info'] ? plan.checkpoint.shortHash : null,
-    model: o['add_model_name_to_info'] ? stemOf(plan.checkpoint.name) : null,
-    vae: o['add_vae_name_to_info'] && plan.vae ? stemOf(plan.vae.name) : null,
+    ...modelInfotextFields(ctx.models.identity(plan.checkpoint), plan.vaeIdentity, o),
     subseed: plan.subseeds[i] ?? plan.subseed,
     subseedStrength: plan.subseedStrength,
     seedResizeFromW: plan.seedResizeFromW,

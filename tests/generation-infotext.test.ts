@@ -11,11 +11,12 @@ import { mkdtemp, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fixturesDir } from './support/paths.ts';
+import { writeShiftedVae } from './support/separate-vae.ts';
 import { SdGenerator } from '../engine/generate/generator.ts';
 import { GenerationService, type ImageRequest } from '../engine/generate/service.ts';
 import { modelIdentity, modelInfotextFields, vaeIdentity } from '../engine/generate/identity.ts';
 import { parseInfotext } from '../engine/image/png-info.ts';
-import { SafetensorsFile, writeSafetensors } from '../engine/safetensors/index.ts';
+import { writeSafetensors } from '../engine/safetensors/index.ts';
 import { EmbeddingLibrary } from '../engine/sd/embeddings.ts';
 import { HashCache, hashKey } from '../engine/util/hash-cache.ts';
 
@@ -49,22 +50,6 @@ async function render(s: GenerationService, over: Partial<ImageRequest> = {}) {
   return { rgb: Buffer.from(im.rgb), text: im.infotext, info: parseInfotext(im.infotext) };
 }
 
-/** The fixture's own VAE as a separate file (bare LDM keys), its decoder's output bias shifted so it shows. */
-async function writeVae(path: string): Promise<void> {
-  const src = await SafetensorsFile.open(ckpt);
-  const vae = new Map<string, { dtype: 'F32'; shape: number[]; data: Float32Array }>();
-  try {
-    for (const name of src.names().filter((n) => n.startsWith('first_stage_model.'))) {
-      const data = await src.readFloat32(name);
-      if (name === 'first_stage_model.decoder.conv_out.bias') for (let i = 0; i < data.length; i++) data[i] = data[i]! + 0.5;
-      vae.set(name.slice('first_stage_model.'.length), { dtype: 'F32', shape: src.info(name).shape, data });
-    }
-  } finally {
-    await src.close();
-  }
-  await writeSafetensors(path, vae);
-}
-
 test('ENSD is written only for samplers A1111 marks uses_ensd with eta ≠ 0, and it changes their later noise', async () => {
   const ensd = 31337;
   const plain = await render(service);
@@ -86,7 +71,7 @@ test('ENSD is written only for samplers A1111 marks uses_ensd with eta ≠ 0, an
 
 test('a separate VAE puts VAE hash (sha256, 10 hex) and VAE (file name) after Model; none without one; the options leave them out', async () => {
   const path = join(tmp, 'shifted.vae.safetensors');
-  await writeVae(path);
+  await writeShiftedVae(ckpt, path);
   const withVae = await SdGenerator.load(ckpt, { tokenizer, threads: 1, vae: path });
   const vae = await vaeIdentity(path);
   const s = new GenerationService(withVae, await modelIdentity(ckpt), null, { vae });

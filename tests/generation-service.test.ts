@@ -10,7 +10,10 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fixturesDir, repoRoot } from './support/paths.ts';
-import { startTestServer, type TestServer } from './server-fixture-backend.ts';
+import { linkFixtureModels, startTestServer, type TestServer } from './server-fixture-backend.ts';
+import { writeShiftedVae } from './support/separate-vae.ts';
+import { writeSafetensors } from '../engine/safetensors/index.ts';
+import { parseInfotext } from '../engine/image/png-info.ts';
 import { readPngText } from '../engine/image/png-info.ts';
 import { SdGenerator } from '../engine/generate/generator.ts';
 import { TrainingSampler } from '../engine/train/samples.ts';
@@ -145,4 +148,52 @@ test('hires fix: one plan; a latent upscaler resizes latents in the server as in
   assert.match(JSON.parse(fp.body.info).infotexts[0], new RegExp(`Size: ${size}x${size}, .*Hires resize: ${target}x${target}`));
   const fpMeta = await sharp(Buffer.from(fp.body.images[0], 'base64')).metadata();
   assert.deepEqual([fpMeta.width, fpMeta.height], [target, target]);
+});
+
+test('with a separate VAE, an embedding and ENSD, the CLI and the server still make the same PNG and infotext', async () => {
+  // One webui folder for both: the CLI runs in it, the server serves it.
+  const root = await mkdtemp(join(tmpdir(), 'gensvc-parity-'));
+  tmp.push(root);
+  await linkFixtureModels(root);
+  await writeShiftedVae(ckpt, join(root, 'models/VAE/shifted.vae.safetensors'));
+  const gen = await SdGenerator.load(ckpt, { tokenizer });
+  const width = gen.model.arch.textEncoder.width;
+  await writeSafetensors(join(root, 'models/embeddings/shinystyle.safetensors'), {
+    emb_params: { dtype: 'F32', shape: [2, width], data: Float32Array.from({ length: 2 * width }, (_, i) => Math.cos(i * 0.29)) },
+  });
+  const ensd = 31337;
+  const prompt = `${settings.prompt}, shinystyle`;
+  const sampler = 'Euler a';
+
+  const r = spawnSync(
+    process.execPath,
+    [bin, 'generate', '--ckpt', 'models/Stable-diffusion/sd-tiny.safetensors', '-p', prompt, '-n', settings.negative, '-W', String(size), '-H', String(size),
+      '--steps', String(settings.steps), '--cfg-scale', String(settings.cfg), '--sampler', sampler, '--seed', String(settings.seed),
+      '--vae', 'shifted.vae.safetensors', '--ensd', String(ensd), '--out-dir', 'outputs/cli'],
+    { encoding: 'utf8', cwd: root },
+  );
+  assert.equal(r.status, 0, r.stderr);
+  const cli = await readFile(r.stdout.trim().split('\n').pop()!);
+  const text = infotextOf(cli) ?? '';
+  const info = parseInfotext(text);
+  assert.equal(info['VAE'], 'shifted.vae.safetensors');
+  assert.match(String(info['VAE hash']), /^[0-9a-f]{10}$/);
+  assert.equal(String(info['ENSD']), String(ensd));
+  assert.match(String(info['TI hashes']), /^shinystyle: [0-9a-f]{10}$/);
+
+  const s = await startTestServer({ dataDir: root });
+  try {
+    const res = await s.post('/sdapi/v1/txt2img', {
+      prompt, negative_prompt: settings.negative, seed: settings.seed, width: size, height: size, steps: settings.steps, cfg_scale: settings.cfg, sampler_name: sampler,
+      override_settings: { sd_vae: 'shifted.vae.safetensors', eta_noise_seed_delta: ensd },
+    });
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    const viaServer = Buffer.from(res.body.images[0], 'base64');
+    assert.equal(infotextOf(viaServer), text);
+    assert.ok(viaServer.equals(cli), `server PNG bytes equal the CLI PNG bytes (largest pixel difference ${await maxPixelDiff(viaServer, cli)})`);
+    const out = JSON.parse(res.body.info);
+    assert.deepEqual([out.sd_vae_name, out.sd_vae_hash], ['shifted.vae.safetensors', info['VAE hash']]);
+  } finally {
+    await s.close();
+  }
 });
