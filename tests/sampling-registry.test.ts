@@ -4,7 +4,8 @@ import { isUserError } from '../engine/util/errors.ts';
 import { cfgModel, guide } from '../engine/sampling/cfg.ts';
 import { a1111Timesteps } from '../engine/sampling/ddim-plms.ts';
 import { img2imgSteps } from '../engine/sampling/img2img.ts';
-import { A1111_SAMPLER_NAMES, listSamplersForApi, resolveSampler } from '../engine/sampling/registry.ts';
+import { A1111_SAMPLER_NAMES, listSamplersForApi, resolutionNotes, resolveSampler, samplerUsesEnsd } from '../engine/sampling/registry.ts';
+import { SAMPLERS as SERVER_SAMPLERS, resolveSampler as serverResolve } from '../server/samplers.ts';
 import { sample, samplerSigmas } from '../engine/sampling/sample.ts';
 import { karrasSigmas } from '../engine/sampling/schedulers.ts';
 import { DiscreteSchedule } from '../engine/sampling/training-schedule.ts';
@@ -45,6 +46,34 @@ test('sampler and schedule resolution follows get_sampler_and_scheduler', () => 
   assert.equal(resolveSampler('euler A').sampler.name, 'Euler a', 'case-insensitive names');
   assert.equal(resolveSampler('DPM2 a Karras').sampler.name, 'DPM2 a');
   assert.equal(resolveSampler('LMS Karras').schedulerLabel, 'Karras');
+});
+
+test('a backend that runs fewer samplers: listed and resolved among those, the first of them the fallback, with a note', () => {
+  const available = ['Euler', 'Euler a'];
+  assert.deepEqual(listSamplersForApi(available).map((s) => s.name), ['Euler a', 'Euler'], "A1111's order");
+  const ddim = resolveSampler('DDIM', null, available);
+  assert.deepEqual([ddim.sampler.name, ddim.fallbackFrom], ['Euler a', 'DDIM']);
+  assert.deepEqual(resolutionNotes(ddim), ["Sampler 'DDIM' is not available; used Euler a"]);
+  assert.equal(resolveSampler('Euler Karras', null, available).schedulerLabel, 'Karras');
+  assert.deepEqual(resolutionNotes(resolveSampler('Euler', 'no such schedule')), ["Scheduler 'no such schedule' is not available; used Automatic"]);
+  assert.deepEqual(resolutionNotes(resolveSampler('', null)), [], 'an empty name is the default, not a fallback');
+});
+
+test('the server lists and resolves samplers from the engine table, only shaping them', () => {
+  assert.deepEqual(SERVER_SAMPLERS, listSamplersForApi());
+  const r = serverResolve('DPM++ 2M SDE Karras', null, SERVER_SAMPLERS.filter((s) => s.name !== 'DPM++ 2M'));
+  assert.deepEqual(r, { sampler: 'DPM++ 2M SDE', scheduler: 'karras', schedulerLabel: 'Karras', notes: [] });
+  const fallback = serverResolve('DPM++ 2M', null, SERVER_SAMPLERS.filter((s) => s.name !== 'DPM++ 2M'));
+  assert.equal(fallback.sampler, 'DPM++ SDE', 'the first offered sampler');
+  assert.deepEqual(fallback.notes, ["Sampler 'DPM++ 2M' is not available; used DPM++ SDE"]);
+});
+
+test("ENSD in the infotext: A1111's uses_ensd samplers with eta ≠ 0 only", () => {
+  for (const name of ['Euler a', 'DPM++ 2S a', 'DPM2 a', 'DPM fast', 'DPM adaptive']) {
+    assert.equal(samplerUsesEnsd(name, null), true, name);
+    assert.equal(samplerUsesEnsd(name, 0), false, `${name} at eta 0`);
+  }
+  for (const name of ['Euler', 'DPM++ 2M', 'DPM++ SDE', 'DPM++ 2M SDE', 'DDIM', 'UniPC', 'LCM']) assert.equal(samplerUsesEnsd(name, 0.7), false, name);
 });
 
 /** A model that records its calls and returns a fixed eps. */
