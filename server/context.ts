@@ -11,9 +11,14 @@ import type { PreviewCache } from './progress.ts';
 import type { JobQueue } from './queue.ts';
 import type { UpscalerLibrary } from '../engine/upscale/upscalers.ts';
 import type { EmbeddingLibrary } from '../engine/sd/embeddings.ts';
+import type { EndedJob } from './distributed/front-queue.ts';
 
-/** The public members of the in-process JobQueue; the Redis front (server/distributed/front-queue.ts) has the same. */
-export type WorkQueue = { [K in Exclude<keyof JobQueue, keyof EventEmitter>]: JobQueue[K] } & Pick<EventEmitter, 'on' | 'off' | 'once' | 'emit'>;
+/**
+ * The public members of the in-process JobQueue; the Redis front (server/distributed/front-queue.ts) has the
+ * same, and `endedJob`: how a job ended while this process was not running (a queue shared with workers
+ * remembers; the in-process one forgets with its process).
+ */
+export type WorkQueue = { [K in Exclude<keyof JobQueue, keyof EventEmitter>]: JobQueue[K] } & Pick<EventEmitter, 'on' | 'off' | 'once' | 'emit'> & { endedJob?(id: string): Promise<EndedJob | null> };
 
 export interface Layout {
   dataDir: string;

@@ -23,8 +23,8 @@ import type { ServerContext } from './context.ts';
 import { CancelledError, type JobContext, type JobHandle } from './queue.ts';
 import type { PreparedTraining } from './train-config.ts';
 import { isInside, trainingSettings } from './train-settings.ts';
-import type { RemoteJob } from './distributed/front-queue.ts';
-import { remoteTraining } from './distributed/training-work.ts';
+import type { EndedJob, RemoteJob } from './distributed/front-queue.ts';
+import { remoteTraining, takeWorkerRecord } from './distributed/training-work.ts';
 import { isLlmModelFolder } from '../engine/llm/config.ts';
 import { ADAPTER_CONFIG, ADAPTER_WEIGHTS } from '../engine/llm/peft.ts';
 import { llmService } from './llm.ts';
@@ -178,7 +178,10 @@ export class TrainingRegistry extends EventEmitter {
         // A job queue shared with workers (`--queue`) may still hold it: then it waits or runs elsewhere,
         // and its record follows from the worker's reports.
         const live = !job.ended_at ? await this.ctx.queue.liveState(job.id).catch(() => null) : null;
+        // Or a worker finished it while no server was up here: its end is still in the shared queue.
+        const ended = !job.ended_at && !live ? await this.ctx.queue.endedJob?.(job.id).catch(() => null) : null;
         if (live) job.status = live === 'running' ? 'running' : 'queued';
+        else if (ended) await this.settleFromQueue(job, ended);
         else if (!job.ended_at && job.status !== 'interrupted') {
           const was = job.status;
           job.status = 'interrupted';
@@ -195,6 +198,19 @@ export class TrainingRegistry extends EventEmitter {
     this.jobs.clear();
     for (const j of found) this.jobs.set(j.id, j);
     for (const [id, j] of current) this.jobs.set(id, j);
+  }
+
+  /** The record of a job that ended elsewhere (a worker) while this server was down, from the queue's answer. */
+  private async settleFromQueue(job: TrainJob, ended: EndedJob): Promise<void> {
+    const record = ended.ok ? (ended.value as TrainJob | null) : null;
+    if (record && typeof record === 'object' && record.ended_at) takeWorkerRecord(job, record);
+    else {
+      job.status = ended.ok ? 'done' : ended.error instanceof CancelledError ? 'cancelled' : 'failed';
+      job.error = ended.ok || ended.error instanceof CancelledError ? null : ended.error.message;
+      job.ended_at = new Date().toISOString();
+    }
+    await this.persist(job);
+    if (job.outputs.lora) await this.ctx.loras.refresh().catch(() => {});
   }
 
   /**

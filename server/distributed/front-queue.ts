@@ -56,6 +56,9 @@ export interface RemoteWork<T> {
   onFailure?(error: unknown): void;
 }
 
+/** The end of a job as its queue remembers it: the worker's value, or the error it ended with. */
+export type EndedJob = { ok: true; value: unknown } | { ok: false; error: Error };
+
 export interface RemoteJob<T> extends Job<T> {
   remote?: RemoteWork<T>;
 }
@@ -371,6 +374,20 @@ export class RedisFrontQueue extends EventEmitter implements WorkQueue {
     if (state === 'active') return 'running';
     if (state === 'waiting' || state === 'prioritized' || state === 'delayed' || state === 'waiting-children') return 'waiting';
     return null;
+  }
+
+  /**
+   * How a job that Redis still remembers as ended came out (BullMQ keeps results `keepResultsSeconds`): a
+   * restarted front reads the end of a job that a worker finished while no front was up here.
+   */
+  async endedJob(id: string): Promise<EndedJob | null> {
+    const job = await this.queue.getJob(bullJobId(id));
+    const state = job ? await job.getState() : null;
+    if (!job || (state !== 'completed' && state !== 'failed')) return null;
+    if (state === 'failed') return { ok: false, error: new Error(job.failedReason || 'the job failed on its worker') };
+    const answer = (typeof job.returnvalue === 'string' ? JSON.parse(job.returnvalue) : job.returnvalue) as JobAnswer | null;
+    if (!answer) return null;
+    return answer.ok ? { ok: true, value: answer.value } : { ok: false, error: fromWireError(answer.error) };
   }
 
   cancel(id: string): boolean {

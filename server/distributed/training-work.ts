@@ -20,11 +20,16 @@ export interface TrainingData {
 /** Fields of the worker's record that the front takes over (its own id, creation time and config stay). */
 const RELAYED = ['status', 'started_at', 'ended_at', 'planned_steps', 'warnings', 'progress', 'loss_history', 'validation', 'logs', 'outputs', 'result', 'error'] as const;
 
+/** Copies what the worker's record says about the run into the front's record of the same job. */
+export function takeWorkerRecord(job: TrainJob, worker: TrainJob): void {
+  const record = job as unknown as Record<string, unknown>;
+  for (const k of RELAYED) record[k] = structuredClone(worker[k]);
+}
+
 export function remoteTraining(ctx: ServerContext, registry: TrainingRegistry, job: TrainJob, body: unknown, label: string | null): RemoteWork<TrainResult> {
   const take = (r: TrainJob) => {
     const before = { step: job.progress, logs: job.logs.length };
-    const record = job as unknown as Record<string, unknown>;
-    for (const k of RELAYED) record[k] = structuredClone(r[k]);
+    takeWorkerRecord(job, r);
     // A worker that took over a moved job starts its log anew: send only what is new to this front's clients.
     const fresh = r.logs.length >= before.logs ? r.logs.slice(before.logs) : r.logs;
     for (const message of fresh) registry.emit('train-log', { id: job.id, message, time: new Date().toISOString() });
