@@ -168,13 +168,16 @@ test('sampler names: legacy "X Karras" split, explicit scheduler, unknown names 
 });
 
 test('override_settings apply to one job only; styles; infotext fills unset fields; unsupported fields are noted', async () => {
-  let r = await t.post('/sdapi/v1/txt2img', { prompt: 'q', steps: 1, width: 8, height: 8, seed: 3, override_settings: { CLIP_stop_at_last_layers: 2, randn_source: 'CPU', eta_noise_seed_delta: 31337 } });
+  let r = await t.post('/sdapi/v1/txt2img', { prompt: 'q', steps: 1, width: 8, height: 8, seed: 3, sampler_name: 'Euler a', override_settings: { CLIP_stop_at_last_layers: 2, randn_source: 'CPU', eta_noise_seed_delta: 31337 } });
   assert.equal(r.status, 200);
   let p = backend.calls.at(-1)!.params;
   assert.equal(p.clipSkip, 2);
   assert.equal(p.randnSource, 'CPU');
   assert.equal(p.etaNoiseSeedDelta, 31337);
   assert.match(JSON.parse(r.body.info).infotexts[0], /Clip skip: 2, ENSD: 31337, RNG: CPU/);
+  // A1111 writes ENSD only for samplers that draw noise with it (uses_ensd, eta ≠ 0): not for Euler.
+  r = await t.post('/sdapi/v1/txt2img', { prompt: 'q', steps: 1, width: 8, height: 8, seed: 3, sampler_name: 'Euler', override_settings: { eta_noise_seed_delta: 31337 } });
+  assert.doesNotMatch(JSON.parse(r.body.info).infotexts[0], /ENSD/);
   assert.equal((await t.get('/sdapi/v1/options')).body.CLIP_stop_at_last_layers, 1);
   r = await t.post('/sdapi/v1/txt2img', { prompt: 'q', steps: 1, width: 8, height: 8, override_settings: { eta_noise_seed_delta: 7 }, override_settings_restore_afterwards: false });
   assert.equal(r.status, 200);
@@ -396,12 +399,14 @@ test('sd_vae: a chosen VAE file is loaded with the checkpoint, and changing it r
   const n0 = backend.loads.length;
   let info = await gen();
   assert.equal(backend.loads.at(-1)!.vae?.name, 'sd-tiny.vae.safetensors', 'Automatic picks <stem>.vae.safetensors');
-  assert.equal(info.sd_vae_name, 'sd-tiny.vae');
+  assert.equal(info.sd_vae_name, 'sd-tiny.vae.safetensors', "A1111's get_loaded_vae_name: the file name");
+  assert.match(info.sd_vae_hash, /^[0-9a-f]{10}$/);
+  assert.match(info.infotexts[0], new RegExp(`VAE hash: ${info.sd_vae_hash}, VAE: sd-tiny.vae.safetensors,`));
   assert.ok(backend.loads.length > n0);
   await t.post('/sdapi/v1/options', { sd_vae: 'other-vae.safetensors' });
   info = await gen();
   assert.equal(backend.loads.at(-1)!.vae?.path, join(t.dataDir, 'models/VAE/other-vae.safetensors'));
-  assert.match(info.infotexts[0], /VAE: other-vae,/);
+  assert.match(info.infotexts[0], /VAE: other-vae.safetensors,/);
   const n1 = backend.loads.length;
   await gen();
   assert.equal(backend.loads.length, n1, 'no reload when nothing changed');
