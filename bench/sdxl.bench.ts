@@ -12,16 +12,20 @@
 // against SD 1.5 figures), BENCH_SDXL_WEIGHTS=float16|float32 (ours, CFG step), BENCH_SDXL_TRAIN_WEIGHTS (ours,
 // training; default float32), BENCH_SDXL_GC=1|0 (training), BENCH_SDXL_PEER_RUNS (timed peer runs, default 1),
 // BENCH_SDXL_PEER_BF16=1 (training: the peer also under bfloat16 autocast, kohya's mixed precision),
+// BENCH_SDXL_PROFILE=1 (training: ONNX Runtime's time per op type over ours' two steps, ms per step),
 // BENCH_SDXL_MAX_GIB (default 19): a child whose RSS passes it stops and is reported as not fitting;
 // BENCH_SDXL_NAME: the result file stem (default sdxl).
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { loadavg } from 'node:os';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { cast, param } from '../engine/graph/ops-core.ts';
 import type { Tensor } from '../engine/graph/tensor.ts';
 import { compile } from '../engine/runtime/session.ts';
+import { summarizeProfile } from '../engine/runtime/profile.ts';
 import { defaultThreads } from '../engine/runtime/providers.ts';
 import { f32ToF16 } from '../engine/safetensors/float.ts';
 import { inferUnetArch, type UnetArch } from '../engine/sd/arch.ts';
@@ -123,7 +127,8 @@ async function trainStep(shape: Shape, size: number, dtype: 'float16' | 'float32
   let t = performance.now();
   const { loss } = buildLossGraph(model, network, { batch: 1, height: h, width: h, tokens: 77 }, { trainTextEncoder: false, checkpointBlocks: gc });
   const params = network.paramTensors(['unet']);
-  const step = await compileFloat32Step(loss, params, {});
+  const profileDir = process.env.BENCH_SDXL_PROFILE === '1' ? await mkdtemp(join(tmpdir(), 'sdxl-bench-profile-')) : undefined;
+  const step = await compileFloat32Step(loss, params, profileDir ? { profile: join(profileDir, 'p') } : {});
   const compileSeconds = (performance.now() - t) / 1000;
   const stepper = createTrainingStepper(
     { optimizer: 'adamw', learning_rate: 1e-4, text_encoder_lr: 1e-5, weight_decay: 0.01, max_grad_norm: 1, lr_scheduler: 'constant', lr_warmup_steps: 0, gradient_accumulation_steps: 1, mixed_precision: 'no' },
@@ -151,7 +156,14 @@ async function trainStep(shape: Shape, size: number, dtype: 'float16' | 'float32
   }
   let loraParams = 0;
   for (const v of network.buffers('unet').values()) loraParams += v.length;
-  return { weights: `${dtype} fed, float32 compute`, gradientCheckpointing: gc, loraModules: network.size, loraParams, compileSeconds: round(compileSeconds), warmupSeconds: round(seconds[0]!), seconds: round(seconds[1]!), loss: lossValue, peakRssGiB: rssGiB('VmHWM') };
+  let opMsPerStep: Record<string, number> | undefined;
+  if (profileDir) {
+    step.endProfiling();
+    const ops = await summarizeProfile(join(profileDir, 'p'));
+    opMsPerStep = Object.fromEntries(ops.slice(0, 20).map((o) => [o.op, Math.round(o.ms / seconds.length)]));
+    await rm(profileDir, { recursive: true, force: true });
+  }
+  return { weights: `${dtype} fed, float32 compute`, gradientCheckpointing: gc, loraModules: network.size, loraParams, compileSeconds: round(compileSeconds), warmupSeconds: round(seconds[0]!), seconds: round(seconds[1]!), loss: lossValue, peakRssGiB: rssGiB('VmHWM'), ...(opMsPerStep ? { profiledOpMsPerStep: opMsPerStep } : {}) };
 }
 
 /** One measurement in a child process: `node --import tsx bench/sdxl.bench.ts <part> <shape> <size> <dtype> <gc>`. */
