@@ -11,6 +11,7 @@ import type { NoiseSource } from '../engine/rng/noise.ts';
 import type { Device } from '../engine/runtime/providers.ts';
 import type { EmbeddingLibrary } from '../engine/sd/embeddings.ts';
 import { namedHashes, refinerParams } from '../engine/generate/infotext.ts';
+import { usedEmbeddingHashes } from '../engine/generate/service.ts';
 import type { CheckpointRef, RefinerParams, GenerationBackend, GenerationHooks, GenerationOutput, GenerationParams, Img2ImgParams, RawImage } from './backend.ts';
 
 export interface EngineBackendOptions {
@@ -111,8 +112,8 @@ export function createEngineBackend(opts: EngineBackendOptions): GenerationBacke
     conditioner.takeUsedEmbeddings?.();
     const out = await gen.generate({ ...req, loras: p.loras.map((l) => ({ path: l.path, te: l.teMultiplier, unet: l.unetMultiplier, name: l.name, ...(l.dynDim !== null ? { dyn: l.dynDim } : {}) })) }, hooksFor(hooks));
     // A1111 writes the hashes of the embeddings the prompts used (option textual_inversion_add_hashes_to_infotext).
-    const used = conditioner.takeUsedEmbeddings?.() ?? [];
-    const tiHashes = opts.embeddings && used.length && p.options['textual_inversion_add_hashes_to_infotext'] !== false ? await Promise.all(used.map(async (e) => ({ name: e.name, hash: await opts.embeddings!.shortHash(e) }))) : [];
+    const used = await usedEmbeddingHashes(conditioner, opts.embeddings);
+    const tiHashes = p.options['textual_inversion_add_hashes_to_infotext'] !== false ? used : [];
     const images = toRgbBytes(out.images, p.seeds.length, p.width, p.height).map((data) => ({ width: p.width, height: p.height, channels: 3 as const, data }));
     return {
       images,
