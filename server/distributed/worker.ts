@@ -20,7 +20,7 @@ import { Redis } from 'ioredis';
 import { VERSION, resolveLayout } from '../app.ts';
 import { CheckpointManager } from '../checkpoints.ts';
 import type { ServerContext } from '../context.ts';
-import { createEngineBackend } from '../engine-backend.ts';
+import { createThreadBackend, type ThreadBackend } from '../backend-thread.ts';
 import { HashCache } from '../../engine/util/hash-cache.ts';
 import type { ImagePolicy } from '../images.ts';
 import { resolveLimits } from '../limits.ts';
@@ -31,6 +31,7 @@ import { UpscalerLibrary } from '../../engine/upscale/upscalers.ts';
 import { EmbeddingLibrary } from '../../engine/sd/embeddings.ts';
 import { PreviewCache } from '../progress.ts';
 import { JobQueue, type RunningState } from '../queue.ts';
+import { closeTraining } from '../training.ts';
 import { handlers } from './handlers.ts';
 import { CONTROL_CHANNEL, KEY_PREFIX, QUEUE_NAME, toWireError, toWireImage, workerKey, type ControlMessage, type JobAnswer, type JobEnvelope, type WireState, type WorkerAnnouncement } from './protocol.ts';
 import type { RedisTarget } from './redis-url.ts';
@@ -64,6 +65,8 @@ export interface RunningWorker {
 
 interface Slot {
   ctx: ServerContext;
+  /** The slot's generation thread (ended when the worker closes). */
+  backend: ThreadBackend;
   busy: boolean;
   /** LoRA stacks this slot's weights hold or held last (the engine keeps the merged stack). */
   stacks: string[];
@@ -81,7 +84,7 @@ const DEFER_PAUSE_MS = 400;
 /** How often a job pinned to a label comes back to be looked at by the free workers. */
 const LABEL_RETRY_MS = 1000;
 
-async function slotContext(opts: WorkerOptions, shared: { models: ModelIndex; loras: LoraIndex }, optionsPath: string, log: (m: string) => void): Promise<ServerContext> {
+async function slotContext(opts: WorkerOptions, shared: { models: ModelIndex; loras: LoraIndex }, optionsPath: string, log: (m: string) => void): Promise<{ ctx: ServerContext; backend: ThreadBackend }> {
   const layout = resolveLayout(opts);
   const options = await OptionsStore.load(optionsPath);
   // The worker's own view of the shared embeddings folder, read when its slot starts.
@@ -89,7 +92,9 @@ async function slotContext(opts: WorkerOptions, shared: { models: ModelIndex; lo
   (await embeddings.refresh()).forEach((msg) => log(msg));
   // A worker never writes the shared config.json: a save asked for by a job is carried back to its front.
   options.save = async () => {};
-  const backend = createEngineBackend({
+  // Each slot generates on its own thread: this process's loop keeps renewing job locks, announcing and
+  // hearing interrupts while ONNX Runtime runs, and the slots run at the same time.
+  const backend = createThreadBackend({
     device: opts.device ?? 'cpu',
     tokenizer: opts.tokenizerDir ? resolve(layout.dataDir, opts.tokenizerDir) : undefined,
     fallbackTokenizerDirs: [join(dirname(layout.ckptDir), 'tokenizer'), join(layout.dataDir, 'models/tokenizer')],
@@ -98,7 +103,7 @@ async function slotContext(opts: WorkerOptions, shared: { models: ModelIndex; lo
     embeddings,
   });
   const checkpoints = new CheckpointManager(backend, shared.models, options, log);
-  return {
+  const ctx: ServerContext = {
     layout,
     options,
     backend,
@@ -118,6 +123,7 @@ async function slotContext(opts: WorkerOptions, shared: { models: ModelIndex; lo
     version: VERSION,
     log,
   };
+  return { ctx, backend };
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -134,7 +140,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   await Promise.all([models.refreshCheckpoints(), models.refreshVaes(), loras.refresh()]);
   const optionsPath = join(tmpdir(), `lora-scripts-worker-${id}-options.json`);
   const slots: Slot[] = [];
-  for (let i = 0; i < concurrency; i++) slots.push({ ctx: await slotContext(opts, { models, loras }, optionsPath, log), busy: false, stacks: [] });
+  for (let i = 0; i < concurrency; i++) slots.push({ ...(await slotContext(opts, { models, loras }, optionsPath, log)), busy: false, stacks: [] });
 
   const connection = opts.target.options;
   const redis = new Redis(connection);
@@ -306,7 +312,11 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
         clearInterval(announcer);
         if (force) for (const s of slots) s.ctx.queue.interrupt();
         await worker.close(force);
-        for (const s of slots) await s.ctx.queue.close();
+        for (const s of slots) {
+          await s.ctx.queue.close();
+          await s.backend.close();
+          await closeTraining(s.ctx);
+        }
         await redis.del(workerKey(id)).catch(() => {});
         redis.disconnect();
         sub.disconnect();
