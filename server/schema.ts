@@ -13,6 +13,8 @@ export type FieldType = 'int' | 'float' | 'bool' | 'str' | 'str[]' | 'dict' | 'l
 export interface FieldDoc {
   type: FieldType;
   default: unknown;
+  /** No default: the client must send it. */
+  required?: boolean;
   description?: string;
 }
 
@@ -92,6 +94,16 @@ export const f = {
   any: (description?: string) => field('any', z.unknown(), null, description),
 };
 
+/** A required field (no default): absent or null is pydantic's "field required". */
+export function required<T>(type: FieldType, coerce: z.ZodType<T>, description?: string): z.ZodType<T> {
+  const schema = z
+    .any()
+    .refine((v) => v !== undefined && v !== null, { error: MISSING, abort: true, params: { type: 'value_error.missing' } })
+    .pipe(coerce);
+  schema.register(fieldDocs, { type, default: null, required: true, ...(description ? { description } : {}) });
+  return schema;
+}
+
 /** The lenient coercions by themselves (no default), for schemas built from data such as the options table. */
 export const coerce = { int: coerceInt, float: coerceFloat, bool: coerceBool, str: zStr, dict: coerceDict, list: z.array(z.unknown(), refused('list')) };
 
@@ -105,6 +117,12 @@ export function documented<T extends z.ZodType>(schema: T, doc: FieldDoc): T {
 /** A required string inside a nested model (A1111's `FileData.name`), refused as pydantic refuses it. */
 export const requiredStr = () => z.string({ error: (iss) => (iss.input === undefined ? MISSING : REFUSAL.str.msg) });
 
+/** pydantic's refusal of a value outside an enumeration, for `z.enum(values, enumError(values))`. */
+export const enumError = (values: readonly string[]) => ({ error: `value is not a valid enumeration member; permitted: ${values.map((v) => `'${v}'`).join(', ')}` });
+
+/** A check of our own (one-line text, a non-empty list), reported with the FastAPI error type given. */
+export const check = (message: string, type = 'value_error') => ({ error: message, params: { type } });
+
 /** A request model (unknown keys are dropped, as pydantic v1 ignores them). */
 export function requestModel<S extends z.ZodRawShape>(shape: S) {
   return z.object(shape, refused('dict'));
@@ -115,6 +133,7 @@ const NESTED_REFUSAL: Record<string, string> = { string: REFUSAL.str.type, objec
 /** The A1111 type the issue's field has, from its registered doc (nested fields: the enclosing field's). */
 function issueType(schema: RequestSchema, issue: z.core.$ZodIssue): string {
   if (issue.code === 'custom' && typeof issue.params?.['type'] === 'string') return issue.params['type'];
+  if (issue.code === 'invalid_value') return 'type_error.enum';
   const key = issue.path[0];
   const fieldSchema = typeof key === 'string' ? schema.shape[key] : undefined;
   const doc = fieldSchema ? fieldDocs.get(fieldSchema) : undefined;
@@ -175,8 +194,10 @@ const JSON_TYPES: Record<FieldType, object> = {
 
 export function modelJsonSchema(title: string, schema: RequestSchema): object {
   const properties: Record<string, object> = {};
-  for (const fd of modelFields(schema)) {
-    properties[fd.name] = { title: fd.name, ...JSON_TYPES[fd.type], default: fd.default, ...(fd.description ? { description: fd.description } : {}) };
+  const fields = modelFields(schema);
+  for (const fd of fields) {
+    properties[fd.name] = { title: fd.name, ...JSON_TYPES[fd.type], ...(fd.required ? {} : { default: fd.default }), ...(fd.description ? { description: fd.description } : {}) };
   }
-  return { title, type: 'object', properties };
+  const required = fields.filter((fd) => fd.required).map((fd) => fd.name);
+  return { title, type: 'object', properties, ...(required.length ? { required } : {}) };
 }

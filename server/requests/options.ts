@@ -16,7 +16,7 @@ function optionField(def: OptionValue): z.ZodOptional<z.ZodType<OptionValue>> {
     : Array.isArray(def) ? ['list', coerce.list]
     : def === null ? ['any', z.custom<OptionValue>()]
     : ['dict', coerce.dict];
-  return documented(base.nullable(), { type, default: def }).optional();
+  return documented(base.nullable().optional(), { type, default: def });
 }
 
 /** Every known option, typed by its default; other keys pass through unchanged. */

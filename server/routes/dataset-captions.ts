@@ -20,16 +20,12 @@ import { isUserError } from '../../engine/util/errors.ts';
 import type { TrainConfig } from '../../engine/train/config.ts';
 import type { ServerContext } from '../context.ts';
 import { checkDatasetName, findTable, listingConfig } from '../datasets.ts';
-import { HttpError, ValidationError } from '../errors.ts';
+import { HttpError } from '../errors.ts';
+import { captionEditsRequest } from '../requests/datasets.ts';
+import { parseRequest } from '../schema.ts';
 import { trainingRegistry } from '../training.ts';
 import { isInside, trainingSettings, type TrainingSettings } from '../train-settings.ts';
 import type { Api } from './api.ts';
-
-interface Edit {
-  key: string;
-  caption: string;
-  before?: string;
-}
 
 async function readItems(s: TrainingSettings, name: string, resolution?: number) {
   const dir = join(s.datasetsDir, checkDatasetName(name));
@@ -69,20 +65,6 @@ function listing(name: string, d: Items) {
   };
 }
 
-function parseEdits(body: unknown): Edit[] {
-  const edits = (body as { edits?: unknown } | null)?.edits;
-  if (!Array.isArray(edits)) throw new ValidationError([{ loc: ['body', 'edits'], msg: 'edits: expected a list of {key, caption, before?}', type: 'type_error.list' }]);
-  return edits.map((e, i) => {
-    const o = e as Record<string, unknown> | null;
-    const bad = (field: string, msg: string) => new ValidationError([{ loc: ['body', 'edits', i, field], msg: `edits[${i}].${field}: ${msg}`, type: 'value_error' }]);
-    if (!o || typeof o['key'] !== 'string' || !o['key']) throw bad('key', 'expected the image path relative to the dataset');
-    if (typeof o['caption'] !== 'string') throw bad('caption', 'expected text');
-    if (/[\r\n\0]/.test(o['caption'])) throw bad('caption', 'a caption is one line; remove the line breaks');
-    if (o['before'] !== undefined && typeof o['before'] !== 'string') throw bad('before', 'expected text (the caption the edit started from)');
-    return { key: o['key'], caption: o['caption'].trim(), before: o['before'] as string | undefined };
-  });
-}
-
 export function register(api: Api, ctx: ServerContext): void {
   const settings = trainingSettings(ctx);
   const tag = 'training';
@@ -110,10 +92,14 @@ export function register(api: Api, ctx: ServerContext): void {
 
   api.post(
     '/sdapi/v1/train/datasets/:name/captions',
-    { summary: "Save edited captions {edits: [{key, caption, before?}]} into the dataset's metadata table; 409 (nothing written) when a caption changed on disk since `before`", tag },
+    {
+      summary: "Save edited captions {edits: [{key, caption, before?}]} into the dataset's metadata table; 409 (nothing written) when a caption changed on disk since `before`",
+      tag,
+      body: { name: 'CaptionEditsRequest', schema: captionEditsRequest },
+    },
     async (req) => {
       const name = String(req.params['name']);
-      const edits = parseEdits(req.body);
+      const { edits } = parseRequest(captionEditsRequest, req.body);
       return serial(name, async () => {
         const d = await readItems(settings, name);
         if (trainingRegistry(ctx).usesFolder(d.dir)) throw new HttpError(409, `dataset '${name}' is used by a queued or running training; edit its captions when that has ended`);

@@ -8,27 +8,21 @@ import { extname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import sharp from 'sharp';
 import type { Request } from 'express';
-import { CAPTION_WRITE_MODES, writeCaptions, type CaptionWriteMode } from '../../engine/train/caption-table.ts';
+import { writeCaptions } from '../../engine/train/caption-table.ts';
 import type { ServerContext } from '../context.ts';
 import { checkDatasetName } from '../datasets.ts';
 import { HttpError } from '../errors.ts';
+import { addImagesRequest } from '../requests/datasets.ts';
+import { parseRequest } from '../schema.ts';
 import { trainingSettings, type TrainingSettings } from '../train-settings.ts';
 import { trainingRegistry } from '../training.ts';
 import { safeUploadName } from '../uploads.ts';
 import type { Api } from './api.ts';
 
-const MODES = new Set<CaptionWriteMode>(CAPTION_WRITE_MODES);
-const ADD_MAX_IMAGES = 256;
 const ADD_MAX_PIXELS = 64 * 1024 * 1024;
 
 function datasetDir(settings: TrainingSettings, name: string): string {
   return join(settings.datasetsDir, checkDatasetName(name));
-}
-
-function modeOf(v: unknown, field: string, fallback: CaptionWriteMode): CaptionWriteMode {
-  if (v === undefined || v === null) return fallback;
-  if (typeof v !== 'string' || !MODES.has(v as CaptionWriteMode)) throw new HttpError(422, `${field}: expected one of ${[...MODES].join(', ')}, got ${JSON.stringify(v)}`);
-  return v as CaptionWriteMode;
 }
 
 function refuseWhileTraining(ctx: ServerContext, dir: string, name: string): void {
@@ -44,23 +38,17 @@ export function register(api: Api, ctx: ServerContext): void {
     {
       summary: "Add images to a dataset (created if absent): {images: [{image: base64 or data URL, file_name?, caption?}], mode: 'missing' (default) | 'overwrite' | 'append'}. An existing file of the same name is kept and only its caption follows the mode. Answers 201 with what was added.",
       tag,
+      body: { name: 'AddImagesRequest', schema: addImagesRequest },
       example: { added: ['img-1.png'], kept: [], changes: [] },
     },
     async (req: Request, res) => {
       const name = String(req.params['name']);
       const dir = datasetDir(settings, name);
-      const body = (req.body ?? {}) as Record<string, unknown>;
-      const images = body['images'];
-      if (!Array.isArray(images) || images.length === 0) throw new HttpError(422, 'images: expected a non-empty list of {image, file_name?, caption?}');
-      if (images.length > ADD_MAX_IMAGES) throw new HttpError(422, `images: at most ${ADD_MAX_IMAGES} per request, got ${images.length}`);
-      const mode = modeOf(body['mode'], 'mode', 'missing');
+      const { images, mode } = parseRequest(addImagesRequest, req.body);
       const prepared: { file: string; bytes: Buffer; caption: string | null; exists: boolean }[] = [];
       for (const [i, item] of images.entries()) {
         const field = `images[${i}]`;
-        if (!item || typeof item !== 'object') throw new HttpError(422, `${field}: expected an object {image, file_name?, caption?}`);
-        const { image, file_name: fileName, caption } = item as Record<string, unknown>;
-        if (typeof image !== 'string' || !image) throw new HttpError(422, `${field}.image: expected base64 image data`);
-        if (caption !== undefined && caption !== null && (typeof caption !== 'string' || /[\r\n\0]/.test(caption))) throw new HttpError(422, `${field}.caption: expected one line of text`);
+        const { image, file_name: fileName, caption } = item;
         const bytes = Buffer.from(image.startsWith('data:') ? image.slice(image.indexOf(',') + 1) : image, 'base64');
         const meta = await sharp(bytes, { limitInputPixels: ADD_MAX_PIXELS })
           .metadata()
@@ -71,7 +59,6 @@ export function register(api: Api, ctx: ServerContext): void {
         if (!ext || !meta.width || !meta.height) throw new HttpError(422, `${field}.image: expected a PNG, JPEG or WebP image, got ${meta.format ?? 'unknown data'}`);
         let file: string;
         if (fileName === undefined || fileName === null) file = `img-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}${ext}`;
-        else if (typeof fileName !== 'string') throw new HttpError(422, `${field}.file_name: expected a plain file name`);
         else {
           file = safeUploadName(fileName);
           if (extname(file).toLowerCase() !== ext && !(ext === '.jpg' && extname(file).toLowerCase() === '.jpeg'))
@@ -79,7 +66,7 @@ export function register(api: Api, ctx: ServerContext): void {
         }
         if (prepared.some((p) => p.file === file)) throw new HttpError(422, `${field}.file_name: '${file}' appears twice in this request`);
         const exists = Boolean((await stat(join(dir, file)).catch(() => null))?.isFile());
-        prepared.push({ file, bytes, caption: typeof caption === 'string' ? caption : null, exists });
+        prepared.push({ file, bytes, caption: caption ?? null, exists });
       }
       await mkdir(dir, { recursive: true });
       refuseWhileTraining(ctx, dir, name);

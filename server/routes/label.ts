@@ -12,31 +12,24 @@ import { checkDatasetName } from '../datasets.ts';
 import { HttpError } from '../errors.ts';
 import { decodeImageInput } from '../images.ts';
 import { labelService, listLabelModels, type LabelJob } from '../labelling.ts';
+import { interrogateRequest, labelRequest } from '../requests/label.ts';
+import { parseRequest } from '../schema.ts';
 import { trainingSettings } from '../train-settings.ts';
 import type { Api } from './api.ts';
-
-const REQUEST_ONLY = ['dataset', 'clip_model', 'wd14_model'] as const;
 
 function summary(job: LabelJob) {
   const { changes: _c, ...rest } = job;
   return { ...rest, changed: job.changes.filter((c) => c.action !== 'kept').length };
 }
 
-function asSettings(body: Record<string, unknown>, where: string) {
-  const rest = Object.fromEntries(Object.entries(body).filter(([k]) => !(REQUEST_ONLY as readonly string[]).includes(k)));
+function asSettings(settings: Record<string, unknown>, where: string) {
   try {
-    return parseLabelSettings(rest, where);
+    return parseLabelSettings(settings, where);
   } catch (e) {
     if (isUserError(e)) throw new HttpError(422, e.message);
     throw e;
   }
 }
-
-const optionalName = (v: unknown, field: string): string | null => {
-  if (v === undefined || v === null || v === '') return null;
-  if (typeof v !== 'string') throw new HttpError(422, `${field} must be a model name (see GET /sdapi/v1/label/models)`);
-  return v;
-};
 
 export function register(api: Api, ctx: ServerContext): void {
   const service = labelService(ctx);
@@ -50,17 +43,16 @@ export function register(api: Api, ctx: ServerContext): void {
       summary:
         'Caption an uploaded dataset: {dataset, model: clip|wd14|both, mode: missing|overwrite|append, target: metadata|sidecar, trigger, dry_run, clip_model, wd14_model, …the keys of `lora-scripts label --config`}. Answers 202 {id}; progress on socket.io `label-progress`.',
       tag,
+      body: { name: 'LabelRequest', schema: labelRequest },
       example: { id: 'label-0123456789ab', status: 'queued' },
     },
     async (req, res) => {
-      const body = (req.body ?? {}) as Record<string, unknown>;
-      if (typeof body !== 'object' || Array.isArray(body)) throw new HttpError(422, 'send a JSON object');
-      if (typeof body['dataset'] !== 'string' || !body['dataset']) throw new HttpError(422, 'dataset: the name of an uploaded dataset is required (GET /sdapi/v1/train/datasets)');
-      const name = checkDatasetName(body['dataset']);
+      const { dataset, clip_model: clipModel, wd14_model: wd14Model, ...settings } = parseRequest(labelRequest, req.body);
+      const name = checkDatasetName(dataset);
       const folder = join(trainingSettings(ctx).datasetsDir, name);
       if (!(await stat(folder).catch(() => null))?.isDirectory()) throw new HttpError(404, `dataset '${name}' not found`);
-      const names = { clip: optionalName(body['clip_model'], 'clip_model'), wd14: optionalName(body['wd14_model'], 'wd14_model') };
-      const r = await service.resolve(asSettings(body, 'label request'), names, body['model'] !== undefined);
+      const names = { clip: clipModel || null, wd14: wd14Model || null };
+      const r = await service.resolve(asSettings(settings, 'label request'), names, settings['model'] !== undefined);
       const job = service.submit({ dataset: name, folder, settings: r.settings, clipModel: names.clip, wd14Model: names.wd14 }, r.clip, r.wd14);
       res.status(202);
       return { id: job.id, status: job.status, model: job.settings.model, clip_model: job.clip_model, wd14_model: job.wd14_model };
@@ -87,15 +79,15 @@ export function register(api: Api, ctx: ServerContext): void {
     {
       summary: "A1111's interrogate: {image, model: clip|deepdanbooru} → {caption}. clip uses a CLIP model from models/CLIP; deepdanbooru uses the WD14 tagger in models/WD14.",
       tag: 'default',
+      body: { name: 'InterrogateRequest', schema: interrogateRequest },
       example: { caption: 'a cat, a photograph, natural light' },
     },
     async (req) => {
-      const body = (req.body ?? {}) as Record<string, unknown>;
-      const model = body['model'] ?? 'clip';
+      const { image: data, model } = parseRequest(interrogateRequest, req.body);
       // A1111 answers an unknown model with 404 "Model not found".
       if (model !== 'clip' && model !== 'deepdanbooru') throw new HttpError(404, 'Model not found');
-      if (typeof body['image'] !== 'string' || !body['image']) throw new HttpError(404, 'Image not found');
-      const image = await decodeImageInput(body['image'], ctx.imagePolicy());
+      if (!data) throw new HttpError(404, 'Image not found');
+      const image = await decodeImageInput(data, ctx.imagePolicy());
       const settings = asSettings({ model: model === 'clip' ? 'clip' : 'wd14' }, 'interrogate');
       const r = await service.resolve(settings, { clip: null, wd14: null }, true);
       const caption = await service.interrogate(image, r.settings, r.clip, r.wd14);

@@ -11,29 +11,19 @@ import { isUserError } from '../../engine/util/errors.ts';
 import type { ServerContext } from '../context.ts';
 import { HttpError } from '../errors.ts';
 import { llmService } from '../llm.ts';
+import { chatRequest, completionRequest, type LlmRequest } from '../requests/llm.ts';
+import { parseRequest } from '../schema.ts';
 import type { Api } from './api.ts';
 
-type Body = Record<string, unknown>;
-
-function num(b: Body, key: string, def: number): number {
-  const v = b[key];
-  if (v === undefined || v === null) return def;
-  if (typeof v !== 'number' || !Number.isFinite(v)) throw new HttpError(422, `${key} must be a number`);
-  return v;
-}
-
-function options(b: Body): GenerateOptions {
-  const stop = b['stop'] === undefined || b['stop'] === null ? [] : typeof b['stop'] === 'string' ? [b['stop']] : b['stop'];
-  if (!Array.isArray(stop) || !stop.every((s) => typeof s === 'string' && s.length)) throw new HttpError(422, 'stop must be a string or a list of strings');
-  if (b['n'] !== undefined && b['n'] !== 1) throw new HttpError(422, 'n: only 1 choice per request');
+function options(b: LlmRequest): GenerateOptions {
   return {
-    maxNewTokens: num(b, 'max_tokens', num(b, 'max_completion_tokens', 256)),
-    temperature: num(b, 'temperature', 1),
-    topP: num(b, 'top_p', 1),
-    topK: num(b, 'top_k', 0),
-    repetitionPenalty: num(b, 'repetition_penalty', 1),
-    stop: stop as string[],
-    seed: num(b, 'seed', 0),
+    maxNewTokens: b.max_tokens ?? b.max_completion_tokens ?? 256,
+    temperature: b.temperature,
+    topP: b.top_p,
+    topK: b.top_k,
+    repetitionPenalty: b.repetition_penalty,
+    stop: b.stop,
+    seed: b.seed,
   };
 }
 
@@ -44,25 +34,14 @@ function usage(r: GenerateResult) {
 }
 
 async function serve(ctx: ServerContext, kind: Kind, req: Request, res: Response): Promise<unknown> {
-  const b = (req.body ?? {}) as Body;
-  if (typeof b !== 'object' || Array.isArray(b)) throw new HttpError(422, 'send a JSON object');
+  const b = kind === 'chat' ? parseRequest(chatRequest, req.body) : parseRequest(completionRequest, req.body);
   const svc = llmService(ctx);
   const o = options(b);
-  let messages: { role: string; content: string }[] = [];
-  let prompt = '';
-  if (kind === 'chat') {
-    const m = b['messages'];
-    if (!Array.isArray(m) || !m.length || !m.every((x) => x && typeof x.role === 'string' && typeof x.content === 'string'))
-      throw new HttpError(422, 'messages: a non-empty list of {role, content} with string content');
-    messages = m.map((x) => ({ role: x.role as string, content: x.content as string }));
-  } else {
-    const p = Array.isArray(b['prompt']) && b['prompt'].length === 1 ? b['prompt'][0] : b['prompt'];
-    if (typeof p !== 'string') throw new HttpError(422, 'prompt: a string');
-    prompt = p;
-  }
-  const stack = await svc.adapterStack(b['adapters']);
-  const model = String(b['model']);
-  const stream = b['stream'] === true;
+  const messages = 'messages' in b ? b.messages : [];
+  const prompt = 'prompt' in b ? b.prompt : '';
+  const stack = await svc.adapterStack(b.adapters);
+  const model = b.model;
+  const stream = b.stream;
   const id = `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomBytes(12).toString('hex')}`;
   const created = Math.floor(Date.now() / 1000);
   const object = kind === 'chat' ? 'chat.completion' : 'text_completion';
@@ -79,7 +58,7 @@ async function serve(ctx: ServerContext, kind: Kind, req: Request, res: Response
   const handle = ctx.queue.submit<GenerateResult>({
     kind: 'llm',
     run: async (q) => {
-      const { gen, stacks } = await svc.model(b['model']);
+      const { gen, stacks } = await svc.model(b.model);
       const weights = await stacks.weights(stack);
       q.progress({ step: 0, total: o.maxNewTokens, textinfo: `LLM ${model}` });
       let n = 0;
@@ -133,6 +112,6 @@ export function register(api: Api, ctx: ServerContext): void {
   }));
   const fields =
     'max_tokens, temperature (0 = greedy), top_p, top_k, repetition_penalty, stop, seed, stream (SSE), adapters: [{name, weight}] (PEFT adapters from models/LLM-adapters, merged by weight for this request)';
-  api.post('/v1/completions', { summary: `OpenAI completions: {model, prompt, ${fields}}`, tag }, (req, res) => serve(ctx, 'completion', req, res));
-  api.post('/v1/chat/completions', { summary: `OpenAI chat completions through the model's chat template: {model, messages, ${fields}}`, tag }, (req, res) => serve(ctx, 'chat', req, res));
+  api.post('/v1/completions', { summary: `OpenAI completions: {model, prompt, ${fields}}`, tag, body: { name: 'CompletionRequest', schema: completionRequest } }, (req, res) => serve(ctx, 'completion', req, res));
+  api.post('/v1/chat/completions', { summary: `OpenAI chat completions through the model's chat template: {model, messages, ${fields}}`, tag, body: { name: 'ChatCompletionRequest', schema: chatRequest } }, (req, res) => serve(ctx, 'chat', req, res));
 }
