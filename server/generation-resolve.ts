@@ -4,12 +4,12 @@
  * checkpoint, VAE, sampler, styles, `<lora:…>` stacks and their hashes, seeds, hires plan, refiner, the
  * "only masked" inpaint area, output folder) and every fallback is written into `notes`.
  */
-import { randomInt } from 'node:crypto';
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import type { VaeIdentity } from '../engine/generate/identity.ts';
 import type { NamedHash } from '../engine/generate/infotext.ts';
 import { cutArea, inpaintArea, type InpaintArea } from '../engine/image/inpaint-area.ts';
 import { extractPromptTags } from '../engine/lora/prompt-tags.ts';
+import { batchSeeds, fixSeed } from '../engine/rng/seeds.ts';
 import { UserError } from '../engine/util/errors.ts';
 import type { LoraRef, RawImage, RefinerParams, VaeRef } from './backend.ts';
 import type { ServerContext } from './context.ts';
@@ -124,10 +124,6 @@ function effectiveOptions(ctx: ServerContext, over: Record<string, unknown> | nu
     overrides[k] = v;
   }
   return { options, overrides };
-}
-
-function randomSeed(): number {
-  return randomInt(0, 2 ** 32 - 1);
 }
 
 /** `outdir_samples` (or the kind's folder), kept inside the data folder; with `save_to_dirs`, a folder per day. */
@@ -257,10 +253,9 @@ export async function resolveGeneration(ctx: ServerContext, prepared: Prepared):
   if (prepared.kind === 'img2img' && prepared.req.resize_mode === 3) notes.push('resize_mode 3 (latent upscale) was done as resize_mode 0');
 
   const count = req.batch_size * req.n_iter;
-  const seed = req.seed === -1 ? randomSeed() : req.seed;
-  const subseed = req.subseed === -1 ? randomSeed() : req.subseed;
-  const seeds = Array.from({ length: count }, (_, i) => seed + (req.subseed_strength === 0 ? i : 0));
-  const subseeds = Array.from({ length: count }, (_, i) => subseed + i);
+  const seed = fixSeed(req.seed);
+  const subseed = fixSeed(req.subseed);
+  const { seeds, subseeds } = batchSeeds(seed, subseed, req.subseed_strength, count);
 
   let hires: HiresPass | null = null;
   if (prepared.kind === 'txt2img' && prepared.req.enable_hr) {

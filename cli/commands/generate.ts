@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { basename, join, resolve } from 'node:path';
 import { mkdir, readdir } from 'node:fs/promises';
 import { UserError } from '../../engine/util/errors.ts';
+import { batchSeeds, fixSeed } from '../../engine/rng/seeds.ts';
 
 interface GenerateFlags {
   ckpt?: string;
@@ -96,9 +97,8 @@ export function register(program: Command): void {
       const clipSkip = int(f.clipSkip, '--clip-skip', 1);
       const cfgScale = Number(f.cfgScale);
       if (!Number.isFinite(cfgScale)) throw new UserError(`--cfg-scale: '${f.cfgScale}' is not a number`);
-      let seed = Number(f.seed);
-      if (!Number.isInteger(seed)) throw new UserError(`--seed: '${f.seed}' is not an integer`);
-      if (seed === -1) seed = Math.floor(Math.random() * 2 ** 32);
+      if (!Number.isInteger(Number(f.seed))) throw new UserError(`--seed: '${f.seed}' is not an integer`);
+      const seed = fixSeed(Number(f.seed));
       const switchAt = Number(f.refinerSwitchAt);
       if (!(switchAt >= 0 && switchAt <= 1)) throw new UserError(`--refiner-switch-at: expected a number from 0 to 1, got '${f.refinerSwitchAt}'`);
       const randnSource = f.randnSource.toUpperCase();
@@ -136,7 +136,7 @@ export function register(program: Command): void {
               switchAt,
             }
           : undefined;
-      const seeds = Array.from({ length: batch }, (_, i) => seed + i);
+      const { seeds } = batchSeeds(seed, 0, 0, batch);
       const t1 = performance.now();
       const out = await service.render(
         { prompt: f.prompt, negativePrompt: f.negativePrompt, seeds, width, height, steps, cfgScale, sampler: f.sampler, scheduler: f.scheduler, clipSkip, tiling: !!f.tiling, randnSource, eta, etaNoiseSeedDelta, ...(refiner ? { refiner } : {}) },
