@@ -3,41 +3,20 @@
  * (`sd_model_checkpoint`, `sd_vae`, `refiner_checkpoint`). Only names found by scanning resolve, so a
  * request can never point the server at a path outside its folders.
  */
-import { readdir, stat } from 'node:fs/promises';
-import { join, relative, sep, extname, basename } from 'node:path';
+import { stat } from 'node:fs/promises';
+import { join, extname, basename } from 'node:path';
 import { readSidecar, sidecarNativeSize } from '../engine/sd/sidecar.ts';
 import type { CheckpointRef, VaeRef } from './backend.ts';
 import { hashKey, type HashCache } from '../engine/util/hash-cache.ts';
 import { legacyHash } from '../engine/util/sha256-file.ts';
-import { vaeIdentity, type ModelIdentity, type VaeIdentity } from '../engine/generate/identity.ts';
-import { findVae } from '../engine/generate/vae-choice.ts';
+import { nameInFolder, vaeIdentity, type ModelIdentity, type VaeIdentity } from '../engine/generate/identity.ts';
+import { findVae, listVaes } from '../engine/generate/vae-choice.ts';
+import { listFilesRecursive } from '../engine/util/list-files.ts';
 
-/** Natural sort ("2" before "10"), as A1111's `walk_files` orders names. */
-export function naturalCompare(a: string, b: string): number {
-  return a.localeCompare(b, undefined, { numeric: true, sensitivity: 'base' });
-}
+const SAFETENSORS = new Set(['.safetensors']);
 
-/** Files under `dir` (recursively, following nothing outside it) whose extension is in `exts`. */
-export async function walkFiles(dir: string, exts: string[], opts: { diffusersFolders?: boolean } = {}): Promise<string[]> {
-  const out: string[] = [];
-  const walk = async (d: string): Promise<void> => {
-    const entries = await readdir(d, { withFileTypes: true }).catch(() => []);
-    entries.sort((a, b) => naturalCompare(a.name, b.name));
-    for (const e of entries) {
-      if (e.name.startsWith('.')) continue;
-      const p = join(d, e.name);
-      // Links are followed (A1111 does; users link shared model folders), but only ones placed by the operator.
-      const st = e.isSymbolicLink() ? await stat(p).catch(() => null) : e;
-      if (!st) continue;
-      if (st.isDirectory()) {
-        if (opts.diffusersFolders && (await stat(join(p, 'model_index.json')).catch(() => null))) out.push(p);
-        else await walk(p);
-      } else if (st.isFile() && exts.includes(extname(e.name).toLowerCase())) out.push(p);
-    }
-  };
-  await walk(dir);
-  return out;
-}
+/** A diffusers model folder is one checkpoint, listed as a whole. */
+const isDiffusersFolder = async (dir: string): Promise<boolean> => (await stat(join(dir, 'model_index.json')).catch(() => null)) !== null;
 
 export interface CheckpointEntry extends CheckpointRef {
   legacyHash: string | null;
@@ -51,10 +30,6 @@ export interface CheckpointEntry extends CheckpointRef {
 async function configuredSize(checkpoint: string): Promise<number | null> {
   const cfg = await readSidecar(checkpoint).catch(() => undefined);
   return (cfg && sidecarNativeSize(cfg)) ?? null;
-}
-
-function relName(dir: string, p: string): string {
-  return relative(dir, p).split(sep).join('/');
 }
 
 export class ModelIndex {
@@ -73,12 +48,12 @@ export class ModelIndex {
   ) {}
 
   async refreshCheckpoints(): Promise<void> {
-    const found = await walkFiles(this.ckptDir, ['.safetensors'], { diffusersFolders: true });
+    const found = await listFilesRecursive(this.ckptDir, SAFETENSORS, { isModelFolder: isDiffusersFolder });
     this.usingFallback = found.length === 0 && this.fallback !== undefined;
     const files = this.usingFallback ? [this.fallback!] : found;
     const list: CheckpointEntry[] = [];
     for (const path of files) {
-      const name = this.usingFallback ? basename(path) : relName(this.ckptDir, path);
+      const name = this.usingFallback ? basename(path) : nameInFolder(this.ckptDir, path);
       const isFile = extname(path).toLowerCase() === '.safetensors';
       const sha256 = isFile ? await this.hashes.peek(hashKey.checkpoint(name), path) : null;
       const yaml = path.replace(/\.safetensors$/i, '') + '.yaml';
@@ -99,8 +74,7 @@ export class ModelIndex {
   }
 
   async refreshVaes(): Promise<void> {
-    const files = await walkFiles(this.vaeDir, ['.safetensors']);
-    this.vaeList = files.map((path) => ({ name: relName(this.vaeDir, path), path }));
+    this.vaeList = await listVaes(this.vaeDir);
   }
 
   checkpoints(): CheckpointEntry[] {
