@@ -7,6 +7,7 @@
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import type { VaeIdentity } from '../engine/generate/identity.ts';
 import type { NamedHash } from '../engine/generate/infotext.ts';
+import type { Pixels } from '../engine/image/crop.ts';
 import { cutArea, inpaintArea, type InpaintArea } from '../engine/image/inpaint-area.ts';
 import { extractPromptTags } from '../engine/lora/prompt-tags.ts';
 import { batchSeeds, fixSeed } from '../engine/rng/seeds.ts';
@@ -136,6 +137,11 @@ export function outputDir(ctx: ServerContext, configured: string, saveToDirs: bo
   return saveToDirs ? join(dir, `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}`) : dir;
 }
 
+/** A crop or paste of `like` (engine/image/inpaint-area.ts keeps the channel count) as the backend's picture type. */
+export function asRawLike(like: RawImage, p: Pixels): RawImage {
+  return { width: p.width, height: p.height, channels: like.channels, data: p.data };
+}
+
 export function stemOf(name: string): string {
   const base = name.split('/').pop() ?? name;
   return base.replace(/\.safetensors$/i, '');
@@ -199,8 +205,8 @@ async function img2imgInputs(req: Img2ImgRequest, initImages: RawImage[], mask: 
   }
   return {
     ...base,
-    initImages: initImages.map((im) => cutArea(im, area, req.width, req.height) as RawImage),
-    mask: cutArea(mask, area, req.width, req.height) as RawImage,
+    initImages: initImages.map((im) => asRawLike(im, cutArea(im, area, req.width, req.height))),
+    mask: asRawLike(mask, cutArea(mask, area, req.width, req.height)),
     onlyMasked: { area, originals: initImages },
   };
 }

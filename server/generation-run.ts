@@ -9,7 +9,7 @@ import type { InfotextValue } from '../engine/image/png-info.ts';
 import { pasteArea } from '../engine/image/inpaint-area.ts';
 import type { GenerationHooks, GenerationOutput, GenerationParams, RawImage } from './backend.ts';
 import type { ServerContext } from './context.ts';
-import type { GenerationPlan } from './generation-resolve.ts';
+import { asRawLike, type GenerationPlan } from './generation-resolve.ts';
 import { upscaleForHires } from './hires.ts';
 import type { JobContext } from './queue.ts';
 
@@ -148,7 +148,7 @@ export async function runPlan(ctx: ServerContext, plan: GenerationPlan, job: Job
       const { area, originals } = onlyMasked;
       const pasted = out.images.map((im, i) => {
         const original = originals[(first + i) % originals.length];
-        return original ? (pasteArea(original, im, area) as RawImage) : im;
+        return original ? asRawLike(original, pasteArea(original, im, area)) : im;
       });
       out = { ...out, images: pasted, extraParams: { ...out.extraParams, 'Inpaint area': 'Only masked', 'Masked area padding': img2img.inpaintFullResPadding } };
     }
