@@ -3,7 +3,7 @@
  * rule for target size, upscale space, steps and infotext), and the pixel-space upscale for image upscalers
  * (or when the backend returns no latents). Latent upscalers resize the first pass's latents in the backend.
  */
-import sharp from 'sharp';
+import { resizeImage } from '../engine/image/resize-mode.ts';
 import { applyFirstphase, planHires as enginePlan, type HiresPlan } from '../engine/sd/hires.ts';
 import type { RawImage } from './backend.ts';
 import type { Txt2ImgRequest } from './requests/generation.ts';
@@ -46,16 +46,11 @@ export function applyFirstphaseFields(req: Txt2ImgRequest): void {
   req.hr_resize_y = f.resizeY;
 }
 
-/** Upscales first-pass images to the plan's size (its kernel; cover-crop when both sides were given). */
+/**
+ * Upscales first-pass images to the plan's size as A1111's resize_image (engine/image/resize-mode.ts): mode 1
+ * (cover-crop) when both sides were given, else 0, with Nearest or Lanczos as the upscaler says.
+ */
 export async function upscaleForHires(images: RawImage[], plan: HiresPlan): Promise<RawImage[]> {
-  const out: RawImage[] = [];
-  for (const im of images) {
-    const { data, info } = await sharp(Buffer.from(im.data.buffer, im.data.byteOffset, im.data.byteLength), { raw: { width: im.width, height: im.height, channels: im.channels } })
-      .removeAlpha()
-      .resize(plan.width, plan.height, { fit: plan.crop ? 'cover' : 'fill', kernel: plan.pixelKernel })
-      .raw()
-      .toBuffer({ resolveWithObject: true });
-    out.push({ width: info.width, height: info.height, channels: 3, data: new Uint8Array(data.buffer, data.byteOffset, data.length) });
-  }
-  return out;
+  const filter = plan.pixelKernel === 'nearest' ? 'nearest' : 'lanczos';
+  return images.map((im) => ({ ...resizeImage(plan.crop ? 1 : 0, im, plan.width, plan.height, filter), channels: im.channels }));
 }
