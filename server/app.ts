@@ -34,6 +34,7 @@ import { uiRouter } from './routes/ui.ts';
 import { stopPromptChecks } from './prompt-check.ts';
 import { attachTrainingSocket } from './train-socket.ts';
 import { closeTraining } from './training.ts';
+import { closeLlm } from './llm.ts';
 import { attachLabelSocket } from './labelling.ts';
 import { VERSION } from '../engine/version.ts';
 import { UpscalerLibrary } from '../engine/upscale/upscalers.ts';
@@ -320,6 +321,7 @@ export async function createServer(opts: ServerOptions = {}): Promise<LoraScript
       await stopPromptChecks();
       await ownBackend?.close();
       await closeTraining(ctx);
+      await closeLlm(ctx);
     })());
   return { app, httpServer, io, ctx, url, port, close };
 }

@@ -7,7 +7,7 @@
  *
  * How the interface crosses (server/backend-thread-worker.ts is the other side):
  * - each call runs an exported function of the worker module through the engine's WorkerPool (one thread);
- *   UserErrors arrive as UserErrors (4xx), other errors as plain Errors with their message (500);
+ *   errors reach the client as server/thread-errors.ts says (a UserError stays a 4xx);
  * - a generation gets a MessagePort: the thread reports every step on it;
  * - the thread is inside ONNX Runtime most of the time and cannot answer a message then, so the main thread
  *   talks to it through a SharedArrayBuffer (Atomics): the stop request (interrupt / skip, read before every
@@ -24,26 +24,17 @@
  */
 import { MessageChannel } from 'node:worker_threads';
 import { SAMPLERS as ENGINE_SAMPLERS } from '../engine/sampling/registry.ts';
-import { isUserError } from '../engine/util/errors.ts';
-import { WorkerPool, WorkerStartError, WorkerTaskError } from '../engine/util/worker-pool.ts';
+import { WorkerPool } from '../engine/util/worker-pool.ts';
 import type { CheckpointRef, GenerationBackend, GenerationHooks, GenerationOutput, GenerationParams, Img2ImgParams, RawImage, VaeRef } from './backend.ts';
 import { FLAG, STOP_CODES, type StepMessage, type ThreadBackendSettings, type ThreadState } from './backend-thread-worker.ts';
 import type { EngineBackendOptions } from './engine-backend.ts';
+import { fromThread } from './thread-errors.ts';
 
 /** How often the main thread copies the hooks' stop request into the shared flag while a call runs. */
 const STOP_POLL_MS = 20;
 
 export interface ThreadBackend extends GenerationBackend {
   close(): Promise<void>;
-}
-
-/** A worker-side failure as the server answers it: a UserError stays one; anything else is a plain 500 error. */
-function asServerError(e: unknown): unknown {
-  if (isUserError(e)) return e;
-  if (e instanceof WorkerTaskError) return new Error(e.message);
-  if (e instanceof WorkerStartError) return new Error(`the generation thread could not start: ${e.message}`);
-  // Not an error thrown by the engine: the thread itself is gone.
-  return new Error(`the generation thread stopped (${(e as Error)?.message ?? String(e)}); this job failed, the next one starts a new thread and reloads the checkpoint`);
 }
 
 export function createThreadBackend(opts: EngineBackendOptions): ThreadBackend {
@@ -62,7 +53,7 @@ export function createThreadBackend(opts: EngineBackendOptions): ThreadBackend {
     try {
       return await run;
     } catch (e) {
-      throw asServerError(e);
+      throw fromThread(e, 'generation', 'the next one starts a new thread and reloads the checkpoint');
     } finally {
       if (inflight === run) inflight = null;
     }

@@ -3,17 +3,21 @@
  * folders in `<data-dir>/models/LLM-adapters/<name>/`. One model is kept loaded (the last one asked for);
  * each request brings its own adapter stack, merged by weight into copies of the touched weights (engine
  * AdapterStacks), so requests with different stacks share the loaded base. Generation runs as a queue job,
- * one at a time with image generation and training.
+ * one at a time with image generation and training, on the LLM thread (server/llm-thread-worker.ts): loading
+ * and every token's ONNX Runtime call stay off the HTTP loop; streamed text comes back as it is final, and
+ * the request's abort signal (client gone, interrupt) stops it between tokens.
  */
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { AdapterStacks, type AdapterRef } from '../engine/llm/adapter-stack.ts';
+import { MessageChannel } from 'node:worker_threads';
+import type { AdapterRef } from '../engine/llm/adapter-stack.ts';
 import { isLlmModelFolder } from '../engine/llm/config.ts';
-import { LlmGenerator } from '../engine/llm/generate.ts';
-import { loadLlm } from '../engine/llm/load.ts';
-import { LlmTokenizer } from '../engine/llm/tokenizer.ts';
+import type { GenerateOptions, GenerateResult } from '../engine/llm/generate.ts';
+import { WorkerPool } from '../engine/util/worker-pool.ts';
 import type { ServerContext } from './context.ts';
 import { HttpError } from './errors.ts';
+import type { LlmInput, LlmThreadControl, LlmThreadMessage } from './llm-thread-worker.ts';
+import { fromThread } from './thread-errors.ts';
 
 const NAME = /^[\w][\w.-]{0,199}$/;
 
@@ -24,11 +28,24 @@ async function subfolders(dir: string, keep: (path: string) => Promise<boolean>)
   return out.sort();
 }
 
+/** A request's adapter stack as the generation takes it: merged on the LLM thread. */
+export type LlmCallbacks = { weights?: readonly AdapterRef[]; onText?: (delta: string) => void; signal?: AbortSignal };
+
+/** The loaded model as a route uses it; the work happens on the LLM thread (server/llm-thread-worker.ts). */
+export interface LlmHandle {
+  gen: {
+    complete(prompt: string, o: GenerateOptions, cb?: LlmCallbacks): Promise<GenerateResult>;
+    chat(messages: readonly { role: string; content: string }[], o: GenerateOptions, cb?: LlmCallbacks): Promise<GenerateResult>;
+  };
+  stacks: { weights(stack: readonly AdapterRef[]): Promise<readonly AdapterRef[]> };
+}
+
 export class LlmService {
   readonly modelsDir: string;
   readonly adaptersDir: string;
-  private loaded?: Promise<{ name: string; gen: LlmGenerator; stacks: AdapterStacks }>;
-  private loadedName?: string;
+  /** Loading and generating run here, off the HTTP loop: ONNX Runtime's calls are synchronous. */
+  private readonly pool = new WorkerPool(new URL('./llm-thread-worker.ts', import.meta.url).href, 'llm', { size: 1 });
+  private running: { done: Promise<unknown>; stop: () => void } | null = null;
 
   constructor(private readonly ctx: ServerContext) {
     this.modelsDir = join(ctx.layout.dataDir, 'models', 'LLM');
@@ -43,23 +60,66 @@ export class LlmService {
     return subfolders(this.adaptersDir, (p) => stat(join(p, 'adapter_config.json')).then(() => true, () => false));
   }
 
+  private get device(): string {
+    return (this.ctx.cmdFlags['device'] as string | undefined) ?? 'cpu';
+  }
+
+  private async call<T>(fn: string, args: unknown[], transfer: Parameters<WorkerPool['run']>[2] = []): Promise<T> {
+    try {
+      return await this.pool.run<T>(fn, args, transfer);
+    } catch (e) {
+      throw fromThread(e, 'LLM', 'the next request starts a new thread and loads its model');
+    }
+  }
+
   /** The loaded model, loading `name` in place of the previous one when it differs. */
-  async model(name: unknown): Promise<{ gen: LlmGenerator; stacks: AdapterStacks }> {
+  async model(name: unknown): Promise<LlmHandle> {
     if (typeof name !== 'string' || !NAME.test(name)) throw new HttpError(422, 'model: the name of a folder in models/LLM (GET /v1/models)');
     if (!(await this.models()).includes(name)) throw new HttpError(404, `model '${name}' is not in ${this.modelsDir} (GET /v1/models lists them)`);
-    if (this.loadedName !== name || !this.loaded) {
-      this.loadedName = name;
-      const dir = join(this.modelsDir, name);
-      this.loaded = (async () => {
-        const m = await loadLlm(dir);
-        const gen = await LlmGenerator.create(m, await LlmTokenizer.load(dir), { device: (this.ctx.cmdFlags['device'] as 'cpu' | undefined) ?? 'cpu' });
-        return { name, gen, stacks: new AdapterStacks(m.weights) };
-      })();
-      this.loaded.catch(() => {
-        if (this.loadedName === name) this.loaded = this.loadedName = undefined;
-      });
+    const dir = join(this.modelsDir, name);
+    await this.call('load', [dir, this.device]);
+    const run = (input: LlmInput, o: GenerateOptions, cb: LlmCallbacks = {}) => this.generate(dir, input, o, cb);
+    return {
+      gen: { complete: (prompt, o, cb) => run({ kind: 'completion', prompt }, o, cb), chat: (messages, o, cb) => run({ kind: 'chat', messages: [...messages] }, o, cb) },
+      // The stack is merged where the weights are, on the thread.
+      stacks: { weights: async (stack) => stack },
+    };
+  }
+
+  private async generate(dir: string, input: LlmInput, o: GenerateOptions, cb: LlmCallbacks): Promise<GenerateResult> {
+    const { port1: mine, port2: theirs } = new MessageChannel();
+    let drained!: () => void;
+    const reported = new Promise<void>((r) => (drained = r));
+    mine.on('message', (m: LlmThreadMessage) => {
+      if (m.type === 'text') cb.onText?.(m.delta);
+      else drained();
+    });
+    mine.on('close', () => drained());
+    const stop = () => mine.postMessage({ type: 'stop' } satisfies LlmThreadControl);
+    cb.signal?.addEventListener('abort', stop, { once: true });
+    if (cb.signal?.aborted) stop();
+    const done = this.call<GenerateResult>('generate', [dir, this.device, input, o, [...(cb.weights ?? [])], Boolean(cb.onText), theirs], [theirs]);
+    const current = { done, stop };
+    this.running = current;
+    try {
+      const result = await done;
+      // Streamed text arrives on the port, the result through the pool: the result waits for the last piece.
+      await reported;
+      return result;
+    } finally {
+      if (this.running === current) this.running = null;
+      cb.signal?.removeEventListener('abort', stop);
+      mine.close();
     }
-    return this.loaded;
+  }
+
+  /** Ends the LLM thread once idle (a running generation is stopped first: ending a thread inside ONNX Runtime aborts the process). */
+  async close(): Promise<void> {
+    while (this.running) {
+      this.running.stop();
+      await this.running.done.catch(() => {});
+    }
+    await this.pool.close();
   }
 
   /** `adapters: [{name, weight}]` (or "name:weight" strings) → folders in models/LLM-adapters. */
@@ -80,6 +140,11 @@ export class LlmService {
 }
 
 const perServer = new WeakMap<ServerContext, LlmService>();
+
+/** Ends the LLM thread of this server, if it started one. */
+export async function closeLlm(ctx: ServerContext): Promise<void> {
+  await perServer.get(ctx)?.close();
+}
 
 export function llmService(ctx: ServerContext): LlmService {
   let s = perServer.get(ctx);

@@ -11,8 +11,8 @@
 import { MessageChannel } from 'node:worker_threads';
 import type { TrainConfig } from '../engine/train/config.ts';
 import type { TrainOptions, TrainResult } from '../engine/train/trainer.ts';
-import { isUserError } from '../engine/util/errors.ts';
-import { WorkerPool, WorkerStartError, WorkerTaskError } from '../engine/util/worker-pool.ts';
+import { WorkerPool } from '../engine/util/worker-pool.ts';
+import { fromThread } from './thread-errors.ts';
 import type { TrainThreadControl, TrainThreadMessage } from './training-thread-worker.ts';
 
 export class TrainingThread {
@@ -40,10 +40,7 @@ export class TrainingThread {
       await reported;
       return result;
     } catch (e) {
-      if (isUserError(e)) throw e;
-      if (e instanceof WorkerTaskError) throw new Error(e.message);
-      if (e instanceof WorkerStartError) throw new Error(`the training thread could not start: ${e.message}`);
-      throw new Error(`the training thread stopped (${(e as Error)?.message ?? String(e)}); the next training starts a new one`);
+      throw fromThread(e, 'training', 'the next training starts a new thread');
     } finally {
       if (this.running === current) this.running = null;
       opts.signal?.removeEventListener('abort', stop);

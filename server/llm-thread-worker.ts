@@ -1,0 +1,58 @@
+/**
+ * The LLM thread's side of server/llm.ts: one causal LM loaded (the last one asked for), each request's
+ * adapter stack merged here (engine AdapterStacks), generation streamed to the main thread on a MessagePort.
+ * A call names the model folder it needs, so a thread that replaced a dead one loads it by itself.
+ */
+import type { MessagePort } from 'node:worker_threads';
+import { AdapterStacks, type AdapterRef } from '../engine/llm/adapter-stack.ts';
+import { LlmGenerator, type GenerateOptions, type GenerateResult } from '../engine/llm/generate.ts';
+import { loadLlm } from '../engine/llm/load.ts';
+import { LlmTokenizer } from '../engine/llm/tokenizer.ts';
+
+/** Thread → main: text as it becomes final, then `done`. Main → thread: `stop` (the client left, or interrupt). */
+export type LlmThreadMessage = { type: 'text'; delta: string } | { type: 'done' };
+export type LlmThreadControl = { type: 'stop' };
+
+/** What to run: a completion of `prompt` or a chat over `messages`. */
+export type LlmInput = { kind: 'completion'; prompt: string } | { kind: 'chat'; messages: { role: string; content: string }[] };
+
+let loaded: { dir: string; device: string; model: Promise<{ gen: LlmGenerator; stacks: AdapterStacks }> } | null = null;
+
+function modelAt(dir: string, device: string): Promise<{ gen: LlmGenerator; stacks: AdapterStacks }> {
+  if (loaded?.dir !== dir || loaded.device !== device) {
+    const model = (async () => {
+      const m = await loadLlm(dir);
+      const gen = await LlmGenerator.create(m, await LlmTokenizer.load(dir), { device: device as 'cpu' });
+      return { gen, stacks: new AdapterStacks(m.weights) };
+    })();
+    const entry = { dir, device, model };
+    loaded = entry;
+    model.catch(() => {
+      if (loaded === entry) loaded = null;
+    });
+  }
+  return loaded.model;
+}
+
+/** Loads the model in `dir` in place of the previous one (a no-op when it is loaded). */
+export async function load(dir: string, device: string): Promise<void> {
+  await modelAt(dir, device);
+}
+
+export async function generate(dir: string, device: string, input: LlmInput, o: GenerateOptions, stack: AdapterRef[], stream: boolean, port: MessagePort): Promise<GenerateResult> {
+  const abort = new AbortController();
+  // Generation looks at the signal between tokens; this thread's loop turns between ONNX Runtime calls.
+  port.on('message', (m: LlmThreadControl) => {
+    if (m.type === 'stop') abort.abort();
+  });
+  try {
+    const { gen, stacks } = await modelAt(dir, device);
+    const weights = await stacks.weights(stack);
+    const onText = stream ? (delta: string) => port.postMessage({ type: 'text', delta } satisfies LlmThreadMessage) : undefined;
+    const cb = { weights, onText, signal: abort.signal };
+    return input.kind === 'chat' ? await gen.chat(input.messages, o, cb) : await gen.complete(input.prompt, o, cb);
+  } finally {
+    port.postMessage({ type: 'done' } satisfies LlmThreadMessage);
+    port.close();
+  }
+}
