@@ -1,6 +1,6 @@
 /**
- * A1111's `cache.json`: full-file sha256 hashes kept by key (`checkpoint/<name>`, `vae/<name>`, `lora/<path>`,
- * `textual_inversion/<name>`), each with the file's mtime and size, so a multi-GB checkpoint is hashed once and
+ * A1111's `cache.json`: full-file sha256 hashes kept by key (`checkpoint/<name>`, `vae/<name>`, `lora/<path>`),
+ * each with the file's mtime and size, so a multi-GB checkpoint is hashed once and
  * re-hashed only when it changes. `lora-scripts serve` keeps it in its data folder and `lora-scripts generate` in
  * the folder it runs in (the webui root, the same file `serve` uses by default), in one format:
  *
@@ -28,7 +28,6 @@ export const hashKey = {
   vae: (name: string) => `vae/${name}`,
   /** LoRAs by path: the same stem may sit in two subfolders. */
   lora: (path: string) => `lora/${path}`,
-  embedding: (path: string) => `textual_inversion/${path}`,
 };
 
 function isEntry(v: unknown): v is Entry {
