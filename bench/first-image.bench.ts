@@ -2,6 +2,10 @@
 // models folder; from the spawn to the first 512² txt2img answer, then a checkpoint switch (POST options
 // sd_model_checkpoint) and the first image after it. The server's peak RSS is read from /proc before it stops.
 // BENCH_FIRST_STEPS (1) sets the sampler steps of each image, BENCH_FIRST_SIZE (512) the size.
+// LORA_SCRIPTS_BENCH_TORCH=<python with torch + transformers> adds the peer after the server has stopped:
+// `bench/peer/torch_ldm.py first-image` from the same checkpoint file (load, prompt, one CFG step, decode), timed
+// from its spawn as ours is, so both include the interpreter's start and imports.
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, symlink } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
@@ -27,6 +31,20 @@ async function peakRssGiB(pid: number): Promise<number | undefined> {
   return m ? Math.round((Number(m[1]) / 2 ** 20) * 100) / 100 : undefined;
 }
 
+/** The PyTorch peer's first image from `ckpt`, in its own process after ours has stopped. */
+function peer(ckpt: string, size: number): Record<string, unknown> {
+  const py = process.env.LORA_SCRIPTS_BENCH_TORCH;
+  if (!py) return { skipped: 'LORA_SCRIPTS_BENCH_TORCH is not set' };
+  const t0 = performance.now();
+  const r = spawnSync(py, [fileURLToPath(new URL('./peer/torch_ldm.py', import.meta.url)), 'first-image', ckpt, String(size)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 24 });
+  const fromSpawnSeconds = secs(t0);
+  try {
+    return { fromSpawnSeconds, ...(JSON.parse(r.stdout.trim().split('\n').pop() ?? '') as Record<string, unknown>), ...(r.status === 0 ? {} : { exit: r.status ?? r.signal }) };
+  } catch {
+    return { error: `peer exited ${r.status ?? r.signal} without a result` };
+  }
+}
+
 export async function run(): Promise<Record<string, unknown>> {
   await mkdir(scratch, { recursive: true });
   const ckpt = join(scratch, 'sd15-random-f16.safetensors');
@@ -43,6 +61,7 @@ export async function run(): Promise<Record<string, unknown>> {
   const load = loadavg()[0]!;
   const t0 = performance.now();
   const server = launchCli('serve', ['serve', '--port', '0', '--data-dir', dataDir]);
+  let ours: Record<string, unknown>;
   try {
     const url = (await server.waitFor(/lora-scripts API on (http:\/\/\S+)/))[1]!;
     const listening = secs(t0);
@@ -57,7 +76,7 @@ export async function run(): Promise<Record<string, unknown>> {
     await post(`${url}/sdapi/v1/txt2img`, { ...image, seed: 3, override_settings: { sd_model_checkpoint: 'b' } });
     const afterSwitch = secs(t);
     const peak = server.child.pid ? await peakRssGiB(server.child.pid) : undefined;
-    return {
+    ours = {
       checkpoint: 'SD 1.5 shapes, random weights, F16 on disk (two paths to one file)',
       image,
       loadAverage1mAtStart: +load.toFixed(2),
@@ -73,6 +92,7 @@ export async function run(): Promise<Record<string, unknown>> {
     await server.stop();
     await rm(dataDir, { recursive: true, force: true });
   }
+  return { ...ours, peer: peer(ckpt, size) };
 }
 
 export default run;

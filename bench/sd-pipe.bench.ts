@@ -1,7 +1,7 @@
 // The whole SD 1.5 pipeline in one process, as a user's generation runs: load, one LoRA stack merged, text
 // encoder, CFG steps at 512², VAE decode; per-phase time and peak RSS, for each configuration in its own process
 // (peak RSS is per process). Compare with `torch_sd15.py pipe 512 2` (5.5 GiB, ≈10.3 s per step).
-// BENCH_PIPE_CONFIGS=inputs,baked,inputs-noarena,inputs-lowmem picks configurations; BENCH_PIPE_SIZE (512), BENCH_PIPE_STEPS (2).
+// BENCH_PIPE_CONFIGS=inputs,baked,inputs-noarena,inputs-unetarena,inputs-lowmem picks configurations; BENCH_PIPE_SIZE (512), BENCH_PIPE_STEPS (2).
 import { existsSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { mkdir } from 'node:fs/promises';
@@ -22,19 +22,23 @@ const round = (s: number) => Math.round(s * 100) / 100;
 
 interface Config {
   weights: 'inputs' | 'baked';
-  memArena: boolean;
+  memArena: boolean | 'unet';
   /** SdGenerator's lowMemory: arena off and no merged-stack cache. */
   lowMemory: boolean;
 }
 
-/** 'inputs', 'baked', with '-noarena' (ORT arena off) or '-lowmem' (the generator's lowMemory) after it. */
+/**
+ * 'inputs', 'baked', with '-noarena' (ORT arena off), '-unetarena' (the UNet's sessions only) or '-lowmem'
+ * (the generator's lowMemory) after it.
+ */
 function parseConfig(c: string): Config {
   const [weights, ...flags] = c.split('-');
   if (weights !== 'inputs' && weights !== 'baked') throw new Error(`BENCH_PIPE_CONFIGS: unknown weight mode '${weights}' in '${c}'`);
-  const unknown = flags.filter((f) => f !== 'noarena' && f !== 'lowmem');
+  const unknown = flags.filter((f) => f !== 'noarena' && f !== 'unetarena' && f !== 'lowmem');
   if (unknown.length) throw new Error(`BENCH_PIPE_CONFIGS: unknown flag '${unknown[0]}' in '${c}'`);
   const lowMemory = flags.includes('lowmem');
-  return { weights, memArena: !flags.includes('noarena') && !lowMemory, lowMemory };
+  const memArena = flags.includes('noarena') || lowMemory ? false : flags.includes('unetarena') ? 'unet' : true;
+  return { weights, memArena, lowMemory };
 }
 
 async function measure(ckpt: string, lora: string, config: Config): Promise<Record<string, unknown>> {
@@ -67,6 +71,17 @@ async function measure(ckpt: string, lora: string, config: Config): Promise<Reco
     };
     console.error(`  ${JSON.stringify(config)} ${run}: ${JSON.stringify(r[run])}`);
   }
+  // Stack switches as a user makes them between images: back to the base model (its weights read from the
+  // checkpoint file again), then to the stack once more (from the merged-stack cache unless lowMemory).
+  t = performance.now();
+  await gen.model.weightsChanged((await gen.merger.apply([])).changedKeys);
+  r.restoreBaseSeconds = round((performance.now() - t) / 1000);
+  t = performance.now();
+  const again = await gen.merger.apply(loras);
+  await gen.model.weightsChanged(again.changedKeys);
+  r.switchBackSeconds = round((performance.now() - t) / 1000);
+  r.switchBackFromCache = again.fromCache;
+  r.rssAfterSwitchesGiB = rssGiB();
   r.peakRssGiB = peakRssGiB();
   r.sessionBuilds = gen.model.sessionBuilds;
   return r;

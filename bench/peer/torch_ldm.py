@@ -9,6 +9,9 @@ Usage (2 threads, fp32 compute; one JSON line on stdout):
   torch_ldm.py train sd15|sdxl SIZE N [gc] [bf16]  one LoRA training step at SIZE², batch 1, AdamW; gc = gradient
                                           checkpointing, bf16 = forward under torch.autocast (bfloat16, as kohya's
                                           mixed_precision; LoRA weights and AdamW stay float32)
+  torch_ldm.py first-image CKPT SIZE    time to a first image from an SD 1.x single-file checkpoint (.safetensors, any
+                                          float dtype): load the UNet, the CLIP text encoder (transformers) and the VAE
+                                          decoder into float32 models, encode a prompt, one CFG step, decode
 Env: PEER_THREADS (2), PEER_MAX_GIB (a cap on RSS: the run stops with an error line when it passes it)."""
 import json, math, os, resource, sys, time
 import torch
@@ -200,6 +203,109 @@ class UNet(nn.Module):
 
 
 
+class VaeResBlock(nn.Module):
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.norm1, self.conv1 = gn(cin, 1e-6), nn.Conv2d(cin, cout, 3, padding=1)
+        self.norm2, self.conv2 = gn(cout, 1e-6), nn.Conv2d(cout, cout, 3, padding=1)
+        self.nin_shortcut = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x):
+        h = self.conv1(F.silu(self.norm1(x)))
+        return self.nin_shortcut(x) + self.conv2(F.silu(self.norm2(h)))
+
+
+class VaeAttention(nn.Module):
+    def __init__(self, ch):
+        super().__init__()
+        self.norm = gn(ch, 1e-6)
+        self.q, self.k, self.v, self.proj_out = (nn.Conv2d(ch, ch, 1) for _ in range(4))
+
+    def forward(self, x):
+        B, C, H, W = x.shape
+        h = self.norm(x)
+        tokens = lambda t: t.flatten(2).transpose(1, 2)[:, None]
+        o = F.scaled_dot_product_attention(tokens(self.q(h)), tokens(self.k(h)), tokens(self.v(h)))
+        return x + self.proj_out(o[:, 0].transpose(1, 2).reshape(B, C, H, W))
+
+
+class VaeDecoder(nn.Module):
+    """The KL autoencoder's decoder (LDM `first_stage_model.decoder` names) with `post_quant_conv`."""
+    def __init__(self, ch=128, mult=(1, 2, 4, 4), res=2, z=4):
+        super().__init__()
+        chs = [ch * m for m in mult]
+        c = chs[-1]
+        self.post_quant_conv = nn.Conv2d(z, z, 1)
+        self.decoder = nn.Module()
+        d = self.decoder
+        d.conv_in = nn.Conv2d(z, c, 3, padding=1)
+        d.mid = nn.Module()
+        d.mid.block_1, d.mid.attn_1, d.mid.block_2 = VaeResBlock(c, c), VaeAttention(c), VaeResBlock(c, c)
+        d.up = nn.ModuleList([nn.Module() for _ in chs])
+        for level in reversed(range(len(chs))):
+            u = d.up[level]
+            u.block = nn.ModuleList()
+            for _ in range(res + 1):
+                u.block.append(VaeResBlock(c, chs[level]))
+                c = chs[level]
+            if level > 0:
+                u.upsample = Upsample(c)
+        d.norm_out, d.conv_out = gn(c, 1e-6), nn.Conv2d(c, 3, 3, padding=1)
+
+    def forward(self, z):
+        d = self.decoder
+        h = d.conv_in(self.post_quant_conv(z))
+        h = d.mid.block_2(d.mid.attn_1(d.mid.block_1(h)))
+        for level in reversed(range(len(d.up))):
+            for b in d.up[level].block:
+                h = b(h)
+            if level > 0:
+                h = d.up[level].upsample(h)
+        return d.conv_out(F.silu(d.norm_out(h)))
+
+
+def first_image(path, size):
+    """What a PyTorch user's first image costs from a checkpoint file: models built on the meta device and given the
+    file's tensors (widened to float32), then prompt encoding, one CFG step (batch 2) and a VAE decode."""
+    from safetensors import safe_open
+    from transformers import CLIPTextConfig, CLIPTextModel
+    t0 = time.perf_counter()
+    parts = {'model.diffusion_model.': {}, 'cond_stage_model.transformer.': {}, 'first_stage_model.': {}}
+    with safe_open(path, framework='pt') as f:
+        for k in f.keys():
+            for p, d in parts.items():
+                if k.startswith(p) and not k.startswith('first_stage_model.encoder.') and not k.startswith('first_stage_model.quant_conv.'):
+                    d[k[len(p):]] = f.get_tensor(k).float()
+    with torch.device('meta'):
+        unet = UNet(SHAPES['sd15'])
+        te = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                          num_attention_heads=12, max_position_embeddings=77, hidden_act='quick_gelu'))
+        vae = VaeDecoder()
+    unet.load_state_dict(parts['model.diffusion_model.'], assign=True)
+    vae.load_state_dict(parts['first_stage_model.'], assign=True)
+    te_sd = parts['cond_stage_model.transformer.']
+    te_sd.setdefault('text_model.embeddings.position_ids', torch.arange(77)[None])
+    te.load_state_dict(te_sd, strict=False, assign=True)
+    te.text_model.embeddings.position_ids = torch.arange(77)[None]
+    parts.clear()
+    for m in (unet, te, vae):
+        m.eval()
+    load = time.perf_counter() - t0
+    h = size // 8
+    with torch.inference_mode():
+        a = time.perf_counter()
+        ctx = te(torch.randint(0, 49407, (2, 77)))[0]
+        encode = time.perf_counter() - a
+        a = time.perf_counter()
+        x = unet(torch.randn(2, 4, h, h), torch.full((2,), 999), ctx)
+        step = time.perf_counter() - a
+        a = time.perf_counter()
+        image = vae(x[:1] / 0.18215)
+        decode = time.perf_counter() - a
+    return {'peer': 'pytorch-ldm', 'first_image': size, 'load_seconds': load, 'text_encode_seconds': encode, 'cfg_step_seconds': step,
+            'vae_decode_seconds': decode, 'seconds': time.perf_counter() - t0, 'image_finite': bool(torch.isfinite(image).all()), 'peak_rss_gib': rss()}
+
+
 def rss():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
@@ -238,6 +344,9 @@ def main():
     if mode == 'count':
         with torch.device('meta'):
             print(json.dumps({'peer': 'pytorch-ldm', 'unet_params': {k: sum(p.numel() for p in UNet(s).parameters()) for k, s in SHAPES.items()}}))
+        return
+    if mode == 'first-image':
+        print(json.dumps(first_image(sys.argv[2], int(sys.argv[3]))))
         return
     shape, size, n = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     s = SHAPES[shape]

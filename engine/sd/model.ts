@@ -33,7 +33,13 @@ export interface AddedConditions {
   sizes: ArrayLike<number>;
 }
 
-export interface LoadOptions extends Omit<SessionOptions, 'weights' | 'alwaysFeed'> {
+export interface LoadOptions extends Omit<SessionOptions, 'weights' | 'alwaysFeed' | 'memArena'> {
+  /**
+   * ONNX Runtime's memory arena (default on): each session keeps the blocks of its largest run for the next.
+   * 'unet': only the UNet's sessions keep one (they run at every step); the text encoder's and the VAE's
+   * sessions, which run once per image, give their memory back after each run.
+   */
+  memArena?: boolean | 'unet';
   /** A separate VAE file replacing the checkpoint's own. */
   vae?: string;
   /** The text tower's head count, for a custom single file whose tower does not follow the 64-wide rule. */
@@ -91,7 +97,7 @@ export class StableDiffusion {
     readonly path: string,
     readonly arch: SdArch,
     readonly weights: WeightMap,
-    private readonly session: SessionOptions,
+    private readonly session: Omit<SessionOptions, 'memArena'> & { memArena?: boolean | 'unet' },
     readonly weightsMode: 'inputs' | 'baked',
     /** How the checkpoint was opened, and its files' identities then (see `reloadWeights`). */
     private readonly source: { opts: { vae?: string; textEncoderHeads?: number }; files: Map<string, string> },
@@ -170,12 +176,13 @@ export class StableDiffusion {
     let g = this.graphs.get(key);
     if (!g) {
       const outputs = build();
-      let opts: SessionOptions = this.session;
+      const { memArena, ...rest } = this.session;
+      let opts: SessionOptions = { ...rest, ...(memArena === undefined ? {} : { memArena: memArena === 'unet' ? key.startsWith('unet:') : memArena }) };
       if (this.weightsMode === 'baked') {
         const params = topoSort(outputs).filter((t) => t.op === 'param');
         const alwaysFeed = new Set(params.filter((t) => !this.bakes(t.name!, t.rank)));
         this.baked.set(key, new Set(params.filter((t) => !alwaysFeed.has(t)).map((t) => t.name!)));
-        opts = { ...this.session, weights: 'external', alwaysFeed };
+        opts = { ...opts, weights: 'external', alwaysFeed };
       }
       this.sessionBuilds++;
       g = compile(outputs, opts);
