@@ -22,6 +22,8 @@ import { llmService } from './llm.ts';
 import { isUserError } from '../engine/util/errors.ts';
 import type { ServerContext } from './context.ts';
 import { ValidationError, type ValidationIssue } from './errors.ts';
+import { trainConfigBody, trainYamlBody } from './requests/train.ts';
+import { parseRequest } from './schema.ts';
 import { datasetRoots, isInside, type TrainingSettings } from './train-settings.ts';
 
 export interface PreparedTraining {
@@ -78,12 +80,11 @@ function confine(ctx: ServerContext, key: string, value: string, rule: { roots: 
 
 /** The request body as a YAML document: `{yaml: "..."}` or the config itself as a JSON object. */
 function requestDocument(body: unknown): { doc: Document; text: string | null } {
-  if (body === null || typeof body !== 'object' || Array.isArray(body)) fail([], 'expected a training config as a JSON object, or {"yaml": "<config text>"}', 'type_error.dict');
-  const b = body as Record<string, unknown>;
+  const b = parseRequest(trainConfigBody, body);
   if ('yaml' in b) {
-    if (typeof b['yaml'] !== 'string') fail(['yaml'], 'yaml: expected the config as a string of YAML', 'type_error.str');
+    const { yaml } = parseRequest(trainYamlBody, b);
     if (Object.keys(b).length > 1) fail([], 'send either {"yaml": "..."} or the config as a JSON object, not both');
-    return { doc: parseDocument(b['yaml'], { uniqueKeys: true, prettyErrors: false }), text: b['yaml'] };
+    return { doc: parseDocument(yaml, { uniqueKeys: true, prettyErrors: false }), text: yaml };
   }
   return { doc: new Document(b), text: null };
 }
