@@ -19,9 +19,9 @@ function lowRankGraph(): Promise<CompiledGraph> {
   return graph;
 }
 
-/** ORT wraps a typed array's whole buffer, so views into a larger buffer are copied first. */
+/** ORT wraps a typed array's whole buffer, and no shared memory, so views into a larger buffer and shared ones are copied first. */
 function own(a: Float32Array): Float32Array {
-  return a.byteOffset === 0 && a.byteLength === a.buffer.byteLength ? a : a.slice();
+  return a.byteOffset === 0 && a.byteLength === a.buffer.byteLength && a.buffer instanceof ArrayBuffer ? a : a.slice();
 }
 
 /** weight [rows, cols] += u [rows, r] @ d [r, cols], in place. */

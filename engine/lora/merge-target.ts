@@ -93,15 +93,9 @@ function portable(m: LoraModule): LoraModule {
   return { ...m, tensors, ...(m.dora ? { dora: { ...m.dora, magnitude: owned(m.dora.magnitude) } } : {}) };
 }
 
-/**
- * The worker's side: `mergeTarget` on the first `length` values of `scratch`. ONNX Runtime takes no shared
- * memory, so the weight is merged in a private copy and written back.
- */
+/** The worker's side: `mergeTarget` in place on the first `length` values of `scratch`. */
 export async function mergeTargetShared(scratch: SharedArrayBuffer, length: number, shape: number[], jobs: TargetJob[], ortMin: number): Promise<(string | null)[]> {
-  const shared = new Float32Array(scratch, 0, length);
-  const r = await mergeTarget(shared.slice(), shape, jobs, ortMin);
-  shared.set(r.data);
-  return r.outcome;
+  return (await mergeTarget(new Float32Array(scratch, 0, length), shape, jobs, ortMin)).outcome;
 }
 
 /**
