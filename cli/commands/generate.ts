@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { basename, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { mkdir, readdir } from 'node:fs/promises';
 import { UserError } from '../../engine/util/errors.ts';
 import { batchSeeds, fixSeed } from '../../engine/rng/seeds.ts';
@@ -74,7 +74,7 @@ export function register(program: Command): void {
     .option('--refiner-switch-at <x>', 'with --refiner: the share of the run (0..1, by the noise level as A1111) after which the refiner takes over', '0.8')
     .option('--low-memory', "memory before speed: ONNX Runtime's memory arena off and no cache of merged LoRA stacks (SD 1.5 with a LoRA: 2.6 GiB less peak measured; a change of LoRA stack merges anew)")
     .action(async (f: GenerateFlags) => {
-      const [{ SdGenerator }, { GenerationService, encodePng }, { modelIdentity, vaeIdentity, nameInFolder }, { vaeFromArgument }, { LoraLibrary }, { EmbeddingLibrary }, { HashCache }, { writeBufferAtomic }] =
+      const [{ SdGenerator, findTokenizerDir }, { GenerationService, encodePng }, { modelIdentity, vaeIdentity, nameInFolder }, { vaeFromArgument }, { LoraLibrary }, { EmbeddingLibrary }, { HashCache }, { writeBufferAtomic }] =
         await Promise.all([
           import('../../engine/generate/generator.ts'),
           import('../../engine/generate/service.ts'),
@@ -113,9 +113,11 @@ export function register(program: Command): void {
       const embeddings = new EmbeddingLibrary(resolve(f.embeddingsDir));
       for (const [file, why] of await embeddings.refresh()) console.error(`note: embedding ${file} not used: ${why}`);
 
+      // As the server: beside the checkpoint, then the models folder's tokenizer/ (for checkpoints in subfolders).
+      const tokenizerFor = (ckpt: string) => findTokenizerDir(ckpt, f.tokenizer, [join(dirname(ckptDir), 'tokenizer')]);
       const t0 = performance.now();
       const gen = await SdGenerator.load(chosen.path, {
-        tokenizer: f.tokenizer,
+        tokenizer: await tokenizerFor(chosen.path),
         vae: vae?.path,
         device: f.device as never,
         threads: f.threads ? int(f.threads, '--threads', 1) : undefined,
@@ -131,7 +133,7 @@ export function register(program: Command): void {
       const refiner =
         refinerPath && refinerPath !== chosen.path
           ? {
-              generator: await SdGenerator.load(refinerPath, { tokenizer: f.tokenizer, device: f.device as never, threads: f.threads ? int(f.threads, '--threads', 1) : undefined, lowMemory: f.lowMemory }),
+              generator: await SdGenerator.load(refinerPath, { tokenizer: await tokenizerFor(refinerPath), device: f.device as never, threads: f.threads ? int(f.threads, '--threads', 1) : undefined, lowMemory: f.lowMemory }),
               model: await modelIdentity(refinerPath, { cache: hashes, name: nameInFolder(ckptDir, refinerPath) }),
               switchAt,
             }
