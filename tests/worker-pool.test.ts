@@ -37,3 +37,15 @@ test('worker pool: transfer both ways, user errors kept, a crashed worker replac
     await pool.close();
   }
 });
+
+test('worker pool: a module running in a worker starts a pool of its own (as the LoRA merge does inside the generation thread)', async () => {
+  const pool = new WorkerPool(probe, 'probe');
+  try {
+    const r = await pool.run<{ sum: number; outer: number; inner: number }>('nestedSum', [Float32Array.from([1, 2, 3])]);
+    assert.equal(r.sum, 6);
+    assert.notEqual(r.outer, threadId);
+    assert.notEqual(r.inner, r.outer, 'the nested pool ran on a thread of its own, not on its caller as a fallback');
+  } finally {
+    await pool.close();
+  }
+});

@@ -80,6 +80,17 @@ interface Slot {
 
 const pools = new Set<WorkerPool>();
 
+/**
+ * The module's file URL for the worker to import. A module that tsx's `tsImport` loaded (any module of a
+ * worker's own graph) sees `?tsx-namespace=…` in its `import.meta.url`; a pool started there on
+ * `import.meta.url` (a LoRA merge inside the generation thread) must import the file itself.
+ */
+function moduleFile(url: string): string {
+  const u = new URL(url);
+  for (const k of [...u.searchParams.keys()]) if (k === 'namespace' || k === 'tsx-namespace') u.searchParams.delete(k);
+  return u.href;
+}
+
 export class WorkerPool {
   private readonly slots: Slot[] = [];
   private readonly waiting: Task[] = [];
@@ -140,7 +151,7 @@ export class WorkerPool {
   }
 
   private start(): Slot {
-    const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { module: this.moduleUrl }, name: this.name });
+    const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { module: moduleFile(this.moduleUrl) }, name: this.name });
     worker.unref();
     let started!: () => void, failed!: (e: Error) => void;
     const ready = new Promise<void>((res, rej) => ((started = res), (failed = rej)));

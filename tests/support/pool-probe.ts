@@ -1,6 +1,7 @@
 // Functions for tests/worker-pool.test.ts to run on a worker thread.
 import { threadId } from 'node:worker_threads';
 import { UserError } from '../../engine/util/errors.ts';
+import { WorkerPool } from '../../engine/util/worker-pool.ts';
 
 export function sum(values: Float32Array): { sum: number; thread: number } {
   let s = 0;
@@ -19,4 +20,15 @@ export function refuse(field: string): never {
 
 export function crash(): never {
   process.exit(3);
+}
+
+/** Runs `sum` on a pool of its own, started from inside a worker the way engine modules start theirs. */
+export async function nestedSum(values: Float32Array): Promise<{ sum: number; outer: number; inner: number }> {
+  const inner = new WorkerPool(import.meta.url, 'nested probe');
+  try {
+    const r = await inner.run<{ sum: number; thread: number }>('sum', [values]);
+    return { sum: r.sum, outer: threadId, inner: r.thread };
+  } finally {
+    await inner.close();
+  }
 }
