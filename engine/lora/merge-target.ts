@@ -3,9 +3,10 @@
  * loop. A merge into SD 1.5 is seconds of GEMMs (ONNX Runtime runs them synchronously on the calling thread)
  * and JS loops; in a worker the server keeps answering meanwhile. Weights travel through one scratch buffer
  * in shared memory per merge, reused for every target: this thread copies a weight in, the worker merges it
- * there, this thread copies it back. Giving each weight a buffer of its own instead left ≈ 1.4 GB resident
- * after merging into SD 1.5 (buffers the worker thread's allocator had handed out are not returned to the
- * system promptly). The module tensors are small beside the weight.
+ * there, this thread copies it back. With a buffer of its own per weight instead, sent back by transfer, a
+ * merge into SD 1.5 (kohya's default targets, 1.3 GB of weights) left 1.4 GB more resident than its pristine
+ * copies, even after a full GC (memory the worker thread's allocator had handed out); with the scratch it adds
+ * 0.4 GB, the worker thread included (bench/scratch runs, 2026-12-06).
  */
 import { applyModule } from './delta.ts';
 import { addLowRankOrt } from './lowrank-ort.ts';
