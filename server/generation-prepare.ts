@@ -147,9 +147,7 @@ function checkWork(ctx: ServerContext, p: TypedRequest): void {
 }
 
 /** img2img's pictures: decoded, sized (the request size, or the first picture's for "only masked"), the mask inverted and blurred. */
-async function decodeImg2img(ctx: ServerContext, req: Img2ImgRequest): Promise<{ initImages: RawImage[]; mask: RawImage | null }> {
-  const init = req.init_images;
-  if (!init || init.length === 0) throw new HttpError(404, 'Init image not found');
+async function decodeImg2img(ctx: ServerContext, req: Img2ImgRequest, init: string[]): Promise<{ initImages: RawImage[]; mask: RawImage | null }> {
   const policy = ctx.imagePolicy();
   const maskText = req.mask !== null && req.mask !== '' ? req.mask : null;
   // "Only masked" works on the pictures at their own size (the first one's); the area is cut out when the job runs.
@@ -184,10 +182,13 @@ export async function prepareGeneration(ctx: ServerContext, kind: GenerationKind
     return { kind, req, initImages: [], mask: null };
   }
   const req = parseRequest(img2imgRequest, body);
+  // A1111 looks for the init images before anything else.
+  const init = req.init_images;
+  if (!init || init.length === 0) throw new HttpError(404, 'Init image not found');
   if (req.infotext) applyInfotext(req, set, req.infotext);
   checkScripts(req);
   checkOverrides(req);
   checkWork(ctx, { kind, req });
   await checkPrompts(req, req.steps);
-  return { kind, req, ...(await decodeImg2img(ctx, req)) };
+  return { kind, req, ...(await decodeImg2img(ctx, req, init)) };
 }
