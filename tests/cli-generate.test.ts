@@ -130,3 +130,12 @@ test("the checkpoint is hashed once: a second run reads cache.json (the server's
   assert.equal((await run('3'))['Model hash'], real.slice(0, 10));
   assert.equal(JSON.parse(await readFile(cachePath, 'utf8')).hashes['checkpoint/sd-tiny.safetensors'].sha256, real);
 });
+
+test('--vae names a file or a VAE of --vae-dir; an unknown one fails naming the flag and the VAEs there', async () => {
+  const dir = await setup();
+  await mkdir(join(dir, 'models/VAE'), { recursive: true });
+  await writeFile(join(dir, 'models/VAE/known.vae.safetensors'), '');
+  const unknown = generate(dir, 'u', 'a cube', ['--vae', 'missing.safetensors']);
+  assert.notEqual(unknown.status, 0);
+  assert.match(unknown.stderr, /--vae: 'missing.safetensors' is neither a file nor a VAE in .*models\/VAE \(there: known.vae.safetensors\)/);
+});
