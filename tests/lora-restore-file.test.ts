@@ -60,9 +60,17 @@ test('switching LoRA stacks and back restores the base weights from the file, bi
       const a = await gen.generate({ ...req, loras: [{ path: loraA, te: 0.8, unet: 0.8 }] });
       assert.ok(a.lora!.changedKeys.length > 0, `${label}: the LoRA changed no weight`);
       assert.notDeepEqual(a.images, before.images, `${label}: the LoRA changed nothing in the image`);
+      // The active stack lives in the weights alone; the cache takes it when another stack replaces it.
+      assert.equal(gen.merger.cache.bytes, 0, `${label}: the active stack was copied into the cache`);
       // A stack over the first: the weights only the first touched come back from the file, the rest are re-merged.
       await gen.generate({ ...req, loras: [{ path: loraB, te: 1, unet: 0.5 }] });
       assert.equal(gen.merger.cache.pristineBytes, 0, `${label}: pristine copies kept in memory`);
+      assert.equal(gen.merger.cache.entries, lowMemory ? 0 : 1, `${label}: the replaced stack's cache entry`);
+      if (!lowMemory) {
+        const again = await gen.generate({ ...req, loras: [{ path: loraA, te: 0.8, unet: 0.8 }] });
+        assert.equal(again.lora?.fromCache, true, `${label}: going back to the first stack did not hit the cache`);
+        assert.deepEqual(again.images, a.images, `${label}: the cached stack gives another image`);
+      }
       const after = await gen.generate(req);
       assert.deepEqual(sameBits(gen, base), [], `${label}: weights not restored bit-exactly`);
       assert.deepEqual(after.images, before.images, `${label}: base image differs after the round trip`);

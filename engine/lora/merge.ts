@@ -2,8 +2,10 @@
  * Load-time LoRA merging over a live weight map, as A1111 and ComfyUI do it: switching to another stack puts
  * the base values of the weights the old one changed back (bit-exact) and applies the new stack. The base
  * values come from where the weights were loaded (`reload`: the checkpoint file, read and widened again, the
- * same bits) or, without one, from copies taken the first time a weight is changed. Merged results are kept in an LRU cache bounded by bytes, so
- * going back to a recent stack is a memcpy, and parsed LoRA files are cached by (path, mtime, size).
+ * same bits) or, without one, from copies taken the first time a weight is changed. A stack's merged values
+ * are copied into an LRU cache bounded by bytes when another stack replaces it (while it is active, the weights
+ * themselves hold them: one stack in use costs no cache memory), so going back to a recent stack is a memcpy,
+ * and parsed LoRA files are cached by (path, mtime, size).
  */
 import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
@@ -40,7 +42,10 @@ export interface MergeResult {
 }
 
 export interface LoraMergerOptions {
-  /** Upper bound on the merged-stack cache, in bytes of float32 values. Default: 1/8 of RAM. 0 disables it. */
+  /**
+   * Upper bound on the merged-stack cache (stacks not active now), in bytes of float32 values. Default: 1/8 of
+   * RAM. 0 disables it.
+   */
   cacheBytes?: number;
   /** Upper bound on parsed LoRA files kept in memory, in bytes. Default: 1/16 of RAM. */
   loraCacheBytes?: number;
@@ -208,6 +213,7 @@ export class LoraMerger {
       this.stats.hits++;
       this.stacks.delete(key);
       this.stacks.set(key, cached);
+      await this.keepActive();
       const changed = new Set([...this.dirty, ...cached.values.keys()]);
       await this.restoreDirty(new Set(cached.values.keys()));
       const slice = timeSlicer();
@@ -228,6 +234,7 @@ export class LoraMerger {
     for (const s of active) loaded.push({ lora: await this.loraOf(s.path), name: s.name ?? s.path, te: s.te, unet: s.unet, dyn: s.dyn });
     if (this.family) for (const l of loaded) refuseWrongFamily(l.lora, l.name, this.family);
 
+    await this.keepActive();
     const before = new Set(this.dirty);
     await this.restoreDirty();
     this.dirty = new Set();
@@ -254,8 +261,12 @@ export class LoraMerger {
       if (l.unmatched.length) this.log(`LoRA ${l.name}: ${l.unmatched.length} keys match nothing in the model: ${l.unmatched.join(', ')}`);
       for (const e of l.errors) this.log(`LoRA ${l.name}: ${e}`);
     }
-    if (key !== '') await this.remember(key, report.touched, this.activeLoras);
     return done(false, new Set([...before, ...report.touched]));
+  }
+
+  /** Before the active stack is replaced: its merged values into the cache, unless they are there already. */
+  private async keepActive(): Promise<void> {
+    if (this.activeKey !== '' && !this.stacks.has(this.activeKey)) await this.remember(this.activeKey, this.dirty, this.activeLoras);
   }
 
   /** Caches the merged values of `touched`. */
