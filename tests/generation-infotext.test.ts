@@ -120,7 +120,7 @@ test("cache.json: a hash is computed once, read back by another process's cache,
   assert.equal(computed, 1, 'the second ask is a cache hit');
   const onDisk = JSON.parse(await readFile(cachePath, 'utf8'));
   const st = await stat(file);
-  assert.deepEqual(onDisk.hashes['checkpoint/model.bin'], { mtime: st.mtimeMs, size: st.size, sha256: await sha256(file) });
+  assert.deepEqual(onDisk.hashes['checkpoint/model.bin'], { mtime: st.mtimeMs / 1000, size: st.size, sha256: await sha256(file) }, "A1111's entry (mtime in seconds) plus the size");
 
   const b = new HashCache(cachePath);
   assert.equal(await b.get(hashKey.checkpoint('model.bin'), file, count(file)), await sha256(file));
@@ -141,6 +141,14 @@ test("cache.json: a hash is computed once, read back by another process's cache,
   const merged = JSON.parse(await readFile(cachePath, 'utf8')).hashes;
   assert.deepEqual(Object.keys(merged).sort(), ['checkpoint/model.bin', 'vae/other.bin']);
   assert.equal(merged['checkpoint/model.bin'].sha256, await sha256(file), "b's newer entry survives a's write");
+
+  // An entry A1111 wrote (mtime in seconds, no size) holds while the file is not newer, A1111's own rule.
+  const a1111 = { hashes: { 'checkpoint/model.bin': { mtime: Date.now() / 1000 + 60, sha256: 'a'.repeat(64) } } };
+  await writeFile(cachePath, JSON.stringify(a1111));
+  assert.equal(await new HashCache(cachePath).peek(hashKey.checkpoint('model.bin'), file), 'a'.repeat(64));
+  a1111.hashes['checkpoint/model.bin'].mtime = Date.now() / 1000 - 3600;
+  await writeFile(cachePath, JSON.stringify(a1111));
+  assert.equal(await new HashCache(cachePath).peek(hashKey.checkpoint('model.bin'), file), null, 'a file newer than the entry is hashed again');
 
   await writeFile(cachePath, '{ damaged');
   assert.equal(await new HashCache(cachePath).get(hashKey.vae('other.bin'), other, count(other)), await sha256(other), 'a damaged cache costs a rehash, not an error');

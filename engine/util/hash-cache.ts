@@ -1,11 +1,13 @@
 /**
  * A1111's `cache.json`: full-file sha256 hashes kept by key (`checkpoint/<name>`, `vae/<name>`, `lora/<path>`),
- * each with the file's mtime and size, so a multi-GB checkpoint is hashed once and
- * re-hashed only when it changes. `lora-scripts serve` keeps it in its data folder and `lora-scripts generate` in
- * the folder it runs in (the webui root, the same file `serve` uses by default), in one format:
+ * each with the file's mtime, so a multi-GB checkpoint is hashed once and re-hashed only when it changes.
+ * `lora-scripts serve` keeps it in its data folder and `lora-scripts generate` in the folder it runs in (the
+ * webui root, the same file `serve` uses by default), in A1111's format plus the file size:
  *
- *   { "hashes": { "<key>": { "mtime": <ms>, "size": <bytes>, "sha256": "<hex>" } }, …other sections kept… }
+ *   { "hashes": { "<key>": { "mtime": <seconds>, "size": <bytes>, "sha256": "<hex>" } }, …other sections kept… }
  *
+ * An entry of ours must match the file's mtime and size; one A1111 wrote (no size) holds while the file is not
+ * newer than it, A1111's own rule, so an A1111 install's cache.json serves checkpoint hashes here and back.
  * The file is written atomically and merged with what is on disk at each write, so a CLI run and a server
  * sharing it keep each other's entries.
  */
@@ -14,8 +16,10 @@ import { writeBufferAtomic } from './atomic-write.ts';
 import { sha256File } from './sha256-file.ts';
 
 interface Entry {
+  /** Seconds, as Python's os.path.getmtime. */
   mtime: number;
-  size: number;
+  /** Absent in entries A1111 wrote. */
+  size?: number;
   sha256: string;
 }
 
@@ -32,7 +36,7 @@ export const hashKey = {
 
 function isEntry(v: unknown): v is Entry {
   const e = v as Entry;
-  return !!e && typeof e === 'object' && typeof e.mtime === 'number' && typeof e.size === 'number' && typeof e.sha256 === 'string';
+  return !!e && typeof e === 'object' && typeof e.mtime === 'number' && (e.size === undefined || typeof e.size === 'number') && typeof e.sha256 === 'string';
 }
 
 async function readCacheFile(path: string): Promise<CacheFile> {
@@ -68,7 +72,11 @@ export class HashCache {
     const e = this.data[key];
     if (!e) return null;
     const st = await stat(file).catch(() => null);
-    return st && st.mtimeMs === e.mtime && st.size === e.size ? e.sha256 : null;
+    if (!st) return null;
+    const mtime = st.mtimeMs / 1000;
+    // Microseconds of slack: the seconds went through a JSON float.
+    const fresh = e.size === undefined ? mtime <= e.mtime + 1e-6 : st.size === e.size && Math.abs(mtime - e.mtime) < 1e-6;
+    return fresh ? e.sha256 : null;
   }
 
   /** The cached hash, or `compute()`'s, then kept on disk. */
@@ -77,7 +85,7 @@ export class HashCache {
     if (hit) return hit;
     const st = await stat(file);
     const sha256 = await compute();
-    const entry = { mtime: st.mtimeMs, size: st.size, sha256 };
+    const entry = { mtime: st.mtimeMs / 1000, size: st.size, sha256 };
     this.data[key] = entry;
     this.pending[key] = entry;
     this.saving = this.saving.then(() => this.save()).catch(() => {});
