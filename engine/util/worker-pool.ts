@@ -27,7 +27,7 @@ function transferables(v, out, depth) {
   for (const x of Array.isArray(v) ? v : Object.values(v)) transferables(x, out, depth + 1);
   return out;
 }
-import('tsx/esm/api')
+import(workerData.tsx)
   .then((tsx) => tsx.tsImport(workerData.module, workerData.module))
   .then(
     (mod) => {
@@ -45,6 +45,12 @@ import('tsx/esm/api')
     (e) => parentPort.postMessage({ startError: String((e && e.message) || e) }),
   );
 `;
+
+/**
+ * tsx's loader API as an absolute URL: an eval'd worker resolves bare specifiers from the process's working
+ * folder, which is wherever the user started the server, not this package.
+ */
+const TSX_API = import.meta.resolve('tsx/esm/api');
 
 /** The pool could not start a worker (the caller may run the function on its own thread instead). */
 export class WorkerStartError extends Error {
@@ -151,7 +157,7 @@ export class WorkerPool {
   }
 
   private start(): Slot {
-    const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { module: moduleFile(this.moduleUrl) }, name: this.name });
+    const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { module: moduleFile(this.moduleUrl), tsx: TSX_API }, name: this.name });
     worker.unref();
     let started!: () => void, failed!: (e: Error) => void;
     const ready = new Promise<void>((res, rej) => ((started = res), (failed = rej)));
