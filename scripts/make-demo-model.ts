@@ -18,7 +18,8 @@ import { parseArgs } from 'node:util';
 import { DEMO_CONFIG, DEMO_MODEL, DEMO_RECIPE, DEMO_RESOLUTION, DEMO_STRIPES_DIR, demoSidecarYaml } from '../engine/demo/demo-model.ts';
 import { writeStripesDataset } from '../engine/demo/stripes-dataset.ts';
 import { colourAccuracy, generateCases } from '../engine/demo/evaluate.ts';
-import { normaliseLatents, trainAutoencoder, trainUnet } from '../engine/demo/full-training.ts';
+import { autoencoderBatch } from '../engine/demo/autoencoder-batches.ts';
+import { loadPhase, normaliseLatents, savePhase, trainAutoencoder, trainUnet } from '../engine/demo/full-training.ts';
 import { heldOutTriples, plainCaption, renderScene, sampleScene } from '../engine/demo/toy-world.ts';
 import { toChw } from '../engine/image/load.ts';
 import { writeSafetensors } from '../engine/safetensors/index.ts';
@@ -42,6 +43,8 @@ const { values: a } = parseArgs({
     /** Default: CLIP's vocabulary bundled with the project. */
     tokenizer: { type: 'string' },
     threads: { type: 'string', default: '2' },
+    /** Where finished phases are kept (the autoencoder), so a rerun resumes at the next one. */
+    'work-dir': { type: 'string', default: 'outputs/make-demo-model' },
   },
 });
 const num = (k: keyof typeof a) => {
@@ -76,33 +79,24 @@ try {
   const scenes = Array.from({ length: N }, (_, i) => sampleScene(seed, i));
   const pixels = scenes.map((s) => renderScene(s, S));
   const ae = DEMO_RECIPE.autoencoder;
-  const codecPixels = [...pixels, ...Array.from({ length: ae.stripedScenes }, (_, i) => renderScene(sampleScene(seed + 1, i, 'striped'), S))];
+  const codecScenes = [...scenes, ...Array.from({ length: ae.stripedScenes }, (_, i) => sampleScene(seed + 1, i, 'striped'))];
+  const codecPixels = [...pixels, ...codecScenes.slice(N).map((s) => renderScene(s, S))];
 
-  // 2. Autoencoder on crops: the same convolutions, a fraction of the pixels per step.
-  const crop = ae.crop;
-  const vaeBatch = ae.batch;
-  await trainAutoencoder(
-    w,
-    model.arch,
-    {
-      batchSize: vaeBatch,
-      crop,
-      batch: (i) => {
-        const r = seededRandom(seed, 'vae-batch', i);
-        const out = new Float32Array(vaeBatch * 3 * crop * crop);
-        for (let b = 0; b < vaeBatch; b++) {
-          const img = codecPixels[Math.floor(r() * codecPixels.length)]!;
-          const ox = Math.floor(r() * (S - crop + 1));
-          const oy = Math.floor(r() * (S - crop + 1));
-          const c = new Uint8Array(crop * crop * 3);
-          for (let y = 0; y < crop; y++) c.set(img.subarray(((oy + y) * S + ox) * 3, ((oy + y) * S + ox + crop) * 3), y * crop * 3);
-          out.set(toChw(c, crop, crop, false), b * 3 * crop * crop);
-        }
-        return out;
-      },
-    },
-    { steps: num('vae-steps'), lr: ae.lr, warmup: ae.warmup, latentNoise: ae.latentNoise, latentPenalty: ae.latentPenalty, seed, session, log: (i, l) => say(`autoencoder step ${i}: loss ${l.toFixed(5)}`), logEvery: 100 },
-  );
+  // 2. Autoencoder on crops: the same convolutions, a fraction of the pixels per step. Its result is kept in
+  // the work folder under the settings that made it, so a rerun (or a killed run) starts at the UNet.
+  const aeKey = JSON.stringify({ seed, scenes: N, vae: DEMO_CONFIG.vae, recipe: ae, steps: num('vae-steps') });
+  const aeFile = join(resolve(a['work-dir']!), 'autoencoder.safetensors');
+  const resumed = await loadPhase(aeFile, aeKey, w);
+  if (resumed) say(`autoencoder: resumed from ${aeFile}`);
+  else {
+    const codec = codecPixels.map((rgb, i) => ({ rgb, scene: codecScenes[i]! }));
+    await trainAutoencoder(
+      w,
+      model.arch,
+      { batchSize: ae.batch, crop: ae.crop, batch: (i) => autoencoderBatch(codec, S, ae.crop, ae.batch, ae.shapeWeight, seed, i) },
+      { steps: num('vae-steps'), lr: ae.lr, warmup: ae.warmup, latentNoise: ae.latentNoise, latentPenalty: ae.latentPenalty, l1: ae.l1, seed, session, log: (i, l) => say(`autoencoder step ${i}: loss ${l.toFixed(5)}`), logEvery: 100 },
+    );
+  }
 
   // Latent statistics over the whole set, folded into quant_conv / post_quant_conv.
   const C = model.arch.vae.embedDim;
@@ -123,9 +117,10 @@ try {
   const gapScenes = Array.from({ length: DEMO_RECIPE.gapScenes }, (_, i) => sampleScene(seed + 2, i));
   const all = await encode([...pixels, ...gapScenes.map((s) => renderScene(s, S))]);
   const raw = all.subarray(0, N * per);
-  const mean: number[] = [];
-  const std: number[] = [];
-  for (let c = 0; c < C; c++) {
+  // A resumed autoencoder was saved normalised: its latents already have mean 0 and std 1 per channel.
+  const mean: number[] = resumed ? Array(C).fill(0) : [];
+  const std: number[] = resumed ? Array(C).fill(1) : [];
+  for (let c = 0; c < C && !resumed; c++) {
     let s = 0;
     let s2 = 0;
     for (let i = 0; i < N; i++) for (let p = 0; p < h * h; p++) {
@@ -137,7 +132,10 @@ try {
     mean.push(m);
     std.push(Math.sqrt(Math.max(1e-12, s2 / (N * h * h) - m * m)));
   }
-  normaliseLatents(w, model.arch, mean, std);
+  if (!resumed) {
+    normaliseLatents(w, model.arch, mean, std);
+    await savePhase(aeFile, aeKey, w, /^first_stage_model\./);
+  }
   const normalised = all.map((v, i) => (v - mean[Math.floor((i % per) / (h * h))]!) / std[Math.floor((i % per) / (h * h))]!);
   const latents = normalised.subarray(0, N * per);
   say(`latents: mean ${mean.map((v) => v.toFixed(3)).join(' ')}, std ${std.map((v) => v.toFixed(3)).join(' ')} → normalised`);

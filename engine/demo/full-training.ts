@@ -5,6 +5,8 @@
  * Every weight of the network being trained is a trainable parameter; the graphs are the same model code that
  * generation runs.
  */
+import { mkdir } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import * as g from '../graph/index.ts';
 import { topoSort, type Tensor } from '../graph/tensor.ts';
 import { weightContext } from '../models/layers.ts';
@@ -14,6 +16,7 @@ import { vaeDecoder, vaeEncoder } from '../models/vae.ts';
 import { AdamW } from '../optim/adamw.ts';
 import type { ParamGroup } from '../optim/optimizer.ts';
 import { makeSchedule } from '../optim/schedules.ts';
+import { SafetensorsFile, writeSafetensors } from '../safetensors/index.ts';
 import type { TrainStep } from '../runtime/train-step.ts';
 import { compile, type CompiledGraph, type SessionOptions } from '../runtime/session.ts';
 import { alphasCumprod, SD_TRAIN_SCHEDULE } from '../sampling/training-schedule.ts';
@@ -76,31 +79,74 @@ async function loop(step: TrainStep, groups: ParamGroup[], o: LoopOptions, feeds
 }
 
 export interface AutoencoderData {
-  /** Images [batch, 3, crop, crop] in [-1, 1] for step `i`. */
-  batch(i: number): Float32Array;
+  /** Step `i`'s images [batch, 3, crop, crop] in [-1, 1] and per-pixel loss weights [batch, 1, crop, crop]. */
+  batch(i: number): { images: Float32Array; weights: Float32Array };
   batchSize: number;
   /** Square crop side the autoencoder trains on (convolutions do not care; a crop is cheaper than a whole image). */
   crop: number;
 }
 
+export interface AutoencoderOptions extends LoopOptions {
+  /** Std of the Gaussian noise added to the latent before decoding. */
+  latentNoise: number;
+  /** Weight of mean(z²). */
+  latentPenalty: number;
+  /** Weight of the per-pixel weighted L1 term beside the weighted MSE: it keeps pulling once errors are small. */
+  l1: number;
+  seed: number;
+}
+
 /**
- * Trains encoder and decoder together on reconstruction. The latent gets Gaussian noise of std `latentNoise`
- * before decoding and pays `latentPenalty`·mean(z²): the decoder learns to forgive the small errors a
- * sampler leaves, and the latent keeps a bounded scale (rescaled afterwards, see `normaliseLatents`).
+ * Trains encoder and decoder together on reconstruction: per-pixel weighted MSE and L1. The latent gets
+ * Gaussian noise of std `latentNoise` before decoding and pays `latentPenalty`·mean(z²): the decoder learns to
+ * forgive the small errors a sampler leaves, and the latent keeps a bounded scale (rescaled afterwards, see
+ * `normaliseLatents`).
  */
-export async function trainAutoencoder(w: Weights, arch: SdArch, data: AutoencoderData, o: LoopOptions & { latentNoise: number; latentPenalty: number; seed: number }): Promise<number> {
+export async function trainAutoencoder(w: Weights, arch: SdArch, data: AutoencoderData, o: AutoencoderOptions): Promise<number> {
   const B = data.batchSize;
   const h = data.crop / 8;
   const ctx = contextOver(w);
   const enc = vaeEncoder(ctx, arch.vae, { batch: B, height: data.crop, width: data.crop });
   const dec = vaeDecoder(ctx, arch.vae, { batch: B, height: h, width: h });
   const noise = g.input('latent_noise', 'float32', [B, arch.vae.embedDim, h, h]);
+  const pixelWeight = g.input('pixel_weight', 'float32', [B, 1, data.crop, data.crop]);
   const z = g.add(enc.mean, g.mul(noise, o.latentNoise));
   const [recon] = substitute([dec.image], dec.latent, z) as [Tensor];
-  const loss = g.add(g.mse(recon, enc.image), g.mul(g.mean(g.square(enc.mean)), o.latentPenalty));
+  const d = g.sub(recon, enc.image);
+  const reconstruction = g.add(g.mean(g.mul(g.square(d), pixelWeight)), g.mul(g.mean(g.mul(g.abs(d), pixelWeight)), o.l1));
+  const loss = g.add(reconstruction, g.mul(g.mean(g.square(enc.mean)), o.latentPenalty));
   const step = await compileFloat32Step(loss, paramsOf(loss), o.session);
   const noiseLen = B * arch.vae.embedDim * h * h;
-  return loop(step, oneGroup(step, w, o.lr), o, (i) => ({ image: data.batch(i), latent_noise: drawNoise([1, 1, 1, noiseLen], 1, 0, o.seed, 'vae', i).noise }));
+  return loop(step, oneGroup(step, w, o.lr), o, (i) => {
+    const b = data.batch(i);
+    return { image: b.images, pixel_weight: b.weights, latent_noise: drawNoise([1, 1, 1, noiseLen], 1, 0, o.seed, 'vae', i).noise };
+  });
+}
+
+const PHASE_KEY = 'lora-scripts.phase';
+
+/** Saves the weights whose names match `keys` (float32), tagged with `key`: the settings that made them. */
+export async function savePhase(file: string, key: string, w: Weights, keys: RegExp): Promise<void> {
+  await mkdir(dirname(file), { recursive: true });
+  const tensors = new Map([...w].filter(([k]) => keys.test(k)).map(([k, v]) => [k, { dtype: 'F32' as const, shape: v.shape, data: v.data }]));
+  await writeSafetensors(file, tensors, { [PHASE_KEY]: key });
+}
+
+/** Loads a phase saved by `savePhase` into `w` when `file` exists and was made with `key`; false otherwise. */
+export async function loadPhase(file: string, key: string, w: Weights): Promise<boolean> {
+  const f = await SafetensorsFile.open(file).catch(() => undefined);
+  if (!f) return false;
+  try {
+    if (f.metadata[PHASE_KEY] !== key) return false;
+    for (const name of f.tensors.keys()) {
+      const target = w.get(name);
+      if (!target) throw new Error(`${file}: tensor ${name} is not in the model`);
+      target.data.set(await f.readFloat32(name));
+    }
+    return true;
+  } finally {
+    await f.close();
+  }
 }
 
 /**
