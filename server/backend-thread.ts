@@ -32,6 +32,7 @@ import { fromThread } from './thread-errors.ts';
 
 /** How often the main thread copies the hooks' stop request into the shared flag while a call runs. */
 const STOP_POLL_MS = 20;
+const INTERRUPT = STOP_CODES.indexOf('interrupt');
 
 export interface ThreadBackend extends GenerationBackend {
   close(): Promise<void>;
@@ -65,7 +66,7 @@ export function createThreadBackend(opts: EngineBackendOptions): ThreadBackend {
    */
   const stop = async (): Promise<void> => {
     while (inflight) {
-      if (runningFlags) Atomics.store(runningFlags, FLAG.stop, STOP_CODES.indexOf('interrupt'));
+      if (runningFlags) Atomics.store(runningFlags, FLAG.stop, INTERRUPT);
       await inflight.catch(() => {});
     }
     await pool.close();
@@ -76,8 +77,8 @@ export function createThreadBackend(opts: EngineBackendOptions): ThreadBackend {
     const { port1: mine, port2: theirs } = new MessageChannel();
     const flags = new Int32Array(new SharedArrayBuffer(4 * 2));
     runningFlags = flags;
-    // An interrupt from `stop` stays; otherwise the flag follows the hooks.
-    const syncStop = () => Atomics.load(flags, FLAG.stop) === 1 || Atomics.store(flags, FLAG.stop, Math.max(0, STOP_CODES.indexOf(hooks.shouldStop())));
+    // An interrupt stays (the queue never takes one back, and `stop` writes its own); skip follows the hooks.
+    const syncStop = () => Atomics.load(flags, FLAG.stop) === INTERRUPT || Atomics.store(flags, FLAG.stop, Math.max(0, STOP_CODES.indexOf(hooks.shouldStop())));
     const poll = setInterval(syncStop, STOP_POLL_MS);
     poll.unref();
     // The newest preview image, and asks that came before there was any.
