@@ -12,10 +12,11 @@ import { test } from 'node:test';
 import sharp from 'sharp';
 import { judgeImage, looksStriped } from '../engine/demo/colour-judge.ts';
 import { DEMO_MODEL, DEMO_MODEL_NAME, DEMO_RECIPE, DEMO_RESOLUTION } from '../engine/demo/demo-model.ts';
-import { colourAccuracy, generateCases } from '../engine/demo/evaluate.ts';
+import { codecRoundTrip, colourAccuracy, generateCases } from '../engine/demo/evaluate.ts';
 import { captionFor, heldOutTriples, isHeldOut, plainPrompt, renderScene, sampleScene, stripeColour } from '../engine/demo/toy-world.ts';
 import { SafetensorsFile } from '../engine/safetensors/index.ts';
 import { SdGenerator } from '../engine/generate/generator.ts';
+import { StableDiffusion } from '../engine/sd/model.ts';
 import { createServer } from '../server/app.ts';
 import { repoRoot } from './support/paths.ts';
 
@@ -64,13 +65,13 @@ test('the demo model is an fp16 SD 1.x single file of at most 30 MB with its sid
   }
 });
 
-// Not met yet: the committed model (make-demo-model's recipe, 17 min here) follows the background colour of
-// held-out prompts (80.4%) but not the shape's (11.8%): its autoencoder gets the shape colour of the training
-// pictures themselves right in only about a third of round trips (docs/demo.md). Kept as a todo so it runs,
-// prints the figures, and becomes a plain test once it passes; it costs 102 generations (30–40 s here), so
-// the default suite skips it and LORA_SCRIPTS_DEMO_QUALITY=1 runs it.
+// Not met yet: the committed model (make-demo-model's recipe, 56 min here under load) follows the background
+// colour of held-out prompts (92.2%) but not yet the shape's (39.2%): its autoencoder keeps the shape colour in
+// only three quarters of round trips (docs/demo.md). Kept as a todo so it runs, prints the figures, and
+// becomes a plain test once it passes; it costs 102 generations (about a minute here), so the default suite
+// skips it and LORA_SCRIPTS_DEMO_QUALITY=1 runs it.
 const measureQuality = process.env.LORA_SCRIPTS_DEMO_QUALITY === '1';
-test('demo model: on ≥ 100 held-out prompts the shape and background colours match in ≥ 90%', measureQuality ? { todo: 'the demo model does not follow colours yet' } : { skip: 'set LORA_SCRIPTS_DEMO_QUALITY=1 to measure (not met yet: 11.8% shape, 80.4% background)' }, async () => {
+test('demo model: on ≥ 100 held-out prompts the shape and background colours match in ≥ 90%', measureQuality ? { todo: 'the demo model does not follow colours yet' } : { skip: 'set LORA_SCRIPTS_DEMO_QUALITY=1 to measure (not met yet: 39.2% shape, 92.2% background)' }, async () => {
   const gen = await SdGenerator.load(DEMO_MODEL);
   const results = await generateCases(gen, heldOutTriples());
   const acc = colourAccuracy(results);
@@ -80,6 +81,22 @@ test('demo model: on ≥ 100 held-out prompts the shape and background colours m
   assert.ok(results.length >= 100);
   assert.ok(acc.shape >= 0.9, `shape colour ${(100 * acc.shape).toFixed(1)}%\n${detail}`);
   assert.ok(acc.background >= 0.9, `background colour ${(100 * acc.background).toFixed(1)}%\n${detail}`);
+});
+
+// The autoencoder bounds the model: no UNet draws a colour more reliably than the round trip carries it. The
+// targets are the ones the issue's ≥ 90% needs with room for the UNet; not met yet (75% shape colour, 94%
+// background, 96% stripes on make-demo-model's last run), so it runs as a todo that prints its figures.
+test('demo autoencoder: encode → decode keeps the shape colour in ≥ 97%, the background in ≥ 99%, stripes in ≥ 95%', measureQuality ? { todo: 'the autoencoder loses a quarter of the shape colours' } : { skip: 'set LORA_SCRIPTS_DEMO_QUALITY=1 to measure (not met yet: 75% shape, 94% background, 96% stripes)' }, async () => {
+  const model = await StableDiffusion.load(DEMO_MODEL);
+  // Scenes of every size, count and place, from seeds the training set does not use.
+  const flat = Array.from({ length: 150 }, (_, i) => sampleScene(99, i));
+  const striped = Array.from({ length: 100 }, (_, i) => sampleScene(98, i, 'striped')).filter((s) => s.size !== 'small').slice(0, 50);
+  const f = await codecRoundTrip(model, flat, DEMO_RESOLUTION);
+  const st = await codecRoundTrip(model, striped, DEMO_RESOLUTION);
+  console.log(`round trip of ${flat.length} flat scenes: shape colour ${(100 * f.shape).toFixed(1)}%, background ${(100 * f.background).toFixed(1)}%; ${striped.length} striped: ${(100 * st.striped).toFixed(1)}% still striped`);
+  assert.ok(f.shape >= 0.97, `shape colour ${(100 * f.shape).toFixed(1)}%`);
+  assert.ok(f.background >= 0.99, `background ${(100 * f.background).toFixed(1)}%`);
+  assert.ok(st.striped >= 0.95, `stripes ${(100 * st.striped).toFixed(1)}%`);
 });
 
 test('serve with an empty checkpoint folder lists and loads the demo model, says so once, and answers txt2img with it', async () => {

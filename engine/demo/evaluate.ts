@@ -2,11 +2,13 @@
  * Generates toy-world prompts with a loaded generator and judges each picture against its prompt: the
  * measurement behind the demo model's quality figures (make-demo-model prints it, a test asserts it).
  */
+import { toChw } from '../image/load.ts';
+import type { StableDiffusion } from '../sd/model.ts';
 import { toRgbBytes } from '../sd/pipeline.ts';
 import type { SdGenerator } from '../generate/generator.ts';
 import type { StackItem } from '../lora/merge.ts';
-import { judgeImage, type Judgement } from './colour-judge.ts';
-import { plainPrompt, stripeColour, type ColourName, type ShapeName } from './toy-world.ts';
+import { judgeImage, looksStriped, type Judgement } from './colour-judge.ts';
+import { plainPrompt, renderScene, stripeColour, type ColourName, type Scene, type ShapeName } from './toy-world.ts';
 
 export interface PromptCase {
   shape: ShapeName;
@@ -54,4 +56,33 @@ export function colourAccuracy(results: readonly CaseResult[]): { shape: number;
     shape: results.filter((r) => r.judged.shape === r.colour).length / n,
     background: results.filter((r) => r.judged.background === r.background).length / n,
   };
+}
+
+/**
+ * The autoencoder alone: each scene rendered, encoded and decoded (no sampler), then judged. No UNet can draw
+ * a colour more reliably than this round trip carries it. Returns the shares of right shape colours, right
+ * backgrounds, and striped scenes still judged striped.
+ */
+export async function codecRoundTrip(model: StableDiffusion, scenes: readonly Scene[], size: number, batch = 25): Promise<{ shape: number; background: number; striped: number }> {
+  const per = 3 * size * size;
+  let shape = 0;
+  let background = 0;
+  let striped = 0;
+  for (let i = 0; i < scenes.length; i += batch) {
+    const chunk = scenes.slice(i, i + batch);
+    const images = new Float32Array(batch * per);
+    // A short last chunk repeats its last scene: one graph shape for every batch.
+    for (let b = 0; b < batch; b++) images.set(toChw(renderScene(chunk[Math.min(b, chunk.length - 1)]!, size), size, size, false), b * per);
+    const latent = await model.encode(images, { batch, height: size, width: size });
+    const rgb = toRgbBytes(await model.decode(latent, { batch, height: size / 8, width: size / 8 }), batch, size, size);
+    chunk.forEach((s, b) => {
+      const j = judgeImage(rgb[b]!, size, { stripe: s.fill === 'striped' ? stripeColour(s.colour) : undefined });
+      if (j.shape === s.colour) shape++;
+      if (j.background === s.background) background++;
+      if (s.fill === 'striped' && looksStriped(j)) striped++;
+    });
+  }
+  const n = scenes.length;
+  const nStriped = scenes.filter((s) => s.fill === 'striped').length;
+  return { shape: shape / n, background: background / n, striped: nStriped ? striped / nStriped : 0 };
 }
