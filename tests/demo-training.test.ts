@@ -9,8 +9,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { DEMO_RECIPE } from '../engine/demo/demo-model.ts';
-import { diffusionLossWeight, trainUnet, type CaptionGapResult } from '../engine/demo/full-training.ts';
-import { plainCaption, plainPrompt, sampleScene } from '../engine/demo/toy-world.ts';
+import { autoencoderBatch } from '../engine/demo/autoencoder-batches.ts';
+import { diffusionLossWeight, loadPhase, savePhase, trainUnet, type CaptionGapResult } from '../engine/demo/full-training.ts';
+import { COLOURS, plainCaption, plainPrompt, renderScene, sampleScene } from '../engine/demo/toy-world.ts';
 import { alphasCumprod, SD_TRAIN_SCHEDULE } from '../engine/sampling/training-schedule.ts';
 import { StableDiffusion } from '../engine/sd/model.ts';
 import { writeSyntheticCheckpoint, type SyntheticSdConfig } from '../engine/sd/synthetic.ts';
@@ -87,6 +88,48 @@ test('trainUnet trains the UNet and the text encoder (not its token embeddings) 
     for (const g of gaps) assert.ok(Number.isFinite(g.right) && Number.isFinite(g.wrong) && g.right > 0 && g.wrong > 0, JSON.stringify(g));
     // Training moved the weights the gap is measured with: the two measurements differ.
     assert.notDeepEqual(gaps[0], gaps[1]);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('autoencoder batches: seeded crops whose shape pixels weigh 1 + shapeWeight and background pixels 1', () => {
+  const pictures = Array.from({ length: 6 }, (_, i) => {
+    const scene = sampleScene(DEMO_RECIPE.seed, i);
+    return { scene, rgb: renderScene(scene, 32) };
+  });
+  const a = autoencoderBatch(pictures, 32, 16, 3, 3, 5, 7);
+  assert.deepEqual(a, autoencoderBatch(pictures, 32, 16, 3, 3, 5, 7));
+  assert.notDeepEqual(a.images, autoencoderBatch(pictures, 32, 16, 3, 3, 5, 8).images);
+  assert.equal(a.images.length, 3 * 3 * 16 * 16);
+  assert.deepEqual([...new Set(a.weights)].sort(), [1, 4].filter((v) => a.weights.includes(v)));
+  // A whole picture: exactly its non-background pixels weigh 4.
+  const whole = autoencoderBatch(pictures.slice(0, 1), 32, 32, 1, 3, 5, 0);
+  const [r, g, b] = COLOURS[pictures[0]!.scene.background];
+  const rgb = pictures[0]!.rgb;
+  for (let q = 0; q < 32 * 32; q++) {
+    const background = rgb[q * 3] === r && rgb[q * 3 + 1] === g && rgb[q * 3 + 2] === b;
+    assert.equal(whole.weights[q], background ? 1 : 4);
+  }
+  assert.ok(whole.weights.includes(4) && whole.weights.includes(1));
+});
+
+test('a saved training phase loads back only under the settings that made it', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'demo-phase-'));
+  try {
+    const w = new Map([
+      ['first_stage_model.a', { shape: [2, 3], data: Float32Array.from([1, 2, 3, 4, 5, 6]) }],
+      ['model.diffusion_model.b', { shape: [2], data: Float32Array.from([7, 8]) }],
+    ]);
+    const file = join(dir, 'sub', 'autoencoder.safetensors');
+    await savePhase(file, '{"steps":2}', w, /^first_stage_model\./);
+    const fresh = new Map([...w].map(([k, v]) => [k, { shape: v.shape, data: new Float32Array(v.data.length) }]));
+    assert.equal(await loadPhase(file, '{"steps":3}', fresh), false);
+    assert.deepEqual([...fresh.get('first_stage_model.a')!.data], [0, 0, 0, 0, 0, 0]);
+    assert.equal(await loadPhase(file, '{"steps":2}', fresh), true);
+    assert.deepEqual([...fresh.get('first_stage_model.a')!.data], [1, 2, 3, 4, 5, 6]);
+    assert.deepEqual([...fresh.get('model.diffusion_model.b')!.data], [0, 0], 'only the saved keys load');
+    assert.equal(await loadPhase(join(dir, 'missing.safetensors'), '{"steps":2}', fresh), false);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
