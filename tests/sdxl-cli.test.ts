@@ -24,7 +24,8 @@ let refiner: string;
 
 function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [bin, ...args], { env: { ...process.env, OMP_NUM_THREADS: '1' } });
+    // In the test's own folder: generate keeps its hash cache (cache.json) in the working folder.
+    const p = spawn(process.execPath, [bin, ...args], { cwd: dir, env: { ...process.env, OMP_NUM_THREADS: '1' } });
     let stdout = '';
     let stderr = '';
     p.stdout.on('data', (d) => (stdout += d));
