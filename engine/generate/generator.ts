@@ -17,9 +17,8 @@ export interface GeneratorOptions extends LoadOptions {
   /** Folder with the CLIP tokenizer; searched for when not given (see `findTokenizerDir`). */
   tokenizer?: string;
   /**
-   * Memory before speed: ONNX Runtime's memory arena off (each run gives its activations back instead of every
-   * session keeping its largest run's blocks) and no merged-stack cache (a change of LoRA stack merges anew
-   * instead of copying a cached one). Both measured in docs/benchmarks.md.
+   * Memory before speed: no merged-stack cache (going back to a LoRA stack merges it anew instead of copying a
+   * cached one), and ONNX Runtime's memory arena off whatever `memArena` says. Measured in docs/benchmarks.md.
    */
   lowMemory?: boolean;
 }
@@ -73,8 +72,12 @@ export class SdGenerator {
     // Fed weights by default, by measurement (docs/benchmarks.md): at SD 1.5 sizes a fed UNet step was faster
     // than a baked one (9.2 s vs 11.9 s at 512², quiet machine), and baking keeps a second, pre-packed copy of
     // the conv weights (bench peak 11.3 GiB vs 5.7 GiB); fed, a LoRA merge never rebuilds a session either.
+    // ONNX Runtime's arena off by default, by measurement: with it off the SD 1.5 pipeline with a LoRA merged
+    // peaks at 5.42 GiB (PyTorch's pipeline: 5.5 GiB); the arena keeps each session's largest run (+1.1 GiB with
+    // the UNet's alone, +2.2 GiB with all) for steps 1.3x faster on a quiet machine (7.3-7.5 s vs 5.6 s at 512²,
+    // within the 0.8x of PyTorch's 10.3 s either way). `memArena: true` or 'unet' takes the speed.
     const { lowMemory, ...load } = opts;
-    const model = await StableDiffusion.load(checkpoint, { weights: 'inputs', ...(lowMemory ? { memArena: false } : {}), ...load });
+    const model = await StableDiffusion.load(checkpoint, { weights: 'inputs', memArena: false, ...load, ...(lowMemory ? { memArena: false } : {}) });
     tokenizer.checkFits(model.arch.textEncoder.vocabSize, checkpoint);
     return SdGenerator.over(model, tokenizer, lowMemory ? { cacheBytes: 0 } : {});
   }
