@@ -72,7 +72,7 @@ export function register(program: Command): void {
     .option('--threads <n>', 'intra-op threads (default: all cores)')
     .option('--refiner <path>', "A1111's refiner: a second checkpoint of the same latent space that finishes the sampler run (e.g. SDXL's refiner after an SDXL base)")
     .option('--refiner-switch-at <x>', 'with --refiner: the share of the run (0..1, by the noise level as A1111) after which the refiner takes over', '0.8')
-    .option('--low-memory', "memory before speed: ONNX Runtime's memory arena off and no cache of merged LoRA stacks (SD 1.5 with a LoRA: 2.6 GiB less peak measured; a change of LoRA stack merges anew)")
+    .option('--low-memory', "memory before speed: no cache of merged LoRA stacks (going back to a stack merges it anew; ONNX Runtime's arena is off by default already, docs/benchmarks.md)")
     .action(async (f: GenerateFlags) => {
       const [{ SdGenerator, findTokenizerDir }, { GenerationService, encodePng }, { modelIdentity, vaeIdentity, nameInFolder }, { vaeFromArgument }, { LoraLibrary }, { EmbeddingLibrary }, { HashCache }, { writeBufferAtomic }] =
         await Promise.all([

@@ -44,7 +44,7 @@ export function register(program: Command): void {
     .option('--vae-dir <dir>', 'VAE folder (default: <data-dir>/models/VAE)')
     .option('--embeddings-dir <dir>', 'textual-inversion embeddings, .safetensors (default: <data-dir>/models/embeddings)')
     .option('--esrgan-models-path <dir>', 'ESRGAN-family upscaler models, .safetensors (default: <data-dir>/models/ESRGAN)')
-    .option('--low-memory', "memory before speed: ONNX Runtime's memory arena off and no cache of merged LoRA stacks (SD 1.5 with a LoRA: 2.6 GiB less peak measured; a change of LoRA stack merges anew)")
+    .option('--low-memory', "memory before speed: no cache of merged LoRA stacks (going back to a stack merges it anew; ONNX Runtime's arena is off by default already, docs/benchmarks.md)")
     .option('--device <name>', 'ONNX Runtime device: cpu, cuda, dml, coreml', 'cpu')
     .option('--tokenizer-dir <dir>', 'CLIP tokenizer folder for single-file checkpoints (default: beside the checkpoint, then models/tokenizer, then the bundled CLIP vocabulary)')
     .option('--api-enable-requests', 'accept http(s) image URLs in requests (never to loopback or private addresses)')

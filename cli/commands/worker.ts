@@ -41,7 +41,7 @@ export function register(program: Command): void {
     .option('--vae-dir <dir>', 'VAE folder (default: <models>/VAE)')
     .option('--device <name>', 'ONNX Runtime device: cpu, cuda, dml, coreml', 'cpu')
     .option('--tokenizer-dir <dir>', 'CLIP tokenizer folder for single-file checkpoints')
-    .option('--low-memory', "memory before speed: ONNX Runtime's memory arena off and no cache of merged LoRA stacks")
+    .option('--low-memory', "memory before speed: no cache of merged LoRA stacks (going back to a stack merges it anew; ONNX Runtime's arena is off by default already, docs/benchmarks.md)")
     .option('--concurrency <n>', 'jobs run at once, each with its own loaded model', '1')
     .option('--threads <n>', 'ONNX Runtime threads per job (default: all cores)')
     .option('--label <name>', 'take training jobs pinned to this label (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
