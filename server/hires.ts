@@ -3,7 +3,7 @@
  * rule for target size, upscale space, steps and infotext), and the pixel-space upscale for image upscalers
  * (or when the backend returns no latents). Latent upscalers resize the first pass's latents in the backend.
  */
-import { resizeImage } from '../engine/image/resize-mode.ts';
+import { resizeImageOffThread } from '../engine/image/resize-off-thread.ts';
 import { applyFirstphase, planHires as enginePlan, type HiresPlan } from '../engine/sd/hires.ts';
 import type { RawImage } from './backend.ts';
 import type { Txt2ImgRequest } from './requests/generation.ts';
@@ -52,5 +52,5 @@ export function applyFirstphaseFields(req: Txt2ImgRequest): void {
  */
 export async function upscaleForHires(images: RawImage[], plan: HiresPlan): Promise<RawImage[]> {
   const filter = plan.pixelKernel === 'nearest' ? 'nearest' : 'lanczos';
-  return images.map((im) => ({ ...resizeImage(plan.crop ? 1 : 0, im, plan.width, plan.height, filter), channels: im.channels }));
+  return Promise.all(images.map(async (im) => ({ ...(await resizeImageOffThread(plan.crop ? 1 : 0, im, plan.width, plan.height, filter)), channels: im.channels })));
 }

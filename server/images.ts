@@ -15,7 +15,7 @@ import { encodeImage as encodeImagePixels, type EncodeOptions, type SamplesForma
 import { gridShape, imageGrid } from '../engine/image/grid.ts';
 import { prepareMask as prepareMaskPixels } from '../engine/image/mask.ts';
 import { gated } from '../engine/image/pixel-gate.ts';
-import { resizeImage } from '../engine/image/resize-mode.ts';
+import { resizeImageOffThread } from '../engine/image/resize-off-thread.ts';
 import type { RawImage } from './backend.ts';
 import { HttpError } from './errors.ts';
 
@@ -195,7 +195,7 @@ async function decodeRaw(bytes: Buffer, channels: 1 | 3, maxPixels: number): Pro
  */
 export async function resizeForImg2img(img: RawImage, width: number, height: number, mode: number): Promise<RawImage> {
   if (img.width === width && img.height === height) return img;
-  return gated(img.width * img.height + 2 * width * height, async () => ({ ...resizeImage(mode === 1 || mode === 2 ? mode : 0, img, width, height), channels: img.channels }));
+  return gated(img.width * img.height + 2 * width * height, async () => ({ ...(await resizeImageOffThread(mode === 1 || mode === 2 ? mode : 0, img, width, height)), channels: img.channels }));
 }
 
 /** Inverts and blurs a 1-channel mask (engine/image/mask.ts), admitted by the pixel gate. */

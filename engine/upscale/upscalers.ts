@@ -50,7 +50,7 @@ export class UpscalerLibrary {
 
   constructor(
     dir: string,
-    private readonly device?: Device,
+    readonly device?: Device,
   ) {
     this.dir = resolve(dir);
   }

@@ -7,7 +7,8 @@
  */
 import { isPng, readPngText, writePngText } from '../../engine/image/png-info.ts';
 import type { RgbImage } from '../../engine/image/decode-rgb.ts';
-import { postprocessUpscale, type ExtrasUpscale } from '../../engine/upscale/postprocess.ts';
+import type { ExtrasUpscale } from '../../engine/upscale/postprocess.ts';
+import { postprocessUpscaleOffThread } from '../../engine/upscale/postprocess-off-thread.ts';
 import type { ServerContext } from '../context.ts';
 import { ValidationError } from '../errors.ts';
 import { checkSamplesFormat, decodeImageInput, encodeImage, toRaw } from '../images.ts';
@@ -72,7 +73,7 @@ async function run(ctx: ServerContext, req: ExtrasRequest, inputs: Decoded[]): P
       let text = '';
       for (const [i, d] of inputs.entries()) {
         job.progress({ step: i, total: inputs.length, jobNo: i, jobCount: inputs.length });
-        const r = await postprocessUpscale(ctx.upscalers, d.image, up, tiles);
+        const r = await postprocessUpscaleOffThread(ctx.upscalers, d.image, up, tiles);
         text = infotext(r.info);
         const raw = { width: r.image.width, height: r.image.height, channels: 3 as const, data: r.image.data };
         let out: Buffer;
