@@ -283,10 +283,14 @@ def first_image(path, size):
         vae = VaeDecoder()
     unet.load_state_dict(parts['model.diffusion_model.'], assign=True)
     vae.load_state_dict(parts['first_stage_model.'], assign=True)
-    te_sd = parts['cond_stage_model.transformer.']
-    te_sd.setdefault('text_model.embeddings.position_ids', torch.arange(77)[None])
-    te.load_state_dict(te_sd, strict=False, assign=True)
-    te.text_model.embeddings.position_ids = torch.arange(77)[None]
+    # transformers 5 dropped the `text_model.` level of CLIPTextModel; SD checkpoints keep it.
+    tower = te.text_model if hasattr(te, 'text_model') else te
+    prefix = 'text_model.' if tower is te else ''
+    te_sd = {k[len(prefix):] if prefix and k.startswith(prefix) else k: v for k, v in parts['cond_stage_model.transformer.'].items()}
+    missing = [k for k in te.load_state_dict(te_sd, strict=False, assign=True).missing_keys if not k.endswith('position_ids')]
+    if missing:
+        raise SystemExit(f'text encoder weights missing from the checkpoint: {missing[:5]}')
+    tower.embeddings.position_ids = torch.arange(77)[None]
     parts.clear()
     for m in (unet, te, vae):
         m.eval()
