@@ -12,7 +12,7 @@ import { cutArea, inpaintArea, type InpaintArea } from '../engine/image/inpaint-
 import { extractPromptTags } from '../engine/lora/prompt-tags.ts';
 import { batchSeeds, fixSeed } from '../engine/rng/seeds.ts';
 import { UserError } from '../engine/util/errors.ts';
-import type { LoraRef, RawImage, RefinerParams, VaeRef } from './backend.ts';
+import type { GenerationParams, LoraRef, RawImage, RefinerParams, VaeRef } from './backend.ts';
 import type { ServerContext } from './context.ts';
 import { HttpError } from './errors.ts';
 import type { GenerationKind, Prepared } from './generation-prepare.ts';
@@ -48,7 +48,10 @@ export interface Img2ImgInputs {
   imageCfgScale: number | null;
 }
 
-export interface GenerationPlan {
+/** The sampler settings pass to the backend as they are (server/backend.ts names them). */
+type SamplerSettings = Pick<GenerationParams, 'eta' | 'sChurn' | 'sTmin' | 'sTmax' | 'sNoise' | 'randnSource' | 'etaNoiseSeedDelta' | 'tiling'>;
+
+export interface GenerationPlan extends SamplerSettings {
   kind: GenerationKind;
   /** The validated request, as the response's `parameters` echoes it. */
   prepared: Prepared;
@@ -86,14 +89,6 @@ export interface GenerationPlan {
   seedResizeFromW: number;
   seedResizeFromH: number;
   clipSkip: number;
-  eta: number | null;
-  sChurn: number | null;
-  sTmin: number | null;
-  sTmax: number | null;
-  sNoise: number | null;
-  randnSource: string;
-  etaNoiseSeedDelta: number;
-  tiling: boolean;
   /** The denoising strength the job used (img2img's, or the hires pass's), and whether the infotext names it. */
   denoising: number | null;
   infotextDenoising: number | null;
