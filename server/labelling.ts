@@ -15,15 +15,17 @@ import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ClipModel } from '../engine/clip/model.ts';
-import { ClipCaptioner } from '../engine/label/clip-captioner.ts';
-import { captionImage, labelFolder, type Captioners, type LabelProgress, type LabelResult } from '../engine/label/label-folder.ts';
-import { clipCaptionOptions, type LabelSettings } from '../engine/label/options.ts';
-import { WD14_MODEL_FILE, WD14_TAGS_FILE, Wd14Tagger } from '../engine/label/wd14.ts';
+import { MessageChannel } from 'node:worker_threads';
+import type { LabelProgress, LabelResult } from '../engine/label/label-folder.ts';
+import type { LabelSettings } from '../engine/label/options.ts';
+import { WD14_MODEL_FILE, WD14_TAGS_FILE } from '../engine/label/wd14.ts';
+import { WorkerPool } from '../engine/util/worker-pool.ts';
 import type { Device } from '../engine/runtime/providers.ts';
 import type { CaptionChange } from '../engine/train/caption-table.ts';
 import type { ServerContext } from './context.ts';
 import { HttpError } from './errors.ts';
+import type { LabelModelPaths } from './label-thread-worker.ts';
+import { fromThread } from './thread-errors.ts';
 import { CancelledError } from './queue.ts';
 
 export interface LabelModelInfo {
@@ -134,9 +136,8 @@ const WD14_HOLDS = `a WD14 tagger folder (${WD14_MODEL_FILE} + ${WD14_TAGS_FILE}
 /** Loaded models, the registry of jobs and their events; one per server. */
 export class LabelService extends EventEmitter {
   private readonly jobs = new Map<string, LabelJob>();
-  private clip: { path: string; model: Promise<ClipModel> } | null = null;
-  private captioner: { key: string; c: ClipCaptioner } | null = null;
-  private tagger: { path: string; t: Promise<Wd14Tagger> } | null = null;
+  /** The labelling thread (server/label-thread-worker.ts): models load and caption there, off the HTTP loop. */
+  private readonly pool = new WorkerPool(new URL('./label-thread-worker.ts', import.meta.url).href, 'labelling', { size: 1 });
 
   constructor(private readonly ctx: ServerContext) {
     super();
@@ -157,29 +158,17 @@ export class LabelService extends EventEmitter {
     return { settings: s, clip, wd14 };
   }
 
-  private async captioners(settings: LabelSettings, clip: LabelModelInfo | null, wd14: LabelModelInfo | null): Promise<Captioners> {
-    const out: Captioners = {};
-    if (clip) {
-      if (this.clip?.path !== clip.path) {
-        this.clip = { path: clip.path, model: ClipModel.load(clip.path, { device: this.device, tokenizerDirs: [labelFolders(this.ctx).tokenizer] }) };
-        this.captioner = null;
-        this.clip.model.catch(() => (this.clip = null));
-      }
-      const opts = clipCaptionOptions(settings);
-      const key = JSON.stringify(opts);
-      if (this.captioner?.key !== key) this.captioner = { key, c: new ClipCaptioner(await this.clip.model, opts) };
-      out.clip = this.captioner.c;
+  private paths(clip: LabelModelInfo | null, wd14: LabelModelInfo | null): LabelModelPaths {
+    return { clip: clip?.path ?? null, wd14: wd14?.path ?? null, device: this.device, tokenizerDir: labelFolders(this.ctx).tokenizer };
+  }
+
+  /** Runs `fn` of the labelling thread; its failures reach the client as the other threads' do. */
+  private async onThread<T>(fn: string, args: unknown[], transfer: Parameters<WorkerPool['run']>[2] = []): Promise<T> {
+    try {
+      return await this.pool.run<T>(fn, args, transfer);
+    } catch (e) {
+      throw fromThread(e, 'labelling', 'the next job starts a new thread');
     }
-    if (wd14) {
-      if (this.tagger?.path !== wd14.path) {
-        const old = this.tagger;
-        this.tagger = { path: wd14.path, t: Wd14Tagger.load(wd14.path, { device: this.device }) };
-        this.tagger.t.catch(() => (this.tagger = null));
-        void old?.t.then((t) => t.release()).catch(() => {});
-      }
-      out.wd14 = await this.tagger.t;
-    }
-    return out;
   }
 
   submit(req: LabelRequest, clip: LabelModelInfo | null, wd14: LabelModelInfo | null): LabelJob {
@@ -208,17 +197,31 @@ export class LabelService extends EventEmitter {
           job.status = 'running';
           job.started_at = new Date().toISOString();
           q.progress({ step: 0, total: 0, textinfo: `Labelling ${req.dataset}: loading models` });
-          const captioners = await this.captioners(req.settings, clip, wd14);
-          const r = await labelFolder(req.folder, req.settings, captioners, {
-            signal: q.signal,
-            onProgress: (p: LabelProgress) => {
-              const ev: LabelProgressEvent = { id, done: p.done, total: p.total, file: p.file, caption: p.caption, images_per_second: p.imagesPerSecond, eta_seconds: p.etaSeconds };
-              job.progress = ev;
-              q.progress({ step: p.done, total: p.total, textinfo: `Labelling ${req.dataset}: ${p.done}/${p.total} images` });
-              this.emit('label-progress', ev);
-            },
+          const { port1: mine, port2: theirs } = new MessageChannel();
+          const stop = new SharedArrayBuffer(4);
+          const onAbort = () => Atomics.store(new Int32Array(stop), 0, 1);
+          q.signal.addEventListener('abort', onAbort, { once: true });
+          if (q.signal.aborted) onAbort();
+          let drained!: () => void;
+          const reported = new Promise<void>((r) => (drained = r));
+          mine.on('message', (m: { progress?: LabelProgress }) => {
+            const p = m.progress;
+            if (!p) return;
+            const ev: LabelProgressEvent = { id, done: p.done, total: p.total, file: p.file, caption: p.caption, images_per_second: p.imagesPerSecond, eta_seconds: p.etaSeconds };
+            job.progress = ev;
+            q.progress({ step: p.done, total: p.total, textinfo: `Labelling ${req.dataset}: ${p.done}/${p.total} images` });
+            this.emit('label-progress', ev);
           });
-          return r;
+          mine.on('close', () => drained());
+          try {
+            const r = await this.onThread<LabelResult>('labelInThread', [req.folder, req.settings, this.paths(clip, wd14), theirs, stop], [theirs]);
+            // Progress rides on the port, the result on the pool: the result waits for the last report.
+            await reported;
+            return r;
+          } finally {
+            q.signal.removeEventListener('abort', onAbort);
+            mine.close();
+          }
         },
       },
       { id },
@@ -256,7 +259,10 @@ export class LabelService extends EventEmitter {
   async interrogate(image: Buffer, settings: LabelSettings, clip: LabelModelInfo | null, wd14: LabelModelInfo | null): Promise<string> {
     return this.ctx.queue.submit({
       kind: 'interrogate',
-      run: async () => captionImage(image, settings, await this.captioners(settings, clip, wd14)),
+      run: async () => {
+        const bytes = Uint8Array.from(image);
+        return this.onThread<string>('interrogateInThread', [bytes, settings, this.paths(clip, wd14)], [bytes.buffer]);
+      },
     }).promise;
   }
 }
