@@ -35,7 +35,7 @@ import { stopPromptChecks } from './prompt-check.ts';
 import { attachTrainingSocket } from './train-socket.ts';
 import { closeTraining } from './training.ts';
 import { closeLlm } from './llm.ts';
-import { attachLabelSocket } from './labelling.ts';
+import { attachLabelSocket, closeLabelling } from './labelling.ts';
 import { VERSION } from '../engine/version.ts';
 import { UpscalerLibrary } from '../engine/upscale/upscalers.ts';
 import { EmbeddingLibrary } from '../engine/sd/embeddings.ts';
@@ -322,6 +322,7 @@ export async function createServer(opts: ServerOptions = {}): Promise<LoraScript
       await ownBackend?.close();
       await closeTraining(ctx);
       await closeLlm(ctx);
+      await closeLabelling(ctx);
     })());
   return { app, httpServer, io, ctx, url, port, close };
 }

@@ -255,6 +255,11 @@ export class LabelService extends EventEmitter {
     return this.ctx.queue.cancel(id);
   }
 
+  /** Ends the labelling thread (a later job starts a new one). */
+  async close(): Promise<void> {
+    await this.pool.close();
+  }
+
   /** One caption for one image (A1111's interrogate), run in the queue like any other job. */
   async interrogate(image: Buffer, settings: LabelSettings, clip: LabelModelInfo | null, wd14: LabelModelInfo | null): Promise<string> {
     return this.ctx.queue.submit({
@@ -268,6 +273,11 @@ export class LabelService extends EventEmitter {
 }
 
 const perServer = new WeakMap<ServerContext, LabelService>();
+
+/** Ends the server's labelling thread; called after its queue has closed, so no job is running there. */
+export async function closeLabelling(ctx: ServerContext): Promise<void> {
+  await perServer.get(ctx)?.close();
+}
 
 export function labelService(ctx: ServerContext): LabelService {
   let s = perServer.get(ctx);
