@@ -8,7 +8,8 @@ import { isAbsolute, join, relative, resolve } from 'node:path';
 import type { VaeIdentity } from '../engine/generate/identity.ts';
 import type { NamedHash } from '../engine/generate/infotext.ts';
 import type { Pixels } from '../engine/image/crop.ts';
-import { cutArea, inpaintArea, type InpaintArea } from '../engine/image/inpaint-area.ts';
+import { inpaintArea, type InpaintArea } from '../engine/image/inpaint-area.ts';
+import { cutAreaOffThread } from '../engine/image/resize-off-thread.ts';
 import { extractPromptTags } from '../engine/lora/prompt-tags.ts';
 import { batchSeeds, fixSeed } from '../engine/rng/seeds.ts';
 import { UserError } from '../engine/util/errors.ts';
@@ -200,8 +201,8 @@ async function img2imgInputs(req: Img2ImgRequest, initImages: RawImage[], mask: 
   }
   return {
     ...base,
-    initImages: initImages.map((im) => asRawLike(im, cutArea(im, area, req.width, req.height))),
-    mask: asRawLike(mask, cutArea(mask, area, req.width, req.height)),
+    initImages: await Promise.all(initImages.map(async (im) => asRawLike(im, await cutAreaOffThread(im, area, req.width, req.height)))),
+    mask: asRawLike(mask, await cutAreaOffThread(mask, area, req.width, req.height)),
     onlyMasked: { area, originals: initImages },
   };
 }

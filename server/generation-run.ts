@@ -6,7 +6,7 @@
 import { modelInfotextFields } from '../engine/generate/identity.ts';
 import { generationInfotext, scheduleTypeLabel } from '../engine/generate/infotext.ts';
 import type { InfotextValue } from '../engine/image/png-info.ts';
-import { pasteArea } from '../engine/image/inpaint-area.ts';
+import { pasteAreaOffThread } from '../engine/image/resize-off-thread.ts';
 import type { GenerationHooks, GenerationOutput, GenerationParams, RawImage } from './backend.ts';
 import type { ServerContext } from './context.ts';
 import { asRawLike, type GenerationPlan } from './generation-resolve.ts';
@@ -146,10 +146,12 @@ export async function runPlan(ctx: ServerContext, plan: GenerationPlan, job: Job
     const onlyMasked = img2img?.onlyMasked;
     if (onlyMasked) {
       const { area, originals } = onlyMasked;
-      const pasted = out.images.map((im, i) => {
-        const original = originals[(first + i) % originals.length];
-        return original ? asRawLike(original, pasteArea(original, im, area)) : im;
-      });
+      const pasted = await Promise.all(
+        out.images.map(async (im, i) => {
+          const original = originals[(first + i) % originals.length];
+          return original ? asRawLike(original, await pasteAreaOffThread(original, im, area)) : im;
+        }),
+      );
       out = { ...out, images: pasted, extraParams: { ...out.extraParams, 'Inpaint area': 'Only masked', 'Masked area padding': img2img.inpaintFullResPadding } };
     }
     if (hires && job.stopRequest() !== 'interrupt') {

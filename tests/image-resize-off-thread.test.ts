@@ -1,7 +1,8 @@
-/** The server's picture resizes run on a worker thread and give the same bytes as on the calling thread. */
+/** The server's picture resizes and only-masked cut/paste run on a worker thread and give the same bytes as on the calling thread. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { resizeImageOffThread } from '../engine/image/resize-off-thread.ts';
+import { cutAreaOffThread, pasteAreaOffThread, resizeImageOffThread } from '../engine/image/resize-off-thread.ts';
+import { cutArea, inpaintArea, pasteArea } from '../engine/image/inpaint-area.ts';
 import { resizeImage } from '../engine/image/resize-mode.ts';
 
 test('resize off the thread: the same bytes as resizeImage for every mode and filter; the caller keeps its picture', async () => {
@@ -17,4 +18,21 @@ test('resize off the thread: the same bytes as resizeImage for every mode and fi
   }
   assert.equal(img.data.byteLength, before.byteLength, 'the caller\'s buffer was not transferred away');
   assert.deepEqual(Buffer.from(img.data), Buffer.from(before));
+});
+
+test('only-masked cut and paste off the thread: the same bytes as on the calling thread', async () => {
+  const w = 40;
+  const h = 30;
+  const img = { width: w, height: h, channels: 3 as const, data: Uint8Array.from({ length: w * h * 3 }, (_, i) => (i * 13) & 255) };
+  const mask = { width: w, height: h, channels: 1 as const, data: Uint8Array.from({ length: w * h }, (_, i) => ((i % w) > 12 && (i % w) < 25 && i / w > 8 && i / w < 20 ? 255 : 0)) };
+  const area = inpaintArea(mask, 4, 32, 32);
+  assert.ok(area, 'the mask is not blank');
+  const cutHere = cutArea(img, area, 32, 32);
+  const cutThere = await cutAreaOffThread(img, area, 32, 32);
+  assert.deepEqual(Buffer.from(cutThere.data), Buffer.from(cutHere.data));
+  const generated = { width: 32, height: 32, channels: 3 as const, data: Uint8Array.from({ length: 32 * 32 * 3 }, (_, i) => (i * 7) & 255) };
+  const pastedHere = pasteArea(img, generated, area);
+  const pastedThere = await pasteAreaOffThread(img, generated, area);
+  assert.deepEqual(Buffer.from(pastedThere.data), Buffer.from(pastedHere.data));
+  assert.notDeepEqual(Buffer.from(pastedHere.data), Buffer.from(img.data), 'the paste changed the masked region');
 });
