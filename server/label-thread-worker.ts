@@ -54,12 +54,11 @@ async function captioners(settings: LabelSettings, m: LabelModelPaths): Promise<
  */
 export async function labelInThread(folder: string, settings: LabelSettings, m: LabelModelPaths, port: MessagePort, stop: SharedArrayBuffer): Promise<LabelResult> {
   const flag = new Int32Array(stop);
-  const controller = new AbortController();
   try {
     const c = await captioners(settings, m);
     return await labelFolder(folder, settings, c, {
       // labelFolder checks `aborted` between images: read the flag there.
-      signal: { get aborted() { if (Atomics.load(flag, 0) === 1) controller.abort(); return controller.signal.aborted; } } as AbortSignal,
+      signal: { get aborted() { return Atomics.load(flag, 0) === 1; } } as AbortSignal,
       onProgress: (p: LabelProgress) => port.postMessage({ progress: p }),
     });
   } finally {
