@@ -77,9 +77,16 @@ export default async function run(): Promise<Record<string, unknown>> {
     const stack5 = files.map((path, i) => ({ path, te: 0.3 + 0.1 * i, unet: 0.3 + 0.1 * i }));
     const merge5 = await merger.apply(stack5);
     const toTwo = await merger.apply(stack);
+    // The first switch away from a stack merged just now also copies its values into the cache (an active stack
+    // is kept in the weights alone, so one stack in use costs no cache memory); once both are cached, a switch
+    // is a copy back into the weights.
     const switch5 = await merger.apply(stack5);
     const switch2 = await merger.apply(stack);
+    const steady5 = await merger.apply(stack5);
+    const steady2 = await merger.apply(stack);
     const restore5 = await merger.apply([]);
+    const backTo5 = await merger.apply(stack5);
+    const restoreCached = await merger.apply([]);
 
     // One large layer (SD 1.5 ff.net.0.proj at 1280 channels): JS loop vs ORT GEMM.
     const [O, I] = [10240, 1280];
@@ -118,7 +125,12 @@ export default async function run(): Promise<Record<string, unknown>> {
         cachedSwitchToFiveFromCache: switch5.fromCache,
         cachedSwitchToTwoSeconds: switch2.seconds,
         cachedSwitchToTwoFromCache: switch2.fromCache,
+        steadySwitchToFiveSeconds: steady5.seconds,
+        steadySwitchToTwoSeconds: steady2.seconds,
+        steadyFromCache: steady5.fromCache && steady2.fromCache,
         restoreSeconds: restore5.seconds,
+        cachedSwitchFromBaseToFiveSeconds: backTo5.seconds,
+        restoreCachedStackSeconds: restoreCached.seconds,
       },
       changedKeys: merge.changedKeys.length,
       mergeLoopStallMaxMs: +(loop.max / 1e6).toFixed(0),
