@@ -15,17 +15,15 @@ import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { MessageChannel } from 'node:worker_threads';
 import type { LabelProgress, LabelResult } from '../engine/label/label-folder.ts';
 import type { LabelSettings } from '../engine/label/options.ts';
 import { WD14_MODEL_FILE, WD14_TAGS_FILE } from '../engine/label/wd14.ts';
-import { WorkerPool } from '../engine/util/worker-pool.ts';
 import type { Device } from '../engine/runtime/providers.ts';
 import type { CaptionChange } from '../engine/train/caption-table.ts';
 import type { ServerContext } from './context.ts';
 import { HttpError } from './errors.ts';
 import type { LabelModelPaths } from './label-thread-worker.ts';
-import { fromThread } from './thread-errors.ts';
+import { ThreadJobs } from './thread-jobs.ts';
 import { CancelledError } from './queue.ts';
 
 export interface LabelModelInfo {
@@ -137,7 +135,7 @@ const WD14_HOLDS = `a WD14 tagger folder (${WD14_MODEL_FILE} + ${WD14_TAGS_FILE}
 export class LabelService extends EventEmitter {
   private readonly jobs = new Map<string, LabelJob>();
   /** The labelling thread (server/label-thread-worker.ts): models load and caption there, off the HTTP loop. */
-  private readonly pool = new WorkerPool(new URL('./label-thread-worker.ts', import.meta.url).href, 'labelling', { size: 1 });
+  private readonly thread = new ThreadJobs(new URL('./label-thread-worker.ts', import.meta.url).href, 'labelling', 'the next job starts a new thread');
 
   constructor(private readonly ctx: ServerContext) {
     super();
@@ -160,15 +158,6 @@ export class LabelService extends EventEmitter {
 
   private paths(clip: LabelModelInfo | null, wd14: LabelModelInfo | null): LabelModelPaths {
     return { clip: clip?.path ?? null, wd14: wd14?.path ?? null, device: this.device, tokenizerDir: labelFolders(this.ctx).tokenizer };
-  }
-
-  /** Runs `fn` of the labelling thread; its failures reach the client as the other threads' do. */
-  private async onThread<T>(fn: string, args: unknown[], transfer: Parameters<WorkerPool['run']>[2] = []): Promise<T> {
-    try {
-      return await this.pool.run<T>(fn, args, transfer);
-    } catch (e) {
-      throw fromThread(e, 'labelling', 'the next job starts a new thread');
-    }
   }
 
   submit(req: LabelRequest, clip: LabelModelInfo | null, wd14: LabelModelInfo | null): LabelJob {
@@ -197,31 +186,21 @@ export class LabelService extends EventEmitter {
           job.status = 'running';
           job.started_at = new Date().toISOString();
           q.progress({ step: 0, total: 0, textinfo: `Labelling ${req.dataset}: loading models` });
-          const { port1: mine, port2: theirs } = new MessageChannel();
+          // The thread checks the flag between images without waiting for messages.
           const stop = new SharedArrayBuffer(4);
-          const onAbort = () => Atomics.store(new Int32Array(stop), 0, 1);
-          q.signal.addEventListener('abort', onAbort, { once: true });
-          if (q.signal.aborted) onAbort();
-          let drained!: () => void;
-          const reported = new Promise<void>((r) => (drained = r));
-          mine.on('message', (m: { progress?: LabelProgress }) => {
-            const p = m.progress;
-            if (!p) return;
-            const ev: LabelProgressEvent = { id, done: p.done, total: p.total, file: p.file, caption: p.caption, images_per_second: p.imagesPerSecond, eta_seconds: p.etaSeconds };
-            job.progress = ev;
-            q.progress({ step: p.done, total: p.total, textinfo: `Labelling ${req.dataset}: ${p.done}/${p.total} images` });
-            this.emit('label-progress', ev);
+          return this.thread.run<LabelResult, { progress?: LabelProgress }>('labelInThread', {
+            args: (port) => [req.folder, req.settings, this.paths(clip, wd14), port, stop],
+            onReport: (m) => {
+              const p = m.progress;
+              if (!p) return;
+              const ev: LabelProgressEvent = { id, done: p.done, total: p.total, file: p.file, caption: p.caption, images_per_second: p.imagesPerSecond, eta_seconds: p.etaSeconds };
+              job.progress = ev;
+              q.progress({ step: p.done, total: p.total, textinfo: `Labelling ${req.dataset}: ${p.done}/${p.total} images` });
+              this.emit('label-progress', ev);
+            },
+            signal: q.signal,
+            stop: () => Atomics.store(new Int32Array(stop), 0, 1),
           });
-          mine.on('close', () => drained());
-          try {
-            const r = await this.onThread<LabelResult>('labelInThread', [req.folder, req.settings, this.paths(clip, wd14), theirs, stop], [theirs]);
-            // Progress rides on the port, the result on the pool: the result waits for the last report.
-            await reported;
-            return r;
-          } finally {
-            q.signal.removeEventListener('abort', onAbort);
-            mine.close();
-          }
         },
       },
       { id },
@@ -256,8 +235,8 @@ export class LabelService extends EventEmitter {
   }
 
   /** Ends the labelling thread (a later job starts a new one). */
-  async close(): Promise<void> {
-    await this.pool.close();
+  close(): Promise<void> {
+    return this.thread.close();
   }
 
   /** One caption for one image (A1111's interrogate), run in the queue like any other job. */
@@ -266,7 +245,7 @@ export class LabelService extends EventEmitter {
       kind: 'interrogate',
       run: async () => {
         const bytes = Uint8Array.from(image);
-        return this.onThread<string>('interrogateInThread', [bytes, settings, this.paths(clip, wd14)], [bytes.buffer]);
+        return this.thread.call<string>('interrogateInThread', [bytes, settings, this.paths(clip, wd14)], [bytes.buffer]);
       },
     }).promise;
   }

@@ -9,15 +9,13 @@
  */
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { MessageChannel } from 'node:worker_threads';
 import type { AdapterRef } from '../engine/llm/adapter-stack.ts';
 import { isLlmModelFolder } from '../engine/llm/config.ts';
 import type { GenerateOptions, GenerateResult } from '../engine/llm/generate.ts';
-import { WorkerPool } from '../engine/util/worker-pool.ts';
 import type { ServerContext } from './context.ts';
 import { HttpError } from './errors.ts';
-import type { LlmInput, LlmThreadControl, LlmThreadMessage } from './llm-thread-worker.ts';
-import { fromThread } from './thread-errors.ts';
+import type { LlmInput, LlmThreadMessage } from './llm-thread-worker.ts';
+import { ThreadJobs } from './thread-jobs.ts';
 
 const NAME = /^[\w][\w.-]{0,199}$/;
 
@@ -44,8 +42,7 @@ export class LlmService {
   readonly modelsDir: string;
   readonly adaptersDir: string;
   /** Loading and generating run here, off the HTTP loop: ONNX Runtime's calls are synchronous. */
-  private readonly pool = new WorkerPool(new URL('./llm-thread-worker.ts', import.meta.url).href, 'llm', { size: 1 });
-  private running: { done: Promise<unknown>; stop: () => void } | null = null;
+  private readonly thread = new ThreadJobs(new URL('./llm-thread-worker.ts', import.meta.url).href, 'LLM', 'the next request starts a new thread and loads its model');
 
   constructor(private readonly ctx: ServerContext) {
     this.modelsDir = join(ctx.layout.dataDir, 'models', 'LLM');
@@ -64,20 +61,12 @@ export class LlmService {
     return (this.ctx.cmdFlags['device'] as string | undefined) ?? 'cpu';
   }
 
-  private async call<T>(fn: string, args: unknown[], transfer: Parameters<WorkerPool['run']>[2] = []): Promise<T> {
-    try {
-      return await this.pool.run<T>(fn, args, transfer);
-    } catch (e) {
-      throw fromThread(e, 'LLM', 'the next request starts a new thread and loads its model');
-    }
-  }
-
   /** The loaded model, loading `name` in place of the previous one when it differs. */
   async model(name: unknown): Promise<LlmHandle> {
     if (typeof name !== 'string' || !NAME.test(name)) throw new HttpError(422, 'model: the name of a folder in models/LLM (GET /v1/models)');
     if (!(await this.models()).includes(name)) throw new HttpError(404, `model '${name}' is not in ${this.modelsDir} (GET /v1/models lists them)`);
     const dir = join(this.modelsDir, name);
-    await this.call('load', [dir, this.device]);
+    await this.thread.call('load', [dir, this.device]);
     const run = (input: LlmInput, o: GenerateOptions, cb: LlmCallbacks = {}) => this.generate(dir, input, o, cb);
     return {
       gen: { complete: (prompt, o, cb) => run({ kind: 'completion', prompt }, o, cb), chat: (messages, o, cb) => run({ kind: 'chat', messages: [...messages] }, o, cb) },
@@ -86,40 +75,20 @@ export class LlmService {
     };
   }
 
-  private async generate(dir: string, input: LlmInput, o: GenerateOptions, cb: LlmCallbacks): Promise<GenerateResult> {
-    const { port1: mine, port2: theirs } = new MessageChannel();
-    let drained!: () => void;
-    const reported = new Promise<void>((r) => (drained = r));
-    mine.on('message', (m: LlmThreadMessage) => {
-      if (m.type === 'text') cb.onText?.(m.delta);
-      else drained();
+  private generate(dir: string, input: LlmInput, o: GenerateOptions, cb: LlmCallbacks): Promise<GenerateResult> {
+    return this.thread.run<GenerateResult, LlmThreadMessage>('generate', {
+      args: (port) => [dir, this.device, input, o, [...(cb.weights ?? [])], Boolean(cb.onText), port],
+      onReport: (m) => {
+        if (m.type === 'text') cb.onText?.(m.delta);
+      },
+      isLast: (m) => m.type !== 'text',
+      signal: cb.signal,
     });
-    mine.on('close', () => drained());
-    const stop = () => mine.postMessage({ type: 'stop' } satisfies LlmThreadControl);
-    cb.signal?.addEventListener('abort', stop, { once: true });
-    if (cb.signal?.aborted) stop();
-    const done = this.call<GenerateResult>('generate', [dir, this.device, input, o, [...(cb.weights ?? [])], Boolean(cb.onText), theirs], [theirs]);
-    const current = { done, stop };
-    this.running = current;
-    try {
-      const result = await done;
-      // Streamed text arrives on the port, the result through the pool: the result waits for the last piece.
-      await reported;
-      return result;
-    } finally {
-      if (this.running === current) this.running = null;
-      cb.signal?.removeEventListener('abort', stop);
-      mine.close();
-    }
   }
 
-  /** Ends the LLM thread once idle (a running generation is stopped first: ending a thread inside ONNX Runtime aborts the process). */
-  async close(): Promise<void> {
-    while (this.running) {
-      this.running.stop();
-      await this.running.done.catch(() => {});
-    }
-    await this.pool.close();
+  /** Ends the LLM thread once idle (a running generation is stopped first). */
+  close(): Promise<void> {
+    return this.thread.close();
   }
 
   /** `adapters: [{name, weight}]` (or "name:weight" strings) → folders in models/LLM-adapters. */

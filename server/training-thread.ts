@@ -8,55 +8,30 @@
  * thread that dies (out of memory, terminated) fails the run with a message saying so, and the next run starts
  * a fresh thread.
  */
-import { MessageChannel } from 'node:worker_threads';
 import type { TrainConfig } from '../engine/train/config.ts';
 import type { TrainOptions, TrainResult } from '../engine/train/trainer.ts';
-import { WorkerPool } from '../engine/util/worker-pool.ts';
-import { fromThread } from './thread-errors.ts';
-import type { TrainThreadControl, TrainThreadMessage } from './training-thread-worker.ts';
+import { ThreadJobs } from './thread-jobs.ts';
+import type { TrainThreadMessage } from './training-thread-worker.ts';
 
 export class TrainingThread {
-  private readonly pool = new WorkerPool(new URL('./training-thread-worker.ts', import.meta.url).href, 'training', { size: 1 });
-  /** The run in flight and how to stop it (see `close`). */
-  private running: { done: Promise<unknown>; stop: () => void } | null = null;
+  private readonly thread = new ThreadJobs(new URL('./training-thread-worker.ts', import.meta.url).href, 'training', 'the next training starts a new thread');
 
-  async train(config: TrainConfig, opts: Pick<TrainOptions, 'signal' | 'onEvent' | 'dataset' | 'threads'>): Promise<TrainResult> {
-    const { port1: mine, port2: theirs } = new MessageChannel();
-    let drained!: () => void;
-    const reported = new Promise<void>((r) => (drained = r));
-    mine.on('message', (m: TrainThreadMessage) => {
-      if (m.type === 'event') opts.onEvent?.(m.event);
-      else drained();
+  train(config: TrainConfig, opts: Pick<TrainOptions, 'signal' | 'onEvent' | 'dataset' | 'threads'>): Promise<TrainResult> {
+    return this.thread.run<TrainResult, TrainThreadMessage>('runTraining', {
+      args: (port) => [config, { dataset: opts.dataset, threads: opts.threads }, port],
+      onReport: (m) => {
+        if (m.type === 'event') opts.onEvent?.(m.event);
+      },
+      isLast: (m) => m.type !== 'event',
+      signal: opts.signal,
     });
-    mine.on('close', () => drained());
-    const stop = () => mine.postMessage({ type: 'stop' } satisfies TrainThreadControl);
-    opts.signal?.addEventListener('abort', stop, { once: true });
-    if (opts.signal?.aborted) stop();
-    const run = this.pool.run<TrainResult>('runTraining', [config, { dataset: opts.dataset, threads: opts.threads }, theirs], [theirs]);
-    const current = { done: run, stop };
-    this.running = current;
-    try {
-      const result = await run;
-      await reported;
-      return result;
-    } catch (e) {
-      throw fromThread(e, 'training', 'the next training starts a new thread');
-    } finally {
-      if (this.running === current) this.running = null;
-      opts.signal?.removeEventListener('abort', stop);
-      mine.close();
-    }
   }
 
   /**
    * Ends the thread; a later run starts a new one. A running training is stopped (it saves its state as on
-   * cancel) and waited for first: terminating a thread inside an ONNX Runtime call aborts the whole process.
+   * cancel) and waited for first.
    */
-  async close(): Promise<void> {
-    while (this.running) {
-      this.running.stop();
-      await this.running.done.catch(() => {});
-    }
-    await this.pool.close();
+  close(): Promise<void> {
+    return this.thread.close();
   }
 }
