@@ -37,6 +37,7 @@ const { values: a } = parseArgs({
     out: { type: 'string', default: DEMO_MODEL },
     seed: { type: 'string', default: String(DEMO_RECIPE.seed) },
     scenes: { type: 'string', default: String(DEMO_RECIPE.scenes) },
+    'unet-scenes': { type: 'string', default: String(DEMO_RECIPE.unet.scenes) },
     'vae-steps': { type: 'string', default: String(DEMO_RECIPE.autoencoder.steps) },
     'unet-steps': { type: 'string', default: String(DEMO_RECIPE.unet.steps) },
     'stripes-dir': { type: 'string', default: DEMO_STRIPES_DIR },
@@ -54,6 +55,8 @@ const num = (k: keyof typeof a) => {
 };
 const seed = num('seed');
 const N = num('scenes');
+// The UNet's scenes: the autoencoder's N first, then more (a scene is drawn from (seed, index) alone).
+const U = Math.max(N, num('unet-scenes'));
 const session = { threads: num('threads') };
 const S = DEMO_RESOLUTION;
 const t0 = performance.now();
@@ -74,10 +77,12 @@ try {
     if (k.startsWith('model.diffusion_model.') && /(out_layers\.3|proj_out|^model\.diffusion_model\.out\.2)\./.test(k)) v.data.fill(0);
   }
   const tokenizer = await loadClipTokenizer(a.tokenizer ?? BUNDLED_CLIP_TOKENIZER);
-  say(`initial model: ${[...w.values()].reduce((n, v) => n + v.data.length, 0).toLocaleString()} parameters; ${N} toy-world scenes`);
+  say(`initial model: ${[...w.values()].reduce((n, v) => n + v.data.length, 0).toLocaleString()} parameters; ${U} toy-world scenes (the autoencoder's ${N} first)`);
 
-  const scenes = Array.from({ length: N }, (_, i) => sampleScene(seed, i));
-  const pixels = scenes.map((s) => renderScene(s, S));
+  const unetScenes = Array.from({ length: U }, (_, i) => sampleScene(seed, i));
+  const unetPixels = unetScenes.map((s) => renderScene(s, S));
+  const scenes = unetScenes.slice(0, N);
+  const pixels = unetPixels.slice(0, N);
   const ae = DEMO_RECIPE.autoencoder;
   const codecScenes = [...scenes, ...Array.from({ length: ae.stripedScenes }, (_, i) => sampleScene(seed + 1, i, 'striped'))];
   const codecPixels = [...pixels, ...codecScenes.slice(N).map((s) => renderScene(s, S))];
@@ -115,12 +120,10 @@ try {
     return out;
   };
   const gapScenes = Array.from({ length: DEMO_RECIPE.gapScenes }, (_, i) => sampleScene(seed + 2, i));
-  const all = await encode([...pixels, ...gapScenes.map((s) => renderScene(s, S))]);
+  const all = await encode([...unetPixels, ...gapScenes.map((s) => renderScene(s, S))]);
   const raw = all.subarray(0, N * per);
-  // A resumed autoencoder was saved normalised: its latents already have mean 0 and std 1 per channel.
-  const mean: number[] = resumed ? Array(C).fill(0) : [];
-  const std: number[] = resumed ? Array(C).fill(1) : [];
-  for (let c = 0; c < C && !resumed; c++) {
+  const measured = { mean: [] as number[], std: [] as number[] };
+  for (let c = 0; c < C; c++) {
     let s = 0;
     let s2 = 0;
     for (let i = 0; i < N; i++) for (let p = 0; p < h * h; p++) {
@@ -129,16 +132,20 @@ try {
       s2 += v * v;
     }
     const m = s / (N * h * h);
-    mean.push(m);
-    std.push(Math.sqrt(Math.max(1e-12, s2 / (N * h * h) - m * m)));
+    measured.mean.push(m);
+    measured.std.push(Math.sqrt(Math.max(1e-12, s2 / (N * h * h) - m * m)));
   }
+  // A resumed autoencoder was saved normalised: its encoder emits the normalised latent divided by the scaling
+  // factor (which generation multiplies back), so mean 0 and std 1/scalingFactor per channel (as measured).
+  const mean = resumed ? Array<number>(C).fill(0) : measured.mean;
+  const std = resumed ? Array<number>(C).fill(1 / model.arch.vae.scalingFactor) : measured.std;
   if (!resumed) {
     normaliseLatents(w, model.arch, mean, std);
     await savePhase(aeFile, aeKey, w, /^first_stage_model\./);
   }
   const normalised = all.map((v, i) => (v - mean[Math.floor((i % per) / (h * h))]!) / std[Math.floor((i % per) / (h * h))]!);
-  const latents = normalised.subarray(0, N * per);
-  say(`latents: mean ${mean.map((v) => v.toFixed(3)).join(' ')}, std ${std.map((v) => v.toFixed(3)).join(' ')} → normalised`);
+  const latents = normalised.subarray(0, U * per);
+  say(`latents: mean ${measured.mean.map((v) => v.toFixed(3)).join(' ')}, std ${measured.std.map((v) => v.toFixed(3)).join(' ')} → normalised by mean ${mean.map((v) => v.toFixed(3)).join(' ')}, std ${std.map((v) => v.toFixed(3)).join(' ')}`);
 
   // 3. UNet and text encoder on (latent, caption) pairs; token ids exactly as generation frames them.
   const idsOf = (text: string) => Int32Array.from(chunkPrompt(tokenizer, text)[0]!.ids);
@@ -148,12 +155,12 @@ try {
     texts.forEach((t, i) => out.set(idsOf(t), i * tokens));
     return out;
   };
-  const validation = { latents: normalised.subarray(N * per), ids: idRows(gapScenes.map((s) => s.caption)), count: gapScenes.length };
+  const validation = { latents: normalised.subarray(U * per), ids: idRows(gapScenes.map((s) => s.caption)), count: gapScenes.length };
   const u = DEMO_RECIPE.unet;
   await trainUnet(
     w,
     model.arch,
-    { latents, ids: idRows(scenes.map((s) => s.caption)), plainIds: idRows(scenes.map(plainCaption)), count: N, emptyIds: idsOf('') },
+    { latents, ids: idRows(unetScenes.map((s) => s.caption)), plainIds: idRows(unetScenes.map(plainCaption)), count: U, emptyIds: idsOf('') },
     {
       steps: num('unet-steps'),
       batch: u.batch,
@@ -181,7 +188,7 @@ try {
   const tensors = new Map([...w].map(([k, v]) => [k, { dtype: 'F16' as const, shape: v.shape, data: f32ToF16(v.data) }]));
   await writeSafetensors(out, tensors, {
     format: 'pt',
-    'lora-scripts.demo': `toy world ${S}x${S}, trained by make-demo-model (seed ${seed}, ${N} scenes, ${a['vae-steps']} autoencoder + ${a['unet-steps']} UNet steps)`,
+    'lora-scripts.demo': `toy world ${S}x${S}, trained by make-demo-model (seed ${seed}, ${N} autoencoder / ${U} UNet scenes, ${a['vae-steps']} autoencoder + ${a['unet-steps']} UNet steps)`,
   });
   await writeBufferAtomic(out.replace(/\.safetensors$/, '.yaml'), demoSidecarYaml());
   say(`wrote ${out}`);

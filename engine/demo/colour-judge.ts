@@ -1,8 +1,12 @@
 /**
  * A small classifier for toy-world pictures, by pixel colours alone: every pixel takes the nearest named
- * colour; the background is the commonest colour of the border; the shape is the commonest other colour; a
- * fill is striped when a good share of the shape's pixels are its stripe colour. It judges the demo model's
- * (and the demo LoRA's) output against the prompt.
+ * colour; the background is the commonest colour of the border; the shape is the commonest other colour among
+ * the pixels whose four neighbours have their colour; a fill is striped when a good share of those pixels are
+ * its stripe colour. It judges the demo model's (and the demo LoRA's) output against the prompt.
+ *
+ * Only such solid pixels count because a soft edge blends the two colours on either side of it, and a blend
+ * is often nearest to a third named colour (red over blue: purple): a person sees a red shape with a soft
+ * edge, not a purple one.
  */
 import { COLOURS, COLOUR_NAMES, type ColourName } from './toy-world.ts';
 
@@ -10,7 +14,7 @@ export interface Judgement {
   background: ColourName;
   /** The shape's colour, or null when fewer than `minShapePixels` pixels differ from the background. */
   shape: ColourName | null;
-  /** Pixels not of the background colour. */
+  /** Solid pixels (see above) not of the background colour. */
   shapePixels: number;
   /** Share of those pixels that have the stripe colour `stripe` (0 when no stripe colour was given). */
   stripeShare: number;
@@ -56,10 +60,15 @@ export function judgeImage(rgb: Uint8Array, size: number, opts: { stripe?: Colou
   const background = mode(edge)!;
   const inside = new Map<ColourName, number>();
   let shapePixels = 0;
-  for (const c of classes) {
-    if (c === background) continue;
-    shapePixels++;
-    inside.set(c, (inside.get(c) ?? 0) + 1);
+  for (let y = 0; y < size; y++) {
+    for (let x = 0; x < size; x++) {
+      const c = classes[y * size + x]!;
+      if (c === background) continue;
+      const solid = (x === 0 || classes[y * size + x - 1] === c) && (x === size - 1 || classes[y * size + x + 1] === c) && (y === 0 || classes[(y - 1) * size + x] === c) && (y === size - 1 || classes[(y + 1) * size + x] === c);
+      if (!solid) continue;
+      shapePixels++;
+      inside.set(c, (inside.get(c) ?? 0) + 1);
+    }
   }
   const minPixels = opts.minShapePixels ?? Math.round((size * size) / 200);
   const stripeShare = opts.stripe && shapePixels > 0 ? (inside.get(opts.stripe) ?? 0) / shapePixels : 0;

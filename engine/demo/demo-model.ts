@@ -20,10 +20,10 @@ export const DEMO_RESOLUTION = 64;
 /** How `npm run make-demo-model` makes the demo model; every number of the run is here. */
 export const DEMO_RECIPE = {
   seed: 1,
-  /** Toy-world scenes in the training set. */
-  scenes: 2000,
+  /** Toy-world scenes the autoencoder trains on (the UNet's first ones). */
+  scenes: 4000,
   autoencoder: {
-    steps: 2000,
+    steps: 6000,
     /**
      * Crops per step, and their side (a quarter of the picture: the convolutions do not care). Whole pictures,
      * one per step for 800 steps, were tried: worse (backgrounds collapsed to two colours).
@@ -50,7 +50,12 @@ export const DEMO_RECIPE = {
     stripedScenes: 500,
   },
   unet: {
-    steps: 1300,
+    /**
+     * Scenes (latent, caption) the UNet trains on. Held-out accuracy fell when the same 4000 were seen 32 times
+     * (8000 steps: 79% shape, 88% background; 4000 steps: 88% / 97%): it learns the pairings it saw.
+     */
+    scenes: 10000,
+    steps: 5000,
     batch: 16,
     lr: 1e-3,
     /** The text encoder trains with the UNet (its token embeddings stay as drawn), at this rate. */

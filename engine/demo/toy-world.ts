@@ -24,18 +24,22 @@ export const COLOUR_NAMES = Object.keys(COLOURS) as ColourName[];
 export const SHAPES = ['circle', 'square', 'triangle', 'star', 'diamond', 'hexagon'] as const;
 export type ShapeName = (typeof SHAPES)[number];
 
-export const SIZES = { small: 0.11, medium: 0.17, large: 0.25 } as const;
+/**
+ * Radii as a fraction of the image. At 64² an f8 latent is 8×8: a medium shape spans about three latent
+ * pixels, so the codec and the UNet have room to carry its colour apart from the background's.
+ */
+export const SIZES = { small: 0.15, medium: 0.21, large: 0.28 } as const;
 export type SizeName = keyof typeof SIZES;
 
 /** Where a lone shape sits, as a fraction of the image (centre x, centre y). */
 export const POSITIONS = {
   'in the center': [0.5, 0.5],
-  'in the top left corner': [0.27, 0.27],
-  'in the top right corner': [0.73, 0.27],
-  'in the bottom left corner': [0.27, 0.73],
-  'in the bottom right corner': [0.73, 0.73],
-  'on the left': [0.27, 0.5],
-  'on the right': [0.73, 0.5],
+  'in the top left corner': [0.3, 0.3],
+  'in the top right corner': [0.7, 0.3],
+  'in the bottom left corner': [0.3, 0.7],
+  'in the bottom right corner': [0.7, 0.7],
+  'on the left': [0.3, 0.5],
+  'on the right': [0.7, 0.5],
 } as const;
 export type PositionName = keyof typeof POSITIONS;
 
@@ -132,7 +136,8 @@ export function sampleScene(seed: number, index: number, fill: Fill = 'flat'): S
     if (fill === 'flat' && isHeldOut(shape, colour, background)) continue;
     if (fill === 'striped' && (background === stripeColour(colour))) continue;
     const count = pick([1, 1, 1, 2, 3] as const, random);
-    const size: SizeName = count === 1 ? pick(['small', 'medium', 'medium', 'large'] as const, random) : pick(['small', 'medium'] as const, random);
+    // Three shapes fit side by side only when small.
+    const size: SizeName = count === 1 ? pick(['small', 'medium', 'medium', 'large'] as const, random) : count === 2 ? pick(['small', 'medium'] as const, random) : 'small';
     const position = count === 1 && random() < 0.6 ? pick(Object.keys(POSITIONS) as PositionName[], random) : undefined;
     const centres = placeShapes(count, SIZES[size], position, random);
     const base = { shape, colour, background, size, count, position, fill };
