@@ -7,6 +7,10 @@ import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { arch, cpus, freemem, loadavg, platform, totalmem } from 'node:os';
 import { writeBufferAtomic } from '../engine/util/atomic-write.ts';
+import { relaunchWithHugePages } from '../bin/huge-pages.js';
+
+// Benchmarks run as the CLI runs, with malloc's huge pages (bin/huge-pages.js); the first process only waits.
+if (relaunchWithHugePages()) await new Promise<never>(() => {});
 
 /**
  * What a bench module exports: `run` (or a default export) returning the figures to record, and optionally
@@ -28,7 +32,7 @@ if (files.length === 0) {
   console.error(`no bench modules match ${filters.join(' ')}`);
   process.exit(1);
 }
-const machine = { platform: platform(), arch: arch(), cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, memGiB: +(totalmem() / 2 ** 30).toFixed(1), node: process.version };
+const machine = { platform: platform(), arch: arch(), cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, memGiB: +(totalmem() / 2 ** 30).toFixed(1), node: process.version, glibcTunables: process.env.GLIBC_TUNABLES ?? null };
 const load = () => ({ loadAverage1m: +(loadavg()[0] ?? 0).toFixed(2), loadAverage5m: +(loadavg()[1] ?? 0).toFixed(2), freeMemGiB: +(freemem() / 2 ** 30).toFixed(1) });
 /** 2026-12-06T04-10Z: sorts by time, safe in file names. */
 const stamp = (d: Date) => d.toISOString().slice(0, 16).replace(':', '-') + 'Z';

@@ -26,6 +26,7 @@ import { LoraNetwork } from '../engine/train/lora-network.ts';
 import { bakeFrozenWeights } from '../engine/train/frozen-weights.ts';
 import { drawNoise, noiseBatch } from '../engine/train/objective.ts';
 import { LoraTrainStep } from '../engine/train/step-graph.ts';
+import { mallocTunablesFor } from '../bin/huge-pages.js';
 
 export const name = 'train';
 
@@ -49,7 +50,12 @@ async function measure(path: string, checkpointBlocks: boolean): Promise<Record<
   // Only the UNet takes part in the step (frozen text encoder: contexts are computed once per caption; cached
   // latents): the text encoder's and VAE's weights are let go, as the PyTorch peer holds only its UNet.
   for (const k of [...model.weights.keys()]) if (!k.startsWith('model.diffusion_model.')) model.weights.delete(k);
-  (globalThis as { gc?: () => void }).gc?.();
+  // V8 frees large ArrayBuffers' memory on a background sweeper after the collection: give it a moment, or
+  // the let-go weights (0.8 GiB) are still counted in the step's peak RSS.
+  const gc = (globalThis as { gc?: () => void }).gc;
+  gc?.();
+  await new Promise((r) => setTimeout(r, 300));
+  gc?.();
   const rssAfterLoad = process.memoryUsage().rss;
 
   // kohya's default SD1 LoRA: every Linear / 1×1 conv in the transformer blocks, rank 16, alpha 8, UNet only
@@ -114,6 +120,7 @@ async function measure(path: string, checkpointBlocks: boolean): Promise<Record<
     batch: 1,
     network: { targets: 'attention_mlp (kohya default)', rank: 16, alpha: 8, modules: network.size, parameters: trainable, textEncoder: 'frozen' },
     threads: defaultThreads(),
+    glibcTunables: process.env.GLIBC_TUNABLES ?? null,
     gradientCheckpointing: checkpointBlocks,
     frozenWeights: weights === 'external' ? 'baked into the session' : 'fed as inputs',
     memArena,
@@ -153,7 +160,10 @@ export async function run(): Promise<Record<string, unknown>> {
   };
   for (const mode of modes) {
     if (mode !== 'plain' && mode !== 'checkpointed') throw new Error(`LORA_SCRIPTS_BENCH_TRAIN_MODES: unknown setting '${mode}' (plain, checkpointed)`);
+    // Malloc's tunables as `lora-scripts train` sets them (bin/huge-pages.js); LORA_SCRIPTS_HUGE_PAGES=0: none.
+    const env = process.env.LORA_SCRIPTS_HUGE_PAGES === '0' ? process.env : { ...process.env, GLIBC_TUNABLES: mallocTunablesFor('train') };
     const r = spawnSync(process.execPath, ['--expose-gc', '--import', 'tsx', fileURLToPath(import.meta.url), mode, path], {
+      env,
       encoding: 'utf8',
       stdio: ['ignore', 'pipe', 'inherit'],
       maxBuffer: 1 << 24,
