@@ -9,7 +9,7 @@ import { arch, cpus, freemem, loadavg, platform, totalmem } from 'node:os';
 import { writeBufferAtomic } from '../engine/util/atomic-write.ts';
 import { relaunchWithHugePages } from '../bin/huge-pages.js';
 
-// Benchmarks run as the CLI runs, with malloc's huge pages (bin/huge-pages.js); the first process only waits.
+// Benchmarks run as the CLI runs: with LORA_SCRIPTS_HUGE_PAGES=1, malloc's huge pages (bin/huge-pages.js).
 if (relaunchWithHugePages()) await new Promise<never>(() => {});
 
 /**

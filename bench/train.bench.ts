@@ -160,8 +160,8 @@ export async function run(): Promise<Record<string, unknown>> {
   };
   for (const mode of modes) {
     if (mode !== 'plain' && mode !== 'checkpointed') throw new Error(`LORA_SCRIPTS_BENCH_TRAIN_MODES: unknown setting '${mode}' (plain, checkpointed)`);
-    // Malloc's tunables as `lora-scripts train` sets them (bin/huge-pages.js); LORA_SCRIPTS_HUGE_PAGES=0: none.
-    const env = process.env.LORA_SCRIPTS_HUGE_PAGES === '0' ? process.env : { ...process.env, GLIBC_TUNABLES: mallocTunablesFor('train') };
+    // With LORA_SCRIPTS_HUGE_PAGES=1, malloc's tunables as `lora-scripts train` then sets them (bin/huge-pages.js).
+    const env = process.env.LORA_SCRIPTS_HUGE_PAGES === '1' ? { ...process.env, GLIBC_TUNABLES: mallocTunablesFor('train') } : process.env;
     const r = spawnSync(process.execPath, ['--expose-gc', '--import', 'tsx', fileURLToPath(import.meta.url), mode, path], {
       env,
       encoding: 'utf8',

@@ -1,13 +1,16 @@
-// Transparent huge pages for malloc. With glibc's `glibc.malloc.hugetlb=1` tunable, malloc advises the kernel
-// to back what it maps with 2 MiB pages, so a model's weights and ONNX Runtime's tensors cost one page fault
-// per 2 MiB instead of one per 4 KiB. Where a fault is dear (virtual machines) that is a large share of the
-// work. Measured on this project's 2-core VM with SD 1.5 at 512² (docs/benchmarks.md):
-// - generation: CFG steps 5.6 s instead of 6.8 s, loading 14 s instead of 21 s, peak RSS 5.47 GiB (5.40);
-// - a LoRA train step: huge pages alone made steps uneven (8.6–22.8 s) at 7.03 GiB (6.57); with malloc also
-//   keeping freed memory for reuse (trim and mmap thresholds) 8.24 s instead of 9.4 s at 6.62 GiB. That pair
-//   costs generation memory (5.60 GiB), so only `train` takes it.
-// glibc reads its tunables when a process starts, so the CLI starts itself again with them set; elsewhere
-// (macOS, Windows, musl) nothing changes.
+// Transparent huge pages for malloc, on request (LORA_SCRIPTS_HUGE_PAGES=1). With glibc's
+// `glibc.malloc.hugetlb=1` tunable, malloc advises the kernel to back what it maps with 2 MiB pages, so a
+// model's weights and ONNX Runtime's tensors cost one page fault per 2 MiB instead of one per 4 KiB. Where a
+// fault is dear (virtual machines) that is a large share of the work, and it costs memory: whole 2 MiB pages
+// are resident where a few KiB of them are used. Measured on this project's 2-core VM, SD 1.5 at 512²
+// (docs/benchmarks.md):
+// - generation: CFG steps 5.2–5.6 s instead of 6.7–6.9 s, loading 9–15 s instead of 21 s, peak RSS
+//   5.47–5.77 GiB instead of 5.40 (over diffusers' 5.5 GiB in two runs of three);
+// - a LoRA train step, where malloc also keeps freed memory for reuse (trim and mmap thresholds): 8.24–9.4 s
+//   instead of 9.4 s at 6.62–7.07 GiB instead of 6.57; huge pages alone made its steps uneven (8.6–22.8 s).
+// So it is not the default: the defaults stay within PyTorch's memory. glibc reads its tunables when a
+// process starts, so the CLI starts itself again with them set; elsewhere (macOS, Windows, musl) nothing
+// changes.
 //
 // The first process only waits: it hands signals on, exits as the second one did, and a pipe to the second
 // one ends that one too when the first is killed outright (SIGKILL cannot be handed on).
@@ -24,8 +27,8 @@ export function mallocTunablesFor(command) {
 }
 
 /**
- * True when this process started a second one with `tunables` and must do nothing more itself. Set
- * LORA_SCRIPTS_HUGE_PAGES=0 to stay in one process, or GLIBC_TUNABLES to choose the tunables yourself.
+ * True when this process started a second one with `tunables` and must do nothing more itself: only with
+ * LORA_SCRIPTS_HUGE_PAGES=1, and not when GLIBC_TUNABLES already chooses malloc's huge pages.
  */
 export function relaunchWithHugePages(tunables = HUGE_PAGES) {
   if (process.env[CHILD] === '1') {
@@ -33,7 +36,7 @@ export function relaunchWithHugePages(tunables = HUGE_PAGES) {
     endWithLauncher();
     return false;
   }
-  if (process.platform !== 'linux' || process.env.LORA_SCRIPTS_HUGE_PAGES === '0') return false;
+  if (process.platform !== 'linux' || process.env.LORA_SCRIPTS_HUGE_PAGES !== '1') return false;
   const given = process.env.GLIBC_TUNABLES ?? '';
   if (given.includes('glibc.malloc.hugetlb')) return false;
   const env = { ...process.env, GLIBC_TUNABLES: given ? `${given}:${tunables}` : tunables, [CHILD]: '1' };
