@@ -4,41 +4,34 @@
  * and a plain command's exit code comes back through the first.
  */
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { mallocTunablesFor } from '../bin/huge-pages.js';
+import { launchCli } from './support/cli-process.ts';
 import { repoRoot } from './support/paths.ts';
 
 const cli = join(repoRoot, 'bin/lora-scripts.js');
-const env = { ...process.env, LORA_SCRIPTS_HUGE_PAGES: '1', GLIBC_TUNABLES: '' };
+const env = { LORA_SCRIPTS_HUGE_PAGES: '1', GLIBC_TUNABLES: '' };
 const linux = process.platform === 'linux';
 
 test('a command run with huge pages exits as it would without', { skip: !linux && 'glibc tunables are Linux-only' }, () => {
-  const bad = spawnSync(process.execPath, [cli, 'no-such-command'], { env, encoding: 'utf8' });
+  const bad = spawnSync(process.execPath, [cli, 'no-such-command'], { env: { ...process.env, ...env }, encoding: 'utf8' });
   assert.equal(bad.status, 1, bad.stderr);
   assert.match(bad.stderr, /unknown command 'no-such-command'/);
-  const help = spawnSync(process.execPath, [cli, '--version'], { env, encoding: 'utf8' });
+  const help = spawnSync(process.execPath, [cli, '--version'], { env: { ...process.env, ...env }, encoding: 'utf8' });
   assert.equal(help.status, 0, help.stderr);
   assert.match(help.stdout, /^\d+\.\d+\.\d+/);
 });
 
 test('serve with huge pages: the second process has the tunables, and SIGKILL on the first ends it', { skip: !linux && 'glibc tunables are Linux-only' }, async () => {
   const dir = await mkdtemp(join(tmpdir(), 'lora-scripts-huge-'));
-  const launcher = spawn(process.execPath, [cli, 'serve', '--port', '0', '--data-dir', dir], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const serve = launchCli('serve', ['serve', '--port', '0', '--data-dir', dir], env);
+  const launcher = serve.child;
   try {
-    const url = await new Promise<string>((resolve, reject) => {
-      let out = '';
-      launcher.stdout.on('data', (d) => {
-        out += d;
-        const m = /on (http:\/\/127\.0\.0\.1:\d+)/.exec(out);
-        if (m) resolve(m[1]!);
-      });
-      launcher.on('exit', (c) => reject(new Error(`exited ${c}: ${out}`)));
-      setTimeout(() => reject(new Error(`no URL in: ${out}`)), 30000);
-    });
+    const url = (await serve.waitFor(/on (http:\/\/127\.0\.0\.1:\d+)/, 30_000))[1]!;
     assert.equal((await fetch(`${url}/sdapi/v1/samplers`)).status, 200);
     const server = (await readFile(`/proc/${launcher.pid}/task/${launcher.pid}/children`, 'utf8')).trim().split(/\s+/).map(Number).filter(Boolean);
     assert.equal(server.length, 1, 'one second process');
@@ -54,7 +47,7 @@ test('serve with huge pages: the second process has the tunables, and SIGKILL on
     }
     assert.equal(answering, false, 'the second process outlived the first');
   } finally {
-    launcher.kill('SIGKILL');
+    await serve.stop();
     await rm(dir, { recursive: true, force: true });
   }
 });
