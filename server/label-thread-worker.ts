@@ -10,6 +10,7 @@ import { captionImage, labelFolder, type Captioners, type LabelProgress, type La
 import { clipCaptionOptions, type LabelSettings } from '../engine/label/options.ts';
 import { Wd14Tagger } from '../engine/label/wd14.ts';
 import type { Device } from '../engine/runtime/providers.ts';
+import { threadReports } from './thread-report.ts';
 
 /** Which models a call uses (paths from the main thread's listing). */
 export interface LabelModelPaths {
@@ -54,15 +55,16 @@ async function captioners(settings: LabelSettings, m: LabelModelPaths): Promise<
  */
 export async function labelInThread(folder: string, settings: LabelSettings, m: LabelModelPaths, port: MessagePort, stop: SharedArrayBuffer): Promise<LabelResult> {
   const flag = new Int32Array(stop);
+  const out = threadReports<LabelProgress>(port);
   try {
     const c = await captioners(settings, m);
     return await labelFolder(folder, settings, c, {
       // labelFolder checks `aborted` between images: read the flag there.
       signal: { get aborted() { return Atomics.load(flag, 0) === 1; } } as AbortSignal,
-      onProgress: (p: LabelProgress) => port.postMessage({ progress: p }),
+      onProgress: out.report,
     });
   } finally {
-    port.close();
+    out.end();
   }
 }
 

@@ -188,11 +188,9 @@ export class LabelService extends EventEmitter {
           q.progress({ step: 0, total: 0, textinfo: `Labelling ${req.dataset}: loading models` });
           // The thread checks the flag between images without waiting for messages.
           const stop = new SharedArrayBuffer(4);
-          return this.thread.run<LabelResult, { progress?: LabelProgress }>('labelInThread', {
+          return this.thread.run<LabelResult, LabelProgress>('labelInThread', {
             args: (port) => [req.folder, req.settings, this.paths(clip, wd14), port, stop],
-            onReport: (m) => {
-              const p = m.progress;
-              if (!p) return;
+            onReport: (p) => {
               const ev: LabelProgressEvent = { id, done: p.done, total: p.total, file: p.file, caption: p.caption, images_per_second: p.imagesPerSecond, eta_seconds: p.etaSeconds };
               job.progress = ev;
               q.progress({ step: p.done, total: p.total, textinfo: `Labelling ${req.dataset}: ${p.done}/${p.total} images` });

@@ -8,10 +8,7 @@ import { AdapterStacks, type AdapterRef } from '../engine/llm/adapter-stack.ts';
 import { LlmGenerator, type GenerateOptions, type GenerateResult } from '../engine/llm/generate.ts';
 import { loadLlm } from '../engine/llm/load.ts';
 import { LlmTokenizer } from '../engine/llm/tokenizer.ts';
-
-/** Thread → main: text as it becomes final, then `done`. Main → thread: `stop` (the client left, or interrupt). */
-export type LlmThreadMessage = { type: 'text'; delta: string } | { type: 'done' };
-export type LlmThreadControl = { type: 'stop' };
+import { threadReports } from './thread-report.ts';
 
 /** What to run: a completion of `prompt` or a chat over `messages`. */
 export type LlmInput = { kind: 'completion'; prompt: string } | { kind: 'chat'; messages: { role: string; content: string }[] };
@@ -40,19 +37,15 @@ export async function load(dir: string, device: string): Promise<void> {
 }
 
 export async function generate(dir: string, device: string, input: LlmInput, o: GenerateOptions, stack: AdapterRef[], stream: boolean, port: MessagePort): Promise<GenerateResult> {
-  const abort = new AbortController();
-  // Generation looks at the signal between tokens; this thread's loop turns between ONNX Runtime calls.
-  port.on('message', (m: LlmThreadControl) => {
-    if (m.type === 'stop') abort.abort();
-  });
+  // Reports: text as it becomes final. Generation looks at the signal (the client left, or interrupt) between
+  // tokens; this thread's loop turns between ONNX Runtime calls.
+  const out = threadReports<string>(port);
   try {
     const { gen, stacks } = await modelAt(dir, device);
     const weights = await stacks.weights(stack);
-    const onText = stream ? (delta: string) => port.postMessage({ type: 'text', delta } satisfies LlmThreadMessage) : undefined;
-    const cb = { weights, onText, signal: abort.signal };
+    const cb = { weights, onText: stream ? out.report : undefined, signal: out.signal };
     return input.kind === 'chat' ? await gen.chat(input.messages, o, cb) : await gen.complete(input.prompt, o, cb);
   } finally {
-    port.postMessage({ type: 'done' } satisfies LlmThreadMessage);
-    port.close();
+    out.end();
   }
 }

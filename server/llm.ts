@@ -14,7 +14,7 @@ import { isLlmModelFolder } from '../engine/llm/config.ts';
 import type { GenerateOptions, GenerateResult } from '../engine/llm/generate.ts';
 import type { ServerContext } from './context.ts';
 import { HttpError } from './errors.ts';
-import type { LlmInput, LlmThreadMessage } from './llm-thread-worker.ts';
+import type { LlmInput } from './llm-thread-worker.ts';
 import { ThreadJobs } from './thread-jobs.ts';
 
 const NAME = /^[\w][\w.-]{0,199}$/;
@@ -76,12 +76,9 @@ export class LlmService {
   }
 
   private generate(dir: string, input: LlmInput, o: GenerateOptions, cb: LlmCallbacks): Promise<GenerateResult> {
-    return this.thread.run<GenerateResult, LlmThreadMessage>('generate', {
+    return this.thread.run<GenerateResult, string>('generate', {
       args: (port) => [dir, this.device, input, o, [...(cb.weights ?? [])], Boolean(cb.onText), port],
-      onReport: (m) => {
-        if (m.type === 'text') cb.onText?.(m.delta);
-      },
-      isLast: (m) => m.type !== 'text',
+      onReport: (delta) => cb.onText?.(delta),
       signal: cb.signal,
     });
   }

@@ -1,6 +1,7 @@
 /**
  * One server work thread (training, LLM, labelling) and the job running on it. A job that reports as it goes
- * gets one end of a MessageChannel: the thread posts its reports there while it runs, and the job's result,
+ * gets one end of a MessageChannel (server/thread-report.ts is the thread's side): the thread posts its reports
+ * there while it runs, then `done`, and the job's result,
  * which comes back through the WorkerPool, waits for the last of them, so no report arrives after the result.
  * Aborting the job's signal asks the thread to stop at its next check.
  *
@@ -10,14 +11,13 @@
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { WorkerPool } from '../engine/util/worker-pool.ts';
 import { fromThread } from './thread-errors.ts';
+import type { ThreadReport } from './thread-report.ts';
 
 export interface ReportingJob<M> {
   /** The call's arguments, given the thread's end of the channel (it is transferred). */
   args: (port: MessagePort) => unknown[];
   /** Each report from the thread. */
-  onReport: (m: M) => void;
-  /** True for the thread's message saying no report follows it (without one, the port closing says so). */
-  isLast?: (m: M) => boolean;
+  onReport: (value: M) => void;
   signal?: AbortSignal;
   /** Asks the thread to stop; default: a `{type: 'stop'}` message on the channel. */
   stop?: (port: MessagePort) => void;
@@ -54,9 +54,10 @@ export class ThreadJobs {
     const { port1: mine, port2: theirs } = new MessageChannel();
     let drained!: () => void;
     const reported = new Promise<void>((r) => (drained = r));
-    mine.on('message', (m: M) => {
-      if (job.isLast?.(m)) drained();
-      else job.onReport(m);
+    // A thread that dies before `done` closes the port instead.
+    mine.on('message', (m: ThreadReport<M>) => {
+      if (m.type === 'done') drained();
+      else job.onReport(m.value);
     });
     mine.on('close', () => drained());
     const stop = () => (job.stop ? job.stop(mine) : mine.postMessage({ type: 'stop' }));

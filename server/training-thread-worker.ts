@@ -6,21 +6,14 @@ import type { MessagePort } from 'node:worker_threads';
 import type { TrainConfig } from '../engine/train/config.ts';
 import type { Dataset } from '../engine/train/dataset.ts';
 import { train, type TrainEvent, type TrainResult } from '../engine/train/trainer.ts';
-
-/** Thread → main: each trainer event, then `done` once nothing more follows. Main → thread: `stop`. */
-export type TrainThreadMessage = { type: 'event'; event: TrainEvent } | { type: 'done' };
-export type TrainThreadControl = { type: 'stop' };
+import { threadReports } from './thread-report.ts';
 
 export async function runTraining(config: TrainConfig, opts: { dataset?: Dataset; threads?: number }, port: MessagePort): Promise<TrainResult> {
-  const abort = new AbortController();
-  // The trainer looks at the signal between micro-batches; this thread's loop turns between ONNX Runtime calls, so the message is seen in time.
-  port.on('message', (m: TrainThreadControl) => {
-    if (m.type === 'stop') abort.abort();
-  });
+  // The trainer looks at the signal between micro-batches; this thread's loop turns between ONNX Runtime calls, so a stop is seen in time.
+  const out = threadReports<TrainEvent>(port);
   try {
-    return await train(config, { ...opts, signal: abort.signal, onEvent: (event) => port.postMessage({ type: 'event', event } satisfies TrainThreadMessage) });
+    return await train(config, { ...opts, signal: out.signal, onEvent: out.report });
   } finally {
-    port.postMessage({ type: 'done' } satisfies TrainThreadMessage);
-    port.close();
+    out.end();
   }
 }

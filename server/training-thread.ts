@@ -9,20 +9,16 @@
  * a fresh thread.
  */
 import type { TrainConfig } from '../engine/train/config.ts';
-import type { TrainOptions, TrainResult } from '../engine/train/trainer.ts';
+import type { TrainEvent, TrainOptions, TrainResult } from '../engine/train/trainer.ts';
 import { ThreadJobs } from './thread-jobs.ts';
-import type { TrainThreadMessage } from './training-thread-worker.ts';
 
 export class TrainingThread {
   private readonly thread = new ThreadJobs(new URL('./training-thread-worker.ts', import.meta.url).href, 'training', 'the next training starts a new thread');
 
   train(config: TrainConfig, opts: Pick<TrainOptions, 'signal' | 'onEvent' | 'dataset' | 'threads'>): Promise<TrainResult> {
-    return this.thread.run<TrainResult, TrainThreadMessage>('runTraining', {
+    return this.thread.run<TrainResult, TrainEvent>('runTraining', {
       args: (port) => [config, { dataset: opts.dataset, threads: opts.threads }, port],
-      onReport: (m) => {
-        if (m.type === 'event') opts.onEvent?.(m.event);
-      },
-      isLast: (m) => m.type !== 'event',
+      onReport: (event) => opts.onEvent?.(event),
       signal: opts.signal,
     });
   }
