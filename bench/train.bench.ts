@@ -17,13 +17,14 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadavg, tmpdir } from 'node:os';
 import { writeSyntheticCheckpoint, SD15 } from '../engine/sd/synthetic.ts';
+import { LDM_PREFIX } from '../engine/sd/keymap.ts';
 import { StableDiffusion } from '../engine/sd/model.ts';
 import { defaultThreads } from '../engine/runtime/providers.ts';
 import { summarizeProfile } from '../engine/runtime/profile.ts';
 import { alphasCumprod, SD_TRAIN_SCHEDULE } from '../engine/sampling/training-schedule.ts';
 import { createTrainingStepper } from '../engine/optim/index.ts';
 import { LoraNetwork } from '../engine/train/lora-network.ts';
-import { bakeFrozenWeights } from '../engine/train/frozen-weights.ts';
+import { bakeFrozenWeights, holdHalfWeights } from '../engine/train/frozen-weights.ts';
 import { drawNoise, noiseBatch } from '../engine/train/objective.ts';
 import { LoraTrainStep } from '../engine/train/step-graph.ts';
 import { mallocTunablesFor } from '../bin/huge-pages.js';
@@ -45,7 +46,9 @@ async function measure(path: string, checkpointBlocks: boolean): Promise<Record<
   const timed = Number(process.env.LORA_SCRIPTS_BENCH_TRAIN_STEPS ?? 2);
   const profile = process.env.LORA_SCRIPTS_BENCH_TRAIN_PROFILE === '1';
   let t = performance.now();
-  const model = await StableDiffusion.load(path);
+  // The trainer's rule: checkpointed training holds the file's float16 UNet weights as float16.
+  const half = holdHalfWeights(checkpointBlocks, process.env.LORA_SCRIPTS_BENCH_TRAIN_WEIGHTS === 'external' ? 'baked' : 'auto');
+  const model = await StableDiffusion.load(path, half ? { halfWeights: [LDM_PREFIX.unet] } : {});
   const loadSeconds = (performance.now() - t) / 1000;
   // Only the UNet takes part in the step (frozen text encoder: contexts are computed once per caption; cached
   // latents): the text encoder's and VAE's weights are let go, as the PyTorch peer holds only its UNet.
@@ -60,15 +63,13 @@ async function measure(path: string, checkpointBlocks: boolean): Promise<Record<
 
   // kohya's default SD1 LoRA: every Linear / 1×1 conv in the transformer blocks, rank 16, alpha 8, UNet only
   // (the frozen text encoder's context is computed once per caption outside the step).
-  const network = LoraNetwork.create(model.weights, { rank: 16, alpha: 8, targets: 'attention_mlp', textEncoder: false, seed: 1 });
+  const network = LoraNetwork.create(model.weightShapes(), { rank: 16, alpha: 8, targets: 'attention_mlp', textEncoder: false, seed: 1 });
   for (const m of network.modules) m.up.fill(0.001);
   const h = res / 8;
   const shape = { batch: 1, height: h, width: h, tokens: 77 };
   t = performance.now();
   // The trainer's own rule decides unless the environment says otherwise.
-  let modelBytes = 0;
-  for (const w of model.weights.values()) modelBytes += w.data.byteLength;
-  const auto = bakeFrozenWeights('auto', modelBytes) ? 'external' : 'inputs';
+  const auto = !half && bakeFrozenWeights('auto', model.weightBytes()) ? 'external' : 'inputs';
   const weights = (process.env.LORA_SCRIPTS_BENCH_TRAIN_WEIGHTS ?? auto) as 'inputs' | 'external';
   const profileDir = profile ? await mkdtemp(join(tmpdir(), 'train-bench-profile-')) : undefined;
   const memArena = process.env.LORA_SCRIPTS_BENCH_TRAIN_ARENA !== '0';
@@ -123,6 +124,7 @@ async function measure(path: string, checkpointBlocks: boolean): Promise<Record<
     glibcTunables: process.env.GLIBC_TUNABLES ?? null,
     gradientCheckpointing: checkpointBlocks,
     frozenWeights: weights === 'external' ? 'baked into the session' : 'fed as inputs',
+    frozenWeightsHeldAs: model.holdsHalfWeights ? 'float16 (the file\'s), widened where used' : 'float32',
     memArena,
     loadAverageAtStart: loadavg()[0],
     loadSeconds,

@@ -116,6 +116,11 @@ function concatOfPads(list: readonly Tensor[], t: Tensor): Tensor | undefined {
   return g.concat(pieces.map((p) => p.x), axis);
 }
 
+/** A float16 weight widened to float32 where used (a model holding its weights in half precision). */
+function isWidenedHalf(t: Tensor): boolean {
+  return t.op === 'cast' && t.inputs[0]!.op === 'param' && t.inputs[0]!.dtype === 'float16' && t.dtype === 'float32';
+}
+
 /**
  * Gradient checkpointing: clones a segment's forward nodes for the backward pass. The clones' inputs from
  * outside the segment are tied (by `+ 0 * one element of the incoming gradient`) to the gradient reaching
@@ -136,6 +141,7 @@ class Recomputer {
   }
 
   get(x: Tensor): Tensor {
+    if (isWidenedHalf(x)) return this.rewiden(x, this.gates.get(this.current?.segment ?? -1) ?? this.gates.get(x.segment ?? -1));
     if (x.segment === undefined || x.op === 'rand_like' || x.inputs.length === 0) return x;
     const hit = this.clones.get(x);
     if (hit) return hit;
@@ -161,12 +167,29 @@ class Recomputer {
       }
       stack.pop();
       const ins = n.inputs.map((c) => (inSeg(c) ? this.clones.get(c)! : this.gated(c, seg, gate)));
-      this.clones.set(n, new Tensor(n.op, ins, n.attrs, n.dtype, n.shape, n.value));
+      this.clones.set(n, isWidenedHalf(n) ? this.rewiden(n, gate) : new Tensor(n.op, ins, n.attrs, n.dtype, n.shape, n.value));
     }
     return this.clones.get(x)!;
   }
 
+  /**
+   * A weight held in half precision is widened again for the backward pass, once the gate exists, instead of
+   * its forward float32 copy being kept: `after` makes the second widening a node ORT neither runs early nor
+   * merges with the first, and copies nothing.
+   */
+  private rewiden(x: Tensor, gate: Tensor | undefined): Tensor {
+    if (!gate) return x;
+    const key = `w${gate.id}:${x.id}`;
+    let v = this.boundary.get(key);
+    if (!v) {
+      v = g.cast(g.after(x.inputs[0]!, gate), x.dtype);
+      this.boundary.set(key, v);
+    }
+    return v;
+  }
+
   private gated(i: Tensor, seg: number, gate: Tensor): Tensor {
+    if (isWidenedHalf(i)) return this.rewiden(i, gate);
     // Weights and constants are kept anyway; gating them would only add work.
     if (i.op === 'param' || i.op === 'const' || !g.isFloat(i.dtype)) return i;
     const key = `${seg}:${i.id}`;

@@ -401,6 +401,7 @@ R['mha'] = (t, dy, need, f) => {
     need[2] ? g.mergeHeads(dv!) : undefined,
   ];
 };
+R['after'] = (_t, dy) => [dy, undefined];
 R['rand_like'] = () => [undefined];
 R['dim_size'] = () => [undefined];
 

@@ -124,6 +124,15 @@ export function where(cond: Tensor, a: TensorLike, b: TensorLike): Tensor {
   return node('where', [cond, ta, tb], {}, ta.dtype, s);
 }
 
+/**
+ * `x` unchanged, but only once `gate` (a float scalar) exists: an ordering edge for the runtime that copies
+ * nothing, and a node the runtime cannot merge with another use of `x`.
+ */
+export function after(x: Tensor, gate: Tensor): Tensor {
+  if (gate.rank !== 0 || !isFloat(gate.dtype)) throw new ShapeError(`after ${x}: the gate must be a float scalar, got ${gate}`);
+  return node('after', [x, gate], {}, x.dtype, x.shape);
+}
+
 export function cast(x: Tensor, dtype: DType): Tensor {
   if (x.dtype === dtype) return x;
   return node('cast', [x], { to: dtype }, dtype, x.shape);

@@ -3,7 +3,7 @@
  * so the same names serve loading, LoRA merging and LoRA training: a trainer hooks `adapter` to add a
  * low-rank branch beside any Linear or Conv without the model knowing.
  */
-import { add, input, param, reshape } from '../graph/ops-core.ts';
+import { add, cast, input, param, reshape } from '../graph/ops-core.ts';
 import { conv2d, groupNorm, groupNormGiven, groupStats, layerNorm, linear, type Conv2dOptions } from '../graph/ops-nn.ts';
 import type { Tensor } from '../graph/tensor.ts';
 import { UserError } from '../util/errors.ts';
@@ -11,6 +11,8 @@ import { UserError } from '../util/errors.ts';
 export interface WeightSource {
   shape(key: string): number[] | undefined;
   data(key: string): Float32Array;
+  /** The key's float16 bits where the model holds that weight in half precision; graphs widen it where used. */
+  half?(key: string): Uint16Array | undefined;
 }
 
 export interface ModuleContext {
@@ -49,7 +51,8 @@ export function weightContext(src: WeightSource, extra: Partial<ModuleContext> =
     if (t) return t;
     const shape = src.shape(key);
     if (!shape) return undefined;
-    t = param(key, shape, src.data(key));
+    const bits = src.half?.(key);
+    t = bits ? cast(param(key, shape, bits, 'float16'), 'float32') : param(key, shape, src.data(key));
     made.set(key, t);
     return t;
   };

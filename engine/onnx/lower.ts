@@ -201,6 +201,13 @@ export const LOWERERS: Record<string, Lowerer> = {
   reduce_mean: reduceOp('ReduceMean'),
   reduce_max: reduceOp('ReduceMax'),
   reshape: (cx, t, ins) => cx.emit('Reshape', [ins[0]!, cx.shape(t.attrs['shape'] as Dim[])]),
+  // A reshape to x's own shape whose shape input is computed from the gate: min(max(int(gate), 0), 0) is 0
+  // whatever the gate holds (NaN included), and the runtime cannot know that before the gate exists.
+  after: (cx, t, ins) => {
+    const zero = cx.i64([0]);
+    const nothing = cx.emit('Min', [cx.emit('Max', [cx.emit('Cast', [ins[1]!], { to: int(ONNX_DTYPE.int64) }), zero]), zero]);
+    return cx.emit('Reshape', [ins[0]!, cx.emit('Add', [cx.shape(t.shape), nothing])]);
+  },
   transpose: (cx, t, ins) => cx.emit('Transpose', ins, { perm: ints(a(t, 'perm')) }),
   concat: (cx, t, ins) => cx.emit('Concat', ins, { axis: int(t.attrs['axis'] as number) }),
   slice: (cx, t, ins) => {

@@ -19,6 +19,11 @@ export interface Weight {
 }
 /** Model weights by LDM key, float32. The LoRA merger patches these in place. */
 export type WeightMap = Map<string, Weight>;
+/** A weight kept as the file's float16 bits. */
+export interface HalfWeight {
+  shape: number[];
+  data: Uint16Array;
+}
 
 interface Source {
   file: SafetensorsFile;
@@ -54,11 +59,18 @@ export class Checkpoint {
     return { shape: s.shape, data: await s.file.readFloat32(s.key) };
   }
 
-  /** Reads every tensor whose key starts with one of the prefixes. */
-  async readAll(prefixes: string[]): Promise<WeightMap> {
+  /** The tensor's float16 bits when the file stores it as F16, else undefined (nothing is rounded). */
+  async readHalf(key: string): Promise<HalfWeight | undefined> {
+    const s = this.source(key);
+    if (s.file.info(s.key).dtype !== 'F16') return undefined;
+    return { shape: s.shape, data: (await s.file.read(s.key)).data as Uint16Array };
+  }
+
+  /** Reads every tensor whose key starts with one of the prefixes (and that `keep` keeps). */
+  async readAll(prefixes: string[], keep: (key: string) => boolean = () => true): Promise<WeightMap> {
     const out: WeightMap = new Map();
     for (const k of this.sources.keys()) {
-      if (prefixes.some((p) => k.startsWith(p))) out.set(k, await this.read(k));
+      if (prefixes.some((p) => k.startsWith(p)) && keep(k)) out.set(k, await this.read(k));
     }
     return out;
   }

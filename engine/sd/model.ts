@@ -13,7 +13,8 @@ import { sizeConditionVector, timestepFeatures, unet } from '../models/unet.ts';
 import { decoderMid, decoderUp, encoderDown, encoderMid, vaeDecoder, vaeEncoder } from '../models/vae.ts';
 import { input } from '../graph/ops-core.ts';
 import type { SdArch } from './arch.ts';
-import { Checkpoint, type WeightMap } from './checkpoint.ts';
+import { Checkpoint, type HalfWeight, type WeightMap } from './checkpoint.ts';
+import { f16ToF32 } from '../safetensors/float.ts';
 import { refuseUnusedWeights, unusedWeights } from './used-weights.ts';
 import { declaredPrediction, parsePrediction, probeSaysV, V_PROBE, type Prediction, type PredictionDecision } from './prediction.ts';
 
@@ -55,6 +56,12 @@ export interface LoadOptions extends Omit<SessionOptions, 'weights' | 'alwaysFee
    * `parameterization: "v"`) or a diffusers folder's scheduler config; else, for SD2, A1111's probe; else eps.
    */
   prediction?: Prediction | 'auto';
+  /**
+   * Key prefixes whose weights stay in the file's float16 where the file stores them so (nothing is rounded):
+   * half the memory, and every graph widens them to float32 where it uses them. LoRA merges need float32
+   * values: run them inside `withFloat32Weights`.
+   */
+  halfWeights?: readonly string[];
 }
 
 /** Each file's modification time and size, by path. */
@@ -97,6 +104,10 @@ export class StableDiffusion {
     readonly path: string,
     readonly arch: SdArch,
     readonly weights: WeightMap,
+    /** Weights held as float16 bits (see `LoadOptions.halfWeights`); not in `weights` unless widened there. */
+    private readonly halves: Map<string, HalfWeight>,
+    /** Every weight's key in checkpoint order. */
+    private readonly keyOrder: readonly string[],
     private readonly session: Omit<SessionOptions, 'memArena'> & { memArena?: boolean | 'unet' },
     readonly weightsMode: 'inputs' | 'baked',
     /** How the checkpoint was opened, and its files' identities then (see `reloadWeights`). */
@@ -108,9 +119,17 @@ export class StableDiffusion {
     try {
       refuseUnusedWeights(path, ck.arch, [...unusedWeights(ck.arch, ck.keys(), (k) => (ck.has(k) ? ck.shape(k) : undefined)), ...ck.unmapped]);
       const files = await fileIdentities(ck.filePaths());
-      const weights = await ck.readAll(['model.diffusion_model.', 'first_stage_model.', 'cond_stage_model.', 'conditioner.']);
-      const { vae, textEncoderHeads, weights: mode, prediction, ...session } = opts;
-      const model = new StableDiffusion(path, ck.arch, weights, session, mode ?? 'inputs', { opts: { vae, textEncoderHeads }, files });
+      const prefixes = ['model.diffusion_model.', 'first_stage_model.', 'cond_stage_model.', 'conditioner.'];
+      const { vae, textEncoderHeads, weights: mode, prediction, halfWeights = [], ...session } = opts;
+      const halves = new Map<string, HalfWeight>();
+      for (const k of ck.keys()) {
+        if (!halfWeights.some((p) => k.startsWith(p))) continue;
+        const h = await ck.readHalf(k);
+        if (h) halves.set(k, h);
+      }
+      const weights = await ck.readAll(prefixes, (k) => !halves.has(k));
+      const order = ck.keys().filter((k) => weights.has(k) || halves.has(k));
+      const model = new StableDiffusion(path, ck.arch, weights, halves, order, session, mode ?? 'inputs', { opts: { vae, textEncoderHeads }, files });
       const d = await model.decidePrediction(prediction ?? 'auto', (await stat(path)).isDirectory());
       model.prediction = d.prediction;
       model.predictionSource = d.source;
@@ -167,9 +186,50 @@ export class StableDiffusion {
   /** A context over this model's weights, for building graphs (training adds an adapter hook). */
   context(extra: Partial<ModuleContext> = {}): ModuleContext {
     return weightContext(
-      { shape: (k) => this.weights.get(k)?.shape, data: (k) => this.weights.get(k)!.data },
+      {
+        shape: (k) => (this.weights.get(k) ?? this.halves.get(k))?.shape,
+        data: (k) => this.weights.get(k)!.data,
+        // A widened weight (see `withFloat32Weights`) is used as float32, so merges apply to it.
+        half: (k) => (this.weights.has(k) ? undefined : this.halves.get(k)?.data),
+      },
       extra,
     );
+  }
+
+  /** Every weight's shape, float32 or half held, in checkpoint order. */
+  weightShapes(): { keys(): string[]; get(key: string): { shape: number[] } | undefined } {
+    const get = (k: string) => this.weights.get(k) ?? this.halves.get(k);
+    return { keys: () => this.keyOrder.filter((k) => get(k)), get };
+  }
+
+  /** Bytes of the weights as held. */
+  weightBytes(): number {
+    let n = 0;
+    for (const w of this.weights.values()) n += w.data.byteLength;
+    for (const [k, h] of this.halves) if (!this.weights.has(k)) n += h.data.byteLength;
+    return n;
+  }
+
+  /** Whether some weights are held in half precision. */
+  get holdsHalfWeights(): boolean {
+    return this.halves.size > 0;
+  }
+
+  /**
+   * Runs `fn` with the half-held weights widened to float32 in `weights` (what a LoRA merge patches), then lets
+   * the float32 copies go. Graphs built meanwhile use the float32 copies; they are dropped afterwards.
+   */
+  async withFloat32Weights<T>(fn: () => Promise<T>): Promise<T> {
+    if (!this.halves.size) return fn();
+    for (const [k, h] of this.halves) this.weights.set(k, { shape: h.shape, data: f16ToF32(h.data) });
+    this.graphs.clear();
+    try {
+      return await fn();
+    } finally {
+      for (const k of this.halves.keys()) this.weights.delete(k);
+      this.graphs.clear();
+      this.baked.clear();
+    }
   }
 
   private graph(key: string, build: () => Tensor[]): Promise<CompiledGraph> {

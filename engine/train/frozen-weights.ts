@@ -19,3 +19,13 @@ export const BAKE_RAM_FACTOR = 8;
 export function bakeFrozenWeights(mode: FrozenWeights, modelBytes: number, ram: number = totalmem()): boolean {
   return mode === 'baked' || (mode === 'auto' && ram >= BAKE_RAM_FACTOR * modelBytes);
 }
+
+/**
+ * Gradient checkpointing is the low-memory mode: there the frozen UNet weights that the file stores as float16
+ * stay float16 (nothing is rounded; half the bytes of float32), and the step widens each one where it is used,
+ * once in the forward pass and once more in the backward pass. Measured on SD 1.5 at 512² (see
+ * docs/benchmarks.md); baked weights are float32 by nature.
+ */
+export function holdHalfWeights(checkpointing: boolean, mode: FrozenWeights): boolean {
+  return checkpointing && mode !== 'baked';
+}

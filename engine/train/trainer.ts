@@ -14,6 +14,7 @@ import { createHash } from 'node:crypto';
 import { readdir, rm, stat, mkdir } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { StableDiffusion } from '../sd/model.ts';
+import { LDM_PREFIX } from '../sd/keymap.ts';
 import { loadClipTokenizer, type ClipTokenizer } from '../text/tokenizer.ts';
 import { loadLora } from '../lora/load.ts';
 import { kohyaMetadata, writeKohyaLora, writePeftLora } from '../lora/write.ts';
@@ -45,7 +46,7 @@ import {
   type TrainPosition,
 } from './state.ts';
 import { isLlmModelFolder } from '../llm/config.ts';
-import { bakeFrozenWeights } from './frozen-weights.ts';
+import { bakeFrozenWeights, holdHalfWeights } from './frozen-weights.ts';
 import { trainLlm } from '../llm/trainer.ts';
 import { StepRate } from './step-rate.ts';
 
@@ -200,8 +201,10 @@ class Run {
     await mkdir(c.output_dir, { recursive: true });
     const logDir = resolve(c.logging_dir);
     this.log(`logs: ${logDir}  (view with: tensorboard --logdir "${logDir}")`);
-    const session = { device: c.device, threads: this.opts.threads };
+    const half = holdHalfWeights(Boolean(this.opts.gradientCheckpointing), this.opts.frozenWeights ?? 'auto');
+    const session = { device: c.device, threads: this.opts.threads, ...(half ? { halfWeights: [LDM_PREFIX.unet] } : {}) };
     this.model = await StableDiffusion.load(c.base_model, session);
+    if (this.model.holdsHalfWeights) this.log('gradient checkpointing: the UNet\'s float16 weights stay float16 in memory (widened where used)');
     if (this.model.arch.family === 'sdxl-refiner') {
       throw new UserError(`base_model ${c.base_model} is an SDXL refiner checkpoint; LoRAs are trained on a base model (an SDXL base checkpoint for SDXL)`);
     }
@@ -220,7 +223,7 @@ class Run {
     this.epochs = c.epochs;
     if (c.mixed_precision === 'bf16') this.log('mixed_precision bf16: ONNX Runtime has no bf16 training kernels here; computing in float32');
 
-    this.network = LoraNetwork.create(this.model.weights, {
+    this.network = LoraNetwork.create(this.model.weightShapes(), {
       rank: c.lora_rank,
       alpha: c.lora_alpha,
       targets: c.target_modules,
@@ -426,9 +429,7 @@ class Run {
   private session(): SessionOptions {
     if (this.bake === undefined) {
       const mode = this.opts.frozenWeights ?? 'auto';
-      let bytes = 0;
-      for (const w of this.model.weights.values()) bytes += w.data.byteLength;
-      this.bake = bakeFrozenWeights(mode, bytes);
+      this.bake = !this.model.holdsHalfWeights && bakeFrozenWeights(mode, this.model.weightBytes());
       this.log(`frozen weights: ${this.bake ? 'baked into the session (faster, more memory)' : 'fed at every step (less memory)'}`);
     }
     return { device: this.config.device, threads: this.opts.threads, weights: this.bake ? 'external' : 'inputs' };
@@ -546,8 +547,11 @@ class Run {
   private async samples(step: number): Promise<void> {
     const c = this.config;
     if (!c.sample_prompts.length) return;
-    this.sampler ??= new TrainingSampler(this.model, this.tokenizer, this.network, join(c.output_dir, 'sample'), c.output_name, (m) => this.log(m), c.base_model);
-    const rendered = await this.sampler.render(c.sample_prompts, step, { seed: c.seed, size: c.resolution });
+    // A LoRA merge patches float32 weights: half-held ones are widened while the samples render.
+    const rendered = await this.model.withFloat32Weights(() => {
+      this.sampler ??= new TrainingSampler(this.model, this.tokenizer, this.network, join(c.output_dir, 'sample'), c.output_name, (m) => this.log(m), c.base_model);
+      return this.sampler.render(c.sample_prompts, step, { seed: c.seed, size: c.resolution });
+    });
     for (const [i, r] of rendered.entries()) {
       await this.logger!.image(`sample/${i}`, step, r.png);
       this.events({ type: 'sample', step, path: r.path, prompt: r.prompt });
