@@ -186,6 +186,8 @@ test('reductions, shape ops, gather and upsample', async () => {
     g.upsampleNearest(g.constant([1, 2, 3, 4], [1, 1, 2, 2]), 2),
     g.expand(g.constant([1, 2], [2, 1]), [2, 3]),
     g.pad(g.constant([1, 2], [1, 2]), [0, 1, 0, 0]),
+    g.flip(x, [0, 2]),
+    g.cast(g.after(g.cast(x, 'float16'), g.scalar(Number.NaN)), 'float32'),
   ]);
   close(outs[0]!.data as Float32Array, [12, 15, 18, 21, 48, 51, 54, 57], 0, 'sum');
   close(outs[1]!.data as Float32Array, [7.5, 11.5, 15.5], 1e-6, 'mean');
@@ -198,6 +200,12 @@ test('reductions, shape ops, gather and upsample', async () => {
   close(outs[7]!.data as Float32Array, [1, 1, 2, 2, 1, 1, 2, 2, 3, 3, 4, 4, 3, 3, 4, 4], 0, 'upsample');
   close(outs[8]!.data as Float32Array, [1, 1, 1, 2, 2, 2], 0, 'expand');
   close(outs[9]!.data as Float32Array, [0, 1, 2], 0, 'pad');
+  // flip: x[1 - i][j][3 - k]
+  close(outs[10]!.data as Float32Array, Array.from({ length: 24 }, (_, n) => xd[(1 - Math.floor(n / 12)) * 12 + (Math.floor(n / 4) % 3) * 4 + (3 - (n % 4))]!), 0, 'flip');
+  assert.deepEqual(outs[10]!.shape, [2, 3, 4]);
+  // after: the values and shape of its input whatever the gate holds (NaN here).
+  close(outs[11]!.data as Float32Array, xd, 0, 'after');
+  assert.deepEqual(outs[11]!.shape, [2, 3, 4]);
 });
 
 test('attention with causal mask equals a masked softmax by hand; rotary rotates pairs', async () => {

@@ -402,6 +402,7 @@ R['mha'] = (t, dy, need, f) => {
   ];
 };
 R['after'] = (_t, dy) => [dy, undefined];
+R['flip'] = (t, dy) => [g.flip(dy, t.attrs['axes'] as number[])];
 R['rand_like'] = () => [undefined];
 R['dim_size'] = () => [undefined];
 

@@ -253,6 +253,14 @@ export function slice(x: Tensor, axis: number, start: number, end: number = Infi
   throw new ShapeError(`slice ${x}: dynamic axis ${a} can only be sliced by a negative start`);
 }
 
+/** `x` reversed along each of `axes` (static axes). */
+export function flip(x: Tensor, axes: readonly number[]): Tensor {
+  const as = axes.map((a) => normAxis(a, x.rank, 'flip')).filter((a) => x.shape[a] !== 1);
+  if (as.some((a) => typeof x.shape[a] !== 'number')) throw new ShapeError(`flip ${x}: dynamic axis in ${fmt(axes)}`);
+  if (!as.length) return x;
+  return node('flip', [x], { axes: as }, x.dtype, x.shape);
+}
+
 /** Splits along `axis` into pieces of the given sizes, or into `n` equal pieces. */
 export function split(x: Tensor, sizes: number | readonly number[], axis: number): Tensor[] {
   const a = normAxis(axis, x.rank, 'split');

@@ -38,6 +38,7 @@ export interface LoweredGraph {
 
 const raw = (a: AnyTypedArray): Uint8Array => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 const I64_MAX = Number.MAX_SAFE_INTEGER;
+const I64_MIN = -Number.MAX_SAFE_INTEGER;
 
 export class LowerContext {
   readonly nodes: NodeDef[] = [];
@@ -210,6 +211,11 @@ export const LOWERERS: Record<string, Lowerer> = {
   },
   transpose: (cx, t, ins) => cx.emit('Transpose', ins, { perm: ints(a(t, 'perm')) }),
   concat: (cx, t, ins) => cx.emit('Concat', ins, { axis: int(t.attrs['axis'] as number) }),
+  // One Slice with step -1 on every flipped axis: a single strided copy.
+  flip: (cx, t, ins) => {
+    const axes = t.attrs['axes'] as number[];
+    return cx.emit('Slice', [ins[0]!, cx.i64(axes.map(() => -1)), cx.i64(axes.map(() => I64_MIN)), cx.i64(axes), cx.i64(axes.map(() => -1))]);
+  },
   slice: (cx, t, ins) => {
     const end = t.attrs['end'];
     return cx.emit('Slice', [
