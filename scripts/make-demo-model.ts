@@ -84,7 +84,7 @@ try {
   const scenes = unetScenes.slice(0, N);
   const pixels = unetPixels.slice(0, N);
   const ae = DEMO_RECIPE.autoencoder;
-  const codecScenes = [...scenes, ...Array.from({ length: ae.stripedScenes }, (_, i) => sampleScene(seed + 1, i, 'striped'))];
+  const codecScenes = [...scenes, ...Array.from({ length: ae.stripedScenes }, (_, i) => sampleScene(seed + 1, i, 'diagonal'))];
   const codecPixels = [...pixels, ...codecScenes.slice(N).map((s) => renderScene(s, S))];
 
   // 2. Autoencoder on crops: the same convolutions, a fraction of the pixels per step. Its result is kept in

@@ -40,10 +40,10 @@ test('<lora:demo_stripes:0> gives the base image back exactly', async () => {
   }
 });
 
-// Not met yet: the committed LoRA stripes 47% of these prompts (the base model 3%); light shapes, whose white
-// stripes differ least from their fill, stay flat most often (docs/demo.md). Runs and prints its figure as a
-// todo when LORA_SCRIPTS_DEMO_QUALITY=1.
-test('<lora:demo_stripes:1> stripes ≥ 80% of the shapes', process.env.LORA_SCRIPTS_DEMO_QUALITY === '1' ? { todo: 'the demo LoRA stripes about half of the shapes' } : { skip: 'set LORA_SCRIPTS_DEMO_QUALITY=1 to measure (not met yet: 47% striped, base 3%)' }, async () => {
+// Not met yet: the committed LoRA stripes 77% of these prompts (the base model 3%); cyan shapes stay flat, and
+// another training seed gave 40% (docs/demo.md). Runs and prints its figure as a todo when
+// LORA_SCRIPTS_DEMO_QUALITY=1.
+test('<lora:demo_stripes:1> stripes ≥ 80% of the shapes', process.env.LORA_SCRIPTS_DEMO_QUALITY === '1' ? { todo: 'the demo LoRA stripes about three shapes in four' } : { skip: 'set LORA_SCRIPTS_DEMO_QUALITY=1 to measure (not met yet: 77% striped, base 3%)' }, async () => {
   const gen = await SdGenerator.load(DEMO_MODEL);
   const cases = stripeCases();
   assert.ok(cases.length === 30 && SHAPES.every((s) => cases.some((c) => c.shape === s)) && COLOUR_NAMES.length >= 8);

@@ -76,13 +76,13 @@ export async function codecRoundTrip(model: StableDiffusion, scenes: readonly Sc
     const latent = await model.encode(images, { batch, height: size, width: size });
     const rgb = toRgbBytes(await model.decode(latent, { batch, height: size / 8, width: size / 8 }), batch, size, size);
     chunk.forEach((s, b) => {
-      const j = judgeImage(rgb[b]!, size, { stripe: s.fill === 'striped' ? stripeColour(s.colour) : undefined });
+      const j = judgeImage(rgb[b]!, size, { stripe: s.fill !== 'flat' ? stripeColour(s.colour) : undefined });
       if (j.shape === s.colour) shape++;
       if (j.background === s.background) background++;
-      if (s.fill === 'striped' && looksStriped(j)) striped++;
+      if (s.fill !== 'flat' && looksStriped(j)) striped++;
     });
   }
   const n = scenes.length;
-  const nStriped = scenes.filter((s) => s.fill === 'striped').length;
+  const nStriped = scenes.filter((s) => s.fill !== 'flat').length;
   return { shape: shape / n, background: background / n, striped: nStriped ? striped / nStriped : 0 };
 }

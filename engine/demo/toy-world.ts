@@ -43,8 +43,13 @@ export const POSITIONS = {
 } as const;
 export type PositionName = keyof typeof POSITIONS;
 
-/** How a shape is filled: the base world only knows flat fills; stripes are the demo LoRA's new style. */
-export type Fill = 'flat' | 'striped';
+/**
+ * How a shape is filled. The base world only knows flat fills. 'striped' is the demo LoRA's style: horizontal
+ * stripes one latent row tall (an eighth of the picture), on the latent grid, so each latent pixel holds one
+ * colour. 'diagonal' stripes, 12 pixels per period at 64², are a texture the autoencoder learns besides flat
+ * fills, so that it is a general codec; the UNet never sees either.
+ */
+export type Fill = 'flat' | 'striped' | 'diagonal';
 
 export interface Scene {
   shape: ShapeName;
@@ -124,7 +129,7 @@ function pick<T>(items: readonly T[], random: Random): T {
 
 /**
  * One training scene for (seed, index): never a held-out triple. `fill` 'striped' makes the LoRA data set's
- * scenes (any triple: the LoRA learns a style, not the pairings).
+ * scenes (any triple: the LoRA learns a style, not the pairings), and 'diagonal' the autoencoder's textured ones.
  */
 export function sampleScene(seed: number, index: number, fill: Fill = 'flat'): Scene {
   const random = seededRandom(seed, 'scene', index);
@@ -134,7 +139,7 @@ export function sampleScene(seed: number, index: number, fill: Fill = 'flat'): S
     const background = pick(COLOUR_NAMES, random);
     if (colour === background) continue;
     if (fill === 'flat' && isHeldOut(shape, colour, background)) continue;
-    if (fill === 'striped' && (background === stripeColour(colour))) continue;
+    if (fill !== 'flat' && background === stripeColour(colour)) continue;
     const count = pick([1, 1, 1, 2, 3] as const, random);
     // Three shapes fit side by side only when small.
     const size: SizeName = count === 1 ? pick(['small', 'medium', 'medium', 'large'] as const, random) : count === 2 ? pick(['small', 'medium'] as const, random) : 'small';
@@ -197,7 +202,7 @@ function insidePolygon(pts: [number, number][], x: number, y: number): boolean {
 
 /**
  * The scene as RGB bytes [size, size, 3] (row-major, interleaved), 2×2 supersampled so edges are smooth.
- * Stripes run diagonally, 12 pixels per period at 64².
+ * Stripes (see `Fill`): horizontal bands of size / 8 pixels, or diagonal ones 12 pixels per period at 64².
  */
 export function renderScene(s: Scene, size: number): Uint8Array {
   const out = new Uint8Array(size * size * 3);
@@ -205,7 +210,7 @@ export function renderScene(s: Scene, size: number): Uint8Array {
   const fg = COLOURS[s.colour];
   const stripe = COLOURS[stripeColour(s.colour)];
   const r = SIZES[s.size];
-  // Coarse enough for an 8×8 latent (f8) to carry: about one stripe per latent pixel.
+  const band = size / 8;
   const period = (12 / 64) * size;
   for (let y = 0; y < size; y++) {
     for (let x = 0; x < size; x++) {
@@ -216,7 +221,8 @@ export function renderScene(s: Scene, size: number): Uint8Array {
         let c: readonly number[] = bg;
         for (const [cx, cy] of s.centres) {
           if (insideShape(s.shape, (px - cx) / r, (py - cy) / r)) {
-            c = s.fill === 'striped' && Math.floor(((x + dx + y + dy) / period) % 2) === 1 ? stripe : fg;
+            const second = s.fill === 'striped' ? Math.floor((y + dy) / band) % 2 === 1 : s.fill === 'diagonal' && Math.floor(((x + dx + y + dy) / period) % 2) === 1;
+            c = second ? stripe : fg;
             break;
           }
         }
