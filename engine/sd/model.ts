@@ -12,9 +12,9 @@ import { weightContext, type ModuleContext, type SharedNormStats } from '../mode
 import { sizeConditionVector, timestepFeatures, unet } from '../models/unet.ts';
 import { decoderMid, decoderUp, encoderDown, encoderMid, vaeDecoder, vaeEncoder } from '../models/vae.ts';
 import { input } from '../graph/ops-core.ts';
+import { f16ToF32 } from '../safetensors/float.ts';
 import type { SdArch } from './arch.ts';
 import { Checkpoint, type HalfWeight, type WeightMap } from './checkpoint.ts';
-import { f16ToF32 } from '../safetensors/float.ts';
 import { refuseUnusedWeights, unusedWeights } from './used-weights.ts';
 import { declaredPrediction, parsePrediction, probeSaysV, V_PROBE, type Prediction, type PredictionDecision } from './prediction.ts';
 
