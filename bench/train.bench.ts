@@ -24,7 +24,7 @@ import { summarizeProfile } from '../engine/runtime/profile.ts';
 import { alphasCumprod, SD_TRAIN_SCHEDULE } from '../engine/sampling/training-schedule.ts';
 import { createTrainingStepper } from '../engine/optim/index.ts';
 import { LoraNetwork } from '../engine/train/lora-network.ts';
-import { bakeFrozenWeights, holdHalfWeights } from '../engine/train/frozen-weights.ts';
+import { bakeFrozenWeights, halfHeldWeights } from '../engine/train/frozen-weights.ts';
 import { drawNoise, noiseBatch } from '../engine/train/objective.ts';
 import { LoraTrainStep } from '../engine/train/step-graph.ts';
 import { mallocTunablesFor } from '../bin/huge-pages.js';
@@ -47,12 +47,12 @@ async function measure(path: string, checkpointBlocks: boolean): Promise<Record<
   const profile = process.env.LORA_SCRIPTS_BENCH_TRAIN_PROFILE === '1';
   let t = performance.now();
   // The trainer's rule: checkpointed training holds the file's float16 UNet weights as float16.
-  const half = holdHalfWeights(checkpointBlocks, process.env.LORA_SCRIPTS_BENCH_TRAIN_WEIGHTS === 'external' ? 'baked' : 'auto');
-  const model = await StableDiffusion.load(path, half ? { halfWeights: [LDM_PREFIX.unet] } : {});
+  const halfWeights = halfHeldWeights(checkpointBlocks, process.env.LORA_SCRIPTS_BENCH_TRAIN_WEIGHTS === 'external' ? 'baked' : 'auto');
+  const model = await StableDiffusion.load(path, { halfWeights });
   const loadSeconds = (performance.now() - t) / 1000;
   // Only the UNet takes part in the step (frozen text encoder: contexts are computed once per caption; cached
   // latents): the text encoder's and VAE's weights are let go, as the PyTorch peer holds only its UNet.
-  for (const k of [...model.weights.keys()]) if (!k.startsWith('model.diffusion_model.')) model.weights.delete(k);
+  for (const k of [...model.weights.keys()]) if (!k.startsWith(LDM_PREFIX.unet)) model.weights.delete(k);
   // V8 frees large ArrayBuffers' memory on a background sweeper after the collection: give it a moment, or
   // the let-go weights (0.8 GiB) are still counted in the step's peak RSS.
   const gc = (globalThis as { gc?: () => void }).gc;
@@ -69,7 +69,7 @@ async function measure(path: string, checkpointBlocks: boolean): Promise<Record<
   const shape = { batch: 1, height: h, width: h, tokens: 77 };
   t = performance.now();
   // The trainer's own rule decides unless the environment says otherwise.
-  const auto = !half && bakeFrozenWeights('auto', model.weightBytes()) ? 'external' : 'inputs';
+  const auto = !model.holdsHalfWeights && bakeFrozenWeights('auto', model.weightBytes()) ? 'external' : 'inputs';
   const weights = (process.env.LORA_SCRIPTS_BENCH_TRAIN_WEIGHTS ?? auto) as 'inputs' | 'external';
   const profileDir = profile ? await mkdtemp(join(tmpdir(), 'train-bench-profile-')) : undefined;
   const memArena = process.env.LORA_SCRIPTS_BENCH_TRAIN_ARENA !== '0';

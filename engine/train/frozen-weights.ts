@@ -3,6 +3,7 @@
  * two more copies of the model in memory) or feeds them at every step. One rule for the SD and LLM trainers.
  */
 import { totalmem } from 'node:os';
+import { LDM_PREFIX } from '../sd/keymap.ts';
 
 export type FrozenWeights = 'auto' | 'baked' | 'fed';
 
@@ -21,11 +22,12 @@ export function bakeFrozenWeights(mode: FrozenWeights, modelBytes: number, ram: 
 }
 
 /**
+ * Which weights a Stable Diffusion trainer holds in half precision (key prefixes for `LoadOptions.halfWeights`).
  * Gradient checkpointing is the low-memory mode: there the frozen UNet weights that the file stores as float16
  * stay float16 (nothing is rounded; half the bytes of float32), and the step widens each one where it is used,
  * once in the forward pass and once more in the backward pass. Measured on SD 1.5 at 512² (see
  * docs/benchmarks.md); baked weights are float32 by nature.
  */
-export function holdHalfWeights(checkpointing: boolean, mode: FrozenWeights): boolean {
-  return checkpointing && mode !== 'baked';
+export function halfHeldWeights(checkpointing: boolean, mode: FrozenWeights): readonly string[] {
+  return checkpointing && mode !== 'baked' ? [LDM_PREFIX.unet] : [];
 }

@@ -93,9 +93,9 @@ function rebuild(
 
 /**
  * A stride-1 transposed convolution as a plain convolution with the kernel flipped and its in/out channels
- * swapped (padding k − 1 − p). The backward pass of every frozen stride-1 conv is one of these; ONNX Runtime's
- * Conv is about 1.7× faster than its ConvTranspose here, and with baked weights the flipped kernel is
- * folded to a constant and pre-packed.
+ * swapped (padding k − 1 − p). ONNX Runtime's Conv is about 1.7× faster than its ConvTranspose here; it pays
+ * where the flipped kernel is a constant (baked weights: folded and pre-packed) and in full-weight training.
+ * With fed frozen weights the per-step flips cost more than it saves, so LoRA steps keep ConvTranspose there.
  */
 function convTransposeAsConv(t: Tensor, ins: Tensor[]): Tensor | undefined {
   if (t.op !== 'conv_transpose2d') return undefined;
@@ -107,8 +107,8 @@ function convTransposeAsConv(t: Tensor, ins: Tensor[]): Tensor | undefined {
   const [dy, w] = ins as [Tensor, Tensor];
   const [, , kh, kw] = w.shape as number[];
   const [p0, p1, p2, p3] = a['pads'] as number[];
-  // Flip, then swap channels: one strided copy and one transpose, about twice as fast here as two gathers
-  // after the transpose (fed weights redo this at every step).
+  // Flip, then swap channels: one strided copy and one transpose (twice as fast alone as two gathers after
+  // the transpose; inside a whole SD 1.5 step hardly cheaper).
   const wt = g.transpose(g.flip(w, [2, 3]), [1, 0, 2, 3]);
   const y = g.conv2d(dy, wt, undefined, { padding: [kh! - 1 - p0!, kw! - 1 - p1!, kh! - 1 - p2!, kw! - 1 - p3!] });
   if (y.shape.some((d, i) => d !== t.shape[i])) throw new Error(`convTransposeAsConv: ${y} does not match ${t}`);

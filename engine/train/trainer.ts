@@ -14,7 +14,6 @@ import { createHash } from 'node:crypto';
 import { readdir, rm, stat, mkdir } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { StableDiffusion } from '../sd/model.ts';
-import { LDM_PREFIX } from '../sd/keymap.ts';
 import { loadClipTokenizer, type ClipTokenizer } from '../text/tokenizer.ts';
 import { loadLora } from '../lora/load.ts';
 import { kohyaMetadata, writeKohyaLora, writePeftLora } from '../lora/write.ts';
@@ -46,7 +45,7 @@ import {
   type TrainPosition,
 } from './state.ts';
 import { isLlmModelFolder } from '../llm/config.ts';
-import { bakeFrozenWeights, holdHalfWeights } from './frozen-weights.ts';
+import { bakeFrozenWeights, halfHeldWeights } from './frozen-weights.ts';
 import { trainLlm } from '../llm/trainer.ts';
 import { StepRate } from './step-rate.ts';
 
@@ -201,8 +200,8 @@ class Run {
     await mkdir(c.output_dir, { recursive: true });
     const logDir = resolve(c.logging_dir);
     this.log(`logs: ${logDir}  (view with: tensorboard --logdir "${logDir}")`);
-    const half = holdHalfWeights(Boolean(this.opts.gradientCheckpointing), this.opts.frozenWeights ?? 'auto');
-    const session = { device: c.device, threads: this.opts.threads, ...(half ? { halfWeights: [LDM_PREFIX.unet] } : {}) };
+    const halfWeights = halfHeldWeights(Boolean(this.opts.gradientCheckpointing), this.opts.frozenWeights ?? 'auto');
+    const session = { device: c.device, threads: this.opts.threads, halfWeights };
     this.model = await StableDiffusion.load(c.base_model, session);
     if (this.model.holdsHalfWeights) this.log('gradient checkpointing: the UNet\'s float16 weights stay float16 in memory (widened where used)');
     if (this.model.arch.family === 'sdxl-refiner') {
