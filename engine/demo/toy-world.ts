@@ -128,8 +128,10 @@ function pick<T>(items: readonly T[], random: Random): T {
 }
 
 /**
- * One training scene for (seed, index): never a held-out triple. `fill` 'striped' makes the LoRA data set's
- * scenes (any triple: the LoRA learns a style, not the pairings), and 'diagonal' the autoencoder's textured ones.
+ * One training scene for (seed, index). `fill` 'striped' makes the LoRA data set's scenes and 'diagonal' the
+ * autoencoder's textured ones (any triple: the autoencoder learns pixels, not pairings). Flat and striped
+ * scenes are never a held-out triple, so the prompts that measure the demo model and the demo LoRA are new
+ * to both.
  */
 export function sampleScene(seed: number, index: number, fill: Fill = 'flat'): Scene {
   const random = seededRandom(seed, 'scene', index);
@@ -138,7 +140,7 @@ export function sampleScene(seed: number, index: number, fill: Fill = 'flat'): S
     const colour = pick(COLOUR_NAMES, random);
     const background = pick(COLOUR_NAMES, random);
     if (colour === background) continue;
-    if (fill === 'flat' && isHeldOut(shape, colour, background)) continue;
+    if (fill !== 'diagonal' && isHeldOut(shape, colour, background)) continue;
     if (fill !== 'flat' && background === stripeColour(colour)) continue;
     const count = pick([1, 1, 1, 2, 3] as const, random);
     // Three shapes fit side by side only when small.
