@@ -42,7 +42,7 @@ test('the colour judge reads rendered scenes exactly, and tells striped fills fr
     assert.equal(j.shape, flat.colour, flat.caption);
     assert.equal(looksStriped(j), false, `flat judged striped: ${flat.caption}`);
     const striped = sampleScene(11, i, 'striped');
-    // A small shape holds one or two 6-pixel stripes at 64², too few to call; the test prompts are medium.
+    // A small shape holds one or two 8-pixel stripes at 64², too few to call; the test prompts are medium.
     if (striped.size === 'small') continue;
     const k = judgeImage(renderScene(striped, DEMO_RESOLUTION), DEMO_RESOLUTION, { stripe: stripeColour(striped.colour) });
     assert.equal(k.background, striped.background, striped.caption);
