@@ -7,7 +7,7 @@ import { parse, stringify } from 'yaml';
 import { fixturesDir } from './support/paths.ts';
 import { Checkpoint } from '../engine/sd/checkpoint.ts';
 import { unetHeadsAt } from '../engine/sd/arch.ts';
-import { parseSidecar, readSidecar, sidecarYamlPath } from '../engine/sd/sidecar.ts';
+import { parseSidecar, readSidecar, sidecarNativeSize, sidecarYamlPath } from '../engine/sd/sidecar.ts';
 import { UserError } from '../engine/util/errors.ts';
 import { StableDiffusion } from '../engine/sd/model.ts';
 import { Goldens } from './support/golden.ts';
@@ -130,6 +130,34 @@ test('bad values name their key; python tags and alias bombs are refused as data
   const bomb = ['a: &a [x,x,x,x,x,x,x,x]', ...'bcdefgh'.split('').map((c, i) => `${c}: &${c} [${Array(8).fill(`*${'abcdefgh'[i]}`).join(',')}]`), 'model: {}'].join('\n');
   assert.throws(() => parseSidecar(bomb, 'x.yaml'), (e: unknown) => e instanceof UserError && /x\.yaml/.test(e.message));
   assert.throws(() => parseSidecar('- a list\n', 'x.yaml'), (e: unknown) => e instanceof UserError && /top-level 'model'/.test(e.message));
+});
+
+test("the native size is LatentDiffusion's latent image_size times the autoencoder's factor, not the UNet's image_size", async () => {
+  // The released configs' UNet image_size is 32 whatever the model's size: v1-inference says 64 / 32 (512²),
+  // v2-inference-v 96 / 32 (768²).
+  const ldm = (latent: number, unetSize: number, chMult: string) =>
+    parseSidecar(
+      [
+        'model:',
+        '  target: ldm.models.diffusion.ddpm.LatentDiffusion',
+        '  params:',
+        `    image_size: ${latent}`,
+        '    unet_config:',
+        '      target: ldm.modules.diffusionmodules.openaimodel.UNetModel',
+        `      params: {image_size: ${unetSize}, model_channels: 320, num_heads: 8}`,
+        '    first_stage_config:',
+        '      target: ldm.models.autoencoder.AutoencoderKL',
+        `      params: {embed_dim: 4, ddconfig: {z_channels: 4, ch: 128, ch_mult: ${chMult}, num_res_blocks: 2}}`,
+      ].join('\n'),
+      'v.yaml',
+    );
+  assert.equal(sidecarNativeSize(ldm(64, 32, '[1, 2, 4, 4]')), 512);
+  assert.equal(sidecarNativeSize(ldm(96, 32, '[1, 2, 4, 4]')), 768);
+  assert.equal(sidecarNativeSize(ldm(16, 32, '[1, 2]')), 32);
+  const fixture = parse(await fixtureYaml()) as { model: { params: { image_size: number; first_stage_config: { params: { ddconfig: { ch_mult: number[] } } } } } };
+  const p = fixture.model.params;
+  assert.equal(sidecarNativeSize(parseSidecar(await fixtureYaml(), 'fixture.yaml')), p.image_size * 2 ** (p.first_stage_config.params.ddconfig.ch_mult.length - 1));
+  assert.equal(sidecarNativeSize(parseSidecar('model:\n  target: sgm.models.diffusion.DiffusionEngine\n  params: {}\n', 'sdxl.yaml')), undefined);
 });
 
 test('SGM form (SDXL): per-level depth with the middle taking the last, head width, adm channels, conditioner layers', () => {

@@ -34,8 +34,6 @@ export interface SidecarUnet {
   /** SGM `label_emb` input width (pooled text + size embeddings). */
   admInChannels?: number;
   numClasses?: number | 'sequential';
-  /** `image_size`: the latent side the model was trained at (LDM configs; SGM ones leave it out). */
-  imageSize?: number;
 }
 
 /** The KL autoencoder (`first_stage_config.params`). */
@@ -69,6 +67,12 @@ export interface SidecarConfig {
   /** What the UNet predicts; undefined when the file does not say (LDM: the default is eps). */
   prediction?: 'epsilon' | 'v_prediction';
   scaleFactor?: number;
+  /**
+   * LatentDiffusion's `image_size`: the latent side the model was trained at (LDM configs; SGM ones leave it
+   * out). Not the UNet's own `image_size`, which the network never reads: the released SD 1.x and 2.x configs
+   * set it to 32 whatever their size (v1-inference 64 / 32, v2-inference-v 96 / 32).
+   */
+  latentSize?: number;
   schedule: { linearStart?: number; linearEnd?: number; timesteps?: number };
   unet: SidecarUnet;
   vae: SidecarVae;
@@ -220,6 +224,7 @@ export function parseSidecar(text: string, path: string): SidecarConfig {
     const p = params.str('parameterization');
     if (p !== undefined) out.prediction = prediction(p, path, 'model.params.parameterization');
     out.schedule = { linearStart: params.positive('linear_start'), linearEnd: params.positive('linear_end'), timesteps: params.int('timesteps') };
+    out.latentSize = params.int('image_size');
     const unet = params.params('unet_config');
     if (unet) out.unet = readUnet(unet.params);
     const cond = params.params('cond_stage_config');
@@ -252,11 +257,11 @@ export function parseSidecar(text: string, path: string): SidecarConfig {
 }
 
 /**
- * The picture side a checkpoint was trained at, as its config states it: the UNet's latent `image_size` times
- * the autoencoder's downsampling factor (2 per level after the first; SD's KL-f8 when the file leaves it out).
+ * The picture side a checkpoint was trained at, as its config states it: the latent `image_size` times the
+ * autoencoder's downsampling factor (2 per level after the first; SD's KL-f8 when the file leaves it out).
  */
 export function sidecarNativeSize(cfg: SidecarConfig): number | undefined {
-  const latent = cfg.unet.imageSize;
+  const latent = cfg.latentSize;
   return latent === undefined ? undefined : latent * 2 ** ((cfg.vae.chMult?.length ?? 4) - 1);
 }
 
@@ -287,7 +292,6 @@ function readUnet(p: Fields): SidecarUnet {
     useLinearInTransformer: p.bool('use_linear_in_transformer'),
     admInChannels: p.int('adm_in_channels'),
     numClasses,
-    imageSize: p.int('image_size'),
   };
 }
 
