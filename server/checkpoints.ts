@@ -59,6 +59,19 @@ export class CheckpointManager {
   }
 
   /**
+   * The checkpoint a job asking for `wanted` (an id, or null) runs with, without loading it: `wanted` if it is
+   * known, else option `sd_model_checkpoint`, else the loaded one, else the first found; null when there is none.
+   */
+  planned(wanted: string | null): CheckpointEntry | null {
+    const current = this.backend.currentCheckpoint();
+    const want = (wanted && this.models.findCheckpoint(wanted) ? wanted : null) ?? (this.options.get('sd_model_checkpoint') as string | null);
+    let target: CheckpointEntry | null = null;
+    if (want) target = this.models.findCheckpoint(want);
+    if (!target && current) target = this.models.findCheckpoint(current.name);
+    return target ?? this.models.checkpoints()[0] ?? null;
+  }
+
+  /**
    * Makes sure the wanted checkpoint is loaded: `wanted` (an id) if given, else option `sd_model_checkpoint`,
    * else the loaded one, else the first found. Throws a clear error when there is none at all.
    */
@@ -69,11 +82,7 @@ export class CheckpointManager {
       notes.push(`override_settings.sd_model_checkpoint: model '${wanted}' not found; the current model was used`);
       wanted = null;
     }
-    const want = wanted ?? (this.options.get('sd_model_checkpoint') as string | null);
-    let target: CheckpointEntry | null = null;
-    if (want) target = this.models.findCheckpoint(want);
-    if (!target && current) target = this.models.findCheckpoint(current.name);
-    if (!target) target = this.models.checkpoints()[0] ?? null;
+    const target = this.planned(wanted);
     if (!target) throw this.noCheckpoint();
     // A changed `sd_vae` means a reload too: the VAE is part of what the backend loaded.
     if (current && current.path === target.path && (this.vaeFor(target, sdVae, [])?.path ?? '') === this.loadedVae) return target;

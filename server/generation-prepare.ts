@@ -46,11 +46,14 @@ interface InfotextFields {
   override_settings: Record<string, unknown> | null;
 }
 
-/** Infotext keys that fill request fields the client left unset (A1111 `apply_infotext`). */
+/** Infotext keys that fill request fields the client left unset (A1111 `apply_infotext`); they join `set`. */
 function applyInfotext(req: InfotextFields, set: Set<string>, text: string): void {
   const p = parseInfotext(text);
   const fill = <K extends keyof InfotextFields>(field: K, v: InfotextFields[K] | undefined) => {
-    if (!set.has(field) && v !== undefined) req[field] = v;
+    if (!set.has(field) && v !== undefined) {
+      req[field] = v;
+      set.add(field);
+    }
   };
   const str = (key: string) => (p[key] === undefined ? undefined : String(p[key]));
   const num = (key: string, conv: (x: string) => number) => {
@@ -168,12 +171,26 @@ async function decodeImg2img(ctx: ServerContext, req: Img2ImgRequest, init: stri
   return { initImages, mask };
 }
 
+/**
+ * A txt2img that names no size (nor its infotext, nor the legacy firstphase fields) is made at the size the
+ * checkpoint's config says it was trained at; A1111's 512 stays where the config says nothing. A 512² picture
+ * from a 64² model is a field of small shapes at 64 times the work, and a 512² one from a 768² or 1024² model
+ * is the broken picture A1111 users learn to avoid.
+ */
+function nativeSizeUnlessGiven(ctx: ServerContext, req: Txt2ImgRequest, set: Set<string>): void {
+  if (['width', 'height', 'firstphase_width', 'firstphase_height'].some((k) => set.has(k))) return;
+  const wanted = req.override_settings?.['sd_model_checkpoint'];
+  const native = ctx.checkpoints.planned(typeof wanted === 'string' ? wanted : null)?.resolution;
+  if (native) req.width = req.height = native;
+}
+
 /** Validation and image decoding of one txt2img or img2img body. */
 export async function prepareGeneration(ctx: ServerContext, kind: GenerationKind, body: unknown): Promise<Prepared> {
   const set = fieldsSet(body);
   if (kind === 'txt2img') {
     const req = parseRequest(txt2imgRequest, body);
     if (req.infotext) applyInfotext(req, set, req.infotext);
+    nativeSizeUnlessGiven(ctx, req, set);
     applyFirstphaseFields(req);
     checkScripts(req);
     checkOverrides(req);

@@ -94,7 +94,7 @@ test('demo autoencoder: encode → decode keeps the shape colour in ≥ 97%, the
   assert.ok(st.striped >= 0.9, `stripes ${(100 * st.striped).toFixed(1)}%`);
 });
 
-test('serve with an empty checkpoint folder lists and loads the demo model, says so once, and answers txt2img with it in the colours asked for', async () => {
+test('serve with an empty checkpoint folder lists and loads the demo model, says so once, and answers a txt2img that names no size at its native size, in the colours asked for', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'lora-scripts-demo-'));
   const logs: string[] = [];
   const server = await createServer({ port: 0, dataDir: dir, fallbackCheckpoint: DEMO_MODEL, log: (m) => logs.push(m) });
@@ -106,7 +106,8 @@ test('serve with an empty checkpoint folder lists and loads the demo model, says
     const res = await fetch(`${server.url}/sdapi/v1/txt2img`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ prompt: 'a red star on a blue background', width: DEMO_RESOLUTION, height: DEMO_RESOLUTION, steps: 20, seed: 3 }),
+      // No size: a txt2img that names none is made at the checkpoint's native size (its sidecar's), not A1111's 512.
+      body: JSON.stringify({ prompt: 'a red star on a blue background', steps: 20, seed: 3 }),
     });
     assert.equal(res.status, 200, await res.clone().text());
     const body = (await res.json()) as { images: string[]; info: string };
