@@ -5,7 +5,7 @@
  */
 import { stat } from 'node:fs/promises';
 import { join, extname, basename } from 'node:path';
-import { readSidecar, sidecarNativeSize } from '../engine/sd/sidecar.ts';
+import { statedNativeSize } from '../engine/sd/sidecar.ts';
 import type { CheckpointRef, VaeRef } from './backend.ts';
 import { hashKey, type HashCache } from '../engine/util/hash-cache.ts';
 import { legacyHash } from '../engine/util/sha256-file.ts';
@@ -26,11 +26,6 @@ export interface CheckpointEntry extends CheckpointRef {
   resolution: number | null;
 }
 
-/** The picture side a checkpoint's sidecar config gives, or null (no config, no `image_size`, or unreadable). */
-async function configuredSize(checkpoint: string): Promise<number | null> {
-  const cfg = await readSidecar(checkpoint).catch(() => undefined);
-  return (cfg && sidecarNativeSize(cfg)) ?? null;
-}
 
 export class ModelIndex {
   private ckpts: CheckpointEntry[] = [];
@@ -66,7 +61,7 @@ export class ModelIndex {
           legacyHash: isFile ? await legacyHash(path).catch(() => null) : null,
           config: isFile && (await stat(yaml).catch(() => null)) ? yaml : null,
           // A config that cannot be read fails when the model loads, with its reason; the listing goes on.
-          resolution: isFile ? await configuredSize(path) : null,
+          resolution: isFile ? ((await statedNativeSize(path)) ?? null) : null,
         }),
       );
     }

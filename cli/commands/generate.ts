@@ -53,8 +53,8 @@ export function register(program: Command): void {
     .option('--sampler <name>', 'A1111 sampler name', 'Euler a')
     .option('--scheduler <name>', 'schedule type: automatic, karras, exponential, …', 'automatic')
     .option('--seed <n>', 'seed; -1 for a random one', '-1')
-    .option('-W, --width <px>', 'width (default 512; the demo model: 64)')
-    .option('-H, --height <px>', 'height (default 512; the demo model: 64)')
+    .option('-W, --width <px>', "width (default: the checkpoint's native size where its sidecar config states one, else 512; the demo model: 64)")
+    .option('-H, --height <px>', "height (default: as --width)")
     .option('--batch-size <n>', 'images per batch', '1')
     .option('--clip-skip <n>', 'A1111 "Clip skip"', '1')
     .option('--lora-dir <dir>', 'LoRA folder for <lora:…> tags', 'models/Lora')
@@ -85,11 +85,12 @@ export function register(program: Command): void {
           import('../../engine/util/hash-cache.ts'),
           import('../../engine/util/atomic-write.ts'),
         ]);
-      const { defaultCheckpoint, demoNotice, DEMO_RESOLUTION } = await import('../../engine/demo/demo-model.ts');
+      const { defaultCheckpoint, demoNotice } = await import('../../engine/demo/demo-model.ts');
+      const { defaultImageSide } = await import('../../engine/sd/sidecar.ts');
       const ckptDir = resolve('models/Stable-diffusion');
       const chosen = f.ckpt ? { path: resolve(f.ckpt), demo: false } : await defaultCheckpoint(ckptDir);
       if (chosen.demo) console.error(demoNotice(ckptDir));
-      const defaultSize = String(chosen.demo ? DEMO_RESOLUTION : 512);
+      const defaultSize = String(await defaultImageSide(chosen.path));
       const width = int(f.width ?? defaultSize, '--width', 64);
       const height = int(f.height ?? defaultSize, '--height', 64);
       const steps = int(f.steps, '--steps', 1);

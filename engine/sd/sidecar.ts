@@ -265,6 +265,23 @@ export function sidecarNativeSize(cfg: SidecarConfig): number | undefined {
   return latent === undefined ? undefined : latent * 2 ** ((cfg.vae.chMult?.length ?? 4) - 1);
 }
 
+/** A1111's picture side when nothing else says one. */
+export const A1111_DEFAULT_SIZE = 512;
+
+/**
+ * The side to generate at when the user names none: the native size the checkpoint's sidecar config states,
+ * else A1111's 512. A config that cannot be read gives the default too (loading the checkpoint reports it).
+ */
+export async function defaultImageSide(checkpoint: string): Promise<number> {
+  return (await statedNativeSize(checkpoint)) ?? A1111_DEFAULT_SIZE;
+}
+
+/** The native size the checkpoint's sidecar config states, if it has one that states it. */
+export async function statedNativeSize(checkpoint: string): Promise<number | undefined> {
+  const cfg = await readSidecar(checkpoint).catch(() => undefined);
+  return cfg && sidecarNativeSize(cfg);
+}
+
 function prediction(v: string, path: string, where: string): 'epsilon' | 'v_prediction' {
   if (v === 'eps' || v === 'epsilon') return 'epsilon';
   if (v === 'v' || v === 'v_prediction') return 'v_prediction';

@@ -1,5 +1,6 @@
 /** A1111 v1.10 request models for txt2img, img2img and png-info: field names, types and API defaults. */
 import type { z } from 'zod';
+import { A1111_DEFAULT_SIZE } from '../../engine/sd/sidecar.ts';
 import { f, requestModel } from '../schema.ts';
 
 const common = {
@@ -17,8 +18,8 @@ const common = {
   n_iter: f.int(1, 'batch count'),
   steps: f.int(50),
   cfg_scale: f.float(7.0),
-  width: f.int(512, "txt2img with neither width nor height: the checkpoint's native size where its config states one"),
-  height: f.int(512, "txt2img with neither width nor height: the checkpoint's native size where its config states one"),
+  width: f.int(A1111_DEFAULT_SIZE, "txt2img with neither width nor height: the checkpoint's native size where its config states one"),
+  height: f.int(A1111_DEFAULT_SIZE, "txt2img with neither width nor height: the checkpoint's native size where its config states one"),
   restore_faces: f.bool(null, 'accepted; not available (noted in info)'),
   tiling: f.bool(null, 'seamless tiling; null = option tiling'),
   do_not_save_samples: f.bool(false),
