@@ -5,11 +5,11 @@
  *
  * Beside them are pictures in the base model's own flat style with empty captions. A1111 applies a LoRA to
  * both halves of classifier-free guidance, ε(∅) + s·(ε(prompt) − ε(∅)). Trained on striped pictures alone, the
- * LoRA also stripes ε(∅), with the stripe of no colour in particular, and for a colour whose stripes move its
- * latent less than that (cyan, with white stripes) guidance takes away more stripe than the prompt adds: the
- * demo LoRA left every cyan shape flat at CFG 7 while it striped most of them at CFG 1. The flat pictures keep
- * ε(∅) near the base model's, so guidance adds the prompt's stripes instead (DreamBooth's regularisation
- * images play the same part for a class prior).
+ * LoRA also stripes ε(∅), with the stripe of no colour in particular, and where the prompt's own stripe is
+ * smaller than that, guidance takes away more stripe than the prompt adds: such a LoRA left every cyan shape
+ * flat at CFG 7 while it striped most of them at CFG 1. The flat pictures keep ε(∅) near the base model's, so
+ * guidance adds the prompt's stripes instead (DreamBooth's regularisation images play the same part for a
+ * class prior).
  */
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
