@@ -154,9 +154,10 @@ test("the native size is LatentDiffusion's latent image_size times the autoencod
   assert.equal(sidecarNativeSize(ldm(64, 32, '[1, 2, 4, 4]')), 512);
   assert.equal(sidecarNativeSize(ldm(96, 32, '[1, 2, 4, 4]')), 768);
   assert.equal(sidecarNativeSize(ldm(16, 32, '[1, 2]')), 32);
-  const fixture = parse(await fixtureYaml()) as { model: { params: { image_size: number; first_stage_config: { params: { ddconfig: { ch_mult: number[] } } } } } };
+  const fixture = parse(await fixtureYaml()) as { model: { params: { image_size?: number; first_stage_config: { params: { ddconfig: { ch_mult: number[] } } } } } };
   const p = fixture.model.params;
-  assert.equal(sidecarNativeSize(parseSidecar(await fixtureYaml(), 'fixture.yaml')), p.image_size * 2 ** (p.first_stage_config.params.ddconfig.ch_mult.length - 1));
+  const expected = p.image_size === undefined ? undefined : p.image_size * 2 ** (p.first_stage_config.params.ddconfig.ch_mult.length - 1);
+  assert.equal(sidecarNativeSize(parseSidecar(await fixtureYaml(), 'fixture.yaml')), expected);
   assert.equal(sidecarNativeSize(parseSidecar('model:\n  target: sgm.models.diffusion.DiffusionEngine\n  params: {}\n', 'sdxl.yaml')), undefined);
 });
 
