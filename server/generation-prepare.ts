@@ -174,8 +174,8 @@ async function decodeImg2img(ctx: ServerContext, req: Img2ImgRequest, init: stri
 /**
  * A txt2img that names no size (nor its infotext, nor the legacy firstphase fields) is made at the size the
  * checkpoint's config says it was trained at; A1111's 512 stays where the config says nothing. A 512² picture
- * from a 64² model is a field of small shapes at 64 times the work, and a 512² one from a 768² or 1024² model
- * is the broken picture A1111 users learn to avoid.
+ * from a 64² model is a field of small shapes at 64 times the work, and a 512² one from a 768² SD 2 model is
+ * the broken picture A1111 users learn to avoid.
  */
 function nativeSizeUnlessGiven(ctx: ServerContext, req: Txt2ImgRequest, set: Set<string>): void {
   if (['width', 'height', 'firstphase_width', 'firstphase_height'].some((k) => set.has(k))) return;

@@ -26,7 +26,6 @@ export interface CheckpointEntry extends CheckpointRef {
   resolution: number | null;
 }
 
-
 export class ModelIndex {
   private ckpts: CheckpointEntry[] = [];
   private vaeList: VaeRef[] = [];
