@@ -13,6 +13,7 @@ import { parse, stringify } from 'yaml';
 import { looksStriped } from '../engine/demo/colour-judge.ts';
 import { DEMO_DIR, DEMO_MODEL, DEMO_RECIPE, DEMO_STRIPES_DIR } from '../engine/demo/demo-model.ts';
 import { generateCases } from '../engine/demo/evaluate.ts';
+import { readCaptionTable } from '../engine/train/caption-table.ts';
 import { FLAT_IMAGES, STRIPES_IMAGES, writeStripesDataset } from '../engine/demo/stripes-dataset.ts';
 import { COLOUR_NAMES, SHAPES, heldOutTriples, isHeldOut, sampleScene } from '../engine/demo/toy-world.ts';
 import { SdGenerator } from '../engine/generate/generator.ts';
@@ -39,14 +40,14 @@ test('the committed stripes data set is what writeStripesDataset writes: striped
     const files = (await readdir(dir)).sort();
     assert.deepEqual(files, (await readdir(DEMO_STRIPES_DIR)).sort());
     for (const f of files) assert.ok((await readFile(join(dir, f))).equals(await readFile(join(DEMO_STRIPES_DIR, f))), `${f} differs from the committed one`);
-    const rows = (await readFile(join(dir, 'metadata.csv'), 'utf8')).trim().split('\n').slice(1).map((l) => l.split(','));
-    const striped = rows.filter(([f]) => f!.startsWith('stripes_'));
-    const flat = rows.filter(([f]) => f!.startsWith('flat_'));
+    const { rows } = await readCaptionTable(join(dir, 'metadata.csv'));
+    const striped = rows.filter((r) => r.fileName.startsWith('stripes_'));
+    const flat = rows.filter((r) => r.fileName.startsWith('flat_'));
     assert.equal(striped.length, STRIPES_IMAGES);
     assert.equal(flat.length, FLAT_IMAGES);
-    assert.ok(flat.every(([, caption]) => caption === ''), 'flat scenes have empty captions');
-    assert.ok(striped.every(([, caption]) => caption!.length > 0));
-    const perColour = (c: string) => striped.filter(([, caption]) => new RegExp(`\\b${c} (?!background)`).test(caption!)).length;
+    assert.ok(flat.every((r) => r.caption === ''), 'flat scenes have empty captions');
+    assert.ok(striped.every((r) => r.caption.length > 0));
+    const perColour = (c: string) => striped.filter((r) => new RegExp(`\\b${c} (?!background)`).test(r.caption)).length;
     for (const c of COLOUR_NAMES) assert.ok(perColour(c) >= STRIPES_IMAGES / COLOUR_NAMES.length, `${c}: ${perColour(c)} striped captions`);
   } finally {
     await rm(dir, { recursive: true, force: true });
